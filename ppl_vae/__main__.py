@@ -1,0 +1,3 @@
+from ppl_vae.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""Flags shared by the commands that train (``train``, ``compare``, ``sweep``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ppl_vae import likelihoods, schedules
+from ppl_vae.data import BINARIZE
+from ppl_vae.errors import UserError
+from ppl_vae.objective import ELBOS
+from ppl_vae.run import RunConfig
+from ppl_vae.train import TrainConfig
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data", default="digits", help="digits | mnist | fashion-mnist | synthetic | FILE.npz"
+    )
+    g.add_argument(
+        "--data-root", help="folder holding MNIST/ or FashionMNIST/ (torchvision layout)"
+    )
+    g.add_argument("--download", action="store_true", help="download MNIST-style data if missing")
+    g.add_argument("--binarize", default="none", choices=BINARIZE)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (passed only when given; each model has defaults)")
+    g.add_argument("--latent-dim", type=int, help="dimension of z")
+    g.add_argument("--hidden", help="hidden layer widths, e.g. 256 or 512,256")
+    g.add_argument(
+        "--likelihood", help=f"{' | '.join(likelihoods.LIKELIHOODS)} (gaussian:S fixes the scale)"
+    )
+    g.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other constructor argument of the model, e.g. --set l1=0.1 (repeatable)",
+    )
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=d.epochs)
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--device", default=d.device, help="auto | cpu | cuda")
+    g.add_argument("--elbo", default=d.elbo, choices=sorted(ELBOS))
+    g.add_argument("--num-particles", type=int, default=d.num_particles)
+    g.add_argument("--beta", type=float, default=d.beta, help="weight of the KL term")
+    g.add_argument("--beta-schedule", default=d.beta_schedule, choices=sorted(schedules.SCHEDULES))
+    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    g.add_argument("--cycles", type=int, default=d.cycles, help="cycles of the cyclical schedule")
+    g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def model_args(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("latent_dim", "hidden", "likelihood"):
+        if getattr(args, key, None) is not None:
+            out[key] = getattr(args, key)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.replace("-", "_")] = parse_value(value)
+    return out
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        elbo=args.elbo,
+        num_particles=args.num_particles,
+        beta=args.beta,
+        beta_schedule=args.beta_schedule,
+        warmup_steps=args.warmup_steps,
+        cycles=args.cycles,
+        progress=not args.no_progress,
+    )
+
+
+def run_config(args: argparse.Namespace, model: str) -> RunConfig:
+    return RunConfig(
+        model=model,
+        model_args=model_args(args),
+        data=args.data,
+        data_root=args.data_root,
+        download=args.download,
+        binarize=args.binarize,
+        train=train_config(args),
+    )

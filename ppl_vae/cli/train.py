@@ -1,0 +1,34 @@
+"""``ppl-vae train MODEL``: fit one model and write its run directory."""
+
+from __future__ import annotations
+
+import argparse
+
+from ppl_vae.cli import common
+from ppl_vae.run import train_run
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a model and write a run directory")
+    p.add_argument("model", help="a name from `ppl-vae models`, or a path to your own .py file")
+    common.add_data_args(p)
+    common.add_model_args(p)
+    common.add_train_args(p)
+    p.add_argument("--out", help="run directory for config, checkpoints, metrics, figures")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    job = train_run(common.run_config(args, args.model), args.out, args.resume, args.overwrite)
+    m = job.metrics
+    first = m["history"][0]["test_elbo"] if m["history"] else float("nan")
+    print(
+        f"{args.model}: test ELBO {m['test_elbo']:.3f} nats (epoch 1: {first:.3f}), "
+        f"train ELBO {m['train_elbo']:.3f}, test recon MSE {m['test_recon_mse']:.3f}, "
+        f"{m['epochs']} epochs in {m['seconds']:.1f}s"
+    )
+    if job.out is not None:
+        print(f"run directory: {job.out}")
+    return 0

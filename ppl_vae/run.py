@@ -1,0 +1,204 @@
+"""A training job end to end: data, model, :func:`ppl_vae.train.fit`, and the run directory.
+
+The run directory (``--out``) holds:
+
+- ``config.json`` -- :class:`RunConfig`: everything needed to rebuild model and data;
+- ``checkpoint.json`` + ``checkpoint-<step>.safetensors`` -- written every epoch;
+- ``metrics.json`` -- ``train_elbo``, ``test_elbo``, ``test_recon_mse``, ``rate``,
+  ``distortion``, ``kl_per_dim``, ``active_units``, ``history``, ``seconds``;
+- ``reconstructions.png`` and ``samples.png`` for image data.
+
+Example::
+
+    >>> cfg = RunConfig(model="vae", model_args={"latent_dim": 2},
+    ...                 train=TrainConfig(epochs=1, progress=False))
+    >>> job = train_run(cfg)
+    >>> job.metrics["test_elbo"] < 0
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+
+from ppl_vae import checkpoint, data, plots, registry
+from ppl_vae.autoencoder import Autoencoder
+from ppl_vae.errors import UserError
+from ppl_vae.evaluate import evaluate
+from ppl_vae.train import FitResult, TrainConfig, fit, resolve_device
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+N_FIGURE = 32
+
+
+@dataclass
+class RunConfig:
+    """What to train on what: a model name (or ``.py`` path) with its constructor
+    arguments, a data source, and the trainer's :class:`~ppl_vae.train.TrainConfig`."""
+
+    model: str = "vae"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    data: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    binarize: str = "none"
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        d = dict(d)
+        d["train"] = TrainConfig.from_dict(d.get("train", {}))
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class Run:
+    """A finished job: the fit record, the final metrics, the data and the directory."""
+
+    fit: FitResult
+    metrics: dict[str, Any]
+    dataset: data.Dataset
+    config: RunConfig
+    out: Path | None = None
+
+    @property
+    def module(self) -> Autoencoder:
+        return self.fit.module
+
+
+def load_data(cfg: RunConfig) -> data.Dataset:
+    return data.load(cfg.data, cfg.data_root, cfg.download, cfg.binarize, cfg.train.seed)
+
+
+def build_model(cfg: RunConfig, ds: data.Dataset) -> Autoencoder:
+    """Seed, then build: the same seed gives the same initial weights."""
+    pyro.set_rng_seed(cfg.train.seed)
+    return registry.build(cfg.model, x_dim=ds.x_dim, **cfg.model_args)
+
+
+def read_config(run_dir: str | Path) -> RunConfig:
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a run directory (no {CONFIG}); train into it first")
+    try:
+        return RunConfig.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"{path} is not a valid run configuration ({exc})") from None
+
+
+def write_json(path: Path, obj: Any) -> None:
+    checkpoint.atomic_write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
+
+
+def prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber a run by accident; ``overwrite`` replaces a run directory whole."""
+    if resume:
+        if not checkpoint.exists(out):
+            raise UserError(f"--resume: no checkpoint in {out}; train there without --resume first")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(
+                f"{out} already holds files; pass --resume to continue that run, --overwrite to "
+                "replace it, or choose another --out"
+            )
+        if not (out / CONFIG).is_file():
+            raise UserError(
+                f"--overwrite refuses to empty {out}: it is not a ppl-vae run directory"
+            )
+        shutil.rmtree(out)
+
+
+def train_run(
+    cfg: RunConfig, out: str | Path | None = None, resume: bool = False, overwrite: bool = False
+) -> Run:
+    """Train as configured; with ``out``, write the run directory. Bad input raises
+    :class:`UserError` before any file is written."""
+    out = Path(out) if out is not None else None
+    if out is not None:
+        prepare_out(out, resume, overwrite)
+        if resume:  # the saved configuration wins, but for the new length and the device
+            saved = read_config(out)
+            saved.train.epochs = cfg.train.epochs
+            saved.train.progress, saved.train.device = cfg.train.progress, cfg.train.device
+            cfg = saved
+    cfg.train.validate()
+    ds = load_data(cfg)
+    module = build_model(cfg, ds)
+    module.check(ds.x_train)
+    module.check(ds.x_test)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / CONFIG, cfg.to_dict())
+    result = fit(module, ds, cfg.train, out=out, resume=resume)
+    job = Run(result, final_metrics(result, ds), ds, cfg, out)
+    if out is not None:
+        write_json(out / METRICS, job.metrics)
+        write_figures(module, ds, out, cfg.train.seed)
+    return job
+
+
+def final_metrics(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
+    """The contract of ``metrics.json`` (see DESIGN.md), evaluated at beta = 1."""
+    cfg = result.config
+    test = evaluate(result.module, ds.x_test, cfg.eval_batch_size, seed=cfg.seed)
+    train = evaluate(result.module, ds.x_train, cfg.eval_batch_size, seed=cfg.seed)
+    return {
+        "model": type(result.module).__name__,
+        "data": ds.name,
+        "epochs": len(result.history),
+        "steps": result.step,
+        "train_elbo": train["elbo"],
+        "test_elbo": test["elbo"],
+        "test_recon_mse": test["recon_mse"],
+        "rate": test["rate"],
+        "distortion": test["distortion"],
+        "kl_per_dim": test["kl_per_dim"],
+        "active_units": test["active_units"],
+        "latent_dim": result.module.latent_dim,
+        "parameters": sum(p.numel() for p in result.module.parameters()),
+        "seconds": result.seconds,
+        "history": result.history,
+    }
+
+
+@torch.no_grad()
+def write_figures(module: Autoencoder, ds: data.Dataset, out: Path, seed: int = 0) -> list[Path]:
+    """``reconstructions.png`` (test inputs over outputs) and ``samples.png`` (prior draws)."""
+    if ds.image_shape is None:
+        return []
+    module.eval()
+    x = ds.x_test[:N_FIGURE]
+    torch.manual_seed(seed)
+    return [
+        plots.reconstructions(
+            x, module.reconstruct(x), ds.image_shape, out / "reconstructions.png"
+        ),
+        plots.image_grid(module.generate(64), ds.image_shape, out / "samples.png"),
+    ]
+
+
+def load_run(
+    run_dir: str | Path, device: str = "cpu"
+) -> tuple[Autoencoder, data.Dataset, RunConfig]:
+    """Rebuild a trained model and its data from a run directory (no pickles)."""
+    cfg = read_config(run_dir)
+    ds = load_data(cfg)
+    module = build_model(cfg, ds)
+    state = checkpoint.load(run_dir, map_location=resolve_device(device))
+    module.load_state_dict(state["module"])
+    module.to(resolve_device(device)).eval()
+    return module, ds.to(resolve_device(device)), cfg
