@@ -1,0 +1,72 @@
+"""Checkpoints: safetensors + JSON, atomic, verified, never unpickled."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ppl_vae import checkpoint
+from ppl_vae.errors import UserError
+
+
+def optimizer_state() -> dict:
+    w = torch.nn.Parameter(torch.randn(3, 2))
+    opt = torch.optim.Adam([w], lr=0.01)
+    w.sum().backward()
+    opt.step()
+    return opt.state_dict()
+
+
+def test_round_trip_keeps_tensors_and_key_types(tmp_path):
+    record = {"step": 7, "history": [{"elbo": -1.5}], "optimizer": optimizer_state()}
+    checkpoint.save(tmp_path, record)
+    back = checkpoint.load(tmp_path)
+    assert back["step"] == 7 and back["history"] == [{"elbo": -1.5}]
+    state = back["optimizer"]["state"]
+    assert list(state) == [0]  # integer keys survive JSON
+    for name, value in record["optimizer"]["state"][0].items():
+        assert torch.equal(state[0][name], value), name
+    groups = record["optimizer"]["param_groups"]
+    assert back["optimizer"]["param_groups"] == json.loads(json.dumps(groups))  # tuples -> lists
+    # The weights file is plain safetensors; the record is plain JSON.
+    body = json.loads((tmp_path / checkpoint.RECORD).read_text())
+    assert set(load_file(str(tmp_path / body["weights"]))) == {
+        "optimizer.state.0.step",
+        "optimizer.state.0.exp_avg",
+        "optimizer.state.0.exp_avg_sq",
+    }
+
+
+def test_a_new_save_replaces_the_old_weights_file(tmp_path):
+    checkpoint.save(tmp_path, {"step": 1, "w": torch.zeros(2)})
+    checkpoint.save(tmp_path, {"step": 2, "w": torch.ones(2)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint-2.safetensors",
+        "checkpoint.json",
+    ]
+    assert torch.equal(checkpoint.load(tmp_path)["w"], torch.ones(2))
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    checkpoint.save(tmp_path, {"step": 1, "w": torch.zeros(2)})
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_file", broken)
+    with pytest.raises(OSError):
+        checkpoint.save(tmp_path, {"step": 2, "w": torch.ones(2)})
+    assert torch.equal(checkpoint.load(tmp_path)["w"], torch.zeros(2))
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_tampered_or_missing_weights_are_refused(tmp_path):
+    checkpoint.save(tmp_path, {"step": 1, "w": torch.zeros(2)})
+    (tmp_path / "checkpoint-1.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(UserError, match="do not match"):
+        checkpoint.load(tmp_path)
+    with pytest.raises(UserError, match="no checkpoint"):
+        checkpoint.load(tmp_path / "elsewhere")
