@@ -12,8 +12,8 @@ so the marginal is :math:`x_n \\sim \\mathcal{N}(\\mu, C)` with :math:`C = W W^\
 :math:`z \\mid x \\sim \\mathcal{N}(M^{-1} W^\\top (x - \\mu),\\, \\sigma^2 M^{-1})`,
 :math:`M = W^\\top W + \\sigma^2 I`.
 
-Guide: :math:`q(z|x) = \\mathcal{N}(A x + b, \\operatorname{diag} s^2)` -- linear, like the
-exact posterior, with a covariance that does not depend on :math:`x`. At the maximum-
+Guide: :math:`q(z|x) = \\mathcal{N}(A (x - \\mu), \\operatorname{diag} s^2)` -- linear,
+like the exact posterior, with a covariance that does not depend on :math:`x`. At the maximum-
 likelihood solution :math:`W^\\top W` is diagonal, so the family contains the exact
 posterior and the ELBO can reach :math:`\\log p(x)`: the suite's correctness oracle.
 
@@ -40,20 +40,28 @@ from ppl_vae.autoencoder import Autoencoder
 class PPCA(Autoencoder):
     """Linear Gaussian decoder with learned noise :math:`\\sigma`, linear Gaussian guide."""
 
-    def __init__(self, x_dim: int, latent_dim: int = 2, init_scale: float = 1.0):
+    def __init__(
+        self, x_dim: int, latent_dim: int = 2, init_scale: float = 1.0, init_w: float = 1.0
+    ):
         super().__init__(x_dim, latent_dim)
-        self.W = nn.Parameter(0.1 * torch.randn(x_dim, latent_dim))
+        # Start near the data's scale: orthogonal columns of norm init_w * sqrt(x_dim), i.e.
+        # entries of size ~init_w (pick it near the per-feature standard deviation), and a
+        # sharp guide, std e^-2. From a small W, training is slow and can collapse into a
+        # large sigma: log p(x) is flat in W's scale. The guide encodes x - mu without a
+        # bias, like the exact posterior mean M^-1 W^T (x - mu).
+        w = nn.init.orthogonal_(torch.empty(x_dim, latent_dim)) * (float(init_w) * x_dim**0.5)
+        self.W = nn.Parameter(w)
         self.mu = nn.Parameter(torch.zeros(x_dim))
         self.sigma = PyroParam(torch.tensor(float(init_scale)), constraints.positive)
-        self.enc = nn.Linear(x_dim, latent_dim)
-        self.log_s = nn.Parameter(torch.zeros(latent_dim))
+        self.enc = nn.Linear(x_dim, latent_dim, bias=False)
+        self.log_s = nn.Parameter(torch.full((latent_dim,), -2.0))
 
     def likelihood(self, z: torch.Tensor) -> dist.TorchDistribution:
         loc = z @ self.W.T + self.mu
         return dist.Normal(loc, self.sigma.expand(loc.shape)).to_event(1)
 
     def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
-        loc = self.enc(x)
+        loc = self.enc(x - self.mu)
         return dist.Normal(loc, self.log_s.exp().expand(loc.shape)).to_event(1)
 
     # -- closed forms ---------------------------------------------------------------

@@ -1,0 +1,72 @@
+"""PCA as a linear autoencoder with tied weights: x_hat = W W^T (x - m) + m, Delta guide.
+
+Generative program (prior masked, ``has_prior = False``):
+
+.. math::
+
+    x_n \\mid z_n \\sim \\mathcal{N}\\big(W z_n + m,\\, s^2 I\\big).
+
+Guide: :math:`q(z_n \\mid x_n) = \\delta\\big(z_n - W^\\top (x_n - m)\\big)`, the same
+:math:`W \\in \\mathbb{R}^{D \\times d}` as the decoder. Training minimises
+
+.. math::
+
+    \\frac{1}{2s^2} \\big\\| (I - W W^\\top)(x - m) \\big\\|^2 + \\text{const}.
+
+The centring :math:`m` is a learned parameter. Only its component outside
+:math:`\\operatorname{span} W` enters the loss, and setting the gradient to zero puts that
+component at the data mean's, :math:`(I - WW^\\top)(\\bar x - m) = 0`: the learned
+centring is the data's centring. At the optimum :math:`W` has orthonormal columns that
+span the top-:math:`d` principal subspace of the sample covariance (Baldi & Hornik 1989),
+so reconstruction error and subspace match :class:`sklearn.decomposition.PCA`. The
+columns are a rotation of the principal axes, not the axes themselves.
+
+Example::
+
+    >>> import torch
+    >>> m = PCA(x_dim=5, latent_dim=2)
+    >>> x = torch.randn(4, 5)
+    >>> torch.allclose(m.reconstruct(x), (x - m.mean) @ m.W @ m.W.T + m.mean)
+    True
+"""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from ppl_vae.errors import UserError
+from ppl_vae.point_mass import PointMassAutoencoder, check_positive, gaussian_fixed
+
+
+class PCA(PointMassAutoencoder):
+    """Tied linear encoder/decoder with a learned centring ``mean``; ``scale`` is the fixed
+    Gaussian noise (it rescales the loss, not the optimum)."""
+
+    def __init__(self, x_dim: int, latent_dim: int = 2, scale: float = 1.0):
+        if not 1 <= latent_dim <= x_dim:
+            raise UserError(
+                f"pca needs 1 <= latent_dim <= {x_dim} (the data's width), got {latent_dim}"
+            )
+        super().__init__(x_dim, latent_dim)
+        self.scale = check_positive("scale", scale)
+        # Orthonormal start: W^T W = I, the constraint the optimum satisfies anyway.
+        q, _ = torch.linalg.qr(torch.randn(x_dim, latent_dim))
+        self.W = nn.Parameter(q[:, :latent_dim].contiguous())
+        self.mean = nn.Parameter(torch.zeros(x_dim))
+
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) @ self.W
+
+    def likelihood(self, z: torch.Tensor) -> dist.TorchDistribution:
+        return gaussian_fixed(z @ self.W.T + self.mean, self.scale)
+
+    def components(self) -> torch.Tensor:
+        """An orthonormal basis of the learned subspace, ``(latent_dim, x_dim)`` like
+        ``sklearn``'s ``components_`` (up to a rotation within the subspace)."""
+        q, _ = torch.linalg.qr(self.W.detach())
+        return q.T
+
+
+MODEL = PCA

@@ -1,0 +1,286 @@
+"""Train several models of the suite on the same data and split, and set them side by side.
+
+Every model goes through :func:`ppl_vae.run.train_run` with the same data source, seed
+and training settings, so the only difference is the program. For each model the
+comparison reports
+
+- ``test_recon_mse``: :math:`\\frac{1}{N}\\sum_n \\|x_n - g(\\mathbb{E}_q[z|x_n])\\|^2`
+  on the test set (squared error summed over pixels, as ``metrics.json``);
+- ``test_elbo``: the mean per-example test ELBO in nats where the model keeps a prior
+  (``has_prior``), blank otherwise (a masked prior leaves only a reconstruction term);
+- ``code_sparsity``: the fraction of test code entries with
+  :math:`|h_i| <` :data:`SPARSITY_THRESHOLD` (:math:`10^{-2}`), codes being the
+  posterior means;
+- ``latent_dim``, ``parameters`` and training ``seconds``.
+
+:func:`write` turns the result into ``comparison.csv``, ``comparison.md`` and
+``comparison.png`` (the same test images reconstructed by every model, one row each).
+
+Example::
+
+    >>> from ppl_vae.run import RunConfig
+    >>> from ppl_vae.train import TrainConfig
+    >>> base = RunConfig(train=TrainConfig(epochs=1, progress=False))
+    >>> result = compare(base, ["ae", "pca"], latent_dim=2)
+    >>> [row["model"] for row in result.rows]
+    ['ae', 'pca']
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ppl_vae import plots, registry
+from ppl_vae.errors import UserError
+from ppl_vae.run import CONFIG, Run, RunConfig, load_data, train_run
+
+DEFAULT_MODELS = ("vae", "ae", "tanh-ae", "pca", "ppca", "sparse-ae", "denoising-ae")
+DEFAULT_LATENT_DIM = 8
+DEFAULT_BATCH_SIZE = 128  # the `compare` command's defaults (`train` has 32 and 1e-3)
+DEFAULT_LR = 3e-3
+SPARSITY_THRESHOLD = 1e-2
+N_IMAGES = 10
+COLUMNS = (
+    "model",
+    "test_recon_mse",
+    "test_elbo",
+    "code_sparsity",
+    "latent_dim",
+    "parameters",
+    "seconds",
+)
+
+
+@dataclass
+class Comparison:
+    """The table (``rows``, one dict per model with :data:`COLUMNS`) and the runs."""
+
+    rows: list[dict[str, Any]]
+    runs: dict[str, Run] = field(default_factory=dict)
+    out: Path | None = None
+
+
+def parse_models(spec: str | Sequence[str]) -> list[str]:
+    """``"vae,ae"`` (or a list) to checked suite names; unknown or repeated names are a
+    :class:`UserError` naming them."""
+    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    names = [n for n in names if n]
+    if not names:
+        raise UserError("--models is empty; give a comma-separated list such as vae,ae,pca")
+    unknown = [n for n in names if n not in registry.names()]
+    if unknown:
+        raise UserError(
+            f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(registry.names())}"
+        )
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserError(f"--models lists {', '.join(repeated)} more than once")
+    return names
+
+
+def code_sparsity(codes: torch.Tensor, threshold: float = SPARSITY_THRESHOLD) -> float:
+    """Fraction of code entries with :math:`|h| <` ``threshold``.
+
+    >>> code_sparsity(torch.tensor([[0.0, 0.5], [0.001, -2.0]]))
+    0.5
+    """
+    return float((codes.abs() < threshold).float().mean())
+
+
+def plan(
+    base: RunConfig, models: Sequence[str], shared: dict[str, Any] | None = None
+) -> list[RunConfig]:
+    """One :class:`RunConfig` per model: ``base`` with that model and the ``shared``
+    arguments it accepts (``hidden`` goes only to models with hidden layers). An argument
+    no model accepts is a :class:`UserError`."""
+    shared = dict(shared or {})
+    configs, used = [], set()
+    for name in parse_models(models):
+        accepted = registry.accepted(registry.resolve(name))
+        args = {k: v for k, v in shared.items() if k in accepted}
+        used |= set(args)
+        configs.append(dataclasses.replace(base, model=name, model_args=args))
+    unused = sorted(set(shared) - used)
+    if unused:
+        raise UserError(
+            f"no model in the comparison takes {', '.join(unused)}; drop it or add a model "
+            "that does"
+        )
+    return configs
+
+
+def preflight(configs: Sequence[RunConfig], out: Path | None, overwrite: bool) -> None:
+    """Everything that can fail before training: data, model arguments, data/model fit and
+    the run directories (``out/<model>`` must be free, or a run to ``overwrite``)."""
+    for cfg in configs:
+        cfg.train.validate()
+    ds = load_data(configs[0])
+    for cfg in configs:
+        module = registry.build(cfg.model, x_dim=ds.x_dim, **cfg.model_args)
+        try:
+            module.check(ds.x_train)
+            module.check(ds.x_test)
+        except UserError as exc:
+            raise UserError(f"{cfg.model}: {exc}") from None
+        if out is None:
+            continue
+        run_dir = out / cfg.model
+        if run_dir.exists() and any(run_dir.iterdir()):
+            if not overwrite:
+                raise UserError(
+                    f"{run_dir} already holds files; pass --overwrite to replace the runs in "
+                    f"{out}, or choose another --out"
+                )
+            if not (run_dir / CONFIG).is_file():
+                raise UserError(
+                    f"--overwrite refuses to empty {run_dir}: it is not a run directory"
+                )
+
+
+def compare(
+    base: RunConfig,
+    models: str | Sequence[str] = DEFAULT_MODELS,
+    out: str | Path | None = None,
+    latent_dim: int | None = DEFAULT_LATENT_DIM,
+    model_args: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Comparison:
+    """Train each of ``models`` as ``base`` says (data, split, seed, training settings), each
+    into ``out/<model>`` when ``out`` is given, and tabulate them; with ``out`` the table
+    and figure are written too (:func:`write`). Bad input fails before any training."""
+    shared = dict(model_args or {})
+    if latent_dim is not None:
+        shared.setdefault("latent_dim", latent_dim)
+    dim = shared.get("latent_dim")
+    if dim is not None and not (isinstance(dim, int) and dim >= 1):
+        raise UserError(f"--latent-dim must be a whole number of at least 1, got {dim!r}")
+    out = Path(out) if out is not None else None
+    configs = plan(base, models, shared)
+    preflight(configs, out, overwrite)
+    result = Comparison(rows=[], out=out)
+    for cfg in configs:
+        run_dir = out / cfg.model if out is not None else None
+        job = train_run(cfg, run_dir, overwrite=overwrite)
+        result.runs[cfg.model] = job
+        result.rows.append(summarise(cfg.model, job))
+    if out is not None:
+        write(result, out)
+    return result
+
+
+@torch.no_grad()
+def summarise(name: str, job: Run) -> dict[str, Any]:
+    """One row of the table from a finished run."""
+    module, m = job.module, job.metrics
+    module.eval()
+    codes = module.encode(job.dataset.x_test)
+    return {
+        "model": name,
+        "test_recon_mse": m["test_recon_mse"],
+        "test_elbo": m["test_elbo"] if module.has_prior else None,
+        "code_sparsity": code_sparsity(codes),
+        "latent_dim": module.latent_dim,
+        "parameters": m["parameters"],
+        "seconds": m["seconds"],
+    }
+
+
+def write(result: Comparison, out: str | Path) -> list[Path]:
+    """``comparison.csv``, ``comparison.md`` and (for image data) ``comparison.png``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [write_csv(result.rows, out / "comparison.csv")]
+    figure = write_figure(result.runs, out / "comparison.png") if result.runs else None
+    paths.append(write_markdown(result, out / "comparison.md", figure))
+    return paths + ([figure] if figure else [])
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row[k] is None else row[k] for k in COLUMNS})
+    return path
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if key in ("test_recon_mse", "test_elbo"):
+        return f"{value:.3f}"
+    if key == "code_sparsity":
+        return f"{value:.2f}"
+    if key == "seconds":
+        return f"{value:.1f}"
+    return str(value)
+
+
+def table(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as a Markdown table."""
+    head = [
+        "model",
+        "test recon MSE",
+        "test ELBO",
+        "code sparsity",
+        "latent dim",
+        "parameters",
+        "train s",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(k, row[k]) for k in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def write_markdown(result: Comparison, path: Path, figure: Path | None = None) -> Path:
+    any_run = next(iter(result.runs.values()), None)
+    lines = ["# Autoencoder comparison", ""]
+    if any_run is not None:
+        cfg = any_run.config
+        lines += [
+            f"Data `{cfg.data}` ({any_run.dataset.x_train.shape[0]} train, "
+            f"{any_run.dataset.x_test.shape[0]} test), {cfg.train.epochs} epochs, batch "
+            f"{cfg.train.batch_size}, lr {cfg.train.lr:g}, seed {cfg.train.seed}; every model "
+            "on the same split.",
+            "",
+        ]
+    lines += [
+        table(result.rows),
+        "",
+        "- test recon MSE: squared error per test example, summed over pixels, of the "
+        "decoder mean at the posterior mean code.",
+        "- test ELBO: mean per-example ELBO in nats for models with a latent prior; blank for "
+        "models whose prior term is masked. For `sparse-ae` (a point-mass guide) it is the "
+        "MAP objective log p(x|h) + log p(h), not a bound on log p(x). ELBOs compare only "
+        "between models with the same likelihood (`vae` defaults to Bernoulli pixels, the "
+        "others here to Gaussian ones).",
+        f"- code sparsity: fraction of test code entries with |h| < {SPARSITY_THRESHOLD:g}.",
+    ]
+    if figure is not None:
+        order = ", ".join(["input", *result.runs])
+        lines += ["", f"![reconstructions]({figure.name})", "", f"Rows of the figure: {order}."]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@torch.no_grad()
+def write_figure(runs: dict[str, Run], path: Path, n: int = N_IMAGES) -> Path | None:
+    """The first ``n`` test images (top row), then each model's reconstructions of them."""
+    first = next(iter(runs.values()))
+    if first.dataset.image_shape is None:
+        return None
+    x = first.dataset.x_test[:n]
+    rows = [x.cpu()]
+    for job in runs.values():
+        job.module.eval()
+        rows.append(job.module.reconstruct(x.to(job.dataset.x_test.device)).cpu())
+    return plots.image_grid(torch.cat(rows), first.dataset.image_shape, path, nrow=x.shape[0])
