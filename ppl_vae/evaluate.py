@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pyro
 import torch
 from pyro import poutine
 from torch.distributions import kl_divergence
@@ -36,25 +37,45 @@ from ppl_vae.autoencoder import Autoencoder
 ACTIVE_UNIT_THRESHOLD = 0.01
 
 
-def trace_pair(module: Autoencoder, x: torch.Tensor, beta: float = 1.0):
+def trace_pair(
+    module: Autoencoder, x: torch.Tensor, beta: float = 1.0, particles: int | None = None
+):
     """Run the guide, then the model replayed on the guide's draws; both traces with
-    per-site ``log_prob`` of batch shape ``(B,)``."""
-    guide_tr = poutine.trace(module.guide).get_trace(x, beta)
-    model_tr = poutine.trace(poutine.replay(module.model, trace=guide_tr)).get_trace(x, beta)
+    per-site ``log_prob`` of batch shape ``(B,)``, or ``(particles, B)`` when ``particles``
+    is given (both programs then run inside ``pyro.plate("particles", particles, dim=-2)``)."""
+    guide, model = module.guide, module.model
+    if particles is not None:
+        guide, model = _in_particle_plate(guide, particles), _in_particle_plate(model, particles)
+    guide_tr = poutine.trace(guide).get_trace(x, beta)
+    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, beta)
     guide_tr.compute_log_prob()
     model_tr.compute_log_prob()
     return model_tr, guide_tr
 
 
-def log_prob_terms(module: Autoencoder, x: torch.Tensor, beta: float = 1.0) -> dict:
+def _in_particle_plate(fn, particles: int):
+    """``fn`` run inside an outer plate of ``particles`` independent draws (dim -2)."""
+
+    def wrapped(*args, **kwargs):
+        with pyro.plate("particles", particles, dim=-2):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def log_prob_terms(
+    module: Autoencoder, x: torch.Tensor, beta: float = 1.0, particles: int | None = None
+) -> dict:
     """One-sample per-example terms from Pyro's traces: ``log_lik`` (observed sites),
-    ``log_prior`` (latent sites of the model) and ``log_q`` (the guide), each ``(B,)``.
+    ``log_prior`` (latent sites of the model) and ``log_q`` (the guide), each ``(B,)``;
+    with ``particles=P``, ``P`` independent draws per example, each term ``(P, B)``.
 
     ``log_lik + log_prior - log_q`` is a one-sample ELBO estimate; its log-mean-exp over
     many draws is the importance-weighted bound.
     """
-    model_tr, guide_tr = trace_pair(module, x, beta)
-    zero = x.new_zeros(x.shape[:1])
+    model_tr, guide_tr = trace_pair(module, x, beta, particles)
+    shape = x.shape[:1] if particles is None else (particles, x.shape[0])
+    zero = x.new_zeros(shape)
     terms = {"log_lik": zero, "log_prior": zero, "log_q": zero}
     for site in model_tr.nodes.values():
         if site["type"] == "sample":

@@ -1,0 +1,83 @@
+"""``ppl-vae analyze DIR``: posterior analysis of a trained run (see :mod:`ppl_vae.analysis`).
+
+Writes ``DIR/analysis/``: ``posterior.nc`` (guide and prior draws, dims ``chain, draw,
+point, latent``), ``summary.csv`` (``az.summary`` of the guide draws), ``nuts.nc`` and
+``nuts_summary.csv`` (NUTS reference posteriors with R-hat and ESS), ``report.json``
+(PSIS k-hat per point and the shares above 0.5 and 0.7, the NUTS-vs-guide table) and
+``khat.png``, ``density.png``, ``pair.png``.
+
+Example::
+
+    ppl-vae analyze runs/vae --points 50 --draws 1000 --nuts-points 3 --chains 2
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ppl_vae import checkpoint
+from ppl_vae.analysis import analyze
+from ppl_vae.errors import UserError
+from ppl_vae.run import load_run
+
+
+def register(sub) -> None:
+    p = sub.add_parser("analyze", help="guide draws, PSIS k-hat and NUTS reference posteriors")
+    p.add_argument("run_dir", help="a run directory written by `ppl-vae train --out`")
+    p.add_argument("--points", type=int, default=50, help="test points to analyse")
+    p.add_argument("--draws", type=int, default=1000, help="guide draws per point (PSIS, summary)")
+    p.add_argument("--nuts-points", type=int, default=3, help="points with a NUTS reference")
+    p.add_argument("--chains", type=int, default=2, help="NUTS chains per point (sequential)")
+    p.add_argument("--nuts-samples", type=int, default=500, help="NUTS draws per chain")
+    p.add_argument("--nuts-warmup", type=int, default=300, help="NUTS warm-up steps per chain")
+    p.add_argument("--split", default="test", choices=("test", "train"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    for name in ("points", "draws", "chains", "nuts_samples"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.nuts_points < 0 or args.nuts_warmup < 0:
+        raise UserError("--nuts-points and --nuts-warmup cannot be negative")
+    run_dir = Path(args.run_dir)
+    if not checkpoint.exists(run_dir):
+        raise UserError(f"no checkpoint in {run_dir}; train a model there first (ppl-vae train)")
+    module, ds, _ = load_run(run_dir, args.device)
+    x = ds.x_test if args.split == "test" else ds.x_train
+    out = run_dir / "analysis"
+    r = analyze(
+        module,
+        x,
+        out,
+        args.points,
+        args.draws,
+        args.nuts_points,
+        args.chains,
+        args.seed,
+        args.nuts_samples,
+        args.nuts_warmup,
+    )
+    print(
+        f"PSIS k-hat over {len(r['points'])} {args.split} points ({args.draws} guide draws): "
+        f"median {r['khat_median']:.2f}, max {r['khat_max']:.2f}, "
+        f"{100 * r['khat_share_above_0.5']:.0f}% > 0.5, "
+        f"{100 * r['khat_share_above_0.7']:.0f}% > 0.7"
+    )
+    print(f"mean gap log p(x) - ELBO (= KL(q || posterior)): {r['mean_gap_kl_q_to_posterior']:.3f}")
+    if r["nuts"]:
+        print(
+            f"{'point':>6} {'R-hat':>6} {'ESS':>6} {'div':>4} {'shift/sd':>8} {'W2':>6} {'KL':>6}"
+        )
+        for row in r["nuts"]:
+            rhat = "n/a" if row["rhat_max"] is None else f"{row['rhat_max']:.3f}"
+            print(
+                f"{row['point']:>6} {rhat:>6} {row['ess_bulk_min']:>6.0f} {row['divergences']:>4} "
+                f"{row['mean_shift_in_nuts_sd']:>8.2f} {row['w2']:>6.3f} "
+                f"{row['kl_guide_to_nuts_fit']:>6.3f}"
+            )
+    print(f"wrote {out}")
+    return 0

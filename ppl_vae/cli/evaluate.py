@@ -1,0 +1,98 @@
+"""``ppl-vae evaluate DIR``: the ELBO and the importance-weighted log-likelihood of a run.
+
+Writes ``DIR/evaluation.json`` (atomically) with, for ``--split test`` (the default),
+``test_elbo``, ``test_log_likelihood`` (the importance-weighted estimate of the mean
+:math:`\\log p(x)` per example with ``--iwae-samples K`` draws, in nats),
+``test_log_likelihood_se`` (its standard error over examples), ``rate``, ``distortion``,
+``active_units``, ``kl_per_dim``, ``recon_mse``, ``iwae_samples``, ``split``, ``examples``,
+``seed`` and ``seconds``. With ``--split train`` the two split-specific keys are named
+``train_elbo`` and ``train_log_likelihood`` (and ``..._se``), and the diagnostics are on
+the training set. ``DIR/evaluation-train.json`` keeps the train split apart from the
+test record, so the two never overwrite each other.
+
+Example::
+
+    ppl-vae evaluate runs/vae --iwae-samples 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ppl_vae import checkpoint
+from ppl_vae.errors import UserError
+from ppl_vae.importance import MAX_SAMPLES, evaluation
+from ppl_vae.run import load_run, write_json
+
+SPLITS = ("test", "train")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("evaluate", help="ELBO and importance-weighted log p(x) of a trained run")
+    p.add_argument("run_dir", help="a run directory written by `ppl-vae train --out`")
+    p.add_argument(
+        "--iwae-samples", type=int, default=1000, metavar="K", help="importance samples per example"
+    )
+    p.add_argument("--split", default="test", choices=SPLITS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=100, help="examples per batch")
+    p.add_argument("--chunk-size", type=int, help="particles per chunk (default: memory-bounded)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def output_path(run_dir: Path, split: str) -> Path:
+    return run_dir / ("evaluation.json" if split == "test" else f"evaluation-{split}.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.iwae_samples <= MAX_SAMPLES:
+        raise UserError(f"--iwae-samples must lie in 1..{MAX_SAMPLES}, got {args.iwae_samples}")
+    if args.batch_size < 1 or (args.chunk_size is not None and args.chunk_size < 1):
+        raise UserError("--batch-size and --chunk-size must be at least 1")
+    run_dir = Path(args.run_dir)
+    if not checkpoint.exists(run_dir):
+        raise UserError(f"no checkpoint in {run_dir}; train a model there first (ppl-vae train)")
+    module, ds, _ = load_run(run_dir, args.device)
+    x = ds.x_test if args.split == "test" else ds.x_train
+    record = evaluation(
+        module,
+        x,
+        args.iwae_samples,
+        split=args.split,
+        seed=args.seed,
+        chunk_size=args.chunk_size,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    out = output_path(run_dir, args.split)
+    write_json(out, record)
+    print(table(record, args.split))
+    print(f"wrote {out}")
+    return 0
+
+
+def table(record: dict, split: str) -> str:
+    """A short two-column table of the headline figures."""
+
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    ll = record[f"{split}_log_likelihood"]
+    rows = [
+        (f"{split} ELBO (nats)", record[f"{split}_elbo"]),
+        (f"{split} log p(x), IW K={record['iwae_samples']}", ll),
+        ("  minus ELBO", None if ll is None else ll - record[f"{split}_elbo"]),
+        ("rate (KL)", record["rate"]),
+        ("distortion", record["distortion"]),
+        ("active units", record["active_units"]),
+        ("recon MSE", record["recon_mse"]),
+        ("seconds", record["seconds"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k:<{width}}  {fmt(v):>10}" for k, v in rows]
+    if record.get("log_likelihood_note"):
+        lines.append(f"note: {record['log_likelihood_note']}")
+    return "\n".join(lines)
