@@ -16,6 +16,9 @@ Example::
 
     >>> linear(0, beta=1.0, warmup_steps=100), linear(50, beta=1.0, warmup_steps=100)
     (0.001, 0.5005)
+    >>> schedule = make("cyclical", beta=4.0, total_steps=100, cycles=2)
+    >>> schedule(0) == schedule(50), schedule(25)
+    (True, 4.0)
 """
 
 from __future__ import annotations
@@ -30,10 +33,14 @@ START = 1e-3
 
 
 def constant(step: int, beta: float = 1.0, **_) -> float:
+    """:math:`\\beta(t) = \\beta` for every step."""
     return float(beta)
 
 
-def linear(step: int, beta: float = 1.0, warmup_steps: int = 1000, start: float = START, **_):
+def linear(
+    step: int, beta: float = 1.0, warmup_steps: int = 1000, start: float = START, **_
+) -> float:
+    """Linear warm-up from ``start`` at step 0 to ``beta`` at ``warmup_steps``, then flat."""
     if warmup_steps <= 0:
         return float(beta)
     return start + (beta - start) * min(1.0, step / warmup_steps)
@@ -48,6 +55,8 @@ def cyclical(
     start: float = START,
     **_,
 ) -> float:
+    """Cyclical annealing (Fu et al. 2019): ``cycles`` linear ramps of length
+    ``ratio * total_steps / cycles``, each followed by a plateau at ``beta``."""
     period = max(1.0, total_steps / max(1, cycles))
     phase = (step % period) / (ratio * period)
     return start + (beta - start) * min(1.0, phase)
@@ -61,11 +70,13 @@ def sigmoid(
     start: float = START,
     **_,
 ) -> float:
+    """A logistic ramp of slope ``steepness`` rescaled to run from ``start`` at step 0
+    exactly to ``beta`` at ``warmup_steps``, then flat."""
     if warmup_steps <= 0:
         return float(beta)
     t = min(1.0, step / warmup_steps)
 
-    def s(u):
+    def s(u: float) -> float:
         return 1.0 / (1.0 + math.exp(-steepness * (u - 0.5)))
 
     ramp = (s(t) - s(0.0)) / (s(1.0) - s(0.0))
@@ -86,4 +97,10 @@ def make(name: str, **params) -> Callable[[int], float]:
         raise UserError(f"unknown beta schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
     if params.get("beta", 1.0) <= 0:
         raise UserError(f"beta must be positive (poutine.scale refuses 0), got {params['beta']}")
+    if params.get("start", START) <= 0:
+        raise UserError(
+            f"a schedule must start above 0 (poutine.scale refuses 0), got start={params['start']}"
+        )
+    if not 0 < params.get("ratio", 0.5) <= 1:
+        raise UserError(f"the cyclical ramp ratio must lie in (0, 1], got {params['ratio']}")
     return partial(SCHEDULES[name], **params)

@@ -33,7 +33,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ppl_vae import checkpoint, objective, schedules
+from ppl_vae import capacity, checkpoint, objective, schedules
 from ppl_vae.autoencoder import Autoencoder
 from ppl_vae.data import Dataset, minibatches
 from ppl_vae.errors import UserError
@@ -57,6 +57,10 @@ class TrainConfig:
     beta_schedule: str = "constant"  # constant | linear | cyclical | sigmoid
     warmup_steps: int = 0
     cycles: int = 4
+    objective: str = "elbo"  # elbo | capacity (gamma * |KL - C|, Burgess et al. 2018)
+    gamma: float = 100.0
+    capacity_max: float = 10.0  # nats per example, reached after capacity_steps
+    capacity_steps: int = 1000
     eval_batch_size: int = 1000
     progress: bool = True
 
@@ -68,6 +72,12 @@ class TrainConfig:
             raise UserError(f"the learning rate must be positive, got {self.lr}")
         if not self.beta > 0:
             raise UserError(f"beta must be positive (poutine.scale refuses 0), got {self.beta}")
+        if self.objective not in ("elbo", "capacity"):
+            raise UserError(f"unknown objective {self.objective!r}; choose elbo or capacity")
+        if self.objective == "capacity":
+            capacity.check(self.gamma, self.capacity_max, self.capacity_steps)
+            if self.beta != 1 or self.beta_schedule != "constant":
+                raise UserError("--objective capacity replaces beta by gamma; drop --beta options")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -137,6 +147,23 @@ def epoch_record(result: FitResult, data: Dataset, beta: float, objective_mean: 
     }
 
 
+def training_loss(loss_fn: torch.nn.Module, xb: torch.Tensor, beta: float, step: int, **kw):
+    """The mean per-example loss; a non-finite loss (or a distribution that refuses its
+    diverged parameters) is a :class:`UserError` rather than silent NaN (Pyro only warns)."""
+    advice = "lower --lr or check the data and likelihood"
+    try:
+        loss = loss_fn(xb, beta=beta, **kw) / xb.shape[0]
+    except ValueError as exc:
+        if "Expected parameter" not in str(exc) and "invalid values" not in str(exc):
+            raise
+        raise UserError(
+            f"training diverged at step {step} (the loss became NaN); {advice}"
+        ) from None
+    if not torch.isfinite(loss):
+        raise UserError(f"the loss became {float(loss)} at step {step}; {advice}")
+    return loss
+
+
 def fit(
     module: Autoencoder,
     data: Dataset,
@@ -158,6 +185,10 @@ def fit(
     data = data.to(device)
     module.check(data.x_train)
     module.check(data.x_test)
+    capacity_at = None  # the capacity objective's C, a pure function of the step
+    if config.objective == "capacity":
+        capacity_at = capacity.make_capacity(config.capacity_max, config.capacity_steps)
+        loss_fn = loss_fn or capacity.capacity_module(module, config.gamma, config.num_particles)
     loss_fn = loss_fn or objective.elbo_module(module, config.elbo, config.num_particles)
     optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
     shuffle = torch.Generator().manual_seed(config.seed)
@@ -194,21 +225,23 @@ def fit(
             for idx in minibatches(n, config.batch_size, shuffle):
                 xb = x_epoch[idx.to(device)]
                 beta = schedule(result.step)
-                loss = loss_fn(xb, beta=beta) / xb.shape[0]
-                if not torch.isfinite(loss):
-                    raise UserError(
-                        f"the loss became {float(loss)} at step {result.step}; lower --lr or "
-                        "check the data and likelihood"
-                    )
+                kw = {"capacity": capacity_at(result.step)} if capacity_at else {}
+                loss = training_loss(loss_fn, xb, beta, result.step, **kw)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 result.step += 1
                 total += float(loss.detach()) * xb.shape[0]
                 bar.update(1)
-                bar.set_postfix(elbo=f"{-float(loss.detach()):.2f}", beta=f"{beta:.3g}")
+                bar.set_postfix(
+                    elbo=f"{-float(loss.detach()):.2f}", beta=f"{beta:.3g}", refresh=False
+                )
             result.seconds += time.perf_counter() - t0
+            if not all(torch.isfinite(p).all() for p in module.parameters()):
+                raise UserError(f"training diverged in epoch {len(result.history) + 1}; lower --lr")
             result.history.append(epoch_record(result, data, beta, total / n))
+            if capacity_at:
+                result.history[-1]["capacity"] = capacity_at(result.step - 1)
             bar.set_postfix(test_elbo=f"{result.last['test_elbo']:.2f}", beta=f"{beta:.3g}")
             if out is not None:
                 save_checkpoint(result, out, shuffle)

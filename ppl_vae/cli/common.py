@@ -56,6 +56,19 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--beta-schedule", default=d.beta_schedule, choices=sorted(schedules.SCHEDULES))
     g.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
     g.add_argument("--cycles", type=int, default=d.cycles, help="cycles of the cyclical schedule")
+    g.add_argument(
+        "--objective",
+        default=d.objective,
+        choices=("elbo", "capacity"),
+        help="elbo (beta-weighted) or capacity: gamma*|KL - C|, C rising to --capacity-max",
+    )
+    g.add_argument("--gamma", type=float, default=d.gamma, help="capacity objective weight")
+    g.add_argument(
+        "--capacity-max", type=float, default=d.capacity_max, help="final C, nats/example"
+    )
+    g.add_argument(
+        "--capacity-steps", type=int, default=d.capacity_steps, help="steps for C to rise"
+    )
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -92,6 +105,10 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         beta_schedule=args.beta_schedule,
         warmup_steps=args.warmup_steps,
         cycles=args.cycles,
+        objective=args.objective,
+        gamma=args.gamma,
+        capacity_max=args.capacity_max,
+        capacity_steps=args.capacity_steps,
         progress=not args.no_progress,
     )
 

@@ -1,0 +1,97 @@
+"""The capacity-controlled objective gamma * |KL - C| (Burgess et al. 2018): its value
+from Pyro's traces, its C schedule, and training that steers the rate to C."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+from torch.distributions import kl_divergence
+
+from models.vae import VAE
+from ppl_vae import capacity
+from ppl_vae.cli import common, parser
+from ppl_vae.errors import UserError
+from ppl_vae.train import TrainConfig, fit
+
+
+def test_capacity_schedule_values():
+    c = capacity.make_capacity(capacity_max=20.0, capacity_steps=400)
+    assert [c(t) for t in (0, 100, 200, 400, 10_000)] == [0.0, 5.0, 10.0, 20.0, 20.0]
+    values = [c(t) for t in range(401)]
+    assert all(b > a for a, b in zip(values, values[1:]))
+    assert capacity.capacity(0, capacity_max=3.0, capacity_steps=0) == 3.0
+    with pytest.raises(UserError, match="--capacity-max"):
+        capacity.make_capacity(-1.0, 10)
+    with pytest.raises(UserError, match="--capacity-steps"):
+        capacity.make_capacity(1.0, -10)
+
+
+@pytest.mark.parametrize("gamma,c", [(100.0, 0.0), (30.0, 2.0), (7.0, 50.0)])
+def test_capacity_loss_equals_its_formula_under_a_fixed_z(digits, gamma, c):
+    vae = VAE(digits.x_dim, latent_dim=3, hidden=(32,))
+    x = digits.x_train[:16]
+    loss_fn = capacity.capacity_module(vae, gamma=gamma)
+    pyro.set_rng_seed(11)
+    loss = float(loss_fn(x, capacity=c).detach())
+    pyro.set_rng_seed(11)  # the same z the loss drew
+    with torch.no_grad():
+        z = poutine.trace(vae.guide).get_trace(x).nodes["z"]["value"]
+        distortion = -vae.likelihood(z).log_prob(x).sum()
+        q = vae.posterior(x).base_dist
+        kl = kl_divergence(q, dist.Normal(torch.zeros_like(q.loc), 1.0)).sum(-1)  # (B,)
+    expected = float(distortion + gamma * x.shape[0] * (kl.mean() - c).abs())
+    assert loss == pytest.approx(expected, rel=1e-6)
+    # C sits on both sides of the batch's mean KL across the cases
+    assert (kl.mean() > c) == (c < 1.0)
+
+
+def test_capacity_gradient_pushes_the_kl_towards_c(digits):
+    """Below C the objective rewards more KL, above C it penalises it."""
+    vae = VAE(digits.x_dim, latent_dim=3, hidden=(32,))
+    x = digits.x_train[:16]
+    scale_bias = vae.encoder.body[-1].bias
+    loss_fn = capacity.capacity_module(vae, gamma=1000.0)
+    grads = []
+    for c in (0.0, 100.0):
+        pyro.set_rng_seed(0)
+        (grad,) = torch.autograd.grad(loss_fn(x, capacity=c), scale_bias)
+        grads.append(grad[3:].sum())  # the encoder's raw scales: larger scale, less KL
+    assert grads[0] < 0 < grads[1]
+
+
+def test_capacity_training_steers_the_rate_to_c(digits):
+    config = TrainConfig(epochs=6, batch_size=64, progress=False, device="cpu")
+    steps_per_epoch = math.ceil(digits.x_train.shape[0] / config.batch_size)
+    config.objective, config.gamma = "capacity", 50.0
+    config.capacity_max, config.capacity_steps = 6.0, 3 * steps_per_epoch
+    result = fit(VAE(digits.x_dim, latent_dim=4, hidden=(64,)), digits, config)
+    caps = [h["capacity"] for h in result.history]
+    assert caps[0] == pytest.approx(6.0 * (steps_per_epoch - 1) / (3 * steps_per_epoch))
+    assert caps[3:] == [6.0, 6.0, 6.0]
+    assert all(h["beta"] == 1.0 for h in result.history)  # beta plays no part
+    assert abs(result.last["rate"] - 6.0) < 1.0
+
+
+def test_capacity_settings_are_validated_and_reach_the_config():
+    with pytest.raises(UserError, match="unknown objective"):
+        TrainConfig(objective="capcity").validate()
+    with pytest.raises(UserError, match="--gamma must be positive"):
+        TrainConfig(objective="capacity", gamma=0.0).validate()
+    with pytest.raises(UserError, match="drop --beta"):
+        TrainConfig(objective="capacity", beta=4.0).validate()
+    args = parser().parse_args(
+        ["train", "vae", "--objective", "capacity", "--gamma", "30", "--capacity-max", "12"]
+        + ["--capacity-steps", "500"]
+    )
+    cfg = common.train_config(args)
+    assert (cfg.objective, cfg.gamma, cfg.capacity_max, cfg.capacity_steps) == (
+        "capacity",
+        30.0,
+        12.0,
+        500,
+    )

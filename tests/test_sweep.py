@@ -1,0 +1,89 @@
+"""``ppl-vae sweep beta``: input checked before any training, one run per beta, and the
+rate--distortion table and figures."""
+
+from __future__ import annotations
+
+import csv
+
+import matplotlib.image
+import pytest
+
+from ppl_vae import sweep
+from ppl_vae.cli import main
+from ppl_vae.errors import UserError
+from ppl_vae.run import RunConfig
+from ppl_vae.train import TrainConfig
+
+
+def test_parse_values():
+    assert sweep.parse_values("0.25,1, 4,16") == [0.25, 1.0, 4.0, 16.0]
+    for bad, message in [
+        ("1,x", "numbers separated by commas"),
+        ("", "numbers separated by commas"),
+        ("1,0", "must be positive"),
+        ("1,-2", "must be positive"),
+        ("1,nan", "must be positive"),
+        ("1,4,1", "twice"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            sweep.parse_values(bad)
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started before the input was checked")
+
+    monkeypatch.setattr(sweep, "train_run", refuse)
+
+
+def base(**model_args) -> RunConfig:
+    return RunConfig(model_args=model_args or {"latent_dim": 2}, train=TrainConfig(epochs=1))
+
+
+@pytest.mark.usefixtures("no_training")
+def test_bad_input_fails_before_training(tmp_path):
+    with pytest.raises(UserError, match="no latent prior"):
+        sweep.sweep_beta(RunConfig(model="ae", train=TrainConfig(epochs=1)), [1.0], tmp_path)
+    with pytest.raises(UserError, match="unknown|latent"):
+        sweep.sweep_beta(base(latnt_dim=2), [1.0], tmp_path / "a")
+    with pytest.raises(UserError, match="epochs"):
+        sweep.sweep_beta(RunConfig(train=TrainConfig(epochs=0)), [1.0], tmp_path / "b")
+    with pytest.raises(UserError, match="drop --objective"):
+        sweep.sweep_beta(RunConfig(train=TrainConfig(objective="capacity")), [1.0], tmp_path)
+    (tmp_path / "c" / "beta-4").mkdir(parents=True)
+    (tmp_path / "c" / "beta-4" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="already holds files"):
+        sweep.sweep_beta(base(), [0.5, 4.0], tmp_path / "c")
+    assert not (tmp_path / "c" / "beta-0.5").exists()  # nothing trained, nothing written
+    assert main(["sweep", "beta", "--values", "1,0", "--out", str(tmp_path / "d")]) == 2
+    assert not (tmp_path / "d").exists()
+
+
+def test_sweep_cli_writes_table_and_figures(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", "beta", "--values", "0.5,8", "--epochs", "3", "--latent-dim", "4"]
+    assert main([*argv, "--hidden", "64", "--no-progress", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "beta 0.5: rate" in printed and "beta 8: rate" in printed
+    assert (out / "beta-0.5" / "metrics.json").is_file()
+    assert (out / "beta-8" / "metrics.json").is_file()
+
+    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    assert [float(r["beta"]) for r in rows] == [0.5, 8.0]
+    rates = [float(r["rate"]) for r in rows]
+    dists = [float(r["distortion"]) for r in rows]
+    assert rates[1] < rates[0] and dists[1] > dists[0]
+    for r in rows:  # the ELBO identity at beta = 1
+        assert float(r["test_elbo"]) == pytest.approx(-(float(r["rate"]) + float(r["distortion"])))
+    assert int(rows[1]["active_units"]) <= int(rows[0]["active_units"])
+
+    md = (out / "sweep.md").read_text().splitlines()
+    assert md[0].startswith("| beta | rate") and len(md) == 4
+    assert md[3].startswith("| 8 |")
+
+    rd = matplotlib.image.imread(out / "rate_distortion.png")
+    panels = matplotlib.image.imread(out / "samples_by_beta.png")
+    assert rd.shape[0] > 200 and rd.shape[1] > 200
+    assert panels.shape[1] > 1.5 * panels.shape[0]  # two panels side by side
+    assert panels[..., :3].std() > 0.05  # not a blank image
