@@ -1,4 +1,8 @@
-"""Figures from arrays. Plotting functions take tensors and a path; they never train.
+"""Image-grid figures from arrays. Plotting functions take tensors and a path; they never train.
+
+Functions that need a model's decoder (the latent manifold, interpolations, traversals)
+take a ``decode`` callable, codes ``(N, d)`` to rows ``(N, H*W)``. Matplotlib figures live
+in :mod:`ppl_vae.latent_plots` (latent scatter) and :mod:`ppl_vae.curves` (training curves).
 
 Image grids use torchvision's ``make_grid``/``save_image``; small images (8x8 digits)
 are enlarged with nearest-neighbour upsampling so single pixels stay visible.
@@ -11,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -49,3 +54,106 @@ def reconstructions(
     for i in range(0, n, nrow):
         rows += [x[i : i + nrow], x_hat[i : i + nrow]]
     return image_grid(torch.cat(rows), image_shape, path, nrow=nrow)
+
+
+# -- latent-space image grids: they take a ``decode`` callable, never a model --------------
+
+Decode = Callable[[torch.Tensor], torch.Tensor]
+
+
+def standard_normal_icdf(p: torch.Tensor) -> torch.Tensor:
+    """Quantiles of :math:`\\mathcal{N}(0, 1)`: the default prior of the suite."""
+    return torch.distributions.Normal(0.0, 1.0).icdf(p)
+
+
+def prior_quantiles(
+    n: int, icdf: Callable[[torch.Tensor], torch.Tensor] | None = None, tail: float = 0.05
+) -> torch.Tensor:
+    """``n`` values of z at evenly spaced probabilities in ``[tail, 1 - tail]``.
+
+    Spacing by probability rather than by value puts as many grid points in each slice
+    of prior mass, so the grid covers where the prior puts codes.
+    """
+    p = torch.linspace(tail, 1 - tail, n)
+    return (icdf or standard_normal_icdf)(p).float()
+
+
+def manifold_codes(
+    latent_dim: int,
+    n: int = 20,
+    dims: Sequence[int] = (0, 1),
+    icdf: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Codes ``(n*n, latent_dim)`` of the manifold grid in row-major order: columns step
+    ``dims[0]`` upwards, rows step ``dims[1]`` downwards (high values at the top, as on a
+    plot's y axis); the other dimensions stay at zero. One dimension gives one row of ``n``."""
+    q = prior_quantiles(n, icdf)
+    if len(dims) == 1 or latent_dim == 1:
+        z = torch.zeros(n, latent_dim)
+        z[:, dims[0]] = q
+        return z
+    z = torch.zeros(n, n, latent_dim)
+    z[:, :, dims[0]] = q[None, :]
+    z[:, :, dims[1]] = q.flip(0)[:, None]
+    return z.reshape(n * n, latent_dim)
+
+
+def latent_manifold(
+    decode: Decode,
+    latent_dim: int,
+    image_shape: tuple[int, int],
+    path: str | Path,
+    n: int = 20,
+    dims: Sequence[int] = (0, 1),
+    icdf: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Path:
+    """Decode an ``n`` x ``n`` grid of codes over the prior's quantiles (see
+    :func:`manifold_codes`) and save it as one image grid."""
+    dims = tuple(dims[:1]) if latent_dim == 1 else tuple(dims[:2])
+    with torch.no_grad():
+        x = decode(manifold_codes(latent_dim, n, dims, icdf))
+    return image_grid(x, image_shape, path, nrow=n)
+
+
+def interpolation(
+    decode: Decode,
+    z_start: torch.Tensor,
+    z_end: torch.Tensor,
+    image_shape: tuple[int, int],
+    path: str | Path,
+    steps: int = 10,
+    x_start: torch.Tensor | None = None,
+    x_end: torch.Tensor | None = None,
+) -> Path:
+    """One row per pair: decoded points on the straight line from ``z_start[i]`` to
+    ``z_end[i]`` (``steps`` of them, ends included), framed by the input images
+    ``x_start[i]`` and ``x_end[i]`` when given."""
+    t = torch.linspace(0, 1, steps)[None, :, None]
+    z = (1 - t) * z_start[:, None, :].float().cpu() + t * z_end[:, None, :].float().cpu()
+    with torch.no_grad():
+        x = decode(z.reshape(-1, z.shape[-1])).detach().cpu().reshape(len(z_start), steps, -1)
+    if x_start is not None and x_end is not None:
+        x = torch.cat([x_start.cpu()[:, None], x, x_end.cpu()[:, None]], dim=1)
+    return image_grid(x.reshape(-1, x.shape[-1]), image_shape, path, nrow=x.shape[1])
+
+
+def traversals(
+    decode: Decode,
+    z_base: torch.Tensor,
+    image_shape: tuple[int, int],
+    path: str | Path,
+    dims: Sequence[int] | None = None,
+    n: int = 11,
+    icdf: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Path:
+    """One row per latent dimension in ``dims`` (default: all): that dimension steps
+    through ``n`` prior quantiles while the others stay at ``z_base``."""
+    z_base = z_base.detach().float().cpu().reshape(-1)
+    dims = list(range(len(z_base))) if dims is None else list(dims)
+    q = prior_quantiles(n, icdf)
+    z = z_base.repeat(len(dims), n, 1)
+    for row, d in enumerate(dims):
+        z[row, :, d] = q
+    with torch.no_grad():
+        x = decode(z.reshape(-1, len(z_base)))
+    return image_grid(x, image_shape, path, nrow=n)

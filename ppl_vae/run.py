@@ -6,7 +6,7 @@ The run directory (``--out``) holds:
 - ``checkpoint.json`` + ``checkpoint-<step>.safetensors`` -- written every epoch;
 - ``metrics.json`` -- ``train_elbo``, ``test_elbo``, ``test_recon_mse``, ``rate``,
   ``distortion``, ``kl_per_dim``, ``active_units``, ``history``, ``seconds``;
-- ``reconstructions.png`` and ``samples.png`` for image data.
+- figures (:func:`write_figures`) and ``report.html``, the page that shows them all.
 
 Example::
 
@@ -29,10 +29,11 @@ from typing import Any
 import pyro
 import torch
 
-from ppl_vae import checkpoint, data, plots, registry
+from ppl_vae import checkpoint, curves, data, latent_plots, plots, registry, report
 from ppl_vae.autoencoder import Autoencoder
 from ppl_vae.errors import UserError
 from ppl_vae.evaluate import evaluate
+from ppl_vae.failure_modes import diagnose
 from ppl_vae.train import FitResult, TrainConfig, fit, resolve_device
 
 CONFIG = "config.json"
@@ -147,7 +148,8 @@ def train_run(
     job = Run(result, final_metrics(result, ds), ds, cfg, out)
     if out is not None:
         write_json(out / METRICS, job.metrics)
-        write_figures(module, ds, out, cfg.train.seed)
+        write_figures(module, ds, out, cfg.train.seed, job.metrics)
+        report.write_report(out)
     return job
 
 
@@ -168,6 +170,7 @@ def final_metrics(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
         "distortion": test["distortion"],
         "kl_per_dim": test["kl_per_dim"],
         "active_units": test["active_units"],
+        "warnings": diagnose(test, result.module, ds.x_test),
         "latent_dim": result.module.latent_dim,
         "parameters": sum(p.numel() for p in result.module.parameters()),
         "seconds": result.seconds,
@@ -176,19 +179,78 @@ def final_metrics(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def write_figures(module: Autoencoder, ds: data.Dataset, out: Path, seed: int = 0) -> list[Path]:
-    """``reconstructions.png`` (test inputs over outputs) and ``samples.png`` (prior draws)."""
-    if ds.image_shape is None:
-        return []
+def write_figures(
+    module: Autoencoder,
+    ds: data.Dataset,
+    out: Path,
+    seed: int = 0,
+    metrics: dict[str, Any] | None = None,
+) -> list[Path]:
+    """Every figure the run supports. Any data: ``training_curves.png`` (from
+    ``metrics["history"]``) and ``latent_scatter.png`` (posterior means of the test set).
+    Image data also: ``reconstructions.png``, ``samples.png`` (prior draws),
+    ``latent_manifold.png``, ``interpolation.png`` and ``traversals.png``."""
+    metrics = metrics or {}
     module.eval()
-    x = ds.x_test[:N_FIGURE]
+    device = module._zero.device
+    paths = []
+    if metrics.get("history"):
+        paths.append(curves.training_curves(metrics["history"], out / "training_curves.png"))
+    codes = torch.cat([module.encode(xb.to(device)).cpu() for xb in ds.x_test.split(1000)])
+    kl = metrics.get("kl_per_dim")
+    paths.append(latent_plots.latent_scatter(codes, out / "latent_scatter.png", ds.y_test, kl))
+    if ds.image_shape is None:
+        return paths
+    # Dimensions by information: KL where the model has a prior, code variance otherwise.
+    rank = torch.tensor(kl) if kl else codes.var(0)
+    dims = rank.argsort(descending=True, stable=True)[:10].tolist()
+    icdf = latent_icdf(module, codes[:, dims[:2]])
+
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        return module.decode(z.to(device)).cpu()
+
+    x = ds.x_test[:N_FIGURE].to(device)
     torch.manual_seed(seed)
-    return [
+    pairs = min(8, len(ds.x_test) // 2)
+    return paths + [
         plots.reconstructions(
             x, module.reconstruct(x), ds.image_shape, out / "reconstructions.png"
         ),
         plots.image_grid(module.generate(64), ds.image_shape, out / "samples.png"),
+        plots.latent_manifold(
+            decode,
+            module.latent_dim,
+            ds.image_shape,
+            out / "latent_manifold.png",
+            dims=sorted(dims[:2]),
+            icdf=icdf,
+        ),
+        plots.interpolation(
+            decode,
+            codes[:pairs],
+            codes[pairs : 2 * pairs],
+            ds.image_shape,
+            out / "interpolation.png",
+            x_start=ds.x_test[:pairs],
+            x_end=ds.x_test[pairs : 2 * pairs],
+        ),
+        plots.traversals(
+            decode, codes[0], ds.image_shape, out / "traversals.png", dims=dims, icdf=icdf
+        ),
     ]
+
+
+def latent_icdf(module: Autoencoder, codes: torch.Tensor):
+    """Quantile function for figure grids: the prior's (first coordinate; the prior's
+    coordinates are i.i.d.), or the codes' empirical quantiles for a model without a prior."""
+    if not module.has_prior:
+        return lambda p: torch.quantile(codes.flatten().float(), p)
+    base = getattr(module.prior(), "base_dist", None)
+    try:
+        base.icdf(torch.tensor([0.5], device=module._zero.device)[:, None])
+    except (AttributeError, NotImplementedError):
+        return None  # plots fall back to the standard normal
+    return lambda p: base.icdf(p.to(module._zero.device)[:, None])[:, 0].cpu()
 
 
 def load_run(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ppl_vae.cli import common
+from ppl_vae.report import REPORT
 from ppl_vae.run import train_run
 
 
@@ -29,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
         f"train ELBO {m['train_elbo']:.3f}, test recon MSE {m['test_recon_mse']:.3f}, "
         f"{m['epochs']} epochs in {m['seconds']:.1f}s"
     )
+    for warning in m.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     if job.out is not None:
         print(f"run directory: {job.out}")
+        print(f"report: {job.out / REPORT}")  # keep last: `make demo` ends with this path
     return 0

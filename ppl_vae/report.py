@@ -1,0 +1,186 @@
+"""One self-contained HTML page per run directory: ``DIR/report.html``.
+
+The page shows the run's configuration, its metrics (the scalars of ``metrics.json`` and,
+when present, of ``evaluation.json`` and ``analysis/report.json``) and every PNG figure in
+the directory and in ``DIR/analysis/``. Images are embedded as base64 data URIs, so the
+file can be mailed or archived alone; the page has no scripts and loads nothing.
+
+Example::
+
+    >>> path = write_report("runs/demo")            # doctest: +SKIP
+    >>> path.name
+    'report.html'
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ppl_vae.errors import UserError
+
+REPORT = "report.html"
+# (file, section title) in page order; files not named here follow, sorted.
+TABLES = (
+    ("metrics.json", "Metrics (test set unless named train)"),
+    ("evaluation.json", "Evaluation (ppl-vae evaluate)"),
+    ("analysis/report.json", "Analysis (ppl-vae analyze)"),
+)
+CAPTIONS = {
+    "latent_manifold.png": "Latent manifold: decoder means over a grid of prior quantiles",
+    "latent_scatter.png": "Latent space: posterior means of the test set, coloured by label",
+    "reconstructions.png": "Reconstructions: test inputs (upper row) and their outputs (lower)",
+    "samples.png": "Samples: decoder means of codes drawn from the prior",
+    "interpolation.png": "Interpolation: decoded codes on the line between two test images",
+    "traversals.png": "Traversals: one latent dimension varied per row, the others fixed",
+    "training_curves.png": "Training curves",
+}
+MAX_LIST = 64  # numeric lists up to this long are shown inline in the tables
+SMALL = 450  # figures narrower than this (pixels) are shown at twice their size
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
+       padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.8em; }
+table { border-collapse: collapse; font-size: 0.9em; }
+td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left;
+         vertical-align: top; }
+td.num { font-family: ui-monospace, monospace; text-align: right; }
+figure { margin: 1.5em 0; } figcaption { color: #555; margin-top: 0.3em; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; }
+img.zoom { image-rendering: pixelated; }
+"""
+
+
+def read_json(path: Path) -> Any:
+    """The parsed file, or None when it is missing or not valid JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def fmt(value: Any) -> str:
+    """A table cell: floats to 5 significant digits, short numeric lists inline."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.5g}" if math.isfinite(value) else str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def is_cell(value: Any) -> bool:
+    """Scalars and short lists of numbers go in a table; anything bigger does not."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return True
+    return (
+        isinstance(value, list)
+        and len(value) <= MAX_LIST
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    )
+
+
+def flatten(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted.key, cell)`` pairs of a JSON object, skipping what is not a cell
+    (the per-epoch ``history`` is drawn as curves instead)."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                yield from flatten(value, name + ".")
+            elif key != "history" and is_cell(value):
+                yield name, value
+    elif is_cell(obj):
+        yield prefix.rstrip(".") or "value", obj
+
+
+def table(obj: Any) -> str:
+    rows = []
+    for key, value in flatten(obj):
+        cls = (
+            ' class="num"' if isinstance(value, int | float) and not isinstance(value, bool) else ""
+        )
+        rows.append(f"<tr><th>{html.escape(key)}</th><td{cls}>{html.escape(fmt(value))}</td></tr>")
+    return "<table>\n" + "\n".join(rows) + "\n</table>" if rows else "<p>(no scalar values)</p>"
+
+
+def figures(run_dir: Path) -> list[Path]:
+    """Every PNG in the run directory and in ``analysis/``: known figures first, in
+    :data:`CAPTIONS` order, then the rest sorted by path."""
+    found = sorted(run_dir.glob("*.png")) + sorted((run_dir / "analysis").glob("*.png"))
+    order = list(CAPTIONS)
+
+    def key(p: Path) -> tuple[int, str]:
+        rel = p.relative_to(run_dir).as_posix()
+        return (order.index(rel) if rel in order else len(order), rel)
+
+    return sorted(found, key=key)
+
+
+def data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG's IHDR chunk, or None when it is not a PNG."""
+    if len(data) < 24 or not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+def figure_html(run_dir: Path, path: Path) -> str:
+    """One ``<figure>``: small image grids are shown at twice their size (pixelated)."""
+    rel = path.relative_to(run_dir).as_posix()
+    caption = CAPTIONS.get(rel, rel)
+    size = png_size(path.read_bytes())
+    zoom = size is not None and size[0] < SMALL
+    width = f' class="zoom" width="{2 * size[0]}"' if zoom else ""
+    return (
+        f'<figure><img src="{data_uri(path)}"{width} alt="{html.escape(rel)}">'
+        f"<figcaption>{html.escape(caption)} <code>{html.escape(rel)}</code></figcaption>"
+        "</figure>"
+    )
+
+
+def render(run_dir: str | Path) -> str:
+    """The report page of ``run_dir`` as an HTML string."""
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / "config.json")
+    metrics = read_json(run_dir / "metrics.json")
+    title = f"ppl-vae run: {run_dir.resolve().name}"
+    if isinstance(config, dict):
+        title += f" ({config.get('model', '?')} on {config.get('data', '?')})"
+    parts = [f"<h1>{html.escape(title)}</h1>", f"<p><code>{html.escape(str(run_dir))}</code></p>"]
+    for name, heading in TABLES:
+        obj = metrics if name == "metrics.json" else read_json(run_dir / name)
+        if obj is not None:
+            parts += [f"<h2>{html.escape(heading)}</h2>", table(obj)]
+    if config is not None:
+        parts += ["<h2>Configuration</h2>", table(config)]
+    pngs = figures(run_dir)
+    parts.append("<h2>Figures</h2>")
+    parts += [figure_html(run_dir, p) for p in pngs] or ["<p>(no figures in this run)</p>"]
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+        + "\n".join(parts)
+        + "\n</body>\n</html>\n"
+    )
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``run_dir/report.html`` and return its path."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file() and not (run_dir / "metrics.json").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.json or metrics.json)")
+    path = run_dir / REPORT
+    path.write_text(render(run_dir), encoding="utf-8")
+    return path

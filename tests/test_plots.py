@@ -1,0 +1,175 @@
+"""Figures: every plotting function writes a valid PNG of the size its geometry implies,
+and the latent grids put the codes where the docstrings say."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ppl_vae import curves, latent_plots, plots
+
+SHAPE = (8, 8)  # digits: enlarged x4 to 32 x 32 by plots.as_images
+TILE = 32
+
+
+def grid_size(n: int, nrow: int, tile: int = TILE, pad: int = 2) -> tuple[int, int]:
+    """(width, height) of torchvision's make_grid of ``n`` square tiles, ``nrow`` per row."""
+    cols = min(nrow, n)
+    rows = math.ceil(n / cols)
+    return cols * (tile + pad) + pad, rows * (tile + pad) + pad
+
+
+def png(path) -> Image.Image:
+    im = Image.open(path)
+    im.verify()  # a truncated or corrupt file raises here
+    im = Image.open(path)
+    assert im.format == "PNG"
+    return im
+
+
+class Recorder:
+    """A decode callable that remembers its codes; pixel brightness follows ``z[dim]``."""
+
+    def __init__(self, dim: int = 0):
+        self.dim, self.calls = dim, []
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        self.calls.append(z.clone())
+        return torch.sigmoid(2 * z[:, self.dim : self.dim + 1]).expand(-1, 64)
+
+
+def tile_mean(im: Image.Image, row: int, col: int) -> float:
+    a = np.asarray(im.convert("L"), dtype=float)
+    top, left = 2 + row * (TILE + 2), 2 + col * (TILE + 2)
+    return float(a[top : top + TILE, left : left + TILE].mean())
+
+
+def test_image_grid_and_reconstructions_sizes(tmp_path):
+    assert png(plots.image_grid(torch.rand(20, 64), SHAPE, tmp_path / "g.png")).size == (
+        grid_size(20, 8)
+    )
+    x = torch.rand(20, 64)
+    im = png(plots.reconstructions(x, x, SHAPE, tmp_path / "r.png"))
+    assert im.size == grid_size(40, 16)  # rows of 16 inputs over 16 outputs, then 4 over 4
+
+
+def test_prior_quantiles_are_normal_icdf_of_even_probabilities():
+    q = plots.prior_quantiles(5)
+    expected = torch.distributions.Normal(0.0, 1.0).icdf(
+        torch.tensor([0.05, 0.275, 0.5, 0.725, 0.95])
+    )
+    assert torch.allclose(q, expected, atol=1e-5)
+    assert torch.allclose(
+        plots.prior_quantiles(3, icdf=lambda p: 10 * p), torch.tensor([0.5, 5, 9.5])
+    )
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+def test_latent_manifold_size_and_orientation(tmp_path, dim):
+    decode = Recorder(dim)
+    im = png(plots.latent_manifold(decode, 2, SHAPE, tmp_path / "m.png", n=6))
+    assert im.size == grid_size(36, 6)
+    (z,) = decode.calls
+    q = plots.prior_quantiles(6)
+    assert torch.allclose(z[:6, 0], q) and torch.allclose(z[::6, 1], q.flip(0))
+    corners = [tile_mean(im, 0, 0), tile_mean(im, 0, 5), tile_mean(im, 5, 0)]
+    if dim == 0:  # z[0] grows to the right
+        assert corners[1] > corners[0] + 100
+    else:  # z[1] is highest on the top row
+        assert corners[0] > corners[2] + 100
+
+
+def test_latent_manifold_in_more_dimensions_and_in_one(tmp_path):
+    decode = Recorder()
+    plots.latent_manifold(decode, 5, SHAPE, tmp_path / "m5.png", n=4, dims=(1, 3))
+    z = decode.calls[-1]
+    assert z.shape == (16, 5)
+    assert (z[:, [0, 2, 4]] == 0).all() and z[:, 1].unique().numel() == 4
+    im = png(plots.latent_manifold(decode, 1, SHAPE, tmp_path / "m1.png", n=7))
+    assert im.size == grid_size(7, 7)  # a 1-D latent: one row
+
+
+@pytest.mark.parametrize("frame", [True, False])
+def test_interpolation(tmp_path, frame):
+    decode = Recorder()
+    a, b = torch.randn(3, 4), torch.randn(3, 4)
+    xs = dict(x_start=torch.rand(3, 64), x_end=torch.rand(3, 64)) if frame else {}
+    im = png(plots.interpolation(decode, a, b, SHAPE, tmp_path / "i.png", steps=5, **xs))
+    cols = 7 if frame else 5
+    assert im.size == grid_size(3 * cols, cols)
+    z = decode.calls[0].reshape(3, 5, 4)
+    assert torch.allclose(z[:, 0], a) and torch.allclose(z[:, -1], b)
+    assert torch.allclose(z[:, 2], (a + b) / 2, atol=1e-6)
+
+
+def test_traversals_vary_one_dimension_per_row(tmp_path):
+    decode = Recorder()
+    base = torch.tensor([0.3, -0.2, 0.7])
+    im = png(plots.traversals(decode, base, SHAPE, tmp_path / "t.png", dims=[2, 0], n=9))
+    assert im.size == grid_size(18, 9)
+    z = decode.calls[0].reshape(2, 9, 3)
+    assert torch.allclose(z[0, :, 2], plots.prior_quantiles(9))
+    assert torch.allclose(z[0, :, :2], base[:2].expand(9, 2))
+    assert torch.allclose(z[1, :, 0], plots.prior_quantiles(9))
+    assert torch.allclose(z[1, :, 1:], base[1:].expand(9, 2))
+
+
+def scatter_size() -> tuple[int, int]:
+    w, h = latent_plots.SCATTER_SIZE
+    return round(w * latent_plots.DPI), round(h * latent_plots.DPI)
+
+
+@pytest.mark.parametrize(
+    "d, labels, kl",
+    [
+        (2, torch.arange(200) % 10, None),
+        (5, np.arange(200) % 3, [0.1, 3.0, 0.0, 2.0, 0.5]),
+        (5, None, None),  # PCA
+        (1, torch.arange(200) % 10, None),
+        (3, torch.arange(200), None),  # too many labels for a legend: a colour bar
+    ],
+)
+def test_latent_scatter_writes_a_figure_of_figsize_times_dpi(tmp_path, d, labels, kl):
+    im = png(latent_plots.latent_scatter(torch.randn(200, d), tmp_path / "s.png", labels, kl))
+    assert im.size == scatter_size()
+
+
+def test_projection_picks_the_largest_kl_dimensions_else_principal_components():
+    z = torch.randn(500, 4) * torch.tensor([0.1, 5.0, 1.0, 0.2])
+    xy, labels = latent_plots.project_2d(z, kl_per_dim=[1.0, 0.0, 0.5, 2.0])
+    assert np.allclose(xy, z[:, [3, 0]].numpy()) and "z[3]" in labels[0]
+    xy, labels = latent_plots.project_2d(z)  # PCA: the first axis carries the spread of z[1]
+    assert labels[0].startswith("PC 1") and xy[:, 0].var() > 10 * xy[:, 1].var()
+    assert abs(np.corrcoef(xy[:, 0], z[:, 1].numpy())[0, 1]) > 0.99
+
+
+def history(n: int, prior: bool = True) -> list[dict]:
+    return [
+        {
+            "epoch": i + 1,
+            "beta": min(1.0, 0.1 * (i + 1)),
+            "train_objective": 30.0 - i,
+            "train_elbo": -30.0 + i,
+            "test_elbo": -31.0 + i,
+            "rate": 2.0 + 0.1 * i if prior else None,
+            "distortion": 28.0 - i,
+            "active_units": 2 if prior else None,
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("records", [history(5), history(1), history(3, prior=False), []])
+def test_training_curves(tmp_path, records):
+    im = png(curves.training_curves(records, tmp_path / "c.png"))
+    w, h = curves.CURVES_SIZE
+    assert im.size == (round(w * curves.DPI), round(h * curves.DPI))
+
+
+def test_series_turns_none_into_nan():
+    assert curves.series(history(2, prior=False), "distortion") == [28.0, 27.0]
+    assert all(math.isnan(v) for v in curves.series(history(2, prior=False), "rate"))

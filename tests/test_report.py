@@ -1,0 +1,178 @@
+"""report.html: one self-contained page per run, checked as text and in a real browser."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from ppl_vae import cli, plots
+from ppl_vae.errors import UserError
+from ppl_vae.report import REPORT, render, write_report
+from ppl_vae.run import RunConfig, train_run
+from ppl_vae.train import TrainConfig
+
+IMAGE_FIGURES = {
+    "training_curves.png",
+    "latent_scatter.png",
+    "reconstructions.png",
+    "samples.png",
+    "latent_manifold.png",
+    "interpolation.png",
+    "traversals.png",
+}
+CHROMIUM = next(
+    (shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None
+)
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="chromium is not installed: run `apt-get update && apt-get install -y chromium`",
+)
+
+
+def config(data: str, epochs: int = 1, **model_args) -> RunConfig:
+    return RunConfig(
+        model="vae",
+        model_args={"latent_dim": 2, "hidden": "32", **model_args},
+        data=data,
+        train=TrainConfig(epochs=epochs, progress=False, device="cpu"),
+    )
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory) -> Path:
+    """A 2-epoch 2-D VAE on digits, trained into a run directory (train writes the report)."""
+    out = tmp_path_factory.mktemp("digits") / "run"
+    train_run(config("digits", epochs=2), out=out)
+    return out
+
+
+def data_uris(page: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([^"]+)"', page)]
+
+
+def test_train_writes_every_figure_and_a_report_that_embeds_them(digits_run):
+    assert {p.name for p in digits_run.glob("*.png")} == IMAGE_FIGURES
+    page = (digits_run / REPORT).read_text()
+    embedded = data_uris(page)
+    assert sorted(embedded) == sorted(p.read_bytes() for p in digits_run.glob("*.png"))
+    assert "<img" in page and page.count("<img") == len(IMAGE_FIGURES)
+    assert not re.search(r'src="(?!data:)', page)  # self-contained: nothing to fetch
+    metrics = json.loads((digits_run / "metrics.json").read_text())
+    assert f"{metrics['test_elbo']:.5g}" in page and "train.epochs" in page
+
+
+def test_non_image_data_gets_curves_and_scatter_only(tmp_path):
+    out = tmp_path / "run"
+    train_run(config("synthetic", likelihood="gaussian"), out=out)
+    assert {p.name for p in out.glob("*.png")} == {"training_curves.png", "latent_scatter.png"}
+    assert len(data_uris((out / REPORT).read_text())) == 2
+
+
+def fake_run(d: Path) -> Path:
+    """A run directory by hand: figures in it and in analysis/, and every JSON file."""
+    (d / "analysis").mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"model": "vae", "train": {"lr": 0.001}}))
+    metrics = {"test_elbo": -25.123456, "rate": None, "kl_per_dim": [1.5, 0.25], "history": [{}]}
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    (d / "evaluation.json").write_text(json.dumps({"test_log_likelihood": -24.5}))
+    (d / "analysis" / "report.json").write_text(json.dumps({"psis": {"<k-hat>": 0.42}}))
+    plots.image_grid(torch.rand(4, 64), (8, 8), d / "samples.png")
+    plots.image_grid(torch.rand(2, 64), (8, 8), d / "analysis" / "khat.png")
+    (d / "notes.txt").write_text("not a figure")
+    return d
+
+
+def test_report_shows_every_table_and_figure(tmp_path):
+    d = fake_run(tmp_path / "run")
+    page = write_report(d).read_text()
+    assert sorted(data_uris(page)) == sorted(
+        [(d / "samples.png").read_bytes(), (d / "analysis" / "khat.png").read_bytes()]
+    )
+    for text in ("-25.123", "[1.5, 0.25]", "test_log_likelihood", "-24.5", "train.lr", "0.42"):
+        assert text in page, text
+    assert "psis.&lt;k-hat&gt;" in page and "<k-hat>" not in page  # escaped
+    assert "history" not in page  # drawn as curves, not dumped as a table
+    assert page.index("samples.png") < page.index("analysis/khat.png")
+
+
+def test_report_refuses_a_directory_that_is_not_a_run(tmp_path):
+    with pytest.raises(UserError, match="not a run directory"):
+        write_report(tmp_path)
+
+
+def test_cli_report_prints_the_path(tmp_path, capsys):
+    d = fake_run(tmp_path / "run")
+    assert cli.main(["report", str(d)]) == 0
+    assert capsys.readouterr().out.strip() == str(d / REPORT)
+    assert (d / REPORT).read_text() == render(d)
+
+
+def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        *args,
+    ]
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env, check=True)
+
+
+# Counts images that decoded (complete with a natural width) once the page has loaded.
+CHECK = """<script>
+window.addEventListener("load", () => {
+  const imgs = Array.from(document.images);
+  const ok = imgs.filter((i) => i.complete && i.naturalWidth > 0).length;
+  const p = document.createElement("p");
+  p.id = "image-check";
+  p.textContent = `loaded=${ok} total=${imgs.length}`;
+  document.body.appendChild(p);
+});
+</script>"""
+BROKEN = '<img src="data:image/png;base64,iVBORw0KGgoAAAA" alt="broken on purpose">'
+
+
+@needs_chromium
+def test_report_renders_in_chromium_with_all_images_loaded(digits_run, tmp_path):
+    page = (digits_run / REPORT).read_text()
+    # A copy with the counting script and one broken image: the check must tell them apart.
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", BROKEN + CHECK + "</body>"))
+    dom = chromium(
+        tmp_path,
+        "--run-all-compositor-stages-before-draw",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        probe.as_uri(),
+    ).stdout
+    found = re.search(r'id="image-check">loaded=(\d+) total=(\d+)<', dom)
+    assert found, dom[-2000:]
+    assert (int(found[1]), int(found[2])) == (len(IMAGE_FIGURES), len(IMAGE_FIGURES) + 1)
+
+    shot = tmp_path / "report.png"
+    chromium(
+        tmp_path,
+        f"--screenshot={shot}",
+        "--window-size=1200,3000",
+        "--hide-scrollbars",
+        (digits_run / REPORT).as_uri(),
+    )
+    im = Image.open(shot)
+    assert im.size == (1200, 3000)
+    # A rendered page, not a blank one: many grey levels from the digit grids and plots.
+    assert len(im.convert("L").getcolors(256)) > 50
