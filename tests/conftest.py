@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from ppl_vae import data
+from ppl_vae.run import RunConfig, train_run
+from ppl_vae.train import TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -27,3 +29,17 @@ def digits() -> data.Dataset:
 @pytest.fixture(scope="session")
 def synthetic() -> data.Dataset:
     return data.load("synthetic")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A run directory of a small VAE trained 3 epochs on digits, shared by the tests of
+    the commands that read runs (evaluate, analyze)."""
+    out = tmp_path_factory.mktemp("runs") / "vae"
+    cfg = RunConfig(
+        model="vae",
+        model_args={"latent_dim": 2, "hidden": [32]},
+        train=TrainConfig(epochs=3, progress=False, device="cpu"),
+    )
+    train_run(cfg, out)
+    return out

@@ -14,7 +14,6 @@ from models.ppca import PPCA
 from ppl_vae import analysis
 from ppl_vae.cli import main
 from ppl_vae.errors import UserError
-from ppl_vae.run import RunConfig, train_run
 from ppl_vae.train import TrainConfig, fit
 
 
@@ -96,18 +95,6 @@ def test_inference_data_has_named_dims(ppca, synthetic):
     q_mean = ppca.posterior(synthetic.x_test[:3]).mean.detach().numpy()
     np.testing.assert_allclose(z.mean(("chain", "draw")).values, q_mean, atol=0.02)
     assert abs(float(idata.prior["z"].std()) - 1) < 0.03  # prior draws are N(0, I)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, digits):
-    out = tmp_path_factory.mktemp("runs") / "vae"
-    cfg = RunConfig(
-        model="vae",
-        model_args={"latent_dim": 2, "hidden": [32]},
-        train=TrainConfig(epochs=3, progress=False, device="cpu"),
-    )
-    train_run(cfg, out)
-    return out
 
 
 def test_cli_analyze_writes_netcdf_summary_report_and_plots(tiny_run, capsys):

@@ -15,7 +15,6 @@ from ppl_vae.autoencoder import Autoencoder
 from ppl_vae.cli import main
 from ppl_vae.errors import UserError
 from ppl_vae.importance import MAX_ROWS, default_chunk, evaluation, iw_log_likelihood
-from ppl_vae.run import RunConfig, train_run
 from ppl_vae.train import TrainConfig, fit
 
 
@@ -128,18 +127,6 @@ def test_bad_input_is_a_user_error(digits):
         iw_log_likelihood(PointMass(4, 2), torch.randn(3, 4), 10)
     record = evaluation(PointMass(4, 2), torch.randn(3, 4), 10)
     assert record["test_log_likelihood"] is None and "Delta" in record["log_likelihood_note"]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, digits):
-    out = tmp_path_factory.mktemp("runs") / "vae"
-    cfg = RunConfig(
-        model="vae",
-        model_args={"latent_dim": 2, "hidden": [32]},
-        train=TrainConfig(epochs=2, progress=False, device="cpu"),
-    )
-    train_run(cfg, out)
-    return out
 
 
 def test_cli_evaluate_writes_the_contract(tiny_run, capsys):
