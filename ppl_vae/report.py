@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ppl_vae.checkpoint import atomic_write_text
 from ppl_vae.errors import UserError
 
 REPORT = "report.html"
@@ -182,5 +183,11 @@ def write_report(run_dir: str | Path) -> Path:
     if not (run_dir / "config.json").is_file() and not (run_dir / "metrics.json").is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.json or metrics.json)")
     path = run_dir / REPORT
-    path.write_text(render(run_dir), encoding="utf-8")
+    atomic_write_text(path, render(run_dir))
     return path
+
+
+def refresh(run_dir: str | Path) -> Path | None:
+    """Rewrite the report of a run that has one, so it shows results added since
+    (``evaluation.json``, ``analysis/``); returns its path, or None without a report."""
+    return write_report(run_dir) if (Path(run_dir) / REPORT).is_file() else None

@@ -130,8 +130,11 @@ def test_bad_input_is_a_user_error(digits):
 
 
 def test_cli_evaluate_writes_the_contract(tiny_run, capsys):
+    assert "Evaluation (ppl-vae evaluate)" not in (tiny_run / "report.html").read_text()
     assert main(["evaluate", str(tiny_run), "--iwae-samples", "200", "--no-progress"]) == 0
     rec = json.loads((tiny_run / "evaluation.json").read_text())
+    page = (tiny_run / "report.html").read_text()  # the run's report now shows the record
+    assert "Evaluation (ppl-vae evaluate)" in page and f"{rec['test_log_likelihood']:.4g}" in page
     for key in (
         "test_elbo",
         "test_log_likelihood",

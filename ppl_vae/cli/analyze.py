@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ppl_vae import checkpoint
+from ppl_vae import checkpoint, report
 from ppl_vae.analysis import analyze
 from ppl_vae.errors import UserError
 from ppl_vae.run import load_run
@@ -80,4 +80,6 @@ def run(args: argparse.Namespace) -> int:
                 f"{row['kl_guide_to_nuts_fit']:>6.3f}"
             )
     print(f"wrote {out}")
+    if (page := report.refresh(run_dir)) is not None:
+        print(f"report: {page}")
     return 0

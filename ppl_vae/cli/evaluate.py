@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ppl_vae import checkpoint
+from ppl_vae import checkpoint, report
 from ppl_vae.errors import UserError
 from ppl_vae.importance import MAX_SAMPLES, evaluation
 from ppl_vae.run import load_run, write_json
@@ -71,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     write_json(out, record)
     print(table(record, args.split))
     print(f"wrote {out}")
+    if (page := report.refresh(run_dir)) is not None:
+        print(f"report: {page}")
     return 0
 
 
