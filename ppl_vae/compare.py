@@ -274,7 +274,8 @@ def write_markdown(result: Comparison, path: Path, figure: Path | None = None) -
 
 @torch.no_grad()
 def write_figure(runs: dict[str, Run], path: Path, n: int = N_IMAGES) -> Path | None:
-    """The first ``n`` test images (top row), then each model's reconstructions of them."""
+    """The first ``n`` test images (top row), then each model's reconstructions of them,
+    each row named by its model."""
     first = next(iter(runs.values()))
     if first.dataset.image_shape is None:
         return None
@@ -283,4 +284,5 @@ def write_figure(runs: dict[str, Run], path: Path, n: int = N_IMAGES) -> Path | 
     for job in runs.values():
         job.module.eval()
         rows.append(job.module.reconstruct(x.to(job.dataset.x_test.device)).cpu())
-    return plots.image_grid(torch.cat(rows), first.dataset.image_shape, path, nrow=x.shape[0])
+    labels = ["input", *runs]
+    return plots.labelled_rows(rows, labels, first.dataset.image_shape, path)

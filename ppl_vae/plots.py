@@ -157,3 +157,37 @@ def traversals(
     with torch.no_grad():
         x = decode(z.reshape(-1, len(z_base)))
     return image_grid(x, image_shape, path, nrow=n)
+
+
+def labelled_rows(
+    rows: Sequence[torch.Tensor],
+    labels: Sequence[str],
+    image_shape: tuple[int, int],
+    path: str | Path,
+    margin: int = 120,
+    dpi: int = 100,
+) -> Path:
+    """One row of images per entry of ``rows`` (each ``(n, H*W)``), named on the left by
+    ``labels``. The PNG is the torchvision grid plus a ``margin``-pixel label column."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from torchvision.utils import make_grid
+
+    n = rows[0].shape[0]
+    grid = make_grid(as_images(torch.cat(list(rows)), image_shape), nrow=n, padding=2, pad_value=1)
+    gh, gw = grid.shape[1:]
+    fig = plt.figure(figsize=((gw + margin) / dpi, gh / dpi), dpi=dpi)
+    ax = fig.add_axes((margin / (gw + margin), 0, gw / (gw + margin), 1))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    cell = (gh - 2) / len(rows)
+    ax.set_yticks([2 + cell * (i + 0.5) for i in range(len(rows))], labels=list(labels))
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

@@ -53,8 +53,8 @@ def test_writes_one_run_per_model_and_a_table_of_their_metrics(compared):
 def test_figure_has_a_row_of_inputs_and_one_row_per_model(compared):
     with Image.open(compared / "comparison.png") as img:
         width, height = img.size
-    side = 32  # 8x8 digits enlarged 4x, 2-pixel gutters
-    assert width == compare.N_IMAGES * (side + 2) + 2
+    side = 32  # 8x8 digits enlarged 4x, 2-pixel gutters, and a 120-pixel label column
+    assert width == compare.N_IMAGES * (side + 2) + 2 + 120
     assert height == (1 + len(MODELS)) * (side + 2) + 2
 
 

@@ -173,3 +173,12 @@ def test_training_curves(tmp_path, records):
 def test_series_turns_none_into_nan():
     assert curves.series(history(2, prior=False), "distortion") == [28.0, 27.0]
     assert all(math.isnan(v) for v in curves.series(history(2, prior=False), "rate"))
+
+
+def test_labelled_rows_adds_a_label_column_to_the_grid(tmp_path, digits):
+    x = digits.x_test[:10]
+    path = plots.labelled_rows([x, x, x], ["input", "vae", "ae"], (8, 8), tmp_path / "r.png")
+    with Image.open(path) as img:
+        assert img.size == (10 * 34 + 2 + 120, 3 * 34 + 2)
+        # The image cells sit right of the label column: the first cell's gutter is white.
+        assert img.convert("L").getpixel((120, 1)) == 255
