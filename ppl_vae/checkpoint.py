@@ -17,7 +17,8 @@ Example::
 
     >>> import tempfile, torch
     >>> d = tempfile.mkdtemp()
-    >>> save(d, {"step": 3, "weights": {"w": torch.ones(2)}})
+    >>> save(d, {"step": 3, "weights": {"w": torch.ones(2)}}).name
+    'checkpoint.json'
     >>> load(d)["weights"]["w"]
     tensor([1., 1.])
 """

@@ -7,10 +7,11 @@ That module is what one ``torch.optim`` optimizer steps and what
 
 Example::
 
+    >>> import torch
     >>> from models.vae import VAE
     >>> vae = VAE(x_dim=64, latent_dim=2)
     >>> loss = elbo_module(vae)
-    >>> float(loss(torch.rand(8, 64))) > 0
+    >>> float(loss(torch.rand(8, 64)).detach()) > 0
     True
 """
 

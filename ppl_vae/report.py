@@ -7,8 +7,11 @@ file can be mailed or archived alone; the page has no scripts and loads nothing.
 
 Example::
 
-    >>> path = write_report("runs/demo")            # doctest: +SKIP
-    >>> path.name
+    >>> from ppl_vae.run import RunConfig, TrainConfig, train_run
+    >>> import tempfile
+    >>> out = tempfile.mkdtemp() + "/run"
+    >>> job = train_run(RunConfig(train=TrainConfig(epochs=1, progress=False)), out)
+    >>> write_report(out).name                       # train_run wrote it too
     'report.html'
 """
 
