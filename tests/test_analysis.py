@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from models.ppca import PPCA
-from ppl_vae import analysis
+from ppl_vae import analysis, reference
 from ppl_vae.cli import main
 from ppl_vae.errors import UserError
 from ppl_vae.train import TrainConfig, fit
@@ -43,9 +43,9 @@ def test_nuts_and_guide_match_the_exact_posterior(ppca, synthetic):
     x = synthetic.x_test[:2]
     mean, sd = exact(ppca, x)
     for j in range(2):
-        run = analysis.nuts_point(ppca, x[j], num_samples=200, warmup=150, chains=2, seed=j)
+        run = reference.nuts_point(ppca, x[j], num_samples=200, warmup=150, chains=2, seed=j)
         assert dict(run.posterior.sizes) == {"chain": 2, "draw": 200, "latent": 2}
-        row = analysis.compare(ppca, x[j], run)
+        row = reference.compare(ppca, x[j], run)
         mcse = sd[j] / np.sqrt(row["ess_bulk_min"])
         assert row["ess_bulk_min"] > 50 and row["rhat_max"] < 1.05
         assert np.all(np.abs(np.array(row["nuts_mean"]) - mean[j]) < 5 * mcse)
@@ -79,11 +79,11 @@ def test_khat_flags_a_bad_guide(synthetic):
 def test_gaussian_distances_match_closed_forms():
     m1, m2 = np.array([0.0]), np.array([3.0])
     s1, s2 = np.array([[4.0]]), np.array([[1.0]])
-    assert math.isclose(analysis.gaussian_w2(m1, s1, m2, s2), math.hypot(3.0, 2.0 - 1.0))
+    assert math.isclose(reference.gaussian_w2(m1, s1, m2, s2), math.hypot(3.0, 2.0 - 1.0))
     # KL(N(0,4) || N(3,1)) = log(1/2) + (4 + 9) / 2 - 1/2
-    assert math.isclose(analysis.gaussian_kl(m1, s1, m2, s2), math.log(0.5) + 6.5 - 0.5)
+    assert math.isclose(reference.gaussian_kl(m1, s1, m2, s2), math.log(0.5) + 6.5 - 0.5)
     eye = np.eye(3)
-    assert analysis.gaussian_w2(np.zeros(3), eye, np.zeros(3), eye) < 1e-6
+    assert reference.gaussian_w2(np.zeros(3), eye, np.zeros(3), eye) < 1e-6
 
 
 def test_inference_data_has_named_dims(ppca, synthetic):
