@@ -264,3 +264,14 @@ def load_run(
     module.load_state_dict(state["module"])
     module.to(resolve_device(device)).eval()
     return module, ds.to(resolve_device(device)), cfg
+
+
+def load_split(
+    run_dir: str | Path, split: str = "test", device: str = "cpu"
+) -> tuple[Autoencoder, torch.Tensor]:
+    """The trained model of a run directory and one split of its data (``test`` or
+    ``train``), for the commands that read runs."""
+    if not checkpoint.exists(run_dir):
+        raise UserError(f"no checkpoint in {run_dir}; train a model there first (ppl-vae train)")
+    module, ds, _ = load_run(run_dir, device)
+    return module, ds.x_test if split == "test" else ds.x_train

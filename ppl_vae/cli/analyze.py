@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ppl_vae import checkpoint, report
+from ppl_vae import report
 from ppl_vae.analysis import analyze
 from ppl_vae.errors import UserError
-from ppl_vae.run import load_run
+from ppl_vae.run import load_split
 
 
 def register(sub) -> None:
@@ -44,10 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.nuts_points < 0 or args.nuts_warmup < 0:
         raise UserError("--nuts-points and --nuts-warmup cannot be negative")
     run_dir = Path(args.run_dir)
-    if not checkpoint.exists(run_dir):
-        raise UserError(f"no checkpoint in {run_dir}; train a model there first (ppl-vae train)")
-    module, ds, _ = load_run(run_dir, args.device)
-    x = ds.x_test if args.split == "test" else ds.x_train
+    module, x = load_split(run_dir, args.split, args.device)
     out = run_dir / "analysis"
     r = analyze(
         module,

@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ppl_vae import checkpoint, report
+from ppl_vae import report
 from ppl_vae.errors import UserError
 from ppl_vae.importance import MAX_SAMPLES, evaluation
-from ppl_vae.run import load_run, write_json
+from ppl_vae.run import load_split, write_json
 
 SPLITS = ("test", "train")
 
@@ -53,10 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or (args.chunk_size is not None and args.chunk_size < 1):
         raise UserError("--batch-size and --chunk-size must be at least 1")
     run_dir = Path(args.run_dir)
-    if not checkpoint.exists(run_dir):
-        raise UserError(f"no checkpoint in {run_dir}; train a model there first (ppl-vae train)")
-    module, ds, _ = load_run(run_dir, args.device)
-    x = ds.x_test if args.split == "test" else ds.x_train
+    module, x = load_split(run_dir, args.split, args.device)
     record = evaluation(
         module,
         x,
