@@ -45,7 +45,7 @@ CAPTIONS = {
     "traversals.png": "Traversals: one latent dimension varied per row, the others fixed",
     "training_curves.png": "Training curves",
 }
-MAX_LIST = 64  # numeric lists up to this long are shown inline in the tables
+MAX_LIST = 20  # numeric lists up to this long are shown inline in the tables
 SMALL = 450  # figures narrower than this (pixels) are shown at twice their size
 
 STYLE = """
@@ -59,6 +59,7 @@ td.num { font-family: ui-monospace, monospace; text-align: right; }
 figure { margin: 1.5em 0; } figcaption { color: #555; margin-top: 0.3em; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 img.zoom { image-rendering: pixelated; }
+div.wide { overflow-x: auto; }
 """
 
 
@@ -104,6 +105,31 @@ def flatten(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
                 yield name, value
     elif is_cell(obj):
         yield prefix.rstrip(".") or "value", obj
+
+
+def records(obj: Any) -> Iterator[tuple[str, list[dict]]]:
+    """Top-level lists of flat records (the per-point NUTS comparison of ``analyze``),
+    shown as tables with one row per record."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key != "history" and isinstance(value, list) and value:
+                if all(isinstance(v, dict) for v in value):
+                    yield key, value
+
+
+def record_table(rows: list[dict]) -> str:
+    columns = list(dict.fromkeys(k for row in rows for k, v in row.items() if is_cell(v)))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for c in columns:
+            v = row.get(c)
+            num = isinstance(v, int | float) and not isinstance(v, bool)
+            cls = ' class="num"' if num else ""
+            cells.append(f"<td{cls}>{html.escape(fmt(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table>\n<tr>{head}</tr>\n" + "\n".join(body) + "\n</table>"
 
 
 def table(obj: Any) -> str:
@@ -167,6 +193,11 @@ def render(run_dir: str | Path) -> str:
         obj = metrics if name == "metrics.json" else read_json(run_dir / name)
         if obj is not None:
             parts += [f"<h2>{html.escape(heading)}</h2>", table(obj)]
+            for key, rows in records(obj):
+                parts += [
+                    f"<h3>{html.escape(key)}</h3>",
+                    f'<div class="wide">{record_table(rows)}</div>',
+                ]
     if config is not None:
         parts += ["<h2>Configuration</h2>", table(config)]
     pngs = figures(run_dir)

@@ -83,7 +83,12 @@ def fake_run(d: Path) -> Path:
     metrics = {"test_elbo": -25.123456, "rate": None, "kl_per_dim": [1.5, 0.25], "history": [{}]}
     (d / "metrics.json").write_text(json.dumps(metrics))
     (d / "evaluation.json").write_text(json.dumps({"test_log_likelihood": -24.5}))
-    (d / "analysis" / "report.json").write_text(json.dumps({"psis": {"<k-hat>": 0.42}}))
+    analysis = {
+        "psis": {"<k-hat>": 0.42},
+        "khat": [0.1] * 50,  # long per-point lists stay out of the table
+        "nuts": [{"point": 7, "w2": 0.1765, "guide_sd": [0.3, 0.4]}, {"point": 19, "w2": 0.25}],
+    }
+    (d / "analysis" / "report.json").write_text(json.dumps(analysis))
     plots.image_grid(torch.rand(4, 64), (8, 8), d / "samples.png")
     plots.image_grid(torch.rand(2, 64), (8, 8), d / "analysis" / "khat.png")
     (d / "notes.txt").write_text("not a figure")
@@ -100,6 +105,11 @@ def test_report_shows_every_table_and_figure(tmp_path):
         assert text in page, text
     assert "psis.&lt;k-hat&gt;" in page and "<k-hat>" not in page  # escaped
     assert "history" not in page  # drawn as curves, not dumped as a table
+    assert "0.1, 0.1" not in page
+    # Records (the NUTS comparison per point) become one table row each.
+    nuts = page[page.index("<h3>nuts</h3>") :]
+    assert "<th>point</th><th>w2</th><th>guide_sd</th>" in nuts
+    assert '<td class="num">0.1765</td>' in nuts and "[0.3, 0.4]" in nuts and "None" in nuts
     assert page.index("samples.png") < page.index("analysis/khat.png")
 
 
