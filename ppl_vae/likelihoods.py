@@ -33,7 +33,7 @@ from ppl_vae.errors import UserError
 
 
 class Likelihood:
-    """Base class: map decoder outputs to ``p(x|z)`` and its mean."""
+    """Base class: map decoder outputs to ``p(x|z)``; its ``.mean`` is the decoder mean."""
 
     name: str = ""
     unit_interval: bool = False  # data must lie in [0, 1]
@@ -44,9 +44,6 @@ class Likelihood:
     def distribution(self, out: torch.Tensor) -> dist.TorchDistribution:
         raise NotImplementedError
 
-    def mean(self, out: torch.Tensor) -> torch.Tensor:
-        return self.distribution(out).mean
-
     def check(self, x: torch.Tensor) -> None:
         """Raise :class:`UserError` when ``x`` cannot be scored by this likelihood."""
         if self.unit_interval and (x.min() < 0 or x.max() > 1):
@@ -56,9 +53,6 @@ class Likelihood:
                 "--likelihood gaussian"
             )
 
-    def to_config(self) -> str:
-        return self.name
-
 
 class Bernoulli(Likelihood):
     name = "bernoulli"
@@ -66,9 +60,6 @@ class Bernoulli(Likelihood):
 
     def distribution(self, out):
         return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
-
-    def mean(self, out):
-        return torch.sigmoid(out)
 
 
 class ContinuousBernoulli(Likelihood):
@@ -102,12 +93,6 @@ class Gaussian(Likelihood):
     def distribution(self, out):
         loc, scale = self.split(out)
         return dist.Normal(loc, scale).to_event(1)
-
-    def mean(self, out):
-        return self.split(out)[0]
-
-    def to_config(self):
-        return self.name if self.scale is None else f"gaussian:{self.scale:g}"
 
 
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous-bernoulli")

@@ -47,6 +47,7 @@ import torch
 
 from ppl_vae.autoencoder import Autoencoder
 from ppl_vae.errors import UserError
+from ppl_vae.likelihoods import Gaussian
 
 
 def point_mass(code: torch.Tensor) -> dist.TorchDistribution:
@@ -58,7 +59,7 @@ def point_mass(code: torch.Tensor) -> dist.TorchDistribution:
 def gaussian_fixed(loc: torch.Tensor, scale: float) -> dist.TorchDistribution:
     """:math:`\\mathcal{N}(x; \\mu, s^2 I)`: its negative log-density is
     :math:`\\|x - \\mu\\|^2 / 2s^2 + \\tfrac{D}{2}\\log(2\\pi s^2)`."""
-    return dist.Normal(loc, torch.full_like(loc, float(scale))).to_event(1)
+    return Gaussian(float(scale)).distribution(loc)
 
 
 def check_positive(name: str, value: float) -> float:
