@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import ppl_vae  # noqa: F401  (module-local Pyro params)
-from models.vae import VAE
+from ppl_vae.models.vae import VAE
 from ppl_vae.objective import elbo_module
 from ppl_vae.train import resolve_device
 

@@ -20,7 +20,7 @@ import math
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from models.vae import VAE
+from ppl_vae.models.vae import VAE
 from ppl_vae import data, failure_modes
 from ppl_vae.train import TrainConfig, fit
 

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 
 import torch
 
-from models.ae import AE
+from ppl_vae.models.ae import AE
 from ppl_vae.errors import UserError
 from ppl_vae.point_mass import check_positive
 

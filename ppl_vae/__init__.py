@@ -7,18 +7,16 @@ the same programs with a point-mass guide.
 Example::
 
     from ppl_vae import data, train
-    from models.vae import VAE
+    from ppl_vae.models.vae import VAE
 
     ds = data.load("digits")
     vae = VAE(x_dim=ds.x_dim, latent_dim=2)
-    result = train.fit(vae, ds, train.TrainConfig(epochs=5, progress=False))
+    result = train.fit(vae.model, vae.guide, ds, train.TrainConfig(epochs=5, progress=False))
     print(result.history[-1]["test_elbo"])
 """
 
-import pyro
-
-# PyroModule parameters live on the module, not in Pyro's global param store, so
-# two modules trained one after the other never share (or silently reuse) tensors.
-pyro.settings.set(module_local_params=True)
+# Importing ppl_vae changes nothing global: no Pyro setting, no matplotlib backend, no
+# random state. Runs in one process are isolated by giving each program pair its own
+# param-store state (ppl_vae.programs.Programs.scope).
 
 __version__ = "0.1.0"

@@ -21,7 +21,7 @@ Three questions about the amortised guide :math:`q_\\phi(z|x)`, asked per test p
 Example::
 
     >>> import torch
-    >>> from models.ppca import PPCA
+    >>> from ppl_vae.models.ppca import PPCA
     >>> m = PPCA(x_dim=5, latent_dim=2)
     >>> idata = inference_data(m, torch.randn(3, 5), [0, 1, 2], draws=50)
     >>> dict(idata.posterior.sizes)

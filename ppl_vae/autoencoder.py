@@ -14,15 +14,16 @@ The base class turns them into the two Pyro programs SVI fits,
     \\text{model}: \\; z_n \\sim p(z),\\; x_n \\sim p(x \\mid z_n) \\qquad
     \\text{guide}: \\; z_n \\sim q(z \\mid x_n), \\qquad n = 1..N \\text{ (a plate)},
 
-so the ELBO :math:`\\mathbb{E}_q[\\log p(x|z)] - \\beta\\,\\mathrm{KL}(q(z|x)\\|p(z))` is
-the same objective for every model. ``beta`` scales the latent site through
-``poutine.scale`` in *both* programs (scaling one side only gives a wrong objective).
+so the ELBO :math:`\\mathbb{E}_q[\\log p(x|z)] - \\mathrm{KL}(q(z|x)\\|p(z))` is the
+same objective for every model. Nothing here is special to the engine: it trains these
+two programs exactly as it trains a user's (beta is the trainer's, applied to the latent
+sites of both programs; see :mod:`ppl_vae.latent_scale`).
 A model with ``has_prior = False`` masks the prior term out (``poutine.scale`` refuses 0):
 with a ``Delta`` guide the ELBO is then the reconstruction log-likelihood alone.
 
 Example::
 
-    >>> from models.vae import VAE
+    >>> from ppl_vae.models.vae import VAE
     >>> vae = VAE(x_dim=64, latent_dim=2)
     >>> vae.decode(vae.prior().sample([5])).shape
     torch.Size([5, 64])
@@ -72,17 +73,16 @@ class Autoencoder(PyroModule):
         raise NotImplementedError
 
     # -- the two Pyro programs ------------------------------------------------------
-    def model(self, x: torch.Tensor | None = None, beta: float = 1.0, n: int = 1) -> torch.Tensor:
-        """:math:`z \\sim p(z)`, :math:`x \\sim p(x|z)`; with ``x=None`` it generates ``n``."""
-        n = x.shape[0] if x is not None else n
-        with pyro.plate("data", n, dim=-1):
-            with poutine.scale(scale=beta), poutine.mask(mask=self.has_prior):
-                z = pyro.sample(LATENT, self.prior().expand([n]))
+    def model(self, x: torch.Tensor) -> torch.Tensor:
+        """:math:`z \\sim p(z)`, :math:`x \\sim p(x|z)`, one draw per row of ``x``."""
+        with pyro.plate("data", x.shape[0], dim=-1):
+            with poutine.mask(mask=self.has_prior):
+                z = pyro.sample(LATENT, self.prior().expand([x.shape[0]]))
             return pyro.sample(OBSERVED, self.likelihood(z), obs=x)
 
-    def guide(self, x: torch.Tensor, beta: float = 1.0, n: int = 1) -> torch.Tensor:
-        """:math:`z \\sim q(z|x)`, scaled by the same ``beta`` as the model's latent site."""
-        with pyro.plate("data", x.shape[0], dim=-1), poutine.scale(scale=beta):
+    def guide(self, x: torch.Tensor) -> torch.Tensor:
+        """:math:`z \\sim q(z|x)`."""
+        with pyro.plate("data", x.shape[0], dim=-1):
             return pyro.sample(LATENT, self.posterior(self.guide_input(x)))
 
     def guide_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Capacity-controlled objective (Burgess et al. 2018) as a custom ELBO over Pyro's traces.
+"""Capacity-controlled objective (Burgess et al. 2018) as a Pyro ELBO.
 
 Instead of weighting the KL term by :math:`\\beta`, the rate is pulled towards a target
 capacity :math:`C` (in nats per example) that the trainer raises linearly during training:
@@ -7,24 +7,29 @@ capacity :math:`C` (in nats per example) that the trainer raises linearly during
 
     \\mathcal{L}(x_{1..B}) = -\\sum_{n} \\log p(x_n \\mid z_n)
         + \\gamma\\, B\\, \\Big|\\tfrac{1}{B}\\textstyle\\sum_n
-          \\mathrm{KL}(q(z \\mid x_n) \\,\\|\\, p(z)) - C\\Big|,
+          \\big(\\log q(z_n \\mid x_n) - \\log p(z_n)\\big) - C\\Big|,
     \\qquad z_n \\sim q(z \\mid x_n),
+    \\qquad C(t) = C_{\\max} \\min(1, t / N).
 
-    C(t) = C_{\\max} \\min(1, t / N).
-
-The reconstruction term comes from the model trace's observed sites, the KL from its
-latent sites against the guide's (analytic where ``kl_divergence`` knows the pair, a
-one-sample Monte Carlo estimate :math:`\\log q - \\log p` otherwise), both unscaled, so any
-``beta`` passed to the programs has no effect here. :math:`C` is a pure function of the
-step (:func:`capacity`) that the trainer evaluates and passes as ``capacity=C`` to the loss
-module; the model never sees a step counter.
+:class:`CapacityELBO` extends Pyro's ``Trace_ELBO`` the way ``pyro.contrib.cevae`` does: its
+``_differentiable_loss_particle`` takes the ELBO particle from ``super()`` (so Pyro's
+estimator, score-function terms included, stays Pyro's) and adds the difference between
+the capacity penalty and the KL the ELBO already holds. The KL is read off the traces of
+any program pair: the latent sites are the guide's sample sites. :math:`C` is a pure
+function of the step (:func:`capacity`) that the trainer evaluates and sets on the ELBO
+(``elbo.capacity = C``) before each step; the programs never see a step counter. The
+penalty's own gradient flows through reparameterised draws only.
 
 Example::
 
     >>> import torch
-    >>> from models.vae import VAE
-    >>> loss = capacity_module(VAE(x_dim=64, latent_dim=2), gamma=100.0)
-    >>> loss(torch.rand(8, 64), capacity=capacity(500, 25.0, 1000)).item() > 0
+    >>> from ppl_vae.objective import Objective
+    >>> from ppl_vae.programs import from_object
+    >>> from ppl_vae.models.vae import VAE
+    >>> x = torch.rand(8, 64)
+    >>> elbo = CapacityELBO(gamma=100.0)
+    >>> elbo.capacity = capacity(500, 25.0, 1000)
+    >>> float(Objective(from_object(VAE(x_dim=64, latent_dim=2), x), elbo)(x)) > 0
     True
 """
 
@@ -35,12 +40,8 @@ from functools import partial
 
 import pyro.infer
 import torch
-from pyro.distributions.util import scale_and_mask
-from torch import nn
-from torch.distributions import kl_divergence
 
 from ppl_vae.errors import UserError
-from ppl_vae.objective import Program
 
 
 def capacity(step: int, capacity_max: float = 25.0, capacity_steps: int = 10000) -> float:
@@ -53,9 +54,9 @@ def capacity(step: int, capacity_max: float = 25.0, capacity_steps: int = 10000)
 
 def check(gamma: float, capacity_max: float, capacity_steps: int) -> None:
     """Raise :class:`UserError` for settings the objective cannot use."""
-    if not gamma > 0:
-        raise UserError(f"--gamma must be positive, got {gamma}")
-    if not capacity_max >= 0:
+    if not 0 < gamma < float("inf"):
+        raise UserError(f"--gamma must be a positive number, got {gamma}")
+    if not 0 <= capacity_max < float("inf"):
         raise UserError(f"--capacity-max must be at least 0 nats, got {capacity_max}")
     if capacity_steps < 0:
         raise UserError(f"--capacity-steps must be at least 0, got {capacity_steps}")
@@ -67,30 +68,17 @@ def make_capacity(capacity_max: float, capacity_steps: int) -> Callable[[int], f
     return partial(capacity, capacity_max=capacity_max, capacity_steps=capacity_steps)
 
 
-def trace_terms(model_trace, guide_trace) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log_lik, kl)`` from one (model, guide) trace pair: the summed log-likelihood of
-    the observed sites (a scalar) and the per-example KL of the latent sites, shape
-    ``(..., B)`` with the data plate last."""
-    log_lik = torch.zeros(())
-    kl = torch.zeros(())
-    for name, site in model_trace.nodes.items():
-        if site["type"] != "sample":
-            continue
-        if site["is_observed"]:
-            log_lik = log_lik + site["log_prob_sum"]
-            continue
-        q_site = guide_trace.nodes[name]
-        try:
-            site_kl = kl_divergence(q_site["fn"], site["fn"])
-        except NotImplementedError:
-            site_kl = q_site["unscaled_log_prob"] - site["unscaled_log_prob"]
-        kl = kl + scale_and_mask(site_kl, mask=site["mask"])
-    return log_lik, kl
+def batch_size(site: dict) -> int:
+    """The size of a site's data plate (named ``data``, else its outermost own plate)."""
+    frames = [f for f in site["cond_indep_stack"] if f.vectorized and "particles" not in f.name]
+    for f in frames:
+        if f.name == "data":
+            return f.size
+    return frames[-1].size if frames else 1
 
 
 class CapacityELBO(pyro.infer.Trace_ELBO):
-    """:math:`-\\log p(x|z) + \\gamma B |\\overline{\\mathrm{KL}} - C|` summed over a batch;
-    ``differentiable_loss(model, guide, *args, capacity=C, **kwargs)``."""
+    """:math:`-\\sum_n \\log p(x_n|z_n) + \\gamma B |\\overline{\\mathrm{KL}} - C|` over a batch."""
 
     def __init__(self, gamma: float = 100.0, num_particles: int = 1, max_plate_nesting: int = 1):
         check(gamma, 0.0, 0)
@@ -100,22 +88,24 @@ class CapacityELBO(pyro.infer.Trace_ELBO):
             max_plate_nesting=max_plate_nesting,
         )
         self.gamma = float(gamma)
+        self.capacity = 0.0
 
-    def differentiable_loss(self, model, guide, *args, capacity: float = 0.0, **kwargs):
-        loss = 0.0
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            log_lik, kl = trace_terms(model_trace, guide_trace)
-            batch = kl.shape[-1] if kl.dim() else 1
-            mean_kl = kl.mean(-1) if kl.dim() else kl
-            loss = loss - log_lik + (self.gamma * batch * (mean_kl - capacity).abs()).sum()
-        return loss / self.num_particles
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
+        loss, surrogate = super()._differentiable_loss_particle(model_trace, guide_trace)
+        latent = [
+            n
+            for n, s in guide_trace.nodes.items()
+            if s["type"] == "sample" and not s["is_observed"]
+        ]
+        kl = sum(
+            guide_trace.nodes[n]["log_prob_sum"] - model_trace.nodes[n]["log_prob_sum"]
+            for n in latent
+        )
+        particles = self.num_particles if self.vectorize_particles else 1
+        batch = batch_size(guide_trace.nodes[latent[0]]) * particles
+        penalty = self.gamma * batch * (kl / batch - self.capacity).abs() - kl
+        return loss + penalty.detach(), surrogate + penalty
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         with torch.no_grad():
             return float(self.differentiable_loss(model, guide, *args, **kwargs))
-
-
-def capacity_module(module: nn.Module, gamma: float = 100.0, num_particles: int = 1) -> nn.Module:
-    """The capacity objective of ``module.model``/``module.guide`` as a module:
-    ``loss(x, capacity=C)``, summed over the batch."""
-    return CapacityELBO(gamma, num_particles)(Program(module, "model"), Program(module, "guide"))

@@ -38,9 +38,18 @@ from typing import Any
 
 import torch
 
-from ppl_vae import plots, registry
+from ppl_vae import plots, registry, traces
 from ppl_vae.errors import UserError
-from ppl_vae.run import CONFIG, Run, RunConfig, load_data, train_run
+from ppl_vae.run import (
+    CONFIG,
+    Run,
+    RunConfig,
+    build_programs,
+    load_data,
+    placeholder,
+    test_codes,
+    train_run,
+)
 
 DEFAULT_MODELS = ("vae", "ae", "tanh-ae", "pca", "ppca", "sparse-ae", "denoising-ae")
 DEFAULT_LATENT_DIM = 8
@@ -104,8 +113,8 @@ def plan(
     shared = dict(shared or {})
     configs, used = [], set()
     for name in parse_models(models):
-        accepted = registry.accepted(registry.resolve(name))
-        args = {k: v for k, v in shared.items() if k in accepted}
+        accepted = registry.accepted(name)
+        args = {k: v for k, v in shared.items() if accepted is None or k in accepted}
         used |= set(args)
         configs.append(dataclasses.replace(base, model=name, model_args=args))
     unused = sorted(set(shared) - used)
@@ -124,10 +133,8 @@ def preflight(configs: Sequence[RunConfig], out: Path | None, overwrite: bool) -
         cfg.train.validate()
     ds = load_data(configs[0])
     for cfg in configs:
-        module = registry.build(cfg.model, x_dim=ds.x_dim, **cfg.model_args)
         try:
-            module.check(ds.x_train)
-            module.check(ds.x_test)
+            build_programs(cfg, ds)
         except UserError as exc:
             raise UserError(f"{cfg.model}: {exc}") from None
         if out is None:
@@ -179,15 +186,15 @@ def compare(
 @torch.no_grad()
 def summarise(name: str, job: Run) -> dict[str, Any]:
     """One row of the table from a finished run."""
-    module, m = job.module, job.metrics
-    module.eval()
-    codes = module.encode(job.dataset.x_test)
+    pair, m = job.pair, job.metrics
+    pair.eval()
+    codes = test_codes(pair, job.dataset)
     return {
         "model": name,
         "test_recon_mse": m["test_recon_mse"],
-        "test_elbo": m["test_elbo"] if module.has_prior else None,
+        "test_elbo": m["test_elbo"] if pair.has_prior else None,
         "code_sparsity": code_sparsity(codes),
-        "latent_dim": module.latent_dim,
+        "latent_dim": pair.latent_dim,
         "parameters": m["parameters"],
         "seconds": m["seconds"],
     }
@@ -282,7 +289,7 @@ def write_figure(runs: dict[str, Run], path: Path, n: int = N_IMAGES) -> Path | 
     x = first.dataset.x_test[:n]
     rows = [x.cpu()]
     for job in runs.values():
-        job.module.eval()
-        rows.append(job.module.reconstruct(x.to(job.dataset.x_test.device)).cpu())
+        job.pair.eval()
+        rows.append(traces.reconstruct(job.pair, placeholder(job.pair, job.dataset, n)).cpu())
     labels = ["input", *runs]
     return plots.labelled_rows(rows, labels, first.dataset.image_shape, path)

@@ -1,24 +1,29 @@
-"""Per-example terms of the ELBO and the standard test-set diagnostics.
+"""Per-example terms of the ELBO and the standard test-set diagnostics, from traces.
 
-For a model with prior :math:`p(z)`, likelihood :math:`p(x|z)` and guide :math:`q(z|x)`:
+For any program pair with latent sites :math:`z` (the guide's sample sites) and observed
+sites :math:`x`:
 
 .. math::
 
     \\mathrm{ELBO}(x) = \\underbrace{\\mathbb{E}_{q}[\\log p(x|z)]}_{-\\text{distortion}}
-        - \\underbrace{\\mathrm{KL}(q(z|x) \\,\\|\\, p(z))}_{\\text{rate}}
+        - \\underbrace{\\mathbb{E}_q[\\log q(z|x) - \\log p(z)]}_{\\text{rate}}
 
-The rate is computed analytically where ``torch.distributions.kl_divergence`` knows the
-pair (Gaussian guide, Gaussian prior) and by Monte Carlo from Pyro's traces otherwise.
-Active units follow Burda et al. (2016): unit :math:`u` is active when
-:math:`\\mathrm{Var}_x(\\mathbb{E}_q[z_u|x]) > 0.01`.
+Every term is read off the traces of the two programs (:mod:`ppl_vae.traces`). The rate
+of each latent site is analytic where ``torch.distributions.kl_divergence`` knows the
+(guide, model) pair of distributions, per latent dimension where both factorise, and a
+one-sample Monte Carlo estimate :math:`\\log q - \\log p` otherwise. Active units follow
+Burda et al. (2016): unit :math:`u` is active when :math:`\\mathrm{Var}_x(\\mathbb{E}_q[z_u|x])
+> 0.01`.
 
 Every figure is a mean per example, in nats. Evaluation is at ``beta = 1`` and runs under
 its own seed, so the same weights always give the same numbers.
 
 Example::
 
-    >>> from models.vae import VAE
-    >>> out = evaluate(VAE(x_dim=64, latent_dim=2), torch.rand(50, 64))
+    >>> from ppl_vae.models.vae import VAE
+    >>> from ppl_vae.programs import from_object
+    >>> x = torch.rand(50, 64)
+    >>> out = evaluate(from_object(VAE(x_dim=64, latent_dim=2), x), x)
     >>> sorted(out)[:4]
     ['active_units', 'distortion', 'elbo', 'kl_per_dim']
 """
@@ -27,80 +32,12 @@ from __future__ import annotations
 
 import contextlib
 
-import pyro
 import torch
-from pyro import poutine
-from torch.distributions import kl_divergence
 
-from ppl_vae.autoencoder import Autoencoder
+from ppl_vae import traces
+from ppl_vae.programs import Programs
 
 ACTIVE_UNIT_THRESHOLD = 0.01
-
-
-def trace_pair(
-    module: Autoencoder, x: torch.Tensor, beta: float = 1.0, particles: int | None = None
-):
-    """Run the guide, then the model replayed on the guide's draws; both traces with
-    per-site ``log_prob`` of batch shape ``(B,)``, or ``(particles, B)`` when ``particles``
-    is given (both programs then run inside ``pyro.plate("particles", particles, dim=-2)``)."""
-    guide, model = module.guide, module.model
-    if particles is not None:
-        guide, model = _in_particle_plate(guide, particles), _in_particle_plate(model, particles)
-    guide_tr = poutine.trace(guide).get_trace(x, beta)
-    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, beta)
-    guide_tr.compute_log_prob()
-    model_tr.compute_log_prob()
-    return model_tr, guide_tr
-
-
-def _in_particle_plate(fn, particles: int):
-    """``fn`` run inside an outer plate of ``particles`` independent draws (dim -2)."""
-
-    def wrapped(*args, **kwargs):
-        with pyro.plate("particles", particles, dim=-2):
-            return fn(*args, **kwargs)
-
-    return wrapped
-
-
-def log_prob_terms(
-    module: Autoencoder, x: torch.Tensor, beta: float = 1.0, particles: int | None = None
-) -> dict:
-    """One-sample per-example terms from Pyro's traces: ``log_lik`` (observed sites),
-    ``log_prior`` (latent sites of the model) and ``log_q`` (the guide), each ``(B,)``;
-    with ``particles=P``, ``P`` independent draws per example, each term ``(P, B)``.
-
-    ``log_lik + log_prior - log_q`` is a one-sample ELBO estimate; its log-mean-exp over
-    many draws is the importance-weighted bound.
-    """
-    model_tr, guide_tr = trace_pair(module, x, beta, particles)
-    shape = x.shape[:1] if particles is None else (particles, x.shape[0])
-    zero = x.new_zeros(shape)
-    terms = {"log_lik": zero, "log_prior": zero, "log_q": zero}
-    for site in model_tr.nodes.values():
-        if site["type"] == "sample":
-            key = "log_lik" if site["is_observed"] else "log_prior"
-            terms[key] = terms[key] + site["log_prob"]
-    for site in guide_tr.nodes.values():
-        if site["type"] == "sample" and not site["is_observed"]:
-            terms["log_q"] = terms["log_q"] + site["log_prob"]
-    return terms
-
-
-def kl_terms(module: Autoencoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Analytic :math:`\\mathrm{KL}(q(z|x)\\|p(z))` per example ``(B,)`` and per dimension
-    ``(B, d)``, or ``(None, None)`` when the pair has no closed form."""
-    q = module.posterior(x)
-    p = module.prior().expand(q.batch_shape)
-    try:
-        q_base, p_base = q.base_dist, p.base_dist
-        per_dim = kl_divergence(q_base, p_base)
-        return per_dim.sum(-1), per_dim
-    except (NotImplementedError, AttributeError):
-        try:
-            return kl_divergence(q, p), None
-        except NotImplementedError:
-            return None, None
 
 
 @contextlib.contextmanager
@@ -113,56 +50,73 @@ def seeded(seed: int, device: torch.device | str | None = None):
         yield
 
 
+@contextlib.contextmanager
+def eval_mode(pair: Programs):
+    """The pair in ``eval()`` mode (no corruption, no dropout), restored afterwards."""
+    was_training = pair.training
+    pair.eval()
+    try:
+        yield
+    finally:
+        pair.train(was_training)
+
+
+def batches(x: torch.Tensor, y: torch.Tensor | None, pair: Programs, size: int):
+    """The programs' argument tuples for consecutive batches of ``x`` (and ``y``)."""
+    for start in range(0, x.shape[0], size):
+        yb = y[start : start + size] if y is not None else None
+        yield pair.args(x[start : start + size], yb)
+
+
 @torch.no_grad()
 def evaluate(
-    module: Autoencoder,
+    pair: Programs,
     x: torch.Tensor,
+    y: torch.Tensor | None = None,
     batch_size: int = 1000,
     seed: int = 0,
 ) -> dict:
     """Mean per-example ``elbo``, ``distortion``, ``rate``, ``kl_per_dim``, ``active_units``
-    and ``recon_mse`` (squared error summed over pixels) of ``module`` on ``x``.
+    and ``recon_mse`` (squared error summed over pixels) of the pair on ``x``.
 
-    ``rate``, ``kl_per_dim`` and ``active_units`` are ``None`` for a model without a latent
-    prior (``has_prior = False``); its ``elbo`` is then the reconstruction log-likelihood.
+    ``rate``, ``kl_per_dim`` and ``active_units`` are ``None`` for a pair whose model masks
+    out its latent prior (the deterministic autoencoders); its ``elbo`` is then the
+    reconstruction log-likelihood. ``kl_per_dim`` is ``None`` where some latent site's
+    KL does not split per dimension.
     """
-    was_training = module.training
-    module.eval()
     sums: dict[str, torch.Tensor] = {}
-    means = []
+    codes = []
+    per_dim_ok = True
 
     def add(key, value):
         sums[key] = sums.get(key, 0) + value.sum(0)
 
-    try:
-        with seeded(seed, x.device):
-            for xb in x.split(batch_size):
-                terms = log_prob_terms(module, xb)
-                distortion = -terms["log_lik"]
-                kl, kl_dim = kl_terms(module, xb) if module.has_prior else (None, None)
-                if kl is None:  # Monte Carlo rate from the traces
-                    kl = terms["log_q"] - terms["log_prior"]
-                add("distortion", distortion)
-                add("rate", kl)
-                if kl_dim is not None:
-                    add("kl_per_dim", kl_dim)
-                code = module.encode(xb)
-                means.append(code)
-                add("recon_mse", (module.decode(code) - xb).pow(2).sum(-1))
-    finally:
-        module.train(was_training)
+    with eval_mode(pair), seeded(seed, x.device):
+        for args in batches(x, y, pair, batch_size):
+            t = traces.terms(pair, args)
+            add("distortion", -t["log_lik"])
+            add("rate", sum(t[f"kl/{n}"] for n in pair.latent_sites))
+            dims = [t[f"kl_dims/{n}"] for n in pair.latent_sites]
+            per_dim_ok = per_dim_ok and all(d is not None for d in dims)
+            if per_dim_ok:
+                add("kl_per_dim", torch.cat(dims, -1))
+            code = traces.codes(pair, args)
+            codes.append(code)
+            recon = traces.reconstruct(pair, args)
+            add("recon_mse", (recon - args[0].reshape(recon.shape)).pow(2).sum(-1))
     n = x.shape[0]
     out = {k: v / n for k, v in sums.items()}
+    has_prior = pair.has_prior
     result = {
         "elbo": float(-(out["distortion"] + out["rate"])),
         "distortion": float(out["distortion"]),
-        "rate": float(out["rate"]) if module.has_prior else None,
-        "kl_per_dim": out["kl_per_dim"].tolist() if "kl_per_dim" in out else None,
+        "rate": float(out["rate"]) if has_prior else None,
+        "kl_per_dim": out["kl_per_dim"].tolist() if has_prior and per_dim_ok else None,
         "active_units": None,
         "recon_mse": float(out["recon_mse"]),
     }
-    if module.has_prior:
-        codes = torch.cat(means)
+    if has_prior:
+        codes = torch.cat(codes)
         variance = codes.var(0) if n > 1 else torch.zeros_like(codes[0])
         result["active_units"] = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
     return result

@@ -37,8 +37,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pyro.distributions as dist
 import torch
+
+from ppl_vae import traces
+from ppl_vae.evaluate import eval_mode
+from ppl_vae.programs import Programs
 
 COLLAPSE_RATE = 0.1  # nats per example
 MARGINAL_KL_PER_DIM = 0.5  # nats per latent dimension, aggregate posterior vs prior
@@ -46,21 +49,24 @@ RATE_PER_DIM = 5.0  # nats per latent dimension, used only without a model
 
 
 @torch.no_grad()
-def marginal_kl_per_dim(module: Any, x: torch.Tensor) -> float | None:
+def marginal_kl_per_dim(pair: Programs, x: torch.Tensor, y: torch.Tensor | None = None):
     """:math:`\\mathrm{KL}(\\mathcal{N}(m, S)\\|\\mathcal{N}(0, I)) / d` of the moment-matched
-    aggregate posterior over ``x``, or ``None`` when the guide has no mean and variance."""
-    was_training = module.training
-    module.eval()
+    aggregate posterior over ``x``, from the traces; ``None`` when a guide site has no mean
+    and variance or a prior site is not a standard normal."""
+    with eval_mode(pair):
+        model_tr, guide_tr = traces.trace_pair(pair, pair.args(x, y))
+    mus, variances = [], []
     try:
-        q, p = module.posterior(x), module.prior()
-        mu, var = q.mean, q.variance
-        if not (torch.all(p.mean == 0) and torch.all(p.variance == 1)):
-            return None  # the criterion compares with N(0, I)
-    except (NotImplementedError, AttributeError):
+        for name in pair.latent_sites:
+            q, p = guide_tr.nodes[name]["fn"], model_tr.nodes[name]["fn"]
+            if not (torch.all(p.mean == 0) and torch.all(p.variance == 1)):
+                return None  # the criterion compares with N(0, I)
+            mus.append(q.mean.reshape(x.shape[0], -1))
+            variances.append(q.variance.reshape(x.shape[0], -1))
+    except (NotImplementedError, AttributeError, RuntimeError):
         return None
-    finally:
-        module.train(was_training)
-    if mu.ndim != 2 or mu.shape[0] < 2:
+    mu, var = torch.cat(mus, -1), torch.cat(variances, -1)
+    if mu.shape[0] < 2:
         return None
     d = mu.shape[1]
     m = mu.mean(0)
@@ -70,25 +76,17 @@ def marginal_kl_per_dim(module: Any, x: torch.Tensor) -> float | None:
     return float(kl) / d if torch.isfinite(kl) else float("inf")
 
 
-@torch.no_grad()
-def point_mass(module: Any, x: torch.Tensor | None) -> bool:
-    """Whether ``module``'s guide is a ``Delta`` (a deterministic autoencoder)."""
-    if x is None or not hasattr(module, "posterior"):
-        return False
-    q = module.posterior(x[:2])
-    while isinstance(q, dist.Independent):
-        q = q.base_dist
-    return isinstance(q, dist.Delta)
-
-
 def diagnose(
-    metrics: dict[str, Any], module: Any | None = None, x: torch.Tensor | None = None
+    metrics: dict[str, Any],
+    pair: Programs | None = None,
+    x: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
 ) -> list[str]:
     """Plain-English warnings for the failure modes above, from test-set ``metrics``
-    (``rate``, ``active_units``, ``kl_per_dim``) and, when given, the trained ``module`` and
+    (``rate``, ``active_units``, ``kl_per_dim``) and, when given, the trained ``pair`` and
     test inputs ``x``; empty for a healthy run or a model without a latent prior."""
     rate, active = metrics.get("rate"), metrics.get("active_units")
-    if rate is None or active is None or (module is not None and point_mass(module, x)):
+    if rate is None or active is None or (pair is not None and pair.point_mass):
         return []
     if active == 0 or rate < COLLAPSE_RATE:
         return [
@@ -96,8 +94,8 @@ def diagnose(
             f"{rate:.3g} nats): p(x|z) looks like p(x), samples will be blurry averages; "
             "lower beta or use a warm-up schedule (--beta-schedule linear --warmup-steps N)"
         ]
-    dims = len(metrics.get("kl_per_dim") or []) or getattr(module, "latent_dim", 0) or 1
-    marginal = marginal_kl_per_dim(module, x) if module is not None and x is not None else None
+    dims = len(metrics.get("kl_per_dim") or []) or getattr(pair, "latent_dim", 0) or 1
+    marginal = marginal_kl_per_dim(pair, x, y) if pair is not None and x is not None else None
     if marginal is not None:
         if marginal > MARGINAL_KL_PER_DIM:
             return [

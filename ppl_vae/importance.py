@@ -11,8 +11,10 @@ With :math:`K` draws :math:`z_k \\sim q(z|x)` from the guide,
     \\xrightarrow{K \\to \\infty} \\log p(x).
 
 Each log weight :math:`\\log p(x, z_k) - \\log q(z_k|x)` comes from a guide trace and
-the model replayed on it (:func:`ppl_vae.evaluate.log_prob_terms` with an outer
-``pyro.plate("particles", P, dim=-2)``), never from hand-written densities. Memory stays
+the model replayed on it (:func:`ppl_vae.traces.terms` with an outer particle plate left
+of the programs' own plates; one draw at a time for programs that do not vectorise), never
+from hand-written densities. Every latent site counts, so a hierarchical model's estimate
+uses all of them. Memory stays
 bounded for any :math:`K`: examples go in batches, particles in chunks of ``P``, and the
 chunks are folded into a running ``logsumexp``. Draws are made chunk by chunk from one
 seeded stream, so when every chunk holds a multiple of 16 normal draws the estimate does
@@ -21,8 +23,10 @@ not depend on the chunk size at all (torch draws normals in blocks of 16).
 Example::
 
     >>> import torch
-    >>> from models.vae import VAE
-    >>> ll = iw_log_likelihood(VAE(x_dim=64, latent_dim=2), torch.rand(5, 64), 100)
+    >>> from ppl_vae.models.vae import VAE
+    >>> from ppl_vae.programs import from_object
+    >>> x = torch.rand(5, 64)
+    >>> ll = iw_log_likelihood(from_object(VAE(x_dim=64, latent_dim=2), x), x, num_samples=100)
     >>> ll.shape
     torch.Size([5])
 """
@@ -33,42 +37,52 @@ import math
 import time
 from typing import Any
 
-import pyro.distributions as dist
 import torch
 from tqdm.auto import tqdm
 
-from ppl_vae.autoencoder import Autoencoder
+from ppl_vae import traces
 from ppl_vae.errors import UserError
-from ppl_vae.evaluate import evaluate, log_prob_terms, seeded
+from ppl_vae.evaluate import batches, eval_mode, evaluate, seeded
+from ppl_vae.programs import Programs
 
 #: Particle-example pairs evaluated at once when the chunk size is not given.
 MAX_ROWS = 1 << 16
 MAX_SAMPLES = 1_000_000
 
 
-def check_estimable(module: Autoencoder, x: torch.Tensor) -> None:
-    """Refuse models whose importance weights do not estimate :math:`p(x)`: those without
-    a latent prior or with a point-mass (``Delta``) guide."""
-    if not module.has_prior:
+def check_estimable(pair: Programs) -> None:
+    """Refuse pairs whose importance weights do not estimate :math:`p(x)`: those whose model
+    masks out its latent prior, or whose guide is a point mass (``Delta``) at every site."""
+    if not pair.has_prior:
         raise UserError(
-            f"{type(module).__name__} has no latent prior, so log p(x) is undefined; "
+            f"{pair.name} has no latent prior, so log p(x) is undefined; "
             "importance-weighted evaluation needs a model with a prior such as vae or ppca"
         )
-    q = module.posterior(module.guide_input(x[:1]))
-    while hasattr(q, "base_dist"):
-        q = q.base_dist
-    if isinstance(q, dist.Delta):
+    if pair.point_mass:
         raise UserError(
-            f"{type(module).__name__} has a point-mass (Delta) guide, whose importance "
+            f"{pair.name} has a point-mass (Delta) guide, whose importance "
             "weights do not estimate log p(x); use a model with a stochastic guide"
         )
 
 
-def log_weights(module: Autoencoder, x: torch.Tensor, particles: int) -> torch.Tensor:
-    """:math:`\\log p(x, z_k) - \\log q(z_k|x)` for ``particles`` guide draws per example:
-    shape ``(particles, B)``."""
-    terms = log_prob_terms(module, x, particles=particles)
-    return terms["log_lik"] + terms["log_prior"] - terms["log_q"]
+def log_weights(pair: Programs, args: tuple, particles: int) -> torch.Tensor:
+    """:math:`\\log p(x, z_k) - \\log q(z_k|x)` for ``particles`` guide draws per example,
+    shape ``(particles, B)``: vectorised in a particle plate where the programs allow it,
+    one draw at a time otherwise."""
+    if pair.vectorizable is not False:
+        try:
+            t = traces.terms(pair, args, particles=particles)
+            pair.vectorizable = True
+            return t["log_lik"] + t["log_prior"] - t["log_q"]
+        except (RuntimeError, ValueError, IndexError):
+            if pair.vectorizable:
+                raise
+            pair.vectorizable = False
+    draws = []
+    for _ in range(particles):
+        t = traces.terms(pair, args)
+        draws.append(t["log_lik"] + t["log_prior"] - t["log_q"])
+    return torch.stack(draws)
 
 
 def default_chunk(num_samples: int, batch: int) -> int:
@@ -77,8 +91,9 @@ def default_chunk(num_samples: int, batch: int) -> int:
 
 @torch.no_grad()
 def iw_log_likelihood(
-    module: Autoencoder,
+    pair: Programs,
     x: torch.Tensor,
+    y: torch.Tensor | None = None,
     num_samples: int = 1000,
     chunk_size: int | None = None,
     batch_size: int = 100,
@@ -93,39 +108,38 @@ def iw_log_likelihood(
         )
     if batch_size < 1 or (chunk_size is not None and chunk_size < 1):
         raise UserError("batch size and chunk size must be at least 1")
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise UserError(f"expected a non-empty (N, D) data tensor, got shape {tuple(x.shape)}")
-    check_estimable(module, x)
+    if x.shape[0] == 0:
+        raise UserError(f"expected a non-empty data tensor, got shape {tuple(x.shape)}")
+    check_estimable(pair)
     chunk = chunk_size or default_chunk(num_samples, min(batch_size, x.shape[0]))
     sizes = [min(chunk, num_samples - k) for k in range(0, num_samples, chunk)]
-    batches = x.split(batch_size)
+    n_batches = math.ceil(x.shape[0] / batch_size)
     bar = tqdm(
-        total=len(batches) * len(sizes),
+        total=n_batches * len(sizes),
         desc=f"IW K={num_samples}",
         unit="chunk",
         disable=not progress,
         leave=False,
     )
-    was_training = module.training
-    module.eval()
     out = []
     try:
-        with seeded(seed, x.device):
-            for xb in batches:
+        with eval_mode(pair), seeded(seed, x.device):
+            for args in batches(x, y, pair, batch_size):
+                xb = args[0]
                 acc = torch.full(xb.shape[:1], -math.inf, dtype=xb.dtype, device=xb.device)
                 for p in sizes:
-                    acc = torch.logaddexp(acc, log_weights(module, xb, p).logsumexp(0))
+                    acc = torch.logaddexp(acc, log_weights(pair, args, p).logsumexp(0))
                     bar.update()
                 out.append(acc - math.log(num_samples))
     finally:
-        module.train(was_training)
         bar.close()
     return torch.cat(out)
 
 
 def evaluation(
-    module: Autoencoder,
+    pair: Programs,
     x: torch.Tensor,
+    y: torch.Tensor | None = None,
     num_samples: int = 1000,
     split: str = "test",
     seed: int = 0,
@@ -144,14 +158,14 @@ def evaluation(
             f"--iwae-samples must lie in 1..{MAX_SAMPLES}, got {num_samples}; K=1 gives the ELBO"
         )
     start = time.perf_counter()
-    base = evaluate(module, x, seed=seed)
+    base = evaluate(pair, x, y, seed=seed)
     record: dict[str, Any] = {f"{split}_elbo": base["elbo"], f"{split}_log_likelihood": None}
     try:
-        check_estimable(module, x)
+        check_estimable(pair)
     except UserError as exc:
         record["log_likelihood_note"] = str(exc)
     else:
-        ll = iw_log_likelihood(module, x, num_samples, chunk_size, batch_size, seed, progress)
+        ll = iw_log_likelihood(pair, x, y, num_samples, chunk_size, batch_size, seed, progress)
         record[f"{split}_log_likelihood"] = float(ll.mean())
         se = float(ll.std() / math.sqrt(len(ll))) if len(ll) > 1 else None
         record[f"{split}_log_likelihood_se"] = se

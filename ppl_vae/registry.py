@@ -1,15 +1,25 @@
-"""Find models by name (the files of ``models/``) or load a user's own ``.py`` program.
+"""Models by name (the suite in ``ppl_vae.models``, third-party entry points) or from a
+user's own ``.py`` file, each turned into a Pyro ``model``/``guide`` pair.
 
-A model file defines a subclass of :class:`~ppl_vae.autoencoder.Autoencoder` and names it
-``MODEL = ClassName``. A file without ``MODEL`` works too when it defines exactly one such
-class. The name of a suite model is its file name with ``_`` written as ``-``
-(``models/tanh_ae.py`` is ``tanh-ae``).
+A model file says what to build in whichever way a Pyro user would write it:
+
+1. ``MODEL = X`` names a class or factory (its instances have ``model`` and ``guide``
+   methods, or it returns a ``(model, guide)`` pair);
+2. without ``MODEL``, exactly one class defined in the file with ``model`` and ``guide``
+   methods (as in Pyro's VAE tutorial, which also defines its ``Encoder`` and ``Decoder``);
+3. module-level functions ``model`` and ``guide`` (with ``pyro.param`` inside).
+
+Constructor options come from ``--set key=value`` and, where the constructor takes them,
+``x_dim`` (from the data), ``--latent-dim`` and ``--hidden``. The name of a suite model is
+its file name with ``_`` written as ``-`` (``models/tanh_ae.py`` is ``tanh-ae``); other
+packages add models through the entry-point group ``ppl_vae.models``.
 
 Example::
 
     >>> "vae" in names()
     True
-    >>> build("vae", x_dim=64, latent_dim=3).latent_dim
+    >>> model, guide = build("vae", x_dim=64, latent_dim=3)
+    >>> model.__self__.latent_dim
     3
 """
 
@@ -20,56 +30,113 @@ import importlib.util
 import inspect
 import pkgutil
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-import models as suite
-from ppl_vae.autoencoder import Autoencoder
+from ppl_vae import models as suite
 from ppl_vae.errors import UserError
+
+ENTRY_POINTS = "ppl_vae.models"
+WHAT_A_FILE_DEFINES = (
+    "a model file must define MODEL = <class or factory>, or exactly one class with model "
+    "and guide methods, or module-level functions model(x) and guide(x)"
+)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How to build one model: ``factory(**options)`` gives an object with ``model`` and
+    ``guide`` (or the pair itself); ``origin`` names where it came from."""
+
+    name: str
+    factory: Callable[..., Any]
+    origin: str
+    doc: str = ""
+
+    def accepted(self) -> set[str] | None:
+        """The keyword arguments the factory takes (``None``: any, it has ``**kwargs``)."""
+        try:
+            params = inspect.signature(self.factory).parameters.values()
+        except (TypeError, ValueError):
+            return set()
+        if any(p.kind == p.VAR_KEYWORD for p in params):
+            return None
+        return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _entry_points() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINTS)}
 
 
 def names() -> list[str]:
-    """The suite's model names, sorted."""
-    return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(suite.__path__))
+    """The suite's model names and those of installed plug-ins, sorted."""
+    own = {m.name.replace("_", "-") for m in pkgutil.iter_modules(suite.__path__)}
+    return sorted(own | set(_entry_points()))
 
 
 def summary(name: str) -> str:
-    """The first line of a model class's docstring (or its module's)."""
-    cls = resolve(name)
-    doc = inspect.getdoc(sys.modules[cls.__module__]) or inspect.getdoc(cls) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    """The first line of a model's module docstring (or its class's)."""
+    doc = resolve(name).doc.strip()
+    return doc.splitlines()[0] if doc else ""
 
 
-def _model_class(module, origin: str) -> type[Autoencoder]:
-    cls = getattr(module, "MODEL", None)
-    if cls is None:
+def _has_programs(obj: Any) -> bool:
+    return callable(getattr(obj, "model", None)) and callable(getattr(obj, "guide", None))
+
+
+def _functions_factory(model, guide):
+    def pair():
+        return model, guide
+
+    return pair
+
+
+def spec_of_module(module, name: str, origin: str) -> Spec:
+    """The :class:`Spec` of an imported model file (see the module docstring)."""
+    doc = inspect.getdoc(module) or ""
+    target = getattr(module, "MODEL", None)
+    if target is None:
         found = [
             c
             for c in vars(module).values()
-            if inspect.isclass(c)
-            and issubclass(c, Autoencoder)
-            and c is not Autoencoder
-            and c.__module__ == module.__name__
+            if inspect.isclass(c) and c.__module__ == module.__name__ and _has_programs(c)
         ]
-        if len(found) != 1:
+        if len(found) == 1:
+            target = found[0]
+        elif (
+            not found
+            and callable(getattr(module, "model", None))
+            and callable(getattr(module, "guide", None))
+        ):
+            return Spec(name, _functions_factory(module.model, module.guide), origin, doc)
+        else:
+            names_found = ", ".join(c.__name__ for c in found)
             raise UserError(
-                f"{origin} must define MODEL = <class> (a subclass of "
-                f"ppl_vae.autoencoder.Autoencoder with model and guide); found {len(found)} "
-                "candidate classes"
+                f"{origin}: {WHAT_A_FILE_DEFINES}; found {len(found)} classes with model and "
+                f"guide{' (' + names_found + ')' if found else ''}: name one with MODEL = ..."
             )
-        cls = found[0]
-    if not (inspect.isclass(cls) and issubclass(cls, Autoencoder)):
-        raise UserError(f"MODEL in {origin} must be a subclass of ppl_vae.autoencoder.Autoencoder")
-    return cls
+    if not callable(target):
+        raise UserError(f"MODEL in {origin} must be a class or a factory function")
+    return Spec(name, target, origin, doc or inspect.getdoc(target) or "")
 
 
-def load_file(path: str | Path) -> type[Autoencoder]:
-    """Import a user's model file and return its model class."""
-    path = Path(path).resolve()
+def load_file(path: str | Path) -> Spec:
+    """Import a user's model file and return its :class:`Spec`."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(
+            f"model file {path} is a directory; pass the .py file that defines the model"
+        )
     if not path.is_file():
         raise UserError(f"model file {path} does not exist")
+    path = path.resolve()
     mod_name = f"ppl_vae_user_{path.stem}_{abs(hash(str(path))) % 10**8}"
     spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise UserError(f"{path} is not a Python file; {WHAT_A_FILE_DEFINES}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module
     try:
@@ -77,35 +144,62 @@ def load_file(path: str | Path) -> type[Autoencoder]:
     except Exception as exc:
         del sys.modules[mod_name]
         raise UserError(f"could not import {path}: {type(exc).__name__}: {exc}") from None
-    return _model_class(module, str(path))
+    return spec_of_module(module, str(path), str(path))
 
 
-def resolve(name: str) -> type[Autoencoder]:
-    """A suite name (``vae``) or a path to a ``.py`` file, to its model class."""
-    if name.endswith(".py") or "/" in name:
+def resolve(name: str) -> Spec:
+    """A suite or plug-in name (``vae``) or a path to a ``.py`` file, to its :class:`Spec`."""
+    if name.endswith(".py") or "/" in name or Path(name).is_dir():
         return load_file(name)
-    if name not in names():
+    module_name = name.replace("-", "_")
+    if importlib.util.find_spec(f"{suite.__name__}.{module_name}") is not None and (
+        name in names()
+    ):
+        module = importlib.import_module(f"{suite.__name__}.{module_name}")
+        return spec_of_module(module, name, f"models/{module_name}.py")
+    plugins = _entry_points()
+    if name in plugins:
+        target = plugins[name].load()
+        doc = inspect.getdoc(sys.modules.get(getattr(target, "__module__", ""), None)) or ""
+        return Spec(name, target, f"entry point {plugins[name].value}", doc)
+    raise UserError(
+        f"unknown model {name!r}; `ppl-vae models` lists the suite ({', '.join(names())}), "
+        "or pass a path to a .py file that defines one"
+    )
+
+
+def accepted(name: str) -> set[str] | None:
+    """The options a model takes (``None``: any)."""
+    return resolve(name).accepted()
+
+
+def build(name: str, x_dim: int | None = None, **options: Any) -> tuple[Callable, Callable]:
+    """Instantiate a model and return its ``(model, guide)`` programs. ``x_dim`` is passed
+    where the constructor takes it; an option it does not take is a :class:`UserError`."""
+    spec = resolve(name)
+    takes = spec.accepted()
+    if takes is not None:
+        unknown = set(options) - takes
+        if unknown:
+            shown = ", ".join(sorted(takes - {"x_dim"})) or "no options"
+            raise UserError(
+                f"model {name} does not take {', '.join(sorted(unknown))}; it takes {shown}"
+            )
+    if x_dim is not None and takes is not None and "x_dim" in takes:
+        options = {"x_dim": x_dim, **options}
+    try:
+        built = spec.factory(**options)
+    except UserError:
+        raise
+    except Exception as exc:
         raise UserError(
-            f"unknown model {name!r}; `ppl-vae models` lists the suite ({', '.join(names())}), "
-            "or pass a path to a .py file that defines MODEL"
-        )
-    module = importlib.import_module(f"models.{name.replace('-', '_')}")
-    return _model_class(module, f"models/{name.replace('-', '_')}.py")
-
-
-def accepted(cls: type[Autoencoder]) -> set[str]:
-    """The keyword arguments a model class's constructor takes (besides ``x_dim``)."""
-    params = inspect.signature(cls.__init__).parameters
-    return {p for p in params if p not in ("self", "x_dim")}
-
-
-def build(name: str, x_dim: int, **kwargs: Any) -> Autoencoder:
-    """Instantiate a model; unknown keyword arguments are a :class:`UserError`."""
-    cls = resolve(name)
-    unknown = set(kwargs) - accepted(cls)
-    if unknown:
-        raise UserError(
-            f"model {name} does not take {', '.join(sorted(unknown))}; it takes "
-            f"{', '.join(sorted(accepted(cls))) or 'no options'}"
-        )
-    return cls(x_dim=x_dim, **kwargs)
+            f"building model {name} failed: {type(exc).__name__}: {exc}; check its options"
+        ) from None
+    if _has_programs(built):
+        return built.model, built.guide
+    if isinstance(built, tuple) and len(built) == 2 and all(callable(f) for f in built):
+        return built
+    raise UserError(
+        f"{spec.origin}: the model built is neither an object with model and guide "
+        "nor a (model, guide) pair; " + WHAT_A_FILE_DEFINES
+    )

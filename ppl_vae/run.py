@@ -29,12 +29,21 @@ from typing import Any
 import pyro
 import torch
 
-from ppl_vae import checkpoint, curves, data, latent_plots, plots, registry, report
-from ppl_vae.autoencoder import Autoencoder
+from ppl_vae import checkpoint, data, registry, traces
 from ppl_vae.errors import UserError
 from ppl_vae.evaluate import evaluate
 from ppl_vae.failure_modes import diagnose
-from ppl_vae.train import FitResult, TrainConfig, fit, resolve_device
+from ppl_vae.programs import Programs
+from ppl_vae.train import (
+    FitResult,
+    TrainConfig,
+    check_data,
+    example_batch,
+    fit,
+    move_programs,
+    recommended,
+    resolve_device,
+)
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -53,6 +62,9 @@ class RunConfig:
     download: bool = False
     binarize: str = "none"
     train: TrainConfig = field(default_factory=TrainConfig)
+    #: The training settings the user gave explicitly (the CLI fills this); the model's
+    #: recommended ``train_defaults`` replace the others. ``None``: apply none.
+    train_explicit: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -76,18 +88,38 @@ class Run:
     out: Path | None = None
 
     @property
-    def module(self) -> Autoencoder:
-        return self.fit.module
+    def pair(self) -> Programs:
+        return self.fit.pair
 
 
 def load_data(cfg: RunConfig) -> data.Dataset:
     return data.load(cfg.data, cfg.data_root, cfg.download, cfg.binarize, cfg.train.seed)
 
 
-def build_model(cfg: RunConfig, ds: data.Dataset) -> Autoencoder:
-    """Seed, then build: the same seed gives the same initial weights."""
+def build_model(cfg: RunConfig, ds: data.Dataset):
+    """Seed, then build the ``(model, guide)`` programs: the same seed gives the same
+    initial weights."""
     pyro.set_rng_seed(cfg.train.seed)
     return registry.build(cfg.model, x_dim=ds.x_dim, **cfg.model_args)
+
+
+def build_programs(cfg: RunConfig, ds: data.Dataset) -> Programs:
+    """Build the model and trace it once on the data: every check a model and data can
+    fail (options, shapes, likelihood support) happens here, before anything is written."""
+    model, guide = build_model(cfg, ds)
+    check_data(model, guide, ds)
+    return Programs(model, guide, example_batch(ds), name=Path(cfg.model).stem)
+
+
+def apply_recommended(cfg: RunConfig, model, guide) -> None:
+    """Let the model's recommended training settings replace those the user left at
+    their defaults (``cfg.train_explicit`` lists what the user set)."""
+    if cfg.train_explicit is None:
+        return
+    merged = cfg.train.__dict__ | {
+        k: v for k, v in recommended(model, guide).items() if k not in cfg.train_explicit
+    }
+    cfg.train = TrainConfig.from_dict(merged)
 
 
 def read_config(run_dir: str | Path) -> RunConfig:
@@ -135,31 +167,34 @@ def train_run(
             saved = read_config(out)
             saved.train.epochs = cfg.train.epochs
             saved.train.progress, saved.train.device = cfg.train.progress, cfg.train.device
+            saved.train_explicit = None
             cfg = saved
     cfg.train.validate()
     ds = load_data(cfg)
-    module = build_model(cfg, ds)
-    module.check(ds.x_train)
-    module.check(ds.x_test)
+    pair = build_programs(cfg, ds)
+    apply_recommended(cfg, pair.model, pair.guide)
+    cfg.train.validate()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / CONFIG, cfg.to_dict())
-    result = fit(module, ds, cfg.train, out=out, resume=resume)
+    result = fit(pair, None, ds, cfg.train, out=out, resume=resume)
     job = Run(result, final_metrics(result, ds), ds, cfg, out)
     if out is not None:
         write_json(out / METRICS, job.metrics)
-        write_figures(module, ds, out, cfg.train.seed, job.metrics)
+        write_figures(pair, ds, out, cfg.train.seed, job.metrics)
+        from ppl_vae import report
+
         report.write_report(out)
     return job
 
 
 def final_metrics(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
     """The contract of ``metrics.json`` (see DESIGN.md), evaluated at beta = 1."""
-    cfg = result.config
-    test = evaluate(result.module, ds.x_test, cfg.eval_batch_size, seed=cfg.seed)
-    train = evaluate(result.module, ds.x_train, cfg.eval_batch_size, seed=cfg.seed)
+    cfg, pair = result.config, result.pair
+    test = evaluate(pair, ds.x_test, ds.y_test, cfg.eval_batch_size, seed=cfg.seed)
+    train = evaluate(pair, ds.x_train, ds.y_train, cfg.eval_batch_size, seed=cfg.seed)
     return {
-        "model": type(result.module).__name__,
+        "model": pair.name,
         "data": ds.name,
         "epochs": len(result.history),
         "steps": result.step,
@@ -170,33 +205,53 @@ def final_metrics(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
         "distortion": test["distortion"],
         "kl_per_dim": test["kl_per_dim"],
         "active_units": test["active_units"],
-        "warnings": diagnose(test, result.module, ds.x_test),
-        "latent_dim": result.module.latent_dim,
-        "parameters": sum(p.numel() for p in result.module.parameters()),
+        "warnings": diagnose(test, pair, ds.x_test, ds.y_test),
+        "latent_dim": pair.latent_dim,
+        "latent_sites": list(pair.latent_sites),
+        "parameters": sum(p.numel() for p in pair.parameters()),
         "seconds": result.seconds,
         "history": result.history,
     }
 
 
+def placeholder(pair: Programs, ds: data.Dataset, n: int) -> tuple:
+    """A batch of ``n`` test examples (repeated as needed) whose values the programs
+    ignore when generating or decoding: it gives them their shapes (and labels)."""
+    idx = torch.arange(n, device=ds.x_test.device) % ds.x_test.shape[0]
+    y = ds.y_test[idx] if ds.y_test is not None else None
+    return pair.args(ds.x_test[idx], y) if pair.takes_labels else (ds.x_test[idx],)
+
+
+def test_codes(pair: Programs, ds: data.Dataset) -> torch.Tensor:
+    """The guide's codes of the whole test set, ``(N, latent_dim)``, on the CPU."""
+    from ppl_vae.evaluate import batches
+
+    return torch.cat(
+        [traces.codes(pair, a).cpu() for a in batches(ds.x_test, ds.y_test, pair, 1000)]
+    )
+
+
 @torch.no_grad()
 def write_figures(
-    module: Autoencoder,
+    pair: Programs,
     ds: data.Dataset,
     out: Path,
     seed: int = 0,
     metrics: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Every figure the run supports. Any data: ``training_curves.png`` (from
-    ``metrics["history"]``) and ``latent_scatter.png`` (posterior means of the test set).
-    Image data also: ``reconstructions.png``, ``samples.png`` (prior draws),
-    ``latent_manifold.png``, ``interpolation.png`` and ``traversals.png``."""
+    ``metrics["history"]``) and ``latent_scatter.png`` (the guide's codes of the test set).
+    Image data also: ``reconstructions.png`` and ``samples.png`` (prior draws); with one
+    latent site also ``latent_manifold.png``, ``interpolation.png`` and ``traversals.png``.
+    Figures a program does not support are skipped and named in ``figures_skipped``."""
+    from ppl_vae import curves, latent_plots, plots
+
     metrics = metrics or {}
-    module.eval()
-    device = module._zero.device
+    pair.eval()
     paths = []
     if metrics.get("history"):
         paths.append(curves.training_curves(metrics["history"], out / "training_curves.png"))
-    codes = torch.cat([module.encode(xb.to(device)).cpu() for xb in ds.x_test.split(1000)])
+    codes = test_codes(pair, ds)
     kl = metrics.get("kl_per_dim")
     paths.append(latent_plots.latent_scatter(codes, out / "latent_scatter.png", ds.y_test, kl))
     if ds.image_shape is None:
@@ -204,22 +259,30 @@ def write_figures(
     # Dimensions by information: KL where the model has a prior, code variance otherwise.
     rank = torch.tensor(kl) if kl else codes.var(0)
     dims = rank.argsort(descending=True, stable=True)[:10].tolist()
-    icdf = latent_icdf(module, codes[:, dims[:2]])
+    n = min(N_FIGURE, ds.x_test.shape[0])
+    batch = placeholder(pair, ds, n)
+    torch.manual_seed(seed)
+    paths += [
+        plots.reconstructions(
+            batch[0], traces.reconstruct(pair, batch), ds.image_shape, out / "reconstructions.png"
+        ),
+        plots.image_grid(
+            traces.generate(pair, placeholder(pair, ds, 64)), ds.image_shape, out / "samples.png"
+        ),
+    ]
+    if len(pair.latent_sites) != 1:
+        return paths  # decoding a code needs a single latent site
+    icdf = latent_icdf(pair, ds, codes[:, dims[:2]])
 
     def decode(z: torch.Tensor) -> torch.Tensor:
-        return module.decode(z.to(device)).cpu()
+        like = placeholder(pair, ds, z.shape[0])
+        return traces.decode(pair, z.to(ds.x_test.device), like).cpu()
 
-    x = ds.x_test[:N_FIGURE].to(device)
-    torch.manual_seed(seed)
     pairs = min(8, len(ds.x_test) // 2)
     return paths + [
-        plots.reconstructions(
-            x, module.reconstruct(x), ds.image_shape, out / "reconstructions.png"
-        ),
-        plots.image_grid(module.generate(64), ds.image_shape, out / "samples.png"),
         plots.latent_manifold(
             decode,
-            module.latent_dim,
+            pair.latent_dim,
             ds.image_shape,
             out / "latent_manifold.png",
             dims=sorted(dims[:2]),
@@ -240,38 +303,48 @@ def write_figures(
     ]
 
 
-def latent_icdf(module: Autoencoder, codes: torch.Tensor):
-    """Quantile function for figure grids: the prior's (first coordinate; the prior's
-    coordinates are i.i.d.), or the codes' empirical quantiles for a model without a prior."""
-    if not module.has_prior:
+def latent_icdf(pair: Programs, ds: data.Dataset, codes: torch.Tensor):
+    """Quantile function for figure grids: the model's prior at its latent site (first
+    coordinate; i.i.d. coordinates assumed), or the codes' empirical quantiles for a model
+    without a prior."""
+    if not pair.has_prior:
         return lambda p: torch.quantile(codes.flatten().float(), p)
-    base = getattr(module.prior(), "base_dist", None)
+    with pair.scope():
+        tr = traces.poutine.trace(pair.model).get_trace(*placeholder(pair, ds, 1))
+    fn = tr.nodes[pair.latent_sites[0]]["fn"]
+    base = getattr(fn, "base_dist", fn)
+    device = ds.x_test.device
     try:
-        base.icdf(torch.tensor([0.5], device=module._zero.device)[:, None])
-    except (AttributeError, NotImplementedError):
+        loc = base.icdf(torch.tensor([0.5], device=device)[:, None])
+        if loc.shape[0] != 1:
+            return None
+    except (AttributeError, NotImplementedError, RuntimeError, ValueError):
         return None  # plots fall back to the standard normal
-    return lambda p: base.icdf(p.to(module._zero.device)[:, None])[:, 0].cpu()
+    return lambda p: base.icdf(p.to(device)[:, None])[:, 0].cpu()
 
 
-def load_run(
-    run_dir: str | Path, device: str = "cpu"
-) -> tuple[Autoencoder, data.Dataset, RunConfig]:
-    """Rebuild a trained model and its data from a run directory (no pickles)."""
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Programs, data.Dataset, RunConfig]:
+    """Rebuild a trained pair and its data from a run directory (no pickles)."""
     cfg = read_config(run_dir)
-    ds = load_data(cfg)
-    module = build_model(cfg, ds)
-    state = checkpoint.load(run_dir, map_location=resolve_device(device))
-    module.load_state_dict(state["module"])
-    module.to(resolve_device(device)).eval()
-    return module, ds.to(resolve_device(device)), cfg
+    dev = resolve_device(device)
+    ds = load_data(cfg).to(dev)
+    model, guide = build_model(cfg, ds)
+    move_programs(model, guide, dev)
+    pair = Programs(model, guide, example_batch(ds), name=Path(cfg.model).stem)
+    state = checkpoint.load(run_dir, map_location=dev)
+    pair.load_state_dict(state["module"])
+    pair.to(dev).eval()
+    return pair, ds, cfg
 
 
 def load_split(
     run_dir: str | Path, split: str = "test", device: str = "cpu"
-) -> tuple[Autoencoder, torch.Tensor]:
-    """The trained model of a run directory and one split of its data (``test`` or
-    ``train``), for the commands that read runs."""
+) -> tuple[Programs, torch.Tensor, torch.Tensor | None]:
+    """The trained pair of a run directory and one split of its data (``test`` or
+    ``train``) with its labels, for the commands that read runs."""
     if not checkpoint.exists(run_dir):
         raise UserError(f"no checkpoint in {run_dir}; train a model there first (ppl-vae train)")
-    module, ds, _ = load_run(run_dir, device)
-    return module, ds.x_test if split == "test" else ds.x_train
+    pair, ds, _ = load_run(run_dir, device)
+    if split == "test":
+        return pair, ds.x_test, ds.y_test
+    return pair, ds.x_train, ds.y_train

@@ -38,9 +38,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torchvision.utils import make_grid
 
-from ppl_vae import plots
+from ppl_vae import plots, traces
 from ppl_vae.errors import UserError
-from ppl_vae.run import CONFIG, RunConfig, build_model, load_data, train_run
+from ppl_vae.run import CONFIG, RunConfig, build_programs, load_data, placeholder, train_run
 
 COLUMNS = ("beta", "rate", "distortion", "test_elbo", "active_units", "warning")
 N_SAMPLES = 16
@@ -80,9 +80,8 @@ def check(base: RunConfig, values: list[float], out: str | Path, overwrite: bool
         cfg.train.beta = beta
         cfg.train.validate()
     ds = load_data(base)
-    module = build_model(base, ds)
-    module.check(ds.x_train)
-    if not module.has_prior:
+    pair = build_programs(base, ds)
+    if not pair.has_prior:
         raise UserError(
             f"{base.model} has no latent prior, so beta weights nothing; sweep a VAE-like model"
         )
@@ -127,8 +126,10 @@ def sweep_beta(
         image_shape = job.dataset.image_shape
         with torch.no_grad(), torch.random.fork_rng():
             torch.manual_seed(cfg.train.seed)
-            job.module.eval()
-            samples.append(job.module.generate(N_SAMPLES).cpu())
+            job.pair.eval()
+            samples.append(
+                traces.generate(job.pair, placeholder(job.pair, job.dataset, N_SAMPLES)).cpu()
+            )
         if log is not None:
             log(format_row(rows[-1]))
     write_table(rows, out)

@@ -1,11 +1,16 @@
 """One generic trainer for any (model, guide) pair: SVI on the ELBO with one torch optimizer.
 
-The loss is Pyro's ELBO as an ``nn.Module`` (:func:`ppl_vae.objective.elbo_module`),
+:func:`fit` takes any Pyro ``model``/``guide`` pair (a suite model's bound methods, a
+Pyro-tutorial ``nn.Module``'s, two ``PyroModule`` objects, or plain functions with
+``pyro.param``); :class:`~ppl_vae.programs.Programs` finds their parameters by tracing them
+once. The loss is a Pyro ELBO as an ``nn.Module`` (:class:`ppl_vae.objective.Objective`),
 divided by the minibatch size so the reported figure is the mean per-example negative
-ELBO in nats. Each step draws a ``randperm`` slice of the preloaded training tensor,
-evaluates the beta schedule at the global step and passes ``beta`` to the programs.
+ELBO in nats. Each step draws a ``randperm`` slice of the preloaded training tensor (and
+its labels, when the programs take ``(x, y)``), evaluates the beta schedule at the global
+step and scales the latent sites of both programs by it. The running loss stays on the
+device and is read once per :data:`LOG_EVERY` steps (progress bar and NaN check).
 
-:func:`fit` returns a :class:`FitResult`: the trained module, the optimizer, the per-epoch
+:func:`fit` returns a :class:`FitResult`: the trained pair, the optimizer, the per-epoch
 history and the wall-clock seconds. With ``out`` it also writes a checkpoint every epoch
 (atomically, see :mod:`ppl_vae.checkpoint`), from which ``resume=True`` continues exactly
 where the run stopped: same weights, optimizer moments and random streams.
@@ -13,9 +18,10 @@ where the run stopped: same weights, optimizer moments and random streams.
 Example::
 
     >>> from ppl_vae import data
-    >>> from models.vae import VAE
+    >>> from ppl_vae.models.vae import VAE
     >>> ds = data.load("digits")
-    >>> result = fit(VAE(ds.x_dim, latent_dim=2), ds, TrainConfig(epochs=1, progress=False))
+    >>> vae = VAE(ds.x_dim, latent_dim=2)
+    >>> result = fit(vae.model, vae.guide, ds, TrainConfig(epochs=1, progress=False))
     >>> sorted(result.history[-1])[:3]
     ['active_units', 'beta', 'distortion']
 """
@@ -34,12 +40,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ppl_vae import capacity, checkpoint, objective, schedules
-from ppl_vae.autoencoder import Autoencoder
 from ppl_vae.data import Dataset, minibatches
 from ppl_vae.errors import UserError
 from ppl_vae.evaluate import evaluate
+from ppl_vae.objective import Objective
+from ppl_vae.programs import Program, Programs, owner_of
 
 TRAIN_EVAL_LIMIT = 10000  # examples of the training set scored each epoch
+LOG_EVERY = 50  # steps between reads of the running loss (progress bar, NaN check)
 
 
 @dataclass
@@ -53,7 +61,7 @@ class TrainConfig:
     lr_final: float = 0.01
     seed: int = 0
     device: str = "auto"
-    elbo: str = "trace"  # trace | meanfield
+    elbo: str = "trace"  # trace | meanfield | enum
     num_particles: int = 1
     beta: float = 1.0
     beta_schedule: str = "constant"  # constant | linear | cyclical | sigmoid
@@ -90,12 +98,13 @@ class TrainConfig:
 
 @dataclass
 class FitResult:
-    """The record of a run: the trained module and optimizer, per-epoch ``history``
-    (dicts with ``epoch``, ``step``, ``beta``, ``train_objective``, ``train_elbo``,
-    ``test_elbo``, ``rate``, ``distortion``, ``kl_per_dim``, ``active_units``,
-    ``test_recon_mse``), the global ``step`` and the training ``seconds``."""
+    """The record of a run: the trained :class:`~ppl_vae.programs.Programs` pair and the
+    optimizer, per-epoch ``history`` (dicts with ``epoch``, ``step``, ``beta``,
+    ``train_objective``, ``train_elbo``, ``test_elbo``, ``rate``, ``distortion``,
+    ``kl_per_dim``, ``active_units``, ``test_recon_mse``), the global ``step`` and the
+    training ``seconds``."""
 
-    module: Autoencoder
+    pair: Programs
     optimizer: torch.optim.Optimizer
     config: TrainConfig
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -131,16 +140,20 @@ def beta_schedule(config: TrainConfig, steps_per_epoch: int):
 
 
 def epoch_record(result: FitResult, data: Dataset, beta: float, objective_mean: float) -> dict:
-    """Evaluate the module at beta = 1 on the test set and a slice of the training set."""
-    cfg = result.config
-    test = evaluate(result.module, data.x_test, cfg.eval_batch_size, seed=cfg.seed)
-    train = evaluate(result.module, data.x_train[:TRAIN_EVAL_LIMIT], cfg.eval_batch_size, cfg.seed)
+    """Evaluate the pair at beta = 1 on the test set and a slice of the training set."""
+    cfg, pair = result.config, result.pair
+    test = evaluate(pair, data.x_test, data.y_test, cfg.eval_batch_size, seed=cfg.seed)
+    n = TRAIN_EVAL_LIMIT
+    y_train = data.y_train[:n] if data.y_train is not None else None
+    train = evaluate(pair, data.x_train[:n], y_train, cfg.eval_batch_size, cfg.seed)
     return {
         "epoch": len(result.history) + 1,
         "step": result.step,
         "beta": beta,
         "train_objective": objective_mean,
         "train_elbo": train["elbo"],
+        "train_rate": train["rate"],
+        "train_distortion": train["distortion"],
         "test_elbo": test["elbo"],
         "rate": test["rate"],
         "distortion": test["distortion"],
@@ -150,60 +163,109 @@ def epoch_record(result: FitResult, data: Dataset, beta: float, objective_mean: 
     }
 
 
-def training_loss(loss_fn: torch.nn.Module, xb: torch.Tensor, beta: float, step: int, **kw):
-    """The mean per-example loss; a non-finite loss (or a distribution that refuses its
-    diverged parameters) is a :class:`UserError` rather than silent NaN (Pyro only warns)."""
-    advice = "lower --lr or check the data and likelihood"
+ADVICE = "lower --lr or check the data and likelihood"
+
+
+def training_loss(loss_fn: torch.nn.Module, args: tuple, beta: float, step: int) -> torch.Tensor:
+    """The mean per-example loss. A distribution that refuses its diverged parameters is a
+    :class:`UserError` rather than a traceback; a non-finite loss is caught once per log
+    interval from the device-side running sum (:func:`check_finite`), not here, so the hot
+    loop never waits for the device."""
     try:
-        loss = loss_fn(xb, beta=beta, **kw) / xb.shape[0]
+        return loss_fn(*args, beta=beta) / args[0].shape[0]
     except ValueError as exc:
         if "Expected parameter" not in str(exc) and "invalid values" not in str(exc):
             raise
         raise UserError(
-            f"training diverged at step {step} (the loss became NaN); {advice}"
+            f"training diverged at step {step} (the loss became NaN); {ADVICE}"
         ) from None
-    if not torch.isfinite(loss):
-        raise UserError(f"the loss became {float(loss)} at step {step}; {advice}")
-    return loss
+
+
+def check_finite(running: torch.Tensor, first_step: int, last_step: int) -> float:
+    """Read the running loss sum once; a non-finite value is a :class:`UserError`."""
+    value = float(running)
+    if not math.isfinite(value):
+        raise UserError(
+            f"the loss became {value} between steps {first_step} and {last_step}; {ADVICE}"
+        )
+    return value
+
+
+def move_programs(model: Program, guide: Program, device: torch.device) -> None:
+    """Move the modules the programs belong to onto ``device`` (before they are traced)."""
+    for fn in (model, guide):
+        owner = owner_of(fn)
+        if owner is not None:
+            owner.to(device)
+
+
+def check_data(model: Program, guide: Program, data: Dataset) -> None:
+    """The suite's models check the data against their likelihood (``check(x)``); a user's
+    program is checked by running it (:class:`~ppl_vae.programs.Programs`)."""
+    for fn in (model, guide):
+        check = getattr(owner_of(fn), "check", None)
+        if callable(check):
+            check(data.x_train)
+            check(data.x_test)
+            return
+
+
+def make_objective(pair: Programs, config: TrainConfig) -> Objective:
+    """The configured loss module: the ELBO, or the capacity objective."""
+    nesting = max(1, pair.max_plate_nesting)
+    if config.objective == "capacity":
+        elbo = capacity.CapacityELBO(config.gamma, config.num_particles, nesting)
+    else:
+        elbo = objective.make_elbo(config.elbo, config.num_particles, nesting)
+    return Objective(pair, elbo)
 
 
 def fit(
-    module: Autoencoder,
+    model: Program | Programs,
+    guide: Program | None,
     data: Dataset,
     config: TrainConfig | None = None,
     out: str | Path | None = None,
     resume: bool = False,
-    loss_fn: torch.nn.Module | None = None,
 ) -> FitResult:
-    """Train ``module`` on ``data``; see the module docstring.
+    """Train the Pyro program pair ``model``/``guide`` on ``data``; see the module docstring.
 
-    ``loss_fn`` replaces the default objective (``elbo_module(module, config.elbo)``) with
-    any module mapping ``(x, beta=...)`` to a loss to minimise, summed over the batch.
+    ``model`` and ``guide`` are any Pyro programs taking ``(x)`` or ``(x, y)``; a
+    :class:`~ppl_vae.programs.Programs` pair may be passed as ``model`` with ``guide=None``.
+    Without ``config`` the programs' own recommended settings (``train_defaults`` on the
+    module they belong to) apply over :class:`TrainConfig`'s defaults.
     """
-    config = config or TrainConfig()
+    if isinstance(model, Programs):
+        model, guide, pair = model.model, model.guide, model
+    else:
+        pair = None
+    if config is None:
+        config = TrainConfig.from_dict(recommended(model, guide))
     config.validate()
     device = resolve_device(config.device)
     pyro.set_rng_seed(config.seed)
-    module.to(device)
+    move_programs(model, guide, device)
     data = data.to(device)
-    module.check(data.x_train)
-    module.check(data.x_test)
+    check_data(model, guide, data)
+    if pair is None:
+        pair = Programs(model, guide, example_batch(data))
+    pair.to(device)
     capacity_at = None  # the capacity objective's C, a pure function of the step
     if config.objective == "capacity":
         capacity_at = capacity.make_capacity(config.capacity_max, config.capacity_steps)
-        loss_fn = loss_fn or capacity.capacity_module(module, config.gamma, config.num_particles)
-    loss_fn = loss_fn or objective.elbo_module(module, config.elbo, config.num_particles)
-    optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
+    loss_fn = make_objective(pair, config)
+    optimizer = torch.optim.Adam(pair.parameters(), lr=config.lr)
     shuffle = torch.Generator().manual_seed(config.seed)
-    result = FitResult(module, optimizer, config)
+    result = FitResult(pair, optimizer, config)
     n = data.x_train.shape[0]
     steps_per_epoch = math.ceil(n / config.batch_size)
     schedule = beta_schedule(config, steps_per_epoch)
     total_steps = config.epochs * steps_per_epoch
+    labels = pair.takes_labels
 
     if resume:
         state = checkpoint.load(out, map_location=device)
-        module.load_state_dict(state["module"])
+        pair.load_state_dict(state["module"])
         optimizer.load_state_dict(state["optimizer"])
         result.history, result.step = state["history"], state["step"]
         result.seconds = state["seconds"]
@@ -221,48 +283,72 @@ def fit(
         dynamic_ncols=True,
     )
     try:
-        for _ in range(start_epoch, config.epochs):
-            t0 = time.perf_counter()
-            module.train()
-            x_epoch = data.train_epoch(shuffle)
-            total, beta = 0.0, config.beta
-            for idx in minibatches(n, config.batch_size, shuffle):
-                xb = x_epoch[idx.to(device)]
-                beta = schedule(result.step)
-                for group in optimizer.param_groups:
-                    group["lr"] = schedules.learning_rate(
-                        result.step, config.lr, total_steps, config.lr_schedule, config.lr_final
+        with pair.scope():
+            for _ in range(start_epoch, config.epochs):
+                t0 = time.perf_counter()
+                pair.train()
+                x_epoch = data.train_epoch(shuffle)
+                running = torch.zeros((), device=device)
+                first, beta, since = result.step, config.beta, 0
+                for idx in minibatches(n, config.batch_size, shuffle):
+                    idx = idx.to(device)
+                    args = (x_epoch[idx], data.y_train[idx]) if labels else (x_epoch[idx],)
+                    beta = schedule(result.step)
+                    for group in optimizer.param_groups:
+                        group["lr"] = schedules.learning_rate(
+                            result.step, config.lr, total_steps, config.lr_schedule, config.lr_final
+                        )
+                    if capacity_at:
+                        loss_fn.elbo.capacity = capacity_at(result.step)
+                    loss = training_loss(loss_fn, args, beta, result.step)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    result.step += 1
+                    running += loss.detach() * args[0].shape[0]
+                    since += 1
+                    bar.update(1)
+                    if since == LOG_EVERY:  # one host read per log interval
+                        since = 0
+                        total = check_finite(running, first, result.step)
+                        bar.set_postfix(elbo=f"{-total / n:.2f}", beta=f"{beta:.3g}", refresh=False)
+                total = check_finite(running, first, result.step)
+                result.seconds += time.perf_counter() - t0
+                if not all(torch.isfinite(p).all() for p in pair.parameters()):
+                    raise UserError(
+                        f"training diverged in epoch {len(result.history) + 1}; lower --lr"
                     )
-                kw = {"capacity": capacity_at(result.step)} if capacity_at else {}
-                loss = training_loss(loss_fn, xb, beta, result.step, **kw)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                result.step += 1
-                total += float(loss.detach()) * xb.shape[0]
-                bar.update(1)
-                bar.set_postfix(
-                    elbo=f"{-float(loss.detach()):.2f}", beta=f"{beta:.3g}", refresh=False
-                )
-            result.seconds += time.perf_counter() - t0
-            if not all(torch.isfinite(p).all() for p in module.parameters()):
-                raise UserError(f"training diverged in epoch {len(result.history) + 1}; lower --lr")
-            result.history.append(epoch_record(result, data, beta, total / n))
-            if capacity_at:
-                result.history[-1]["capacity"] = capacity_at(result.step - 1)
-            bar.set_postfix(test_elbo=f"{result.last['test_elbo']:.2f}", beta=f"{beta:.3g}")
-            if out is not None:
-                save_checkpoint(result, out, shuffle)
+                result.history.append(epoch_record(result, data, beta, total / n))
+                if capacity_at:
+                    result.history[-1]["capacity"] = capacity_at(result.step - 1)
+                bar.set_postfix(test_elbo=f"{result.last['test_elbo']:.2f}", beta=f"{beta:.3g}")
+                if out is not None:
+                    save_checkpoint(result, out, shuffle)
     finally:
         bar.close()
     return result
+
+
+def example_batch(data: Dataset) -> tuple:
+    """Two training examples (and their labels) for the programs' first trace."""
+    if data.y_train is None:
+        return (data.x_train[:2],)
+    return (data.x_train[:2], data.y_train[:2])
+
+
+def recommended(model: Program, guide: Program | None = None) -> dict[str, Any]:
+    """The training settings the programs' module recommends (``train_defaults``)."""
+    out: dict[str, Any] = {}
+    for fn in (model, guide):
+        out.update(getattr(owner_of(fn), "train_defaults", {}) or {})
+    return out
 
 
 def save_checkpoint(result: FitResult, out: str | Path, shuffle: torch.Generator) -> None:
     """Everything :func:`fit` needs to continue bit for bit: weights, optimizer moments,
     history and the random streams (all uint8 or float tensors, no pickles)."""
     rng = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
-    if torch.cuda.is_available() and next(result.module.parameters()).is_cuda:
+    if torch.cuda.is_available() and result.pair.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state()
     checkpoint.save(
         out,
@@ -271,7 +357,7 @@ def save_checkpoint(result: FitResult, out: str | Path, shuffle: torch.Generator
             "epoch": len(result.history),
             "seconds": result.seconds,
             "history": result.history,
-            "module": result.module.state_dict(),
+            "module": result.pair.state_dict(),
             "optimizer": result.optimizer.state_dict(),
             "rng": rng,
         },

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.ppca import PPCA
+from ppl_vae.models.ppca import PPCA
 from ppl_vae import analysis, reference
 from ppl_vae.cli import main
 from ppl_vae.errors import UserError

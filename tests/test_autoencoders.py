@@ -15,12 +15,12 @@ from pyro import poutine
 from scipy.linalg import subspace_angles
 from sklearn.decomposition import PCA as SkPCA
 
-from models.ae import AE
-from models.denoising_ae import DenoisingAE, corrupt
-from models.pca import PCA
-from models.ppca import PPCA, max_log_likelihood
-from models.sparse_ae import SparseAE
-from models.tanh_ae import TanhAE
+from ppl_vae.models.ae import AE
+from ppl_vae.models.denoising_ae import DenoisingAE, corrupt
+from ppl_vae.models.pca import PCA
+from ppl_vae.models.ppca import PPCA, max_log_likelihood
+from ppl_vae.models.sparse_ae import SparseAE
+from ppl_vae.models.tanh_ae import TanhAE
 from ppl_vae.compare import code_sparsity
 from ppl_vae.errors import UserError
 from ppl_vae.evaluate import evaluate, log_prob_terms

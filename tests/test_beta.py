@@ -14,7 +14,7 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import kl_divergence
 
-from models.vae import VAE
+from ppl_vae.models.vae import VAE
 from ppl_vae import failure_modes, registry
 from ppl_vae.cli import main
 from ppl_vae.evaluate import evaluate

@@ -12,7 +12,7 @@ import torch
 from pyro import poutine
 from torch.distributions import kl_divergence
 
-from models.vae import VAE
+from ppl_vae.models.vae import VAE
 from ppl_vae import capacity
 from ppl_vae.cli import common, parser
 from ppl_vae.errors import UserError

@@ -9,8 +9,8 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from models.ppca import PPCA
-from models.vae import VAE
+from ppl_vae.models.ppca import PPCA
+from ppl_vae.models.vae import VAE
 from ppl_vae.autoencoder import Autoencoder
 from ppl_vae.cli import main
 from ppl_vae.errors import UserError

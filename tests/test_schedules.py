@@ -8,7 +8,7 @@ from functools import partial
 
 import pytest
 
-from models.vae import VAE
+from ppl_vae.models.vae import VAE
 from ppl_vae import schedules
 from ppl_vae.errors import UserError
 from ppl_vae.schedules import START, constant, cyclical, linear, sigmoid

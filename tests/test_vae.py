@@ -8,7 +8,7 @@ import pytest
 import torch
 from pyro import poutine
 
-from models.vae import VAE
+from ppl_vae.models.vae import VAE
 from ppl_vae import likelihoods
 from ppl_vae.errors import UserError
 from ppl_vae.evaluate import log_prob_terms

@@ -53,10 +53,11 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or (args.chunk_size is not None and args.chunk_size < 1):
         raise UserError("--batch-size and --chunk-size must be at least 1")
     run_dir = Path(args.run_dir)
-    module, x = load_split(run_dir, args.split, args.device)
+    pair, x, y = load_split(run_dir, args.split, args.device)
     record = evaluation(
-        module,
+        pair,
         x,
+        y,
         args.iwae_samples,
         split=args.split,
         seed=args.seed,

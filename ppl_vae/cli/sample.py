@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from ppl_vae import plots
+from ppl_vae import plots, traces
 from ppl_vae.errors import UserError
-from ppl_vae.run import load_run
+from ppl_vae.run import load_run, placeholder
 
 
 def register(sub) -> None:
@@ -29,12 +29,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise UserError(f"--out must name a .png file, got {out}")
-    module, ds, _ = load_run(args.run_dir, args.device)
+    pair, ds, _ = load_run(args.run_dir, args.device)
     if ds.image_shape is None:
         raise UserError(f"{args.run_dir} was trained on non-image data; samples have no picture")
     torch.manual_seed(args.seed)
-    with torch.no_grad():
-        x = module.generate(args.n)
+    x = traces.generate(pair, placeholder(pair, ds, args.n))
     out.parent.mkdir(parents=True, exist_ok=True)
     plots.image_grid(x, ds.image_shape, out, nrow=max(1, math.isqrt(args.n)))
     print(f"wrote {args.n} samples to {out}")

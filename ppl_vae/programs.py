@@ -1,0 +1,263 @@
+"""A Pyro model/guide pair, with every parameter it uses, as one ``nn.Module``.
+
+The engine serves programs, not classes. A *program pair* is any two callables
+
+.. code-block:: text
+
+    model(x[, y])   samples the latent sites and conditions its observed site(s) on x
+    guide(x[, y])   samples every latent site the model samples
+
+written however a Pyro user writes them: bound methods of one ``nn.Module`` that call
+``pyro.module(...)`` (Pyro's VAE tutorial), two ``PyroModule`` objects (Pyro's
+``contrib/cevae``), or plain functions with ``pyro.param``. :class:`Programs` finds their
+parameters by tracing the pair once and holds them in one module, so one torch optimizer,
+``state_dict`` checkpoints and ``DistributedDataParallel`` see them all:
+
+- the ``nn.Module`` objects the programs belong to (a bound method's ``self``, or a
+  program that is itself a module) are registered as submodules;
+- parameters that live only in Pyro's param store (``pyro.param``, or ``pyro.module`` of a
+  network no owner holds) are registered in a ``ParameterDict``.
+
+Each pair keeps *its own* param-store state and runs inside it (:meth:`Programs.scope`,
+Pyro's ``ParamStoreDict.scope``), so two pairs trained in one process never share, or
+silently reuse, each other's tensors, whatever the global ``module_local_params`` setting.
+
+Tracing also tells the engine what it needs about the pair: its latent sites (the guide's
+sample sites), its observed sites, whether it takes labels (a second positional argument)
+and how many plates it nests (so an outer particle plate can vectorise it).
+
+Example::
+
+    >>> import torch, pyro, pyro.distributions as dist
+    >>> def model(x):
+    ...     loc = pyro.param("loc", torch.zeros(3))
+    ...     with pyro.plate("data", x.shape[0]):
+    ...         z = pyro.sample("z", dist.Normal(0.0, 1.0))
+    ...         pyro.sample("x", dist.Normal(loc + z[:, None], 1.0).to_event(1), obs=x)
+    >>> def guide(x):
+    ...     w = pyro.param("w", torch.zeros(3))
+    ...     with pyro.plate("data", x.shape[0]):
+    ...         pyro.sample("z", dist.Normal(x @ w, 1.0))
+    >>> pair = Programs(model, guide, torch.zeros(4, 3))
+    >>> pair.latent_sites, pair.observed_sites, sorted(n for n, _ in pair.named_parameters())
+    (('z',), ('x',), ['store.loc', 'store.w'])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
+from torch import nn
+
+from ppl_vae.errors import UserError
+
+Program = Callable[..., Any]
+
+
+def owner_of(fn: Program) -> nn.Module | None:
+    """The ``nn.Module`` a program belongs to: itself, or a bound method's ``self``."""
+    if isinstance(fn, nn.Module):
+        return fn
+    self = getattr(fn, "__self__", None)
+    return self if isinstance(self, nn.Module) else None
+
+
+def takes_labels(fn: Program) -> bool:
+    """Whether ``fn`` accepts a second positional argument (``model(x, y)``)."""
+    target = fn.forward if isinstance(fn, nn.Module) else fn
+    try:
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in positional)
+
+
+def _store_key(name: str) -> str:
+    """A ``ParameterDict`` key for a param-store name (no dots allowed there)."""
+    return name.replace(".", "__").replace("$$$", "__")
+
+
+def _is_point_mass(fn: dist.Distribution) -> bool:
+    while isinstance(fn, dist.Independent | dist.MaskedDistribution):
+        fn = fn.base_dist
+    return isinstance(fn, dist.Delta)
+
+
+class Programs(nn.Module):
+    """``model`` and ``guide`` with all their parameters; see the module docstring.
+
+    ``example`` is a batch the programs accept (``x``, or ``(x, y)``): the pair is traced
+    on it once, which creates lazily-made parameters. Attributes set by that trace:
+    ``latent_sites``, ``observed_sites``, ``latent_sizes`` (values per example),
+    ``takes_labels``, ``max_plate_nesting``, ``has_prior`` (some latent site is scored
+    by the model, not masked out) and ``point_mass`` (every latent site of the guide is a
+    ``Delta``: a deterministic autoencoder, whose importance weights estimate nothing).
+    """
+
+    def __init__(
+        self,
+        model: Program,
+        guide: Program,
+        example: torch.Tensor | tuple[torch.Tensor, ...],
+        name: str | None = None,
+    ):
+        super().__init__()
+        # The programs themselves stay out of the module tree (their owners go in below).
+        self.__dict__["model"], self.__dict__["guide"] = model, guide
+        self.name = name or getattr(owner_of(model), "__class__", type(model)).__name__
+        owners: list[nn.Module] = []
+        for fn in (model, guide):
+            owner = owner_of(fn)
+            if owner is not None and all(owner is not o for o in owners):
+                owners.append(owner)
+        self.owners = nn.ModuleList(owners)
+        self.store = nn.ParameterDict()
+        self._state: dict[str, dict] = {"params": {}, "constraints": {}}
+        self._depth = 0
+        self.vectorizable: bool | None = None  # runs under an outer particle plate?
+        self.takes_labels = takes_labels(model) and takes_labels(guide)
+        example = example if isinstance(example, tuple) else (example,)
+        self._trace_once(example[: 2 if self.takes_labels else 1])
+
+    # -- the param-store scope ------------------------------------------------------------
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Run with this pair's own param-store state (re-entrant)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        with pyro.get_param_store().scope(self._state):
+            self._depth = 1
+            try:
+                yield
+            finally:
+                self._depth = 0
+
+    def args(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple:
+        """The positional arguments the programs take for a batch."""
+        if self.takes_labels:
+            if y is None:
+                raise UserError(
+                    f"{self.name} takes labels (model(x, y)) but the data set has none; "
+                    "use a labelled data set"
+                )
+            return (x, y)
+        return (x,)
+
+    # -- discovery ------------------------------------------------------------------------
+    def _trace_once(self, args: tuple) -> None:
+        with self.scope(), torch.no_grad():
+            try:
+                guide_tr = poutine.trace(self.guide).get_trace(*args)
+                model_tr = poutine.trace(poutine.replay(self.model, trace=guide_tr)).get_trace(
+                    *args
+                )
+            except UserError:
+                raise
+            except Exception as exc:
+                raise UserError(
+                    f"running {self.name}'s model and guide on a batch of the data failed: "
+                    f"{type(exc).__name__}: {exc}; check that the programs fit the data's shape"
+                ) from None
+        self._collect_parameters(model_tr, guide_tr)
+        self._describe(model_tr, guide_tr, args[0].shape[0])
+
+    def _collect_parameters(self, model_tr, guide_tr) -> None:
+        owned = {id(p) for o in self.owners for p in o.parameters()}
+        params = self._state["params"]
+        for tr in (guide_tr, model_tr):
+            for name, site in tr.nodes.items():
+                if site["type"] != "param" or name not in params:
+                    continue
+                leaf = params[name]
+                if id(leaf) in owned or _store_key(name) in self.store:
+                    continue
+                if not isinstance(leaf, nn.Parameter):
+                    leaf = nn.Parameter(leaf.detach())  # same storage, now a module parameter
+                    params[name] = leaf
+                self.store[_store_key(name)] = leaf
+
+    def _describe(self, model_tr, guide_tr, batch: int) -> None:
+        guide_tr, model_tr = prune_subsample_sites(guide_tr), prune_subsample_sites(model_tr)
+        latent = [
+            n for n, s in guide_tr.nodes.items() if s["type"] == "sample" and not s["is_observed"]
+        ]
+        observed = [
+            n for n, s in model_tr.nodes.items() if s["type"] == "sample" and s["is_observed"]
+        ]
+        if not latent:
+            raise UserError(
+                f"{self.name}'s guide samples no latent site; the guide must pyro.sample "
+                "every latent variable the model samples"
+            )
+        if not observed:
+            raise UserError(
+                f"{self.name}'s model conditions no site on the data; score the batch with "
+                "pyro.sample(name, distribution, obs=x)"
+            )
+        missing = [n for n in latent if n not in model_tr.nodes]
+        if missing:
+            raise UserError(
+                f"the guide samples {', '.join(missing)} but the model does not; model and "
+                "guide must sample the same latent sites"
+            )
+        self.latent_sites, self.observed_sites = tuple(latent), tuple(observed)
+        self.latent_sizes = tuple(
+            max(1, guide_tr.nodes[n]["value"].numel() // max(batch, 1)) for n in latent
+        )
+        frames = [
+            f.dim
+            for tr in (model_tr, guide_tr)
+            for s in tr.nodes.values()
+            if s["type"] == "sample"
+            for f in s["cond_indep_stack"]
+            if f.vectorized and f.dim is not None
+        ]
+        self.max_plate_nesting = max([-d for d in frames], default=0)
+        self.has_prior = any(model_tr.nodes[n]["mask"] is not False for n in latent)
+        self.point_mass = all(_is_point_mass(guide_tr.nodes[n]["fn"]) for n in latent)
+
+    @property
+    def latent_dim(self) -> int:
+        """Values per example over all latent sites."""
+        return sum(self.latent_sizes)
+
+    @property
+    def train_defaults(self) -> dict[str, Any]:
+        """Training settings the programs' owner recommends (``train_defaults``)."""
+        out: dict[str, Any] = {}
+        for owner in self.owners:
+            out.update(getattr(owner, "train_defaults", {}) or {})
+        return out
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - a container, not a layer
+        raise TypeError("Programs holds a model and a guide; call .model or .guide")
+
+
+def from_object(obj: Any, example, name: str | None = None) -> Programs:
+    """:class:`Programs` of an object with ``model`` and ``guide`` (a suite model, or a
+    Pyro-tutorial-style ``nn.Module``)."""
+    return Programs(obj.model, obj.guide, example, name=name or type(obj).__name__)

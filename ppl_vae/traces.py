@@ -1,0 +1,219 @@
+"""Everything the engine measures, read off the traces of a program pair.
+
+For a batch :math:`x_{1..B}` the guide is traced, the model replayed on its draws (Pyro's
+``get_importance_trace``, which also checks that model and guide agree on their sites),
+and each site's ``log_prob`` is reduced to one number per example:
+
+.. math::
+
+    \\log p(x_n \\mid z) = \\sum_{\\text{observed}} \\ell_s(n), \\quad
+    \\log p(z) = \\sum_{\\text{latent, model}} \\ell_s(n), \\quad
+    \\log q(z \\mid x_n) = \\sum_{\\text{latent, guide}} \\ell_s(n),
+
+where :math:`\\ell_s(n)` sums site :math:`s`'s log-density over every dimension except the
+data plate's (the plate named ``data``, else the plate whose size is the batch). A site
+outside the data plate (a global latent) is shared by the batch: it contributes
+:math:`\\ell_s / B` to each example, so batch sums stay exact. Vectorised particles run the
+pair inside an outer ``pyro.plate`` left of the program's own plates; the terms are then
+``(P, B)``.
+
+From the same traces: codes (the guide's mean at each latent site, or its draw where the
+distribution has no mean), reconstructions (the model's observed mean with the latent sites
+conditioned on those codes), generation (the model under ``poutine.uncondition``) and
+decoding of given codes (the model conditioned on them).
+
+Example::
+
+    >>> import torch
+    >>> from ppl_vae.programs import from_object
+    >>> from ppl_vae.models.vae import VAE
+    >>> pair = from_object(VAE(x_dim=64, latent_dim=2), torch.rand(3, 64))
+    >>> t = terms(pair, (torch.rand(5, 64),), particles=7)
+    >>> t["log_lik"].shape, codes(pair, (torch.rand(5, 64),)).shape
+    (torch.Size([7, 5]), torch.Size([5, 2]))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer.enum import get_importance_trace
+from torch.distributions import kl_divergence
+
+from ppl_vae.programs import Programs
+
+PARTICLES = "_ppl_vae_particles"
+
+
+def in_particle_plate(fn, particles: int, dim: int):
+    """``fn`` run inside an outer plate of ``particles`` independent draws at ``dim``."""
+
+    def wrapped(*args, **kwargs):
+        with pyro.plate(PARTICLES, particles, dim=dim):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def trace_pair(pair: Programs, args: tuple, particles: int | None = None, model=None, guide=None):
+    """``(model_trace, guide_trace)`` with ``log_prob`` computed; ``particles`` draws
+    vectorised in an outer plate. ``model``/``guide`` replace the pair's programs (e.g.
+    wrapped in a scale messenger)."""
+    model, guide = model or pair.model, guide or pair.guide
+    nesting = pair.max_plate_nesting
+    if particles is not None:
+        dim = -(nesting + 1)
+        model, guide = (
+            in_particle_plate(model, particles, dim),
+            in_particle_plate(guide, particles, dim),
+        )
+        nesting += 1
+    with pair.scope():
+        return get_importance_trace("flat", nesting, model, guide, args, {})
+
+
+def per_example(site: dict[str, Any], batch: int, particles: int | None = None, key="log_prob"):
+    """A site's ``key`` tensor reduced to ``(B,)`` (or ``(P, B)``); see the module doc."""
+    value = site[key]
+    if not torch.is_tensor(value) or value.dim() == 0:
+        value = torch.as_tensor(value, dtype=torch.get_default_dtype())
+    full = value.dim()
+    keep: list[int] = []
+    particle_axis = None
+    data_axis = None
+    for frame in site["cond_indep_stack"]:
+        if frame.dim is None or full + frame.dim < 0:
+            continue
+        axis = full + frame.dim
+        if frame.name == PARTICLES:
+            particle_axis = axis
+        elif value.shape[axis] == batch and (data_axis is None or frame.name == "data"):
+            data_axis = axis
+    keep = [a for a in (particle_axis, data_axis) if a is not None]
+    other = [a for a in range(full) if a not in keep]
+    reduced = value.sum(other) if other else value
+    if particle_axis is not None and data_axis is not None and particle_axis > data_axis:
+        reduced = reduced.transpose(0, 1)
+    if data_axis is None:  # a global site: shared equally by the batch
+        reduced = (reduced / batch).unsqueeze(-1).expand(*reduced.shape, batch)
+    if particles is not None and particle_axis is None:
+        reduced = reduced.expand(particles, batch)
+    return reduced
+
+
+def terms(pair: Programs, args: tuple, particles: int | None = None) -> dict[str, torch.Tensor]:
+    """Per-example ``log_lik``, ``log_prior`` and ``log_q`` (each ``(B,)`` or ``(P, B)``)
+    and, per latent site, ``kl/<site>``: the analytic KL of guide against model where
+    ``kl_divergence`` knows the pair, else ``log q - log p`` of that draw."""
+    model_tr, guide_tr = trace_pair(pair, args, particles)
+    batch = args[0].shape[0]
+    shape = (batch,) if particles is None else (particles, batch)
+    zero = args[0].new_zeros(shape)
+    out = {"log_lik": zero, "log_prior": zero, "log_q": zero}
+    for name in pair.observed_sites:
+        out["log_lik"] = out["log_lik"] + per_example(model_tr.nodes[name], batch, particles)
+    for name in pair.latent_sites:
+        p_site, q_site = model_tr.nodes[name], guide_tr.nodes[name]
+        log_p = per_example(p_site, batch, particles)
+        log_q = per_example(q_site, batch, particles)
+        out["log_prior"] = out["log_prior"] + log_p
+        out["log_q"] = out["log_q"] + log_q
+        out[f"kl/{name}"] = log_q - log_p
+        out[f"kl_dims/{name}"] = None
+        if particles is None and p_site["mask"] is not False:
+            out[f"kl/{name}"], out[f"kl_dims/{name}"] = _analytic_kl(
+                q_site, p_site, batch, log_q - log_p
+            )
+    return out
+
+
+def _analytic_kl(q_site, p_site, batch: int, fallback: torch.Tensor):
+    """KL per example and per latent dimension from ``kl_divergence`` when it knows the
+    pair (on the base distributions for the per-dimension split), else the fallback."""
+    q, p = q_site["fn"], p_site["fn"]
+    try:
+        q_base = getattr(q, "base_dist", None)
+        p_base = getattr(p, "base_dist", None)
+        if q_base is None or p_base is None or q.reinterpreted_batch_ndims != 1:
+            raise NotImplementedError
+        per_dim = kl_divergence(q_base, p_base)  # (B, d)
+        if per_dim.dim() != 2 or per_dim.shape[0] != batch:
+            raise NotImplementedError
+        return per_dim.sum(-1), per_dim
+    except (NotImplementedError, AttributeError, RuntimeError):
+        pass
+    try:
+        kl = kl_divergence(q, p)
+        site = dict(q_site, kl=kl)
+        return per_example(site, batch, key="kl"), None
+    except (NotImplementedError, RuntimeError):
+        return fallback, None
+
+
+def _site_mean(site: dict[str, Any]) -> torch.Tensor:
+    try:
+        mean = site["fn"].mean
+        if mean.shape == site["value"].shape and torch.isfinite(mean).all():
+            return mean
+    except (NotImplementedError, AttributeError):
+        pass
+    return site["value"]
+
+
+@torch.no_grad()
+def guide_means(pair: Programs, args: tuple) -> dict[str, torch.Tensor]:
+    """Each latent site's guide mean (its draw where the distribution has no mean)."""
+    with pair.scope():
+        tr = poutine.trace(pair.guide).get_trace(*args)
+    return {n: _site_mean(tr.nodes[n]) for n in pair.latent_sites}
+
+
+def flatten_codes(pair: Programs, values: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
+    """Latent site values as one ``(B, latent_dim)`` matrix, sites in guide order."""
+    return torch.cat([values[n].reshape(batch, -1) for n in pair.latent_sites], -1)
+
+
+def codes(pair: Programs, args: tuple) -> torch.Tensor:
+    """The guide's codes ``E_q[z|x]``, ``(B, latent_dim)``."""
+    return flatten_codes(pair, guide_means(pair, args), args[0].shape[0])
+
+
+def split_codes(pair: Programs, z: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`flatten_codes` for codes of shape ``(N, latent_dim)``."""
+    out, start = {}, 0
+    for name, size in zip(pair.latent_sites, pair.latent_sizes):
+        out[name] = z[:, start : start + size]
+        start += size
+    return out
+
+
+def _observed_mean(pair: Programs, model, args: tuple) -> torch.Tensor:
+    with pair.scope():
+        tr = poutine.trace(model).get_trace(*args)
+    means = [_site_mean(tr.nodes[n]).reshape(args[0].shape[0], -1) for n in pair.observed_sites]
+    return torch.cat(means, -1)
+
+
+@torch.no_grad()
+def reconstruct(pair: Programs, args: tuple) -> torch.Tensor:
+    """The mean of :math:`p(x \\mid z)` at the guide's codes of ``x``."""
+    model = poutine.condition(pair.model, data=guide_means(pair, args))
+    return _observed_mean(pair, model, args)
+
+
+@torch.no_grad()
+def decode(pair: Programs, z: torch.Tensor, like: tuple) -> torch.Tensor:
+    """The mean of :math:`p(x \\mid z)` for codes ``z`` ``(N, latent_dim)``; ``like`` is a
+    batch of N examples whose values are ignored (it gives the programs their shapes)."""
+    model = poutine.condition(pair.model, data=split_codes(pair, z))
+    return _observed_mean(pair, model, like)
+
+
+@torch.no_grad()
+def generate(pair: Programs, like: tuple) -> torch.Tensor:
+    """Means of :math:`p(x \\mid z)` at ``z ~ p(z)``: the model run with its observed
+    sites unconditioned, on a placeholder batch ``like`` (labels in it are kept)."""
+    return _observed_mean(pair, poutine.uncondition(pair.model), like)
