@@ -25,10 +25,12 @@ image          64x64       32x32
 The combination with classes :math:`c = (c_1, \\dots, c_K)` has index
 ``ravel_multi_index(c, sizes)`` (row-major, the original file's order), so the full
 ``dsprites`` grid has :math:`3 \\cdot 6 \\cdot 40 \\cdot 32 \\cdot 32 = 737280` images.
-Images are rendered on demand, never all at once: a pixel centre :math:`p` is mapped
-into the shape's own frame, :math:`(u, v) = R(-\\theta)(p - t) / (s\\,r_0)`, with
-position :math:`t`, orientation :math:`\\theta`, scale :math:`s` and base half-size
-:math:`r_0 = H/7`, and is on (1) where the shape's implicit function is :math:`\\le 0`:
+Images are rendered on demand, never all at once (a grid of at most 2**25 pixels in
+all, such as ``dsprites-small``, is drawn whole on first use and kept bit-packed).
+A pixel centre :math:`p` is mapped into the shape's own frame,
+:math:`(u, v) = R(-\\theta)(p - t) / (s\\,r_0)`, with position :math:`t`, orientation
+:math:`\\theta`, scale :math:`s` and base half-size :math:`r_0 = H/7`, and is on (1)
+where the shape's implicit function is :math:`\\le 0`:
 
 * square: :math:`\\max(|u|, |v|) - 1`;
 * ellipse: :math:`u^2 + (v / 0.5)^2 - 1`;
@@ -88,6 +90,8 @@ _GRIDS = {"dsprites": (64, 6, 40, 32), "dsprites-small": (32, 3, 8, 8)}
 # 20000 of dsprites (20000 x 4096 floats = 328 MB).
 _DEFAULT_N = {"dsprites": 20000, "dsprites-small": None, "dsprites-original": 20000}
 _RENDER_CHUNK = 2048
+# grids with at most this many pixels in all are drawn once and kept bit-packed
+_CACHE_PIXELS = 2**25
 
 
 @dataclass(frozen=True)
@@ -193,17 +197,27 @@ def procedural(name: str, side: int, n_scale: int, n_orient: int, n_pos: int) ->
         np.linspace(0.0, 1.0, n_pos),
     )
 
+    def draw(classes: np.ndarray) -> np.ndarray:
+        return render_sprites(
+            classes[:, 0],
+            values[1][classes[:, 1]],
+            values[2][classes[:, 2]],
+            values[3][classes[:, 3]],
+            values[4][classes[:, 4]],
+            side,
+        ).reshape(len(classes), -1)
+
+    sizes = tuple(len(v) for v in values)
+    table: list[np.ndarray] = []  # every image, bit-packed, once a small grid is first drawn
+
     def render(classes: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(
-            render_sprites(
-                classes[:, 0],
-                values[1][classes[:, 1]],
-                values[2][classes[:, 2]],
-                values[3][classes[:, 3]],
-                values[4][classes[:, 4]],
-                side,
-            ).reshape(len(classes), -1)
-        )
+        if math.prod(sizes) * side * side > _CACHE_PIXELS:
+            return torch.from_numpy(draw(classes))
+        if not table:
+            every = np.stack(np.unravel_index(np.arange(math.prod(sizes)), sizes), axis=1)
+            table.append(np.packbits(draw(every) > 0.5, axis=1))
+        rows = table[0][np.ravel_multi_index(tuple(classes.T), sizes)]
+        return torch.from_numpy(np.unpackbits(rows, axis=1, count=side * side).astype(np.float32))
 
     return FactorData(name, FACTOR_NAMES, values, (side, side), render)
 
