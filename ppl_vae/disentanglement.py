@@ -20,7 +20,8 @@ beta-VAE score (Higgins et al. 2017, "beta-VAE", Sec. 3)
     A training point: draw a factor :math:`k` uniformly, ``batch_size`` = 32 [64] pairs of
     combinations that share :math:`v_k` (and nothing else on purpose), and take the mean
     absolute difference of their codes, :math:`\\frac1B\\sum_b |z^{(1)}_b - z^{(2)}_b|`.
-    A linear classifier (``LogisticRegression``, sklearn defaults) predicts :math:`k` from
+    A linear classifier (``LogisticRegression``, sklearn defaults but ``max_iter=1000``,
+    on standardised features so that codes of any scale converge) predicts :math:`k` from
     it; the score is its accuracy on ``num_eval`` = 300 [5000] fresh points after training
     on ``num_train`` = 600 [10000]. Chance is :math:`1/K`.
 FactorVAE score (Kim & Mnih 2018, "Disentangling by factorising", Sec. 4)
@@ -176,6 +177,8 @@ def beta_vae_score(
 ) -> dict[str, Any]:
     """Accuracy of a linear classifier that names the factor two batches share."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     rng = np.random.default_rng(seed)
 
@@ -190,7 +193,8 @@ def beta_vae_score(
 
     x_train, y_train = points(num_train)
     x_eval, y_eval = points(num_eval)
-    model = LogisticRegression(random_state=seed).fit(x_train, y_train)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+    model.fit(x_train, y_train)
     return {
         "beta_vae": float(model.score(x_eval, y_eval)),
         "beta_vae_train": float(model.score(x_train, y_train)),
