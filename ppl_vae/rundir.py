@@ -270,6 +270,10 @@ class RunDir:
             finally:
                 self._lock_depth -= 1
             return
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(
+                f"--out {self.path} is a file, not a directory; choose a directory path"
+            )
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
@@ -312,9 +316,10 @@ class RunDir:
             if not isinstance(files, dict) or not isinstance(dirs, list):
                 raise TypeError("files must be an object and dirs a list")
             for name in [*files, *dirs]:
-                if not isinstance(name, str):
-                    raise TypeError(f"entry {name!r} is not a string")
-                self.resolve(name)
+                if not isinstance(name, str) or not name or "\x00" in name:
+                    raise TypeError(f"entry {name!r} is not a file name")
+                if Path(name).is_absolute() or ".." in Path(name).parts:
+                    raise ValueError(f"entry {name!r} leaves the run directory")
         except (OSError, ValueError, KeyError, TypeError, UserError) as exc:
             raise UserError(
                 f"{path} is damaged ({exc}); ppl-vae cannot tell its files from yours, so "
