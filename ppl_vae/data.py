@@ -225,29 +225,123 @@ def load_torchvision(source: str, data_root: str | Path | None, download: bool) 
     )
 
 
-def load_npz(path: str | Path) -> Dataset:
-    """Arrays from an ``.npz`` file; ``(N, H, W)`` images are flattened and keep their shape."""
-    path = Path(path)
+#: Refuse an .npz whose arrays would take more than this as float32 (a corrupt or hostile
+#: header can claim any shape; the check reads headers only).
+NPZ_MAX_BYTES = 8 * 2**30
+_NPZ_KEYS = ("x_train", "x_test", "y_train", "y_test")
+
+
+def _npz_headers(zf) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array in an open ``.npz`` zip, from the headers alone."""
+    fmt = np.lib.format
+    headers = {}
+    for info in zf.infolist():
+        if not info.filename.endswith(".npy"):
+            continue
+        with zf.open(info) as f:
+            version = fmt.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = fmt.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = fmt.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+        headers[info.filename[: -len(".npy")]] = (tuple(shape), dtype)
+    return headers
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays an ``.npz`` data file holds, read without pickles and within
+    :data:`NPZ_MAX_BYTES`; any file that is not such an archive is a :class:`UserError`."""
+    import zipfile
+
+    if path.is_dir():
+        raise UserError(f"data file {path} is a directory; pass a path to an .npz file")
     if not path.is_file():
         raise UserError(f"data file {path} does not exist; pass a path to an .npz file")
+    how = "save arrays with np.savez(path, x_train=..., x_test=...)"
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head == b"\x93NUMPY":
+        raise UserError(f"{path} is a single .npy array, not an .npz archive; {how}")
+    if not zipfile.is_zipfile(path):
+        raise UserError(
+            f"{path} is not an .npz archive (empty, truncated or another format); {how}"
+        )
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError) as exc:
-        raise UserError(f"could not read {path} as an .npz file without pickles: {exc}") from None
+        with zipfile.ZipFile(path) as zf:
+            headers = _npz_headers(zf)
+            for key in _NPZ_KEYS:
+                if key not in headers:
+                    continue
+                shape, dtype = headers[key]
+                if dtype.hasobject or dtype.kind not in "fiub":
+                    raise UserError(
+                        f"{key} in {path} has dtype {dtype}; it must be numeric (int, float, bool)"
+                    )
+                need = 4 * math.prod(shape)
+                if need > NPZ_MAX_BYTES:
+                    raise UserError(
+                        f"{key} in {path} claims shape {shape} ({need / 2**30:.0f} GiB as float32),"
+                        f" over the {NPZ_MAX_BYTES >> 30} GiB limit; use a smaller data set"
+                    )
+            arrays = {}
+            for key in _NPZ_KEYS:
+                if key in headers:
+                    with zf.open(f"{key}.npy") as f:
+                        arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
+    except UserError:
+        raise
+    except Exception as exc:  # a file from outside: any failure to parse it is a bad file
+        raise UserError(
+            f"could not read {path} as an .npz data file ({type(exc).__name__}: {exc}); {how}"
+        ) from None
     missing = [k for k in ("x_train", "x_test") if k not in arrays]
     if missing:
         raise UserError(
             f"{path} lacks {', '.join(missing)}; an .npz data file holds x_train and x_test "
-            f"(and optionally y_train, y_test); it has {', '.join(arrays) or 'no arrays'}"
+            f"(and optionally y_train, y_test); it has {', '.join(headers) or 'no arrays'}"
         )
+    return arrays
+
+
+def _npz_labels(arrays: dict[str, np.ndarray], key: str, n: int, path: Path) -> torch.Tensor | None:
+    """Labels as int64: one whole number per example, ``(N,)`` or ``(N, 1)``."""
+    if key not in arrays:
+        return None
+    y = arrays[key]
+    if y.ndim not in (1, 2) or y.shape[0] != n or (y.ndim == 2 and y.shape[1] != 1):
+        raise UserError(
+            f"{key} in {path} has shape {y.shape}; it needs {n} labels, one per row of x_{key[2:]}"
+        )
+    y = y.reshape(-1)
+    if y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all()):
+        raise UserError(f"{key} in {path} holds non-integer or NaN labels; labels are class ids")
+    if y.size and (y.min() < -(2**62) or y.max() > 2**62):
+        raise UserError(f"{key} in {path} holds labels out of range; labels are class ids")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def load_npz(path: str | Path) -> Dataset:
+    """Arrays from an ``.npz`` file; ``(N, H, W)`` images are flattened and keep their shape.
+
+    Every defect is one :class:`UserError`: not an archive (empty, truncated, a renamed
+    ``.npy``), missing keys, object or non-numeric arrays (read with
+    ``allow_pickle=False``), wrong ranks, zero rows or features, mismatched widths or label
+    counts, NaN/inf (also after the cast to float32), sizes over :data:`NPZ_MAX_BYTES`.
+    """
+    path = Path(path)
+    arrays = _read_npz(path)
     x_tr, x_te = arrays["x_train"], arrays["x_test"]
     for key, arr in (("x_train", x_tr), ("x_test", x_te)):
-        if arr.dtype.kind not in "fiub":
-            raise UserError(f"{key} in {path} has dtype {arr.dtype}; it must be numeric")
         if arr.ndim not in (2, 3):
             raise UserError(
                 f"{key} in {path} has shape {arr.shape}; use (N, D) rows or (N, H, W) images"
+            )
+        if arr.shape[0] == 0 or math.prod(arr.shape[1:]) == 0:
+            raise UserError(
+                f"{key} in {path} has shape {arr.shape}; it needs at least one example with at "
+                "least one feature"
             )
     image_shape = None
     if x_tr.ndim == 3:
@@ -259,19 +353,20 @@ def load_npz(path: str | Path) -> Dataset:
         image_shape = (side, side) if side * side == x_tr.shape[1] and side > 1 else None
 
     def rows(a):
-        return torch.as_tensor(a.reshape(a.shape[0], -1), dtype=torch.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is caught below
+            flat = np.ascontiguousarray(a.reshape(a.shape[0], -1), dtype=np.float32)
+        return torch.from_numpy(flat)
 
-    def labels(k):
-        return torch.as_tensor(arrays[k]).long().reshape(-1) if k in arrays else None
-
-    return Dataset(
+    ds = Dataset(
         path.stem,
         rows(x_tr),
         rows(x_te),
-        labels("y_train"),
-        labels("y_test"),
+        _npz_labels(arrays, "y_train", x_tr.shape[0], path),
+        _npz_labels(arrays, "y_test", x_te.shape[0], path),
         image_shape=image_shape,
     )
+    validate(ds)
+    return ds
 
 
 def load_synthetic(
