@@ -1,50 +1,66 @@
-"""Posterior analysis of a trained model: guide draws, PSIS k-hat, and NUTS references.
+"""Posterior analysis of a trained program pair: guide draws, PSIS k-hat, NUTS references.
 
-Three questions about the amortised guide :math:`q_\\phi(z|x)`, asked per test point:
+Three questions about the amortised guide :math:`q_\\phi(z|x)`, asked per test point, for
+any Pyro model/guide pair (:class:`~ppl_vae.programs.Programs`) with one or more latent
+sites, everything read off the programs' traces:
 
-1. **What does it say?** Draws :math:`z \\sim q(z|x)` (group ``posterior``) and
-   :math:`z \\sim p(z)` (group ``prior``) in one ArviZ ``InferenceData`` with dims
-   ``(chain, draw, point, latent)``, summarised by ``az.summary``.
+1. **What does it say?** Draws of every latent site from the guide (group ``posterior``:
+   the guide traced under an outer particle plate, :func:`ppl_vae.traces.trace_pair`) and
+   from the prior (group ``prior``: the model under ``poutine.uncondition``, so a
+   hierarchical prior :math:`p(z_1) p(z_2|z_1)` is drawn ancestrally and a conditional
+   prior :math:`p(z|y)` per point), in one ArviZ ``InferenceData`` (``az.from_dict``)
+   with one variable per latent site, dims ``(chain, draw, point, <site>_dim)``;
+   summarised by ``az.summary``. Programs that do not run under a particle plate are
+   traced once per draw instead.
 2. **Is it a usable proposal?** The Pareto :math:`\\hat k` of the importance ratios
    :math:`\\log w_s = \\log p(x, z_s) - \\log q(z_s|x)` over :math:`S` guide draws
-   (``az.psislw``; Yao et al. 2018): :math:`\\hat k < 0.5` good, :math:`0.5`–:math:`0.7`
-   usable, :math:`> 0.7` unreliable. The same weights give the per-point gap
-   :math:`\\log \\hat p(x) - \\widehat{\\mathrm{ELBO}}(x) \\approx
-   \\mathrm{KL}(q(z|x) \\,\\|\\, p(z|x))`.
-3. **How far is it from the true posterior?** NUTS on :math:`p(z|x) \\propto p(x|z)p(z)`
-   for one point at a time, decoder frozen, several chains; R-hat and ESS from
-   ``az.from_pyro``; the guide against Gaussian fits of the NUTS draws by the
-   2-Wasserstein distance
-   :math:`W_2^2 = \\|m_1 - m_2\\|^2 + \\operatorname{tr}(S_1 + S_2 - 2(S_2^{1/2} S_1
-   S_2^{1/2})^{1/2})` and :math:`\\mathrm{KL}(q \\,\\|\\, \\mathcal{N}_{\\text{NUTS}})`.
+   (:func:`ppl_vae.importance.log_weights`, then ``az.psislw``; Yao et al. 2018):
+   :math:`\\hat k < 0.5` good, :math:`0.5`–:math:`0.7` usable, :math:`> 0.7` unreliable.
+   The same weights give the per-point gap :math:`\\log \\hat p(x) -
+   \\widehat{\\mathrm{ELBO}}(x) \\approx \\mathrm{KL}(q(z|x) \\,\\|\\, p(z|x))`.
+3. **How far is it from the true posterior?** NUTS on :math:`p(z|x)` for one point at a
+   time, parameters fixed, several chains (:mod:`ppl_vae.reference`); the guide against
+   Gaussian fits of the NUTS draws by W2 and KL over all latent sites concatenated.
+
+Figures are ArviZ's own (``az.plot_khat``, ``az.plot_density`` of guide against NUTS,
+``az.plot_pair``), drawn on ``matplotlib.figure.Figure`` objects made here: no pyplot
+state, no backend switch.
 
 Example::
 
     >>> import torch
     >>> from ppl_vae.models.ppca import PPCA
-    >>> m = PPCA(x_dim=5, latent_dim=2)
-    >>> idata = inference_data(m, torch.randn(3, 5), [0, 1, 2], draws=50)
-    >>> dict(idata.posterior.sizes)
-    {'chain': 1, 'draw': 50, 'point': 3, 'latent': 2}
+    >>> from ppl_vae.programs import from_object
+    >>> x = torch.randn(3, 5)
+    >>> pair = from_object(PPCA(x_dim=5, latent_dim=2), x)
+    >>> idata = inference_data(pair, (x,), [0, 1, 2], draws=50)
+    >>> dict(idata.posterior["z"].sizes)
+    {'chain': 1, 'draw': 50, 'point': 3, 'z_dim': 2}
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import arviz as az
 import numpy as np
 import torch
+import xarray as xr
+from pyro import poutine
 
-from ppl_vae.autoencoder import Autoencoder
+from ppl_vae import reference, traces
 from ppl_vae.errors import UserError
-from ppl_vae.evaluate import seeded
-from ppl_vae.importance import check_estimable, log_weights
-from ppl_vae.reference import compare, latent_names, nuts_point, stack_nuts
+from ppl_vae.evaluate import eval_mode, seeded
+from ppl_vae.importance import check_estimable, default_chunk, log_weights
+from ppl_vae.programs import Programs
+from ppl_vae.reference import dim_name
 
 KHAT_GOOD, KHAT_BAD = 0.5, 0.7
+#: Latent values shown at most in ``density.png`` and ``pair.png``.
+MAX_DENSITY_PANELS, MAX_PAIR_DIMS = 12, 4
+GUIDE_LABEL, NUTS_LABEL = "guide q(z|x)", "NUTS"
 
 
 def choose_points(n_total: int, n: int, seed: int = 0) -> list[int]:
@@ -55,106 +71,239 @@ def choose_points(n_total: int, n: int, seed: int = 0) -> list[int]:
     return sorted(torch.randperm(n_total, generator=g)[:n].tolist())
 
 
+# -- draws from traces ----------------------------------------------------------------------
+def site_values(site: dict[str, Any], batch: int, particles: int | None) -> torch.Tensor:
+    """A traced site's value as ``(P, B, k)``: the particle plate's axis first (a single
+    draw when ``particles`` is None), the data plate's next, everything else flattened.
+    A site outside the data plate (a global latent) is repeated for every example."""
+    value = site["value"]
+    batch_ndim = value.dim() - len(site["fn"].event_shape)
+    particle_axis = data_axis = None
+    for frame in site["cond_indep_stack"]:
+        if frame.dim is None or batch_ndim + frame.dim < 0:
+            continue
+        axis = batch_ndim + frame.dim
+        if frame.name == traces.PARTICLES:
+            particle_axis = axis
+        elif value.shape[axis] == batch and (data_axis is None or frame.name == "data"):
+            data_axis = axis
+    if particle_axis is None:
+        value, particle_axis = value.unsqueeze(0), 0
+        data_axis = None if data_axis is None else data_axis + 1
+    if data_axis is None:
+        value = value.unsqueeze(particle_axis + 1)
+        data_axis = particle_axis + 1
+        value = value.expand(*value.shape[:data_axis], batch, *value.shape[data_axis + 1 :])
+    rest = [a for a in range(value.dim()) if a not in (particle_axis, data_axis)]
+    value = value.permute(particle_axis, data_axis, *rest)
+    return value.reshape(value.shape[0], batch, -1)
+
+
+def draw_sites(
+    pair: Programs,
+    trace_fn: Callable[[int | None], poutine.Trace],
+    batch: int,
+    draws: int,
+) -> dict[str, torch.Tensor]:
+    """``draws`` values ``(S, B, k)`` of every latent site from ``trace_fn(particles)``:
+    vectorised in chunks of particles where the programs allow it (as
+    :func:`ppl_vae.importance.log_weights` decides), one trace per draw otherwise."""
+    chunks: list[dict[str, torch.Tensor]] = []
+
+    def read(tr, particles):
+        return {n: site_values(tr.nodes[n], batch, particles) for n in pair.latent_sites}
+
+    if pair.vectorizable is not False:
+        chunk = default_chunk(draws, batch)
+        sizes = [min(chunk, draws - k) for k in range(0, draws, chunk)]
+        try:
+            chunks = [read(trace_fn(p), p) for p in sizes]
+            pair.vectorizable = True
+        except (RuntimeError, ValueError, IndexError):
+            if pair.vectorizable:
+                raise
+            pair.vectorizable = False
+            chunks = []
+    if not chunks:
+        chunks = [read(trace_fn(None), None) for _ in range(draws)]
+    return {n: torch.cat([c[n] for c in chunks]) for n in pair.latent_sites}
+
+
+def guide_trace_fn(pair: Programs, args: tuple) -> Callable[[int | None], poutine.Trace]:
+    """Guide traces for :func:`draw_sites` (the model replayed on them checks the sites)."""
+    return lambda particles: traces.trace_pair(pair, args, particles)[1]
+
+
+def prior_trace_fn(pair: Programs, args: tuple) -> Callable[[int | None], poutine.Trace]:
+    """Traces of the model run unconditioned (generation): ancestral draws from the prior."""
+
+    def trace(particles):
+        model = poutine.uncondition(pair.model)
+        if particles is not None:
+            dim = -(pair.max_plate_nesting + 1)
+            model = traces.in_particle_plate(model, particles, dim)
+        with pair.scope():
+            return poutine.trace(model).get_trace(*args)
+
+    return trace
+
+
+def _coords(pair: Programs, points: Sequence[int]) -> tuple[dict, dict]:
+    coords: dict[str, Any] = {"point": list(points)}
+    dims: dict[str, list[str]] = {}
+    for name, size in zip(pair.latent_sites, pair.latent_sizes):
+        coords[dim_name(name)] = list(range(size))
+        dims[name] = ["point", dim_name(name)]
+    return coords, dims
+
+
+def _chain(values: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """``(S, B, k)`` tensors as ``(1, S, B, k)`` arrays: one chain."""
+    return {n: v.unsqueeze(0).detach().cpu().numpy() for n, v in values.items()}
+
+
 @torch.no_grad()
 def inference_data(
-    module: Autoencoder,
-    x: torch.Tensor,
+    pair: Programs,
+    args: tuple,
     points: Sequence[int],
     draws: int = 1000,
-    chains: int = 1,
     seed: int = 0,
 ) -> az.InferenceData:
-    """Guide draws ``posterior.z`` and prior draws ``prior.z`` (independent per point),
-    both ``(chain, draw, point, latent)``, plus ``observed_data.x``."""
-    with seeded(seed, x.device):
-        q = module.posterior(module.guide_input(x))
-        z_q = q.sample((chains, draws))
-        z_p = module.prior().sample((chains, draws, x.shape[0]))
-    coords = {"point": list(points), "latent": latent_names(module.latent_dim)}
-    coords["pixel"] = list(range(x.shape[1]))
+    """Guide draws (``posterior``) and prior draws (``prior``, independent per point) of
+    every latent site, dims ``(chain, draw, point, <site>_dim)``, plus the observed
+    sites' values (``observed_data``, dims ``(point, <site>_dim)``). ``args`` are the
+    programs' arguments for the points (``pair.args(x, y)``)."""
+    batch = args[0].shape[0]
+    with eval_mode(pair), seeded(seed, args[0].device):
+        q = draw_sites(pair, guide_trace_fn(pair, args), batch, draws)
+        p = draw_sites(pair, prior_trace_fn(pair, args), batch, draws)
+        model_tr, _ = traces.trace_pair(pair, args)
+    coords, dims = _coords(pair, points)
+    observed = {}
+    for name in pair.observed_sites:
+        observed[name] = model_tr.nodes[name]["value"].reshape(batch, -1).cpu().numpy()
+        coords[dim_name(name)] = list(range(observed[name].shape[1]))
+        dims[name] = ["point", dim_name(name)]
     return az.from_dict(
-        posterior={"z": z_q.cpu().numpy()},
-        prior={"z": z_p.cpu().numpy()},
-        observed_data={"x": x.cpu().numpy()},
-        coords=coords,
-        dims={"z": ["point", "latent"], "x": ["point", "pixel"]},
+        posterior=_chain(q), prior=_chain(p), observed_data=observed, coords=coords, dims=dims
     )
 
 
 @torch.no_grad()
-def psis(module: Autoencoder, x: torch.Tensor, draws: int = 1000, seed: int = 0) -> dict:
-    """Per point: Pareto ``khat`` of the guide's importance ratios, the MC ``elbo``, the
-    IW ``log_p`` from the same ``draws`` and their difference ``gap`` (all ``(P,)``)."""
-    check_estimable(module, x)
+def psis(
+    pair: Programs, args: tuple, draws: int = 1000, seed: int = 0, points: Sequence[int] = ()
+) -> dict[str, Any]:
+    """Per point: Pareto ``khat`` of the guide's importance ratios (an ``xarray``
+    DataArray over ``point``), the MC ``elbo``, the IW ``log_p`` from the same ``draws``
+    and their difference ``gap`` (numpy, ``(B,)``)."""
+    check_estimable(pair)
     if draws < 20:
         raise UserError(f"--draws must be at least 20 for a Pareto fit, got {draws}")
-    was_training = module.training
-    module.eval()
-    try:
-        with seeded(seed, x.device):
-            lw = log_weights(module, x, draws).T.double().cpu().numpy()  # (P, S)
-    finally:
-        module.train(was_training)
-    _, khat = az.psislw(lw)
+    batch = args[0].shape[0]
+    chunk = default_chunk(draws, batch)
+    with eval_mode(pair), seeded(seed, args[0].device):
+        lw = torch.cat(
+            [log_weights(pair, args, min(chunk, draws - k)) for k in range(0, draws, chunk)]
+        )
+    lw = lw.T.double().cpu().numpy()  # (B, S)
+    points = list(points) or list(range(batch))
+    lw_da = xr.DataArray(lw, dims=("point", "__sample__"), coords={"point": points})
+    _, khat = az.psislw(lw_da)
     log_p = torch.from_numpy(lw).logsumexp(-1).numpy() - math.log(draws)
     elbo = lw.mean(-1)
-    return {"khat": np.asarray(khat), "elbo": elbo, "log_p": log_p, "gap": log_p - elbo}
+    return {"khat": khat, "elbo": elbo, "log_p": log_p, "gap": log_p - elbo}
 
 
-def plot_figures(
-    out, khat: np.ndarray, guide: az.InferenceData, nuts: dict[int, az.InferenceData]
-) -> list:
-    """``khat.png`` and, for the first NUTS point, ``density.png`` (NUTS vs guide per latent
-    dimension) and ``pair.png`` (the first two latent dimensions)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = []
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.scatter(range(len(khat)), khat, s=12)
-    for level, style in ((KHAT_GOOD, "--"), (KHAT_BAD, ":")):
-        ax.axhline(level, color="k", ls=style, lw=0.8)
-    ax.set(xlabel="test point (order of analysis)", ylabel="Pareto k-hat", title="PSIS k-hat")
-    files.append(_save(fig, out / "khat.png"))
-    if not nuts:
-        return files
-    point, run = next(iter(nuts.items()))
-    z_n = run.posterior["z"].values.reshape(-1, run.posterior.sizes["latent"])
-    z_q = guide.posterior["z"].sel(point=point).values.reshape(-1, z_n.shape[1])
-    d = z_n.shape[1]
-    fig, axes = plt.subplots(1, d, figsize=(3 * d, 2.6), squeeze=False)
-    for i, ax in enumerate(axes[0]):
-        ax.hist(z_n[:, i], bins=40, density=True, histtype="step", label="NUTS")
-        ax.hist(z_q[:, i], bins=40, density=True, histtype="step", label="guide q(z|x)")
-        ax.set(xlabel=f"z{i}")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"posterior of test point {point}")
-    files.append(_save(fig, out / "density.png"))
-    if d >= 2:
-        fig, ax = plt.subplots(figsize=(4, 4))
-        ax.scatter(z_q[:, 0], z_q[:, 1], s=3, alpha=0.3, label="guide q(z|x)")
-        ax.scatter(z_n[:, 0], z_n[:, 1], s=3, alpha=0.3, label="NUTS")
-        ax.set(xlabel="z0", ylabel="z1", title=f"test point {point}")
-        ax.legend(fontsize=7, markerscale=3)
-        files.append(_save(fig, out / "pair.png"))
-    return files
+# -- figures --------------------------------------------------------------------------------
+def _first_values(ds: xr.Dataset, sites: Sequence[str], n: int) -> xr.Dataset:
+    """The first ``n`` latent values over the sites in order (whole sites first)."""
+    keep = {}
+    for name in sites:
+        if n <= 0:
+            break
+        size = ds[name].sizes[dim_name(name)]
+        keep[name] = ds[name].isel({dim_name(name): slice(0, min(size, n))})
+        n -= size
+    return xr.Dataset(keep)
 
 
-def _save(fig, path):
-    import matplotlib.pyplot as plt
+def figures(
+    khat: xr.DataArray,
+    guide: az.InferenceData,
+    nuts: az.InferenceData | None = None,
+    sites: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """``matplotlib.figure.Figure`` objects by file name: ``khat.png`` (``az.plot_khat``)
+    and, for the first NUTS point, ``density.png`` (``az.plot_density``, guide against
+    NUTS, one panel per latent value) and ``pair.png`` (``az.plot_pair`` of both, when
+    there are two or more latent values). No pyplot: the figures are not registered
+    anywhere and need no closing."""
+    from matplotlib.figure import Figure
 
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    sites = list(sites or guide.posterior.data_vars)
+    out: dict[str, Any] = {}
+    fig = Figure(figsize=(6, 3), layout="constrained")
+    ax = fig.subplots()
+    elpd = az.ELPDData(data=[khat, KHAT_BAD], index=["pareto_k", "good_k"])
+    az.plot_khat(
+        elpd,
+        ax=ax,
+        show_hlines=True,
+        hlines_kwargs={"hlines": [KHAT_GOOD, KHAT_BAD], "linestyle": ["--", ":"]},
+        show=False,
+    )
+    ax.set(xlabel="test point (order of analysis)", title="PSIS k-hat of the guide")
+    out["khat.png"] = fig
+    if nuts is None or not nuts.posterior.sizes.get("point"):
+        return out
+    point = nuts.posterior["point"].values[0]
+    q = guide.posterior.sel(point=point)
+    n = nuts.posterior.sel(point=point)
+    total = sum(q[s].sizes[dim_name(s)] for s in sites)
+
+    shown = min(total, MAX_DENSITY_PANELS)
+    cols = min(shown, 4)
+    rows = math.ceil(shown / cols)
+    fig = Figure(figsize=(3 * cols, 2.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for extra in axes[shown:]:
+        fig.delaxes(extra)
+    az.plot_density(
+        [_first_values(q, sites, shown), _first_values(n, sites, shown)],
+        data_labels=[GUIDE_LABEL, NUTS_LABEL],
+        ax=axes[:shown],
+        hdi_prob=1,
+        shade=0.1,
+        show=False,
+    )
+    fig.suptitle(f"posterior of point {point}: guide against NUTS")
+    out["density.png"] = fig
+
+    if total >= 2:
+        d = min(total, MAX_PAIR_DIMS)
+        fig = Figure(figsize=(2.2 * d, 2.2 * d), layout="constrained")
+        axes = fig.subplots(d - 1, d - 1, squeeze=False)
+        for data, label, color in ((q, GUIDE_LABEL, "C0"), (n, NUTS_LABEL, "C1")):
+            az.plot_pair(
+                _first_values(data, sites, d),
+                ax=axes if d > 2 else axes[0, 0],
+                scatter_kwargs={"label": label, "alpha": 0.3, "color": color},
+                show=False,
+            )
+        axes[0, 0].legend(fontsize=7, markerscale=3)
+        fig.suptitle(f"point {point}: guide against NUTS")
+        out["pair.png"] = fig
+    return out
 
 
+# -- the whole analysis ---------------------------------------------------------------------
 def analyze(
-    module: Autoencoder,
+    pair: Programs,
     x_all: torch.Tensor,
     out,
+    y_all: torch.Tensor | None = None,
+    *,
     points: int = 50,
     draws: int = 1000,
     nuts_points: int = 3,
@@ -163,9 +312,10 @@ def analyze(
     nuts_samples: int = 500,
     nuts_warmup: int = 300,
 ) -> dict[str, Any]:
-    """The whole analysis of ``points`` examples of ``x_all``, written to the folder ``out``:
-    ``posterior.nc``, ``summary.csv``, ``nuts.nc``, ``nuts_summary.csv``, ``report.json``
-    and PNG figures. Returns the report."""
+    """The whole analysis of ``points`` examples of ``x_all`` (labels ``y_all`` passed where
+    the programs take them), written to the folder ``out``: ``posterior.nc``,
+    ``summary.csv``, ``nuts.nc``, ``nuts_summary.csv``, ``report.json`` and PNG figures.
+    Returns the report."""
     import json
     from pathlib import Path
 
@@ -176,17 +326,20 @@ def analyze(
     if chains < 1:
         raise UserError(f"--chains must be at least 1, got {chains}")
     idx = choose_points(x_all.shape[0], points, seed)
-    x = x_all[idx]
+    y = y_all[idx] if y_all is not None else None
+    args = pair.args(x_all[idx], y)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    diag = psis(module, x, draws, seed)  # validates the model and --draws first
-    idata = inference_data(module, x, idx, draws, 1, seed)
+    diag = psis(pair, args, draws, seed, idx)  # validates the pair and --draws first
+    idata = inference_data(pair, args, idx, draws, seed)
     idata.to_netcdf(str(out / "posterior.nc"))
     az.summary(idata, kind="stats").to_csv(out / "summary.csv")
-    khat = diag["khat"]
+    khat = diag["khat"].values
     report: dict[str, Any] = {
         "points": idx,
         "draws": draws,
+        "latent_sites": list(pair.latent_sites),
+        "latent_values": reference.dim_labels(pair),
         "khat": khat.tolist(),
         "khat_share_above_0.5": float((khat > KHAT_GOOD).mean()),
         "khat_share_above_0.7": float((khat > KHAT_BAD).mean()),
@@ -199,16 +352,23 @@ def analyze(
     }
     runs = {}
     for j in range(nuts_points):
-        runs[idx[j]] = nuts_point(module, x[j], nuts_samples, nuts_warmup, chains, seed + j)
+        one = tuple(a[j : j + 1] for a in args)
+        runs[idx[j]] = reference.nuts_point(
+            pair, one, nuts_samples, nuts_warmup, chains, seed + j
+        )
+        q = reference.flat_draws(idata.posterior.sel(point=idx[j]), pair.latent_sites)
         row = {"point": idx[j], "gap_kl_q_to_posterior": float(diag["gap"][j])}
-        row.update(khat=float(khat[j]), **compare(module, x[j], runs[idx[j]]))
+        row.update(khat=float(khat[j]), **reference.compare(q, runs[idx[j]], pair.latent_sites))
         report["nuts"].append(row)
+    nuts = None
     if runs:
-        nuts = stack_nuts(runs, latent_names(module.latent_dim))
+        nuts = reference.stack(pair, runs)
         nuts.to_netcdf(str(out / "nuts.nc"))
-        az.summary(nuts).to_csv(out / "nuts_summary.csv")
+        az.summary(nuts, var_names=list(pair.latent_sites)).to_csv(out / "nuts_summary.csv")
     report["nuts_settings"] = {"samples": nuts_samples, "warmup": nuts_warmup, "chains": chains}
-    figures = plot_figures(out, khat, idata, runs)
-    report["figures"] = [p.name for p in figures]
+    report["figures"] = []
+    for name, fig in figures(diag["khat"], idata, nuts, pair.latent_sites).items():
+        fig.savefig(out / name, dpi=110)
+        report["figures"].append(name)
     atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
     return report

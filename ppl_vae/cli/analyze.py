@@ -1,7 +1,9 @@
 """``ppl-vae analyze DIR``: posterior analysis of a trained run (see :mod:`ppl_vae.analysis`).
 
-Writes ``DIR/analysis/``: ``posterior.nc`` (guide and prior draws, dims ``chain, draw,
-point, latent``), ``summary.csv`` (``az.summary`` of the guide draws), ``nuts.nc`` and
+Works for any trained program pair (the suite's models and a user's ``.py`` alike), with
+the split's labels passed where the programs take them. Writes ``DIR/analysis/``:
+``posterior.nc`` (guide and prior draws of every latent site, dims ``chain, draw, point,
+<site>_dim``), ``summary.csv`` (``az.summary`` of the guide draws), ``nuts.nc`` and
 ``nuts_summary.csv`` (NUTS reference posteriors with R-hat and ESS), ``report.json``
 (PSIS k-hat per point and the shares above 0.5 and 0.7, the NUTS-vs-guide table) and
 ``khat.png``, ``density.png``, ``pair.png``.
@@ -44,19 +46,20 @@ def run(args: argparse.Namespace) -> int:
     if args.nuts_points < 0 or args.nuts_warmup < 0:
         raise UserError("--nuts-points and --nuts-warmup cannot be negative")
     run_dir = Path(args.run_dir)
-    module, x = load_split(run_dir, args.split, args.device)
+    pair, x, y = load_split(run_dir, args.split, args.device)
     out = run_dir / "analysis"
     r = analyze(
-        module,
+        pair,
         x,
         out,
-        args.points,
-        args.draws,
-        args.nuts_points,
-        args.chains,
-        args.seed,
-        args.nuts_samples,
-        args.nuts_warmup,
+        y if pair.takes_labels else None,
+        points=args.points,
+        draws=args.draws,
+        nuts_points=args.nuts_points,
+        chains=args.chains,
+        seed=args.seed,
+        nuts_samples=args.nuts_samples,
+        nuts_warmup=args.nuts_warmup,
     )
     print(
         f"PSIS k-hat over {len(r['points'])} {args.split} points ({args.draws} guide draws): "
