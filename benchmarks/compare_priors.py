@@ -16,11 +16,11 @@ import time
 
 import pyro
 import torch
+from ppl_vae.models.iaf_vae import IAFVAE
+from ppl_vae.models.mog_vae import MoGVAE
+from ppl_vae.models.vae import VAE
+from ppl_vae.models.vamp_vae import VampVAE
 
-from models.iaf_vae import IAFVAE
-from models.mog_vae import MoGVAE
-from models.vae import VAE
-from models.vamp_vae import VampVAE
 from ppl_vae import data
 from ppl_vae.importance import iw_log_likelihood
 from ppl_vae.iwae import IWAE_ELBO

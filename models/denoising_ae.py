@@ -34,8 +34,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-
 from ppl_vae.models.ae import AE
+
 from ppl_vae.errors import UserError
 from ppl_vae.point_mass import check_positive
 

@@ -36,10 +36,10 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from ppl_vae.models.cvae import CVAE
 from pyro import poutine
 from pyro.infer import config_enumerate
 
-from models.cvae import CVAE
 from ppl_vae.autoencoder import LATENT, OBSERVED
 from ppl_vae.nets import mlp, parse_hidden
 

@@ -27,9 +27,8 @@ from collections.abc import Sequence
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from ppl_vae.models.vae import VAE
 from torch import nn
-
-from models.vae import VAE
 
 
 class MoGVAE(VAE):

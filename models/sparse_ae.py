@@ -38,8 +38,8 @@ from collections.abc import Sequence
 
 import pyro.distributions as dist
 import torch
-
 from ppl_vae.models.ae import AE
+
 from ppl_vae.point_mass import check_positive
 
 

@@ -29,9 +29,8 @@ from collections.abc import Sequence
 
 import pyro.distributions as dist
 import torch
+from ppl_vae.models.vae import VAE
 from torch import nn
-
-from models.vae import VAE
 
 
 class VampVAE(VAE):

@@ -35,7 +35,7 @@ before the log-sum-exp (pyro issue #3104), it has no ``differentiable_loss`` (so
 Example::
 
     >>> import torch
-    >>> from models.vae import VAE
+    >>> from ppl_vae.models.vae import VAE
     >>> vae = VAE(x_dim=64, latent_dim=2)
     >>> loss = IWAE_ELBO(num_particles=5)(vae.model, vae.guide)
     >>> loss(torch.rand(8, 64)).shape

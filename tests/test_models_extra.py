@@ -12,14 +12,14 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from ppl_vae.models.cvae import CVAE
+from ppl_vae.models.iaf_vae import IAFVAE
+from ppl_vae.models.m2_vae import M2VAE
+from ppl_vae.models.mog_vae import MoGVAE
+from ppl_vae.models.ppca import PPCA, maximum_likelihood
+from ppl_vae.models.vae import VAE
+from ppl_vae.models.vamp_vae import VampVAE
 
-from models.cvae import CVAE
-from models.iaf_vae import IAFVAE
-from models.m2_vae import M2VAE
-from models.mog_vae import MoGVAE
-from models.ppca import PPCA, maximum_likelihood
-from models.vae import VAE
-from models.vamp_vae import VampVAE
 from ppl_vae.errors import UserError
 from ppl_vae.iwae import IWAE_ELBO
 from ppl_vae.labels import keep_labels
