@@ -353,9 +353,7 @@ def analyze(
     runs = {}
     for j in range(nuts_points):
         one = tuple(a[j : j + 1] for a in args)
-        runs[idx[j]] = reference.nuts_point(
-            pair, one, nuts_samples, nuts_warmup, chains, seed + j
-        )
+        runs[idx[j]] = reference.nuts_point(pair, one, nuts_samples, nuts_warmup, chains, seed + j)
         q = reference.flat_draws(idata.posterior.sel(point=idx[j]), pair.latent_sites)
         row = {"point": idx[j], "gap_kl_q_to_posterior": float(diag["gap"][j])}
         row.update(khat=float(khat[j]), **reference.compare(q, runs[idx[j]], pair.latent_sites))

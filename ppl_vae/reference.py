@@ -40,6 +40,7 @@ from typing import Any
 
 import arviz as az
 import numpy as np
+import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 from pyro.infer.mcmc.api import _UnarySampler
@@ -112,13 +113,15 @@ def nuts_point(
         raise UserError(f"NUTS runs on one example at a time, got a batch of {args[0].shape[0]}")
 
     def point_model():
-        with pair.scope():
-            return pair.model(*args)
+        return pair.model(*args)
 
     kernel = NUTS(point_model, max_plate_nesting=pair.max_plate_nesting)
     mcmc = SequentialMCMC(kernel, num_samples, warmup, chains)
-    with frozen(pair), seeded(seed, args[0].device):
-        mcmc.run()
+    # The programs were validated when traced (Programs) and trained; Pyro's per-call
+    # argument checks would cost a quarter of NUTS's time.
+    with frozen(pair), pair.scope(), seeded(seed, args[0].device):
+        with pyro.validation_enabled(False):
+            mcmc.run()
         idata = az.from_pyro(mcmc, log_likelihood=False)
     missing = [n for n in pair.latent_sites if n not in idata.posterior]
     if missing:  # pragma: no cover - NUTS samples every unobserved site of the model
@@ -143,7 +146,9 @@ def stack(pair: Programs, runs: dict[int, az.InferenceData]) -> az.InferenceData
     dims = {n: ["point", dim_name(n)] for n in pair.latent_sites}
     dims["diverging"] = ["point"]
     coords: dict[str, Any] = {"point": list(runs)}
-    coords.update({dim_name(n): list(range(k)) for n, k in zip(pair.latent_sites, pair.latent_sizes)})
+    coords.update(
+        {dim_name(n): list(range(k)) for n, k in zip(pair.latent_sites, pair.latent_sizes)}
+    )
     return az.from_dict(
         posterior=posterior, sample_stats={"diverging": diverging}, coords=coords, dims=dims
     )

@@ -14,12 +14,12 @@ import pyro.distributions as dist
 import pytest
 import torch
 import xarray as xr
+from ppl_vae.models.ppca import PPCA, maximum_likelihood
 from torch import nn
 
 from ppl_vae import analysis, reference, traces
 from ppl_vae.cli import main
 from ppl_vae.errors import UserError
-from ppl_vae.models.ppca import PPCA
 from ppl_vae.programs import Programs, from_object
 from ppl_vae.train import TrainConfig, fit
 
@@ -30,13 +30,21 @@ def cfg(**kw) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def ppca(synthetic) -> Programs:
-    """Trained in two phases of Adam: the guide mean ends within ~0.2 posterior sd."""
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
+    """PPCA at its closed-form maximum-likelihood solution (Tipping & Bishop) with the guide
+    set to the exact posterior, which the diagonal guide can state there (W^T W is
+    diagonal): q(z|x) = p(z|x). The oracle then tests the analysis, not training (the
+    training oracles live in the suite's own tests)."""
     m = PPCA(synthetic.x_dim, latent_dim=2)
-    pair = fit(m.model, m.guide, synthetic, cfg(epochs=60, batch_size=128, lr=0.03)).pair
-    fit(pair, None, synthetic, cfg(epochs=40, batch_size=500, lr=0.002))
-    return pair.eval()
+    mu, w, sigma2 = maximum_likelihood(synthetic.x_train, 2)
+    w, mu = w.float(), mu.float()
+    m_inv = torch.linalg.inv(w.T @ w + sigma2 * torch.eye(2))
+    with torch.no_grad():
+        m.W.copy_(w)
+        m.mu.copy_(mu)
+        m.enc.weight.copy_(m_inv @ w.T)
+        m.log_s.copy_(0.5 * torch.log(sigma2 * torch.diagonal(m_inv)))
+    m.sigma = torch.tensor(sigma2**0.5)
+    return from_object(m, synthetic.x_test[:4]).eval()
 
 
 def exact(pair: Programs, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -48,28 +56,28 @@ def exact(pair: Programs, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 def test_nuts_and_guide_match_the_exact_posterior(ppca, synthetic):
     """Tolerances: NUTS mean within 5 Monte Carlo standard errors (sd / sqrt(ESS)) of the
-    exact mean and its sd within 20%; the guide mean (from 4000 draws) within 0.35 exact
-    posterior sd and its sd within 15% (the guide is diagonal, the exact posterior nearly so
-    at the optimum). NUTS leaves every parameter as it was and samples only the latent
-    site."""
-    x = synthetic.x_test[:2]
+    exact mean and its sd within 20% (one point, 2 chains of 200 draws); the guide's draws
+    (4000 per point, 5 points) give the exact mean within 0.1 posterior sd and the exact sd
+    within 5%. NUTS leaves every parameter as it was and samples only the latent site."""
+    x = synthetic.x_test[:5]
     mean, sd = exact(ppca, x)
+    guide = analysis.inference_data(ppca, (x,), list(range(5)), draws=4000, seed=1)
+    for j in range(5):
+        q = reference.flat_draws(guide.posterior.sel(point=j), ["z"])
+        assert np.all(np.abs(q.mean(0) - mean[j]) < 0.1 * sd[j])
+        assert np.all(np.abs(q.std(0) / sd[j] - 1) < 0.05)
     before = {k: v.clone() for k, v in ppca.state_dict().items()}
     flags = [p.requires_grad for p in ppca.parameters()]
-    guide = analysis.inference_data(ppca, (x,), [0, 1], draws=4000, seed=1)
-    for j in range(2):
-        run = reference.nuts_point(ppca, (x[j : j + 1],), 200, 150, chains=2, seed=j)
-        assert list(run.posterior.data_vars) == ["z"]
-        assert dict(run.posterior.sizes) == {"chain": 2, "draw": 200, "z_dim_0": 1, "z_dim_1": 2}
-        q = reference.flat_draws(guide.posterior.sel(point=j), ["z"])
-        row = reference.compare(q, run, ["z"])
-        mcse = sd[j] / np.sqrt(row["ess_bulk_min"])
-        assert row["ess_bulk_min"] > 50 and row["rhat_max"] < 1.05
-        assert np.all(np.abs(np.array(row["nuts_mean"]) - mean[j]) < 5 * mcse)
-        assert np.all(np.abs(np.array(row["nuts_sd"]) / sd[j] - 1) < 0.2)
-        assert np.all(np.abs(np.array(row["guide_mean"]) - mean[j]) < 0.35 * sd[j])
-        assert np.all(np.abs(np.array(row["guide_sd"]) / sd[j] - 1) < 0.15)
-        assert row["w2"] < 0.5 * sd[j].max() and row["divergences"] == 0
+    run = reference.nuts_point(ppca, (x[:1],), 200, 100, chains=2, seed=0)
+    assert list(run.posterior.data_vars) == ["z"]
+    assert dict(run.posterior.sizes) == {"chain": 2, "draw": 200, "z_dim_0": 1, "z_dim_1": 2}
+    row = reference.compare(reference.flat_draws(guide.posterior.sel(point=0), ["z"]), run, ["z"])
+    mcse = sd[0] / np.sqrt(row["ess_bulk_min"])
+    assert row["ess_bulk_min"] > 50 and row["rhat_max"] < 1.05
+    assert np.all(np.abs(np.array(row["nuts_mean"]) - mean[0]) < 5 * mcse)
+    assert np.all(np.abs(np.array(row["nuts_sd"]) / sd[0] - 1) < 0.2)
+    assert np.all(np.abs(np.array(row["guide_mean"]) - mean[0]) < 0.1 * sd[0])
+    assert row["w2"] < 0.5 * sd[0].max() and row["divergences"] == 0
     for k, v in ppca.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert [p.requires_grad for p in ppca.parameters()] == flags
@@ -151,7 +159,9 @@ class TwoLayerVAE(nn.Module):
         pyro.module("generative", self)
         with pyro.plate("data", x.shape[0]):
             h = self.enc1(x)
-            z1 = pyro.sample("z1", dist.Normal(h[..., : self.z1], h[..., self.z1 :].exp()).to_event(1))
+            z1 = pyro.sample(
+                "z1", dist.Normal(h[..., : self.z1], h[..., self.z1 :].exp()).to_event(1)
+            )
             xz = torch.cat([x.expand(*z1.shape[:-1], -1), z1], -1)
             h2 = self.enc2(xz)
             loc, scale = h2[..., : self.z2], h2[..., self.z2 :].exp()
@@ -180,8 +190,8 @@ def test_analysis_of_a_user_program_with_two_latent_sites(synthetic, tmp_path):
         draws=100,
         nuts_points=1,
         chains=2,
-        nuts_samples=40,
-        nuts_warmup=40,
+        nuts_samples=30,
+        nuts_warmup=30,
     )
     assert _backend() is backend and plt.get_fignums() == figs
     assert pyro.settings.get("module_local_params") == local
@@ -193,7 +203,7 @@ def test_analysis_of_a_user_program_with_two_latent_sites(synthetic, tmp_path):
         assert group["z2"].dims == ("chain", "draw", "point", "z2_dim")
     assert abs(float(idata.prior["z1"].std()) - 1) < 0.15  # ancestral draws: z1 ~ N(0, I)
     nuts = az.from_netcdf(tmp_path / "nuts.nc")
-    assert dict(nuts.posterior["z2"].sizes) == {"chain": 2, "draw": 40, "point": 1, "z2_dim": 2}
+    assert dict(nuts.posterior["z2"].sizes) == {"chain": 2, "draw": 30, "point": 1, "z2_dim": 2}
     assert r["latent_values"] == ["z1[0]", "z1[1]", "z2[0]", "z2[1]"]
     (row,) = r["nuts"]
     assert len(row["guide_mean"]) == len(row["nuts_sd"]) == 4 and row["w2"] >= 0
@@ -249,9 +259,9 @@ def test_cli_analyze_writes_netcdf_summary_report_and_plots(tiny_run, capsys):
         "--chains",
         "2",
         "--nuts-samples",
-        "60",
+        "40",
         "--nuts-warmup",
-        "60",
+        "30",
     ]
     backend = _backend()
     assert main(args) == 0
@@ -272,7 +282,7 @@ def test_cli_analyze_writes_netcdf_summary_report_and_plots(tiny_run, capsys):
     assert dict(idata.posterior["z"].sizes) == {"chain": 1, "draw": 200, "point": 6, "z_dim": 2}
     assert idata.prior["z"].dims == ("chain", "draw", "point", "z_dim")
     nuts = az.from_netcdf(out / "nuts.nc")
-    assert dict(nuts.posterior["z"].sizes) == {"chain": 2, "draw": 60, "point": 1, "z_dim": 2}
+    assert dict(nuts.posterior["z"].sizes) == {"chain": 2, "draw": 40, "point": 1, "z_dim": 2}
     report = json.loads((out / "report.json").read_text())
     khat = np.array(report["khat"])
     assert len(khat) == 6 and report["khat_share_above_0.7"] == (khat > 0.7).mean()
