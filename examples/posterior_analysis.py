@@ -2,12 +2,13 @@
 
 Steps, all from the Python API:
 
-1. :func:`ppl_vae.run.train_run` fits a VAE with a 2-d latent space;
+1. :func:`ppl_vae.train.fit` fits the suite's VAE, a Pyro model/guide pair, with a 2-d
+   latent space (any other pair, a user's own included, goes through the same calls);
 2. :func:`ppl_vae.importance.evaluation` compares the ELBO with the importance-weighted
    :math:`\\log \\hat p_K(x) = \\log \\frac1K \\sum_k p(x, z_k) / q(z_k|x)`, whose excess
    over the ELBO estimates :math:`\\mathrm{KL}(q(z|x) \\,\\|\\, p(z|x))` on average;
 3. :func:`ppl_vae.analysis.analyze` draws from the guide, computes PSIS k-hat per test
-   point and runs NUTS on a few points with the decoder frozen, writing NetCDF, CSV,
+   point and runs NUTS on a few points with the parameters fixed, writing NetCDF, CSV,
    JSON and PNG files under ``OUT/analysis``.
 
 Run::
@@ -18,11 +19,14 @@ Run::
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from ppl_vae.models.vae import VAE
+
+from ppl_vae import data
 from ppl_vae.analysis import analyze
 from ppl_vae.importance import evaluation
-from ppl_vae.run import RunConfig, train_run
-from ppl_vae.train import TrainConfig
+from ppl_vae.train import TrainConfig, fit
 
 
 def main() -> None:
@@ -32,24 +36,22 @@ def main() -> None:
     p.add_argument("--iwae-samples", type=int, default=1000)
     args = p.parse_args()
 
-    cfg = RunConfig(
-        model="vae",
-        model_args={"latent_dim": 2, "hidden": [128]},
-        data="digits",
-        train=TrainConfig(epochs=args.epochs, progress=False, device="cpu"),
-    )
-    job = train_run(cfg, args.out, overwrite=True)
-    x = job.dataset.x_test
-    ev = evaluation(job.module, x, args.iwae_samples)
+    ds = data.load("digits")
+    vae = VAE(x_dim=ds.x_dim, latent_dim=2, hidden=[128])
+    result = fit(vae.model, vae.guide, ds, TrainConfig(epochs=args.epochs, progress=False))
+    pair = result.pair  # the model/guide pair with its trained parameters
+    ev = evaluation(pair, ds.x_test, ds.y_test, args.iwae_samples)
     elbo, log_p = ev["test_elbo"], ev["test_log_likelihood"]
     print(
         f"test ELBO {elbo:.3f}, IW log p(x) (K={args.iwae_samples}) {log_p:.3f}: "
         f"gap {log_p - elbo:.3f} nats"
     )
+    out = Path(args.out) / "analysis"
     report = analyze(
-        job.module,
-        x,
-        job.out / "analysis",
+        pair,
+        ds.x_test,
+        out,
+        ds.y_test,
         points=40,
         draws=1000,
         nuts_points=2,
@@ -66,7 +68,7 @@ def main() -> None:
             f"point {row['point']}: NUTS mean {row['nuts_mean']}, guide mean {row['guide_mean']}, "
             f"W2 {row['w2']:.3f}, R-hat {row['rhat_max']}"
         )
-    print(f"files in {job.out / 'analysis'}: {', '.join(report['figures'])}, posterior.nc, ...")
+    print(f"files in {out}: {', '.join(report['figures'])}, posterior.nc, ...")
 
 
 if __name__ == "__main__":
