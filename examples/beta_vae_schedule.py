@@ -2,10 +2,11 @@
 distortion per epoch.
 
 The warm-up :math:`\\beta(t) = s + (\\beta - s)\\min(1, t/T)` is a pure function of the
-step that the trainer evaluates and passes to the model and guide (both wrap the latent
-site in ``poutine.scale(scale=beta)``). Early on the KL term is nearly free, so the
-encoder starts using the code before the full penalty arrives -- the usual cure for
-posterior collapse.
+step that the trainer evaluates and applies itself: it wraps *both* programs in a
+``poutine.scale`` restricted to the latent sites (:mod:`ppl_vae.latent_scale`), so the
+model and guide take no ``beta`` argument (any Pyro program works). Early on the KL term
+is nearly free, so the encoder starts using the code before the full penalty arrives --
+the usual cure for posterior collapse.
 
 Run::
 
@@ -19,13 +20,13 @@ import math
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-
 from ppl_vae.models.vae import VAE
+
 from ppl_vae import data, failure_modes
 from ppl_vae.train import TrainConfig, fit
 
 
-def main() -> None:
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="digits")
     p.add_argument("--beta", type=float, default=2.0, help="the target KL weight")
@@ -33,14 +34,15 @@ def main() -> None:
     p.add_argument("--warmup-epochs", type=int, default=10)
     p.add_argument("--latent-dim", type=int, default=8)
     p.add_argument("--out", default="beta_warmup.png", help="PNG for the per-epoch curves")
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     ds = data.load(args.data)
     config = TrainConfig(epochs=args.epochs, beta=args.beta, progress=False)
     steps_per_epoch = math.ceil(ds.x_train.shape[0] / config.batch_size)
     config.beta_schedule = "linear"
     config.warmup_steps = args.warmup_epochs * steps_per_epoch
-    result = fit(VAE(ds.x_dim, latent_dim=args.latent_dim), ds, config)
+    vae = VAE(ds.x_dim, latent_dim=args.latent_dim)
+    result = fit(vae.model, vae.guide, ds, config)
 
     print(f"{'epoch':>5} {'beta':>7} {'rate':>8} {'distortion':>10} {'active':>6}")
     for h in result.history:
@@ -48,7 +50,7 @@ def main() -> None:
             f"{h['epoch']:>5} {h['beta']:>7.3f} {h['rate']:>8.3f} {h['distortion']:>10.3f} "
             f"{h['active_units']:>6}"
         )
-    for warning in failure_modes.diagnose(result.last, result.module, ds.x_test):
+    for warning in failure_modes.diagnose(result.last, result.pair, ds.x_test, ds.y_test):
         print(f"warning: {warning}")
 
     epochs = [h["epoch"] for h in result.history]

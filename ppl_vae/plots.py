@@ -169,16 +169,14 @@ def labelled_rows(
 ) -> Path:
     """One row of images per entry of ``rows`` (each ``(n, H*W)``), named on the left by
     ``labels``. The PNG is the torchvision grid plus a ``margin``-pixel label column."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from torchvision.utils import make_grid
+
+    from ppl_vae.curves import new_figure  # an Agg canvas of its own: no pyplot, no backend
 
     n = rows[0].shape[0]
     grid = make_grid(as_images(torch.cat(list(rows)), image_shape), nrow=n, padding=2, pad_value=1)
     gh, gw = grid.shape[1:]
-    fig = plt.figure(figsize=((gw + margin) / dpi, gh / dpi), dpi=dpi)
+    fig = new_figure(((gw + margin) / dpi, gh / dpi), dpi)
     ax = fig.add_axes((margin / (gw + margin), 0, gw / (gw + margin), 1))
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     cell = (gh - 2) / len(rows)
@@ -189,5 +187,4 @@ def labelled_rows(
         spine.set_visible(False)
     path = Path(path)
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return path
