@@ -9,6 +9,9 @@ Example::
     >>> history = [{"epoch": 1, "beta": 1.0, "train_elbo": -30.0, "test_elbo": -31.0,
     ...             "rate": 4.0, "distortion": 27.0}]
     >>> path = training_curves(history, tempfile.mktemp(suffix=".png"))
+    >>> fig = curves_figure(history)  # the Figure itself, to inspect or save elsewhere
+    >>> [line.get_label() for line in fig.axes[0].lines]
+    ['train', 'test']
 """
 
 from __future__ import annotations
@@ -70,10 +73,17 @@ def series(history: Sequence[dict[str, Any]], key: str) -> list[float]:
 def training_curves(
     history: Sequence[dict[str, Any]], path: str | Path, figsize=CURVES_SIZE, dpi: int = DPI
 ) -> Path:
+    """Save :func:`curves_figure` of ``history`` as a PNG at ``path``."""
+    return save_figure(curves_figure(history, figsize, dpi), path)
+
+
+def curves_figure(history: Sequence[dict[str, Any]], figsize=CURVES_SIZE, dpi: int = DPI) -> Figure:
     """Six panels against the epoch: ELBO (at beta = 1), rate, distortion, beta, the
     training loss and the active units, each for train and test where the history has
-    them. A quantity that is None throughout (the rate of an autoencoder without a latent
-    prior) gets a note instead of a line; None in some epochs leaves gaps."""
+    them (the trainer writes ``train_rate``/``train_distortion`` beside the test set's
+    ``rate``/``distortion`` every epoch). A quantity that is None throughout (the rate of an
+    autoencoder without a latent prior) gets a note instead of a line; None in some epochs
+    leaves gaps. Each line's label is its legend entry (``train``, ``test``, ``beta``)."""
     fig = new_figure(figsize, dpi)
     axes = fig.subplots(2, 3).ravel()
     epochs = [r.get("epoch", i + 1) for i, r in enumerate(history)]
@@ -101,4 +111,4 @@ def training_curves(
                 transform=ax.transAxes,
             )
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig

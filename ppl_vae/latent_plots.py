@@ -19,6 +19,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from ppl_vae.curves import DPI, new_figure, save_figure
 
@@ -68,6 +69,18 @@ def latent_scatter(
     figsize=SCATTER_SIZE,
     dpi: int = DPI,
 ) -> Path:
+    """Save :func:`scatter_figure` of the codes as a PNG at ``path``."""
+    return save_figure(scatter_figure(codes, labels, kl_per_dim, title, figsize, dpi), path)
+
+
+def scatter_figure(
+    codes: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray | None = None,
+    kl_per_dim: Sequence[float] | None = None,
+    title: str = "posterior means of the test set",
+    figsize=SCATTER_SIZE,
+    dpi: int = DPI,
+) -> Figure:
     """Scatter of codes (posterior means), one colour per label when labels are given."""
     codes = as_numpy(codes).reshape(len(codes), -1)
     xy, (xlabel, ylabel) = project_2d(codes, kl_per_dim)
@@ -91,4 +104,4 @@ def latent_scatter(
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig

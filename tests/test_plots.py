@@ -1,5 +1,7 @@
 """Figures: every plotting function writes a valid PNG of the size its geometry implies,
-and the latent grids put the codes where the docstrings say."""
+the latent grids put the codes where the docstrings say, and the matplotlib figures draw
+what they claim (axes, titles, lines with their data and labels, legends, notes): a blank
+figure of the right size fails."""
 
 from __future__ import annotations
 
@@ -148,12 +150,15 @@ def test_projection_picks_the_largest_kl_dimensions_else_principal_components():
 
 
 def history(n: int, prior: bool = True) -> list[dict]:
+    """Records with every key :func:`ppl_vae.train.epoch_record` writes that curves plot."""
     return [
         {
             "epoch": i + 1,
             "beta": min(1.0, 0.1 * (i + 1)),
             "train_objective": 30.0 - i,
             "train_elbo": -30.0 + i,
+            "train_rate": 2.5 + 0.1 * i if prior else None,
+            "train_distortion": 27.5 - i,
             "test_elbo": -31.0 + i,
             "rate": 2.0 + 0.1 * i if prior else None,
             "distortion": 28.0 - i,
@@ -161,6 +166,90 @@ def history(n: int, prior: bool = True) -> list[dict]:
         }
         for i in range(n)
     ]
+
+
+def drawn(ax) -> dict[str, list[float]]:
+    """The lines of an axes: legend label to y data."""
+    return {line.get_label(): list(line.get_ydata()) for line in ax.lines}
+
+
+def panel(fig, title_start: str):
+    (ax,) = [ax for ax in fig.axes if ax.get_title().startswith(title_start)]
+    return ax
+
+
+def test_training_curves_draw_every_quantity_the_trainer_records():
+    records = history(4)
+    fig = curves.curves_figure(records)
+    assert len(fig.axes) == 6
+    assert [ax.get_title().split(" ")[0] for ax in fig.axes] == [
+        "ELBO", "rate:", "distortion:", "beta", "training", "active",
+    ]  # fmt: skip
+    assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
+    for ax in fig.axes:
+        for line in ax.lines:
+            assert list(line.get_xdata()) == [1, 2, 3, 4]
+    col = {k: [r[k] for r in records] for k in records[0]}
+    assert drawn(panel(fig, "ELBO")) == {"train": col["train_elbo"], "test": col["test_elbo"]}
+    # train_rate and train_distortion are written by the trainer every epoch: both drawn
+    assert drawn(panel(fig, "rate")) == {"train": col["train_rate"], "test": col["rate"]}
+    assert drawn(panel(fig, "distortion")) == {
+        "train": col["train_distortion"],
+        "test": col["distortion"],
+    }
+    assert drawn(panel(fig, "beta")) == {"beta": col["beta"]}
+    assert drawn(panel(fig, "training loss")) == {"train": col["train_objective"]}
+    assert drawn(panel(fig, "active units")) == {"test": [2.0] * 4}
+    for title in ("ELBO", "rate", "distortion"):  # two lines: a legend names them
+        legend = panel(fig, title).get_legend()
+        assert [t.get_text() for t in legend.get_texts()] == ["train", "test"]
+    assert not any(ax.texts for ax in fig.axes)  # no "not recorded" notes
+
+
+def test_training_curves_note_what_a_model_without_a_prior_does_not_record():
+    fig = curves.curves_figure(history(3, prior=False))
+    for title in ("rate", "active units"):
+        ax = panel(fig, title)
+        assert not ax.lines and "not recorded" in ax.texts[0].get_text()
+    assert set(drawn(panel(fig, "distortion"))) == {"train", "test"}
+    empty = curves.curves_figure([])
+    assert len(empty.axes) == 6 and not any(ax.lines for ax in empty.axes)
+    assert all(ax.texts[0].get_text() == "no history" for ax in empty.axes)
+
+
+def test_training_curves_on_a_real_history(digits):
+    from ppl_vae.models.vae import VAE
+
+    from ppl_vae.train import TrainConfig, fit
+
+    vae = VAE(digits.x_dim, latent_dim=2, hidden=(16,))
+    records = fit(vae.model, vae.guide, digits, TrainConfig(epochs=2, progress=False)).history
+    fig = curves.curves_figure(records)
+    for title in ("ELBO", "rate", "distortion"):  # every panel with its train and test line
+        lines = drawn(panel(fig, title))
+        assert set(lines) == {"train", "test"} and all(len(v) == 2 for v in lines.values())
+        assert all(math.isfinite(v) for ys in lines.values() for v in ys)
+
+
+def test_latent_scatter_draws_one_group_per_label_with_a_legend():
+    z = torch.randn(200, 2)
+    fig = latent_plots.scatter_figure(z, torch.arange(200) % 10, title="codes")
+    (ax,) = fig.axes
+    assert ax.get_title() == "codes" and (ax.get_xlabel(), ax.get_ylabel()) == ("z[0]", "z[1]")
+    assert len(ax.collections) == 10
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [str(i) for i in range(10)]
+    points = np.concatenate([c.get_offsets() for c in ax.collections])
+    assert points.shape == (200, 2)
+    assert np.allclose(np.sort(points[:, 0]), np.sort(z[:, 0].numpy()), atol=1e-6)
+
+
+def test_latent_scatter_many_labels_get_a_colour_bar_and_projections_name_their_axes():
+    fig = latent_plots.scatter_figure(torch.randn(200, 3), torch.arange(200))
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "label"  # the colour bar
+    fig = latent_plots.scatter_figure(torch.randn(50, 5), kl_per_dim=[0.1, 3.0, 0.0, 2.0, 0.5])
+    (ax,) = fig.axes
+    assert ax.get_xlabel().startswith("z[1]") and ax.get_ylabel().startswith("z[3]")
+    assert ax.get_legend() is None and len(ax.collections) == 1
 
 
 @pytest.mark.parametrize("records", [history(5), history(1), history(3, prior=False), []])
