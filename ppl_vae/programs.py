@@ -177,7 +177,7 @@ class Programs(nn.Module):
                     f"{type(exc).__name__}: {exc}; check that the programs fit the data's shape"
                 ) from None
         self._collect_parameters(model_tr, guide_tr)
-        self._describe(model_tr, guide_tr, args[0].shape[0])
+        self._describe(model_tr, guide_tr, args[0])
 
     def _collect_parameters(self, model_tr, guide_tr) -> None:
         owned = {id(p) for o in self.owners for p in o.parameters()}
@@ -194,7 +194,8 @@ class Programs(nn.Module):
                     params[name] = leaf
                 self.store[_store_key(name)] = leaf
 
-    def _describe(self, model_tr, guide_tr, batch: int) -> None:
+    def _describe(self, model_tr, guide_tr, x: torch.Tensor) -> None:
+        batch = x.shape[0]
         guide_tr, model_tr = prune_subsample_sites(guide_tr), prune_subsample_sites(model_tr)
         latent = [
             n for n, s in guide_tr.nodes.items() if s["type"] == "sample" and not s["is_observed"]
@@ -219,6 +220,10 @@ class Programs(nn.Module):
                 "guide must sample the same latent sites"
             )
         self.latent_sites, self.observed_sites = tuple(latent), tuple(observed)
+        # The observed site(s) that score x itself (others may score labels, as in M2).
+        numel = x.numel()
+        data_sites = [n for n in observed if model_tr.nodes[n]["value"].numel() == numel]
+        self.data_sites = tuple(data_sites or observed)
         self.latent_sizes = tuple(
             max(1, guide_tr.nodes[n]["value"].numel() // max(batch, 1)) for n in latent
         )

@@ -113,8 +113,9 @@ def terms(pair: Programs, args: tuple, particles: int | None = None) -> dict[str
     shape = (batch,) if particles is None else (particles, batch)
     zero = args[0].new_zeros(shape)
     out = {"log_lik": zero, "log_prior": zero, "log_q": zero}
-    for name in pair.observed_sites:
-        out["log_lik"] = out["log_lik"] + per_example(model_tr.nodes[name], batch, particles)
+    for site in model_tr.nodes.values():  # observed sites may differ between train and eval
+        if site["type"] == "sample" and site["is_observed"]:
+            out["log_lik"] = out["log_lik"] + per_example(site, batch, particles)
     for name in pair.latent_sites:
         p_site, q_site = model_tr.nodes[name], guide_tr.nodes[name]
         log_p = per_example(p_site, batch, particles)
@@ -193,7 +194,7 @@ def split_codes(pair: Programs, z: torch.Tensor) -> dict[str, torch.Tensor]:
 def _observed_mean(pair: Programs, model, args: tuple) -> torch.Tensor:
     with pair.scope():
         tr = poutine.trace(model).get_trace(*args)
-    means = [_site_mean(tr.nodes[n]).reshape(args[0].shape[0], -1) for n in pair.observed_sites]
+    means = [_site_mean(tr.nodes[n]).reshape(args[0].shape[0], -1) for n in pair.data_sites]
     return torch.cat(means, -1)
 
 

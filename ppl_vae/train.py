@@ -43,10 +43,12 @@ from ppl_vae import capacity, checkpoint, objective, schedules
 from ppl_vae.data import Dataset, minibatches
 from ppl_vae.errors import UserError
 from ppl_vae.evaluate import evaluate
+from ppl_vae.iwae import IWAE_ELBO
 from ppl_vae.objective import Objective
 from ppl_vae.programs import Program, Programs, owner_of
 
 TRAIN_EVAL_LIMIT = 10000  # examples of the training set scored each epoch
+OBJECTIVES = ("elbo", "capacity", "iwae")
 LOG_EVERY = 50  # steps between reads of the running loss (progress bar, NaN check)
 
 
@@ -67,7 +69,9 @@ class TrainConfig:
     beta_schedule: str = "constant"  # constant | linear | cyclical | sigmoid
     warmup_steps: int = 0
     cycles: int = 4
-    objective: str = "elbo"  # elbo | capacity (gamma * |KL - C|, Burgess et al. 2018)
+    # elbo | capacity (gamma * |KL - C|, Burgess et al. 2018) | iwae (the importance-
+    # weighted bound with num_particles samples, Burda et al. 2015)
+    objective: str = "elbo"
     gamma: float = 100.0
     capacity_max: float = 10.0  # nats per example, reached after capacity_steps
     capacity_steps: int = 1000
@@ -83,8 +87,15 @@ class TrainConfig:
         schedules.learning_rate(0, self.lr, 1, self.lr_schedule, self.lr_final)
         if not self.beta > 0:
             raise UserError(f"beta must be positive (poutine.scale refuses 0), got {self.beta}")
-        if self.objective not in ("elbo", "capacity"):
-            raise UserError(f"unknown objective {self.objective!r}; choose elbo or capacity")
+        if self.objective not in OBJECTIVES:
+            raise UserError(
+                f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}"
+            )
+        if self.objective == "iwae" and (self.beta != 1 or self.beta_schedule != "constant"):
+            raise UserError(
+                "--objective iwae bounds log p(x) itself; a beta would act inside the "
+                "importance weights: drop --beta options"
+            )
         if self.objective == "capacity":
             capacity.check(self.gamma, self.capacity_max, self.capacity_steps)
             if self.beta != 1 or self.beta_schedule != "constant":
@@ -211,10 +222,12 @@ def check_data(model: Program, guide: Program, data: Dataset) -> None:
 
 
 def make_objective(pair: Programs, config: TrainConfig) -> Objective:
-    """The configured loss module: the ELBO, or the capacity objective."""
+    """The configured loss module: the ELBO, the capacity objective, or the IWAE bound."""
     nesting = max(1, pair.max_plate_nesting)
     if config.objective == "capacity":
         elbo = capacity.CapacityELBO(config.gamma, config.num_particles, nesting)
+    elif config.objective == "iwae":
+        elbo = IWAE_ELBO(num_particles=config.num_particles, max_plate_nesting=nesting)
     else:
         elbo = objective.make_elbo(config.elbo, config.num_particles, nesting)
     return Objective(pair, elbo)

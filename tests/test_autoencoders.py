@@ -11,21 +11,21 @@ import numpy as np
 import pyro
 import pytest
 import torch
-from pyro import poutine
-from scipy.linalg import subspace_angles
-from sklearn.decomposition import PCA as SkPCA
-
+from helpers import elbo_module, fit_module, log_prob_terms, pair_of
 from ppl_vae.models.ae import AE
 from ppl_vae.models.denoising_ae import DenoisingAE, corrupt
 from ppl_vae.models.pca import PCA
 from ppl_vae.models.ppca import PPCA, max_log_likelihood
 from ppl_vae.models.sparse_ae import SparseAE
 from ppl_vae.models.tanh_ae import TanhAE
+from pyro import poutine
+from scipy.linalg import subspace_angles
+from sklearn.decomposition import PCA as SkPCA
+
 from ppl_vae.compare import code_sparsity
 from ppl_vae.errors import UserError
-from ppl_vae.evaluate import evaluate, log_prob_terms
-from ppl_vae.objective import elbo_module
-from ppl_vae.train import TrainConfig, fit
+from ppl_vae.evaluate import evaluate
+from ppl_vae.train import TrainConfig
 
 
 def gaussian_const(d: int, scale: float) -> float:
@@ -54,8 +54,8 @@ def test_tanh_ae_is_the_tied_lecture_formula_and_learns(digits):
     expected = torch.tanh(torch.tanh(x @ w + b) @ w.T + c)
     assert torch.allclose(m.reconstruct(x), expected)
     assert m.W_dec is None and sum(p.numel() for p in m.parameters()) == 64 * 4 + 4 + 64
-    fit(m, digits, TrainConfig(epochs=10, batch_size=64, lr=0.03, progress=False))
-    mse = evaluate(m, digits.x_test)["recon_mse"]
+    fit_module(m, digits, TrainConfig(epochs=10, batch_size=64, lr=0.03, progress=False))
+    mse = evaluate(pair_of(m), digits.x_test)["recon_mse"]
     mean_only = float((digits.x_test - digits.x_train.mean(0)).pow(2).sum(1).mean())
     assert mse < 0.7 * mean_only  # 4 tanh units explain over 30% of the variance
 
@@ -65,11 +65,11 @@ def test_pca_matches_sklearn_error_and_subspace(digits):
     m = PCA(x_dim=64, latent_dim=d)
     # Full-batch Adam: deterministic gradients, so the subspace converges, not just the error.
     cfg = TrainConfig(epochs=200, batch_size=digits.x_train.shape[0], lr=0.05, progress=False)
-    fit(m, digits, cfg)
+    fit_module(m, digits, cfg)
     sk = SkPCA(n_components=d).fit(digits.x_train.numpy())
     xt = digits.x_test.numpy()
     sk_mse = float(((sk.inverse_transform(sk.transform(xt)) - xt) ** 2).sum(1).mean())
-    mse = evaluate(m, digits.x_test)["recon_mse"]
+    mse = evaluate(pair_of(m), digits.x_test)["recon_mse"]
     assert mse == pytest.approx(sk_mse, rel=0.01)
     angles = np.degrees(subspace_angles(m.W.detach().numpy(), sk.components_.T))
     assert angles.max() < 1.0
@@ -92,9 +92,9 @@ def test_ppca_elbo_reaches_the_closed_form_maximum_likelihood(synthetic, seed):
         epochs=50, lr=0.1, batch_size=64, elbo="meanfield", lr_schedule="cosine", seed=seed
     )
     cfg.progress = False
-    fit(m, synthetic, cfg)
+    fit_module(m, synthetic, cfg)
     best = max_log_likelihood(x, 2)
-    elbo = evaluate(m, x)["elbo"]
+    elbo = evaluate(pair_of(m), x)["elbo"]
     assert abs(elbo - best) < 0.01 * abs(best)
     assert elbo < best + 0.02  # a lower bound on log p(x; theta) <= max log-likelihood
     # Importance-weighted estimate, K draws: log (1/K) sum_k p(x, z_k) / q(z_k | x).
@@ -131,7 +131,7 @@ def test_code_sparsity_grows_with_lambda(digits):
     sparsity = {}
     for lam in (0.01, 1.0):
         m = SparseAE(x_dim=64, latent_dim=16, hidden=(64,), l1=lam)
-        fit(m, digits, cfg)
+        fit_module(m, digits, cfg)
         with torch.no_grad():
             sparsity[lam] = code_sparsity(m.eval().encode(digits.x_test))
     assert sparsity[0.01] < 0.2 and sparsity[1.0] > 0.5
@@ -161,7 +161,7 @@ def test_denoising_beats_plain_ae_on_corrupted_inputs(digits, noise, level):
         ("dae", DenoisingAE(x_dim=64, latent_dim=8, hidden=(64,), noise=noise, noise_level=level)),
     ):
         torch.manual_seed(0)
-        fit(m, digits, cfg)
+        fit_module(m, digits, cfg)
         with torch.no_grad():
             err[name] = float((m.eval().reconstruct(noisy) - digits.x_test).pow(2).sum(1).mean())
     assert err["dae"] < 0.9 * err["ae"], err

@@ -10,16 +10,23 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from ppl_vae.models.vae import VAE
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import kl_divergence
 
-from ppl_vae.models.vae import VAE
 from ppl_vae import failure_modes, registry
 from ppl_vae.cli import main
 from ppl_vae.evaluate import evaluate
-from ppl_vae.objective import elbo_module
+from ppl_vae.latent_scale import LatentScaleMessenger
+from ppl_vae.objective import Objective, make_elbo
+from ppl_vae.programs import Programs, from_object
 from ppl_vae.train import TrainConfig, fit
+
+
+def elbo_module(vae, kind="trace", num_particles=1):
+    x = torch.rand(2, vae.x_dim)
+    return Objective(from_object(vae, x), make_elbo(kind, num_particles))
 
 
 @pytest.fixture
@@ -90,11 +97,8 @@ def test_scaling_only_one_program_is_wrong(vae_and_x):
     vae, x = vae_and_x
     beta = 4.0
 
-    def model(x):
-        return vae.model(x, beta=beta)
-
-    def guide(x):
-        return vae.guide(x, beta=1.0)
+    model = LatentScaleMessenger(beta, ["z"])(vae.model)
+    guide = vae.guide
 
     meanfield = TraceMeanField_ELBO(max_plate_nesting=1)
     pyro.set_rng_seed(5)
@@ -106,8 +110,9 @@ def test_scaling_only_one_program_is_wrong(vae_and_x):
     trace = Trace_ELBO(max_plate_nesting=1)
     pyro.set_rng_seed(5)
     one_sided = float(trace.differentiable_loss(model, guide, x).detach())
+    loss_fn = elbo_module(vae)
     pyro.set_rng_seed(5)
-    both = float(trace.differentiable_loss(vae.model, vae.guide, x, beta).detach())
+    both = float(loss_fn(x, beta=beta).detach())
     z = guide_draw(vae, x, 5)
     log_q = vae.posterior(x).log_prob(z).sum().detach()
     # the one-sided loss differs from the beta-VAE one by -(beta - 1) log q(z)
@@ -126,7 +131,7 @@ def trained(digits):
         pyro.set_rng_seed(0)
         vae = VAE(digits.x_dim, latent_dim=8)
         config = TrainConfig(epochs=8, beta=beta, seed=0, progress=False, device="cpu")
-        runs[beta] = fit(vae, digits, config)
+        runs[beta] = fit(vae.model, vae.guide, digits, config)
     return runs
 
 
@@ -145,16 +150,16 @@ def test_higher_beta_trades_rate_for_distortion(trained):
 
 def test_a_normal_run_raises_no_warning(trained, digits):
     result = trained[1.0]
-    metrics = evaluate(result.module, digits.x_test)
+    metrics = evaluate(result.pair, digits.x_test)
     assert metrics["active_units"] >= 2 and metrics["rate"] > 1.0
-    assert failure_modes.marginal_kl_per_dim(result.module, digits.x_test) < 0.1
-    assert failure_modes.diagnose(metrics, result.module, digits.x_test) == []
+    assert failure_modes.marginal_kl_per_dim(result.pair, digits.x_test) < 0.1
+    assert failure_modes.diagnose(metrics, result.pair, digits.x_test) == []
 
 
 def test_a_high_beta_run_is_diagnosed_as_collapsed(trained, digits):
     result = trained[8.0]
-    metrics = evaluate(result.module, digits.x_test)
-    (warning,) = failure_modes.diagnose(metrics, result.module, digits.x_test)
+    metrics = evaluate(result.pair, digits.x_test)
+    (warning,) = failure_modes.diagnose(metrics, result.pair, digits.x_test)
     assert warning.startswith("posterior collapse")
 
 
@@ -165,9 +170,10 @@ def test_constructed_collapse_triggers_the_warning(digits):
         last.weight.zero_()
         last.bias[:4] = 0.0
         last.bias[4:] = math.log(math.e - 1) - vae.encoder.min_scale
-    metrics = evaluate(vae, digits.x_test)
+    pair = from_object(vae, digits.x_test)
+    metrics = evaluate(pair, digits.x_test)
     assert metrics["active_units"] == 0 and metrics["rate"] < 1e-3
-    (warning,) = failure_modes.diagnose(metrics, vae, digits.x_test)
+    (warning,) = failure_modes.diagnose(metrics, pair, digits.x_test)
     assert "the latent code is ignored" in warning and "lower beta" in warning
 
 
@@ -178,9 +184,10 @@ def test_constructed_no_compression_triggers_the_warning(digits):
         last.weight[:4] *= 50.0
         last.weight[4:] = 0.0
         last.bias[4:] = -8.0
-    metrics = evaluate(vae, digits.x_test)
-    assert failure_modes.marginal_kl_per_dim(vae, digits.x_test) > 1.0
-    (warning,) = failure_modes.diagnose(metrics, vae, digits.x_test)
+    pair = from_object(vae, digits.x_test)
+    metrics = evaluate(pair, digits.x_test)
+    assert failure_modes.marginal_kl_per_dim(pair, digits.x_test) > 1.0
+    (warning,) = failure_modes.diagnose(metrics, pair, digits.x_test)
     assert warning.startswith("no compression") and "raise beta" in warning
     # without the model, the coarser per-dimension rate proxy
     assert failure_modes.diagnose({"rate": 40.0, "active_units": 4, "kl_per_dim": [10.0] * 4})
@@ -200,8 +207,9 @@ def test_train_cli_records_and_prints_the_warning(tmp_path, capsys):
 
 def test_point_mass_guides_get_no_warning(digits):
     """A deterministic autoencoder's "rate" is a log prior density, not a KL."""
-    sparse = registry.build("sparse-ae", x_dim=digits.x_dim)
-    metrics = evaluate(sparse, digits.x_test)
+    model, guide = registry.build("sparse-ae", x_dim=digits.x_dim)
+    pair = Programs(model, guide, digits.x_test[:2])
+    metrics = evaluate(pair, digits.x_test)
     assert metrics["active_units"] is not None  # it keeps a prior, so the metrics exist
-    assert failure_modes.point_mass(sparse, digits.x_test)
-    assert failure_modes.diagnose(metrics, sparse, digits.x_test) == []
+    assert pair.point_mass
+    assert failure_modes.diagnose(metrics, pair, digits.x_test) == []

@@ -9,14 +9,26 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro import poutine
-from torch.distributions import kl_divergence
-
+from helpers import pair_of
 from ppl_vae.models.vae import VAE
+from pyro import poutine
+
 from ppl_vae import capacity
 from ppl_vae.cli import common, parser
 from ppl_vae.errors import UserError
+from ppl_vae.objective import Objective
 from ppl_vae.train import TrainConfig, fit
+
+
+def capacity_module(vae, gamma):
+    """``loss(x, c)``: the capacity objective of the VAE's programs with C = c."""
+    objective = Objective(pair_of(vae), capacity.CapacityELBO(gamma=gamma))
+
+    def loss(x, c):
+        objective.elbo.capacity = c
+        return objective(x)
+
+    return loss
 
 
 def test_capacity_schedule_values():
@@ -35,15 +47,15 @@ def test_capacity_schedule_values():
 def test_capacity_loss_equals_its_formula_under_a_fixed_z(digits, gamma, c):
     vae = VAE(digits.x_dim, latent_dim=3, hidden=(32,))
     x = digits.x_train[:16]
-    loss_fn = capacity.capacity_module(vae, gamma=gamma)
+    loss_fn = capacity_module(vae, gamma=gamma)
     pyro.set_rng_seed(11)
-    loss = float(loss_fn(x, capacity=c).detach())
+    loss = float(loss_fn(x, c).detach())
     pyro.set_rng_seed(11)  # the same z the loss drew
     with torch.no_grad():
         z = poutine.trace(vae.guide).get_trace(x).nodes["z"]["value"]
         distortion = -vae.likelihood(z).log_prob(x).sum()
-        q = vae.posterior(x).base_dist
-        kl = kl_divergence(q, dist.Normal(torch.zeros_like(q.loc), 1.0)).sum(-1)  # (B,)
+        # the one-draw KL estimate log q(z|x) - log p(z), as the ELBO holds it
+        kl = vae.posterior(x).log_prob(z) - dist.Normal(0.0, 1.0).log_prob(z).sum(-1)  # (B,)
     expected = float(distortion + gamma * x.shape[0] * (kl.mean() - c).abs())
     assert loss == pytest.approx(expected, rel=1e-6)
     # C sits on both sides of the batch's mean KL across the cases
@@ -55,11 +67,11 @@ def test_capacity_gradient_pushes_the_kl_towards_c(digits):
     vae = VAE(digits.x_dim, latent_dim=3, hidden=(32,))
     x = digits.x_train[:16]
     scale_bias = vae.encoder.body[-1].bias
-    loss_fn = capacity.capacity_module(vae, gamma=1000.0)
+    loss_fn = capacity_module(vae, gamma=1000.0)
     grads = []
     for c in (0.0, 100.0):
         pyro.set_rng_seed(0)
-        (grad,) = torch.autograd.grad(loss_fn(x, capacity=c), scale_bias)
+        (grad,) = torch.autograd.grad(loss_fn(x, c), scale_bias)
         grads.append(grad[3:].sum())  # the encoder's raw scales: larger scale, less KL
     assert grads[0] < 0 < grads[1]
 
@@ -69,7 +81,8 @@ def test_capacity_training_steers_the_rate_to_c(digits):
     steps_per_epoch = math.ceil(digits.x_train.shape[0] / config.batch_size)
     config.objective, config.gamma = "capacity", 50.0
     config.capacity_max, config.capacity_steps = 6.0, 3 * steps_per_epoch
-    result = fit(VAE(digits.x_dim, latent_dim=4, hidden=(64,)), digits, config)
+    vae = VAE(digits.x_dim, latent_dim=4, hidden=(64,))
+    result = fit(vae.model, vae.guide, digits, config)
     caps = [h["capacity"] for h in result.history]
     assert caps[0] == pytest.approx(6.0 * (steps_per_epoch - 1) / (3 * steps_per_epoch))
     assert caps[3:] == [6.0, 6.0, 6.0]
@@ -80,7 +93,7 @@ def test_capacity_training_steers_the_rate_to_c(digits):
 def test_capacity_settings_are_validated_and_reach_the_config():
     with pytest.raises(UserError, match="unknown objective"):
         TrainConfig(objective="capcity").validate()
-    with pytest.raises(UserError, match="--gamma must be positive"):
+    with pytest.raises(UserError, match="--gamma must be a positive number"):
         TrainConfig(objective="capacity", gamma=0.0).validate()
     with pytest.raises(UserError, match="drop --beta"):
         TrainConfig(objective="capacity", beta=4.0).validate()

@@ -8,14 +8,15 @@ import math
 import pyro.distributions as dist
 import pytest
 import torch
-
+from helpers import fit_module, pair_of
 from ppl_vae.models.ppca import PPCA
 from ppl_vae.models.vae import VAE
+
 from ppl_vae.autoencoder import Autoencoder
 from ppl_vae.cli import main
 from ppl_vae.errors import UserError
 from ppl_vae.importance import MAX_ROWS, default_chunk, evaluation, iw_log_likelihood
-from ppl_vae.train import TrainConfig, fit
+from ppl_vae.train import TrainConfig
 
 
 def train_ppca(ds) -> PPCA:
@@ -23,8 +24,10 @@ def train_ppca(ds) -> PPCA:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     m = PPCA(ds.x_dim, latent_dim=2)
-    fit(m, ds, TrainConfig(epochs=60, batch_size=128, lr=0.03, progress=False, device="cpu"))
-    fit(m, ds, TrainConfig(epochs=40, batch_size=500, lr=0.002, progress=False, device="cpu"))
+    fit_module(m, ds, TrainConfig(epochs=60, batch_size=128, lr=0.03, progress=False, device="cpu"))
+    fit_module(
+        m, ds, TrainConfig(epochs=40, batch_size=500, lr=0.002, progress=False, device="cpu")
+    )
     return m.eval()
 
 
@@ -60,7 +63,9 @@ def test_k1_is_the_elbo_in_expectation(synthetic):
     elbo = float(ppca_elbo(m, x).mean())
     log_p = float(exact_log_p(m, x))
     assert log_p - elbo > 1.0  # the oracle can tell the ELBO from log p(x)
-    runs = torch.tensor([float(iw_log_likelihood(m, x, 1, seed=s).mean()) for s in range(200)])
+    runs = torch.tensor(
+        [float(iw_log_likelihood(pair_of(m), x, None, 1, seed=s).mean()) for s in range(200)]
+    )
     se = float(runs.std() / math.sqrt(len(runs)))
     assert se < 0.1
     assert abs(float(runs.mean()) - elbo) < 4 * se + 1e-3
@@ -73,7 +78,9 @@ def test_estimate_grows_with_k_and_stays_below_log_p(synthetic):
     log_p = float(exact_log_p(m, x))
     means, ses = [], []
     for k in (1, 10, 100):
-        est = torch.stack([iw_log_likelihood(m, x, k, seed=s).mean() for s in range(8)])
+        est = torch.stack(
+            [iw_log_likelihood(pair_of(m), x, None, k, seed=s).mean() for s in range(8)]
+        )
         means.append(float(est.mean()))
         ses.append(float(est.std() / math.sqrt(len(est))))
     for (a, sa), (b, sb) in zip(zip(means, ses), zip(means[1:], ses[1:])):
@@ -86,7 +93,7 @@ def test_converges_to_the_closed_form_marginal(ppca, synthetic):
     parameters within 0.05 nats per example."""
     x = synthetic.x_test
     exact = float(exact_log_p(ppca, x))
-    est = float(iw_log_likelihood(ppca, x, 2000, seed=1).mean())
+    est = float(iw_log_likelihood(pair_of(ppca), x, None, 2000, seed=1).mean())
     assert abs(est - exact) < 0.05
     assert float(ppca_elbo(ppca, x).mean()) < exact
 
@@ -97,11 +104,11 @@ def test_chunking_does_not_change_the_estimate(digits):
     example batchings agree within Monte Carlo noise."""
     m = VAE(digits.x_dim, latent_dim=2, hidden=(32,)).eval()
     x = digits.x_test[:20]  # 20 examples x 2 latents = 40 normals per particle
-    whole = iw_log_likelihood(m, x, 96, chunk_size=96, batch_size=20, seed=3)
+    whole = iw_log_likelihood(pair_of(m), x, None, 96, chunk_size=96, batch_size=20, seed=3)
     for chunk in (2, 8, 32):  # 80, 320, 1280 normals per chunk
-        part = iw_log_likelihood(m, x, 96, chunk_size=chunk, batch_size=20, seed=3)
+        part = iw_log_likelihood(pair_of(m), x, None, 96, chunk_size=chunk, batch_size=20, seed=3)
         torch.testing.assert_close(part, whole, atol=1e-4, rtol=0)
-    other = iw_log_likelihood(m, x, 96, chunk_size=5, batch_size=7, seed=3)
+    other = iw_log_likelihood(pair_of(m), x, None, 96, chunk_size=5, batch_size=7, seed=3)
     assert not torch.allclose(other, whole)  # different draws ...
     assert abs(float(other.mean() - whole.mean())) < 0.5  # ... the same estimate
     assert default_chunk(5000, 100) * 100 <= MAX_ROWS  # bounded work per chunk
@@ -122,10 +129,10 @@ class PointMass(Autoencoder):
 def test_bad_input_is_a_user_error(digits):
     m = VAE(digits.x_dim, latent_dim=2, hidden=(16,))
     with pytest.raises(UserError, match="importance samples"):
-        iw_log_likelihood(m, digits.x_test[:5], 0)
+        iw_log_likelihood(pair_of(m), digits.x_test[:5], None, 0)
     with pytest.raises(UserError, match="Delta"):
-        iw_log_likelihood(PointMass(4, 2), torch.randn(3, 4), 10)
-    record = evaluation(PointMass(4, 2), torch.randn(3, 4), 10)
+        iw_log_likelihood(pair_of(PointMass(4, 2)), torch.randn(3, 4), None, 10)
+    record = evaluation(pair_of(PointMass(4, 2)), torch.randn(3, 4), None, 10)
     assert record["test_log_likelihood"] is None and "Delta" in record["log_likelihood_note"]
 
 

@@ -7,8 +7,8 @@ import math
 from functools import partial
 
 import pytest
-
 from ppl_vae.models.vae import VAE
+
 from ppl_vae import schedules
 from ppl_vae.errors import UserError
 from ppl_vae.schedules import START, constant, cyclical, linear, sigmoid
@@ -80,7 +80,8 @@ def test_a_warmup_run_records_beta_rising_monotonically_to_the_target(digits):
     config = TrainConfig(epochs=4, batch_size=128, beta=4.0, progress=False, device="cpu")
     steps_per_epoch = math.ceil(digits.x_train.shape[0] / config.batch_size)
     config.beta_schedule, config.warmup_steps = "linear", 3 * steps_per_epoch
-    result = fit(VAE(digits.x_dim, latent_dim=2, hidden=(32,)), digits, config)
+    vae = VAE(digits.x_dim, latent_dim=2, hidden=(32,))
+    result = fit(vae.model, vae.guide, digits, config)
     betas = [h["beta"] for h in result.history]
     # the beta of each epoch's last step: (k * spe - 1) / (3 * spe) of the way, then 4
     expected = [linear(k * steps_per_epoch - 1, 4.0, 3 * steps_per_epoch) for k in (1, 2, 3)]
@@ -103,7 +104,8 @@ def test_cosine_learning_rate_anneals_to_its_final_fraction():
 
 def test_the_trainer_sets_the_scheduled_learning_rate(digits):
     cfg = TrainConfig(epochs=2, lr=0.01, lr_schedule="cosine", lr_final=0.1, progress=False)
-    result = fit(VAE(digits.x_dim, latent_dim=2, hidden=(16,)), digits, cfg)
+    vae = VAE(digits.x_dim, latent_dim=2, hidden=(16,))
+    result = fit(vae.model, vae.guide, digits, cfg)
     last_step = result.step - 1
     expected = schedules.learning_rate(last_step, 0.01, result.step, "cosine", 0.1)
     assert result.optimizer.param_groups[0]["lr"] == pytest.approx(expected)

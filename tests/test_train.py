@@ -41,20 +41,20 @@ def test_training_improves_the_test_elbo():
 def test_same_seed_same_result_different_seed_different():
     a, b, c = (train_run(config(seed=s)) for s in (0, 0, 1))
     assert a.metrics["history"] == b.metrics["history"]
-    for k, v in weights(a.module).items():
-        assert torch.equal(v, weights(b.module)[k]), k
+    for k, v in weights(a.pair).items():
+        assert torch.equal(v, weights(b.pair)[k]), k
     assert a.metrics["history"] != c.metrics["history"]
 
 
 def test_checkpoint_round_trip_reproduces_the_test_elbo_exactly(tmp_path):
     job = train_run(config(epochs=2), out=tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    module, ds, cfg = load_run(tmp_path / "run")
-    again = evaluate(module, ds.x_test, seed=cfg.train.seed)
+    pair, ds, cfg = load_run(tmp_path / "run")
+    again = evaluate(pair, ds.x_test, seed=cfg.train.seed)
     assert again["elbo"] == saved["test_elbo"] == job.metrics["test_elbo"]
     assert again["recon_mse"] == saved["test_recon_mse"]
-    for k, v in weights(job.module).items():
-        assert torch.equal(v, weights(module)[k]), k
+    for k, v in weights(job.pair).items():
+        assert torch.equal(v, weights(pair)[k]), k
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -62,8 +62,8 @@ def test_resume_continues_exactly(tmp_path):
     train_run(config(epochs=2), out=tmp_path / "b")
     resumed = train_run(config(epochs=3), out=tmp_path / "b", resume=True)
     assert resumed.metrics["history"] == straight.metrics["history"]
-    for k, v in weights(straight.module).items():
-        assert torch.equal(v, weights(resumed.module)[k]), k
+    for k, v in weights(straight.pair).items():
+        assert torch.equal(v, weights(resumed.pair)[k]), k
     # Optimizer moments survive the round trip too.
     state = checkpoint.load(tmp_path / "b")
     assert state["step"] == straight.fit.step and state["epoch"] == 3

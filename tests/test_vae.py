@@ -6,13 +6,21 @@ import math
 
 import pytest
 import torch
+from ppl_vae.models.vae import VAE
 from pyro import poutine
 
-from ppl_vae.models.vae import VAE
-from ppl_vae import likelihoods
+from ppl_vae import likelihoods, traces
 from ppl_vae.errors import UserError
-from ppl_vae.evaluate import log_prob_terms
-from ppl_vae.objective import elbo_module
+from ppl_vae.objective import Objective, make_elbo
+from ppl_vae.programs import from_object
+
+
+def elbo_module(vae, x, kind="trace"):
+    return Objective(from_object(vae, x), make_elbo(kind))
+
+
+def log_prob_terms(vae, x):
+    return traces.terms(from_object(vae, x), (x,))
 
 
 def test_programs_have_the_stated_sites():
@@ -30,7 +38,8 @@ def test_gradients_reach_the_encoder_through_the_reparameterised_sample():
     """log p(x|z) depends on the encoder only through z = mu + sigma * eps: with a
     reparameterised sample its gradient reaches every encoder weight."""
     vae = VAE(x_dim=64, latent_dim=2, hidden=(16,))
-    terms = log_prob_terms(vae, torch.rand(8, 64))
+    x = torch.rand(8, 64)
+    terms = log_prob_terms(vae, x)
     terms["log_lik"].sum().backward()
     for name, p in vae.encoder.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
@@ -60,7 +69,7 @@ def test_elbo_module_is_minus_elbo_from_traces():
     vae = VAE(x_dim=64, latent_dim=2)
     x = torch.rand(6, 64)
     torch.manual_seed(3)
-    loss = elbo_module(vae)(x)
+    loss = elbo_module(vae, x)(x)
     torch.manual_seed(3)
     terms = log_prob_terms(vae, x)
     elbo = (terms["log_lik"] + terms["log_prior"] - terms["log_q"]).sum()
@@ -92,7 +101,8 @@ def test_gaussian_likelihood_matches_the_normal_density():
 @pytest.mark.parametrize("name", likelihoods.LIKELIHOODS)
 def test_every_likelihood_trains_a_step(name):
     vae = VAE(x_dim=16, latent_dim=2, hidden=(8,), likelihood=name)
-    loss = elbo_module(vae)(torch.rand(4, 16))
+    x = torch.rand(4, 16)
+    loss = elbo_module(vae, x)(x)
     loss.backward()
     assert torch.isfinite(loss)
     assert vae.decode(torch.zeros(1, 2)).shape == (1, 16)

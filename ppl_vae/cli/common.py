@@ -11,7 +11,7 @@ from ppl_vae.data import BINARIZE
 from ppl_vae.errors import UserError
 from ppl_vae.objective import ELBOS
 from ppl_vae.run import RunConfig
-from ppl_vae.train import TrainConfig
+from ppl_vae.train import OBJECTIVES, TrainConfig
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -42,34 +42,66 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+class Given(argparse.Action):
+    """Store the value and note that the user gave the flag (so a model's recommended
+    training settings replace only the defaults the user did not override)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"_given_{self.dest}", True)
+
+
 def add_train_args(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--lr-schedule", default=d.lr_schedule, choices=schedules.LR_SCHEDULES)
-    g.add_argument("--lr-final", type=float, default=d.lr_final, help="cosine: final lr / lr")
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--device", default=d.device, help="auto | cpu | cuda")
-    g.add_argument("--elbo", default=d.elbo, choices=sorted(ELBOS))
-    g.add_argument("--num-particles", type=int, default=d.num_particles)
-    g.add_argument("--beta", type=float, default=d.beta, help="weight of the KL term")
-    g.add_argument("--beta-schedule", default=d.beta_schedule, choices=sorted(schedules.SCHEDULES))
-    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    g.add_argument("--cycles", type=int, default=d.cycles, help="cycles of the cyclical schedule")
+    g.add_argument("--epochs", action=Given, type=int, default=d.epochs)
+    g.add_argument("--batch-size", action=Given, type=int, default=d.batch_size)
+    g.add_argument("--lr", action=Given, type=float, default=d.lr)
+    g.add_argument(
+        "--lr-schedule", action=Given, default=d.lr_schedule, choices=schedules.LR_SCHEDULES
+    )
+    g.add_argument(
+        "--lr-final", action=Given, type=float, default=d.lr_final, help="cosine: final lr / lr"
+    )
+    g.add_argument("--seed", action=Given, type=int, default=d.seed)
+    g.add_argument("--device", action=Given, default=d.device, help="auto | cpu | cuda")
+    g.add_argument("--elbo", action=Given, default=d.elbo, choices=sorted(ELBOS))
+    g.add_argument("--num-particles", action=Given, type=int, default=d.num_particles)
+    g.add_argument("--beta", action=Given, type=float, default=d.beta, help="weight of the KL term")
+    g.add_argument(
+        "--beta-schedule",
+        action=Given,
+        default=d.beta_schedule,
+        choices=sorted(schedules.SCHEDULES),
+    )
+    g.add_argument("--warmup-steps", action=Given, type=int, default=d.warmup_steps)
+    g.add_argument(
+        "--cycles", action=Given, type=int, default=d.cycles, help="cycles of the cyclical schedule"
+    )
     g.add_argument(
         "--objective",
+        action=Given,
         default=d.objective,
-        choices=("elbo", "capacity"),
-        help="elbo (beta-weighted) or capacity: gamma*|KL - C|, C rising to --capacity-max",
-    )
-    g.add_argument("--gamma", type=float, default=d.gamma, help="capacity objective weight")
-    g.add_argument(
-        "--capacity-max", type=float, default=d.capacity_max, help="final C, nats/example"
+        choices=OBJECTIVES,
+        help="elbo (beta-weighted), capacity (gamma*|KL - C|, C rising to --capacity-max) or "
+        "iwae (the importance-weighted bound with --num-particles K samples)",
     )
     g.add_argument(
-        "--capacity-steps", type=int, default=d.capacity_steps, help="steps for C to rise"
+        "--gamma", action=Given, type=float, default=d.gamma, help="capacity objective weight"
+    )
+    g.add_argument(
+        "--capacity-max",
+        action=Given,
+        type=float,
+        default=d.capacity_max,
+        help="final C, nats/example",
+    )
+    g.add_argument(
+        "--capacity-steps",
+        action=Given,
+        type=int,
+        default=d.capacity_steps,
+        help="steps for C to rise",
     )
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -94,27 +126,35 @@ def model_args(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+TRAIN_FLAGS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "lr_schedule",
+    "lr_final",
+    "seed",
+    "device",
+    "elbo",
+    "num_particles",
+    "beta",
+    "beta_schedule",
+    "warmup_steps",
+    "cycles",
+    "objective",
+    "gamma",
+    "capacity_max",
+    "capacity_steps",
+)
+
+
+def explicit_train_flags(args: argparse.Namespace) -> list[str]:
+    """The training flags the user typed (their values differ from argparse's sentinel)."""
+    return [k for k in TRAIN_FLAGS if getattr(args, f"_given_{k}", False)]
+
+
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        lr_schedule=args.lr_schedule,
-        lr_final=args.lr_final,
-        seed=args.seed,
-        device=args.device,
-        elbo=args.elbo,
-        num_particles=args.num_particles,
-        beta=args.beta,
-        beta_schedule=args.beta_schedule,
-        warmup_steps=args.warmup_steps,
-        cycles=args.cycles,
-        objective=args.objective,
-        gamma=args.gamma,
-        capacity_max=args.capacity_max,
-        capacity_steps=args.capacity_steps,
-        progress=not args.no_progress,
-    )
+    values = {k: getattr(args, k) for k in TRAIN_FLAGS}
+    return TrainConfig(**values, progress=not args.no_progress)
 
 
 def run_config(args: argparse.Namespace, model: str) -> RunConfig:
@@ -126,4 +166,5 @@ def run_config(args: argparse.Namespace, model: str) -> RunConfig:
         download=args.download,
         binarize=args.binarize,
         train=train_config(args),
+        train_explicit=explicit_train_flags(args),
     )
