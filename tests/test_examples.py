@@ -53,18 +53,19 @@ IW_TOLERANCE = 0.05  # nats: IW log p(x) with K=1000 may sit this far below the 
 
 DRIVER = textwrap.dedent(
     """
-    import contextlib, io, json, sys
+    import contextlib, io, json, sys, time
     from ppl_vae.cli import main
 
     out = {}
     for name, argv in json.loads(sys.argv[1]):
-        stdout, stderr = io.StringIO(), io.StringIO()
+        stdout, stderr, start = io.StringIO(), io.StringIO(), time.perf_counter()
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             try:
                 rc = main(argv)
             except SystemExit as exc:
                 rc = exc.code
-        out[name] = {"rc": rc, "stdout": stdout.getvalue(), "stderr": stderr.getvalue()}
+        out[name] = {"rc": rc, "stdout": stdout.getvalue(), "stderr": stderr.getvalue(),
+                     "seconds": time.perf_counter() - start}
     print(json.dumps(out))
     """
 )
@@ -126,6 +127,7 @@ def cli_runs(tmp_path_factory):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     results.update(json.loads(r.stdout.strip().splitlines()[-1]))
+    print({k: round(v.get("seconds", -1), 1) for k, v in results.items()})  # -s shows timings
     return root, runs, results
 
 
