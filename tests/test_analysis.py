@@ -245,6 +245,38 @@ def test_programs_that_do_not_vectorise_are_drawn_one_trace_at_a_time(synthetic)
     assert analysis.psis(pair, (x,), draws=30)["khat"].shape == (3,)
 
 
+def test_programs_that_take_labels_get_them(tmp_path):
+    """A conditional program model(x, y): prior p(z|y) = N(mu_y, I). The labels reach the
+    guide draws, the prior draws (per point), PSIS and NUTS."""
+    mus = torch.tensor([[-4.0], [4.0]])
+
+    def model(x, y):
+        scale = pyro.param("scale", torch.ones(()), constraint=dist.constraints.positive)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(mus[y], 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z, scale).to_event(1), obs=x)
+
+    def guide(x, y):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal((x + mus[y]) / 2, 0.7).to_event(1))
+
+    y = torch.tensor([0, 1] * 5)
+    x = mus[y] + torch.randn(10, 1)
+    pair = Programs(model, guide, (x, y))
+    assert pair.takes_labels
+    r = analysis.analyze(
+        pair, x, tmp_path, y, points=6, draws=200, nuts_points=1, chains=1, nuts_samples=60
+    )
+    idata = az.from_netcdf(tmp_path / "posterior.nc")
+    prior_mean = idata.prior["z"].mean(("chain", "draw")).values[:, 0]
+    np.testing.assert_allclose(prior_mean, mus[y[r["points"]], 0].numpy(), atol=0.3)
+    assert max(r["khat"]) < analysis.KHAT_BAD  # the guide is the exact posterior here
+    (row,) = r["nuts"]
+    assert abs(row["nuts_mean"][0] - row["guide_mean"][0]) < 0.3 and row["rhat_max"] is None
+    with pytest.raises(UserError, match="takes labels"):
+        analysis.analyze(pair, x, tmp_path, points=3, nuts_points=0)
+
+
 # -- the command ----------------------------------------------------------------------------
 def test_cli_analyze_writes_netcdf_summary_report_and_plots(tiny_run, capsys):
     args = [
