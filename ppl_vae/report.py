@@ -3,11 +3,12 @@
 The page reads the way a user looks at a run: first one line saying what was trained,
 then the headline numbers (test ELBO, importance-weighted log p(x) when evaluated, rate,
 distortion, active units, reconstruction error, seconds), then every PNG figure of the
-directory and of ``DIR/analysis/`` side by side where they fit (latent manifold, samples,
-reconstructions, training curves first), then the full tables of ``metrics.json``,
-``evaluation.json`` and ``analysis/report.json``, and last the whole configuration folded
-away in a ``<details>`` element. Images are embedded as base64 data URIs, so the file can
-be mailed or archived alone; the page has no scripts and loads nothing.
+directory and of ``DIR/analysis/`` side by side where they fit (latent manifold and
+reconstructions, samples and latent scatter, training curves), then the full tables of
+``metrics.json``, ``evaluation.json`` and ``analysis/report.json``, and last the whole
+configuration folded away in a ``<details>`` element. Images are embedded as base64 data
+URIs, so the file can be mailed or archived alone; the page has no scripts and loads
+nothing.
 
 Example::
 
@@ -42,10 +43,10 @@ TABLES = (
 )
 CAPTIONS = {
     "latent_manifold.png": "Latent manifold: decoder means over a grid of prior quantiles",
-    "samples.png": "Samples: decoder means of codes drawn from the prior",
     "reconstructions.png": "Reconstructions: test inputs (upper row) and their outputs (lower)",
-    "training_curves.png": "Training curves",
+    "samples.png": "Samples: decoder means of codes drawn from the prior",
     "latent_scatter.png": "Latent space: posterior means of the test set, coloured by label",
+    "training_curves.png": "Training curves",
     "interpolation.png": "Interpolation: decoded codes on the line between two test images",
     "traversals.png": "Traversals: one latent dimension varied per row, the others fixed",
 }
