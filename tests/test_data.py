@@ -14,7 +14,7 @@ from ppl_vae.errors import UserError
 
 def test_digits_split_is_fixed_and_scaled(digits):
     assert digits.x_train.shape == (1437, 64) and digits.x_test.shape == (360, 64)
-    assert digits.image_shape == (8, 8)
+    assert digits.image_shape == (1, 8, 8)
     assert float(digits.x_train.min()) == 0.0 and float(digits.x_train.max()) == 1.0
     # Stratified: every class is in the test split, ~36 each.
     counts = torch.bincount(digits.y_test, minlength=10)
@@ -58,9 +58,9 @@ def test_npz_rows_and_images(tmp_path):
         path, x_train=rng.random((20, 4, 4)), x_test=rng.random((5, 4, 4)), y_train=np.arange(20)
     )
     ds = data.load(str(path))
-    assert ds.x_train.shape == (20, 16) and ds.image_shape == (4, 4) and ds.y_test is None
+    assert ds.x_train.shape == (20, 16) and ds.image_shape == (1, 4, 4) and ds.y_test is None
     np.savez(path, x_train=rng.random((20, 9)), x_test=rng.random((5, 9)))
-    assert data.load(str(path)).image_shape == (3, 3)
+    assert data.load(str(path)).image_shape == (1, 3, 3)
 
 
 @pytest.mark.parametrize(
@@ -110,7 +110,7 @@ def test_torchvision_idx_files(tmp_path, source, folder):
         write_idx(raw / f"{split}-labels-idx1-ubyte", np.arange(len(imgs)) % 10)
     ds = data.load(source, data_root=tmp_path)
     assert ds.x_train.shape == (12, 784) and ds.x_test.shape == (5, 784)
-    assert ds.image_shape == (28, 28)
+    assert ds.image_shape == (1, 28, 28)
     assert torch.allclose(
         ds.x_train[3] * 255, torch.as_tensor(images["train"][3]).float().flatten()
     )
