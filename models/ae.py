@@ -34,7 +34,7 @@ from collections.abc import Sequence
 import pyro.distributions as dist
 import torch
 
-from ppl_vae.nets import mlp, parse_hidden
+from ppl_vae.nets import make_decoder, make_encoder, parse_hidden
 from ppl_vae.point_mass import PointMassAutoencoder, check_positive, gaussian_fixed
 
 
@@ -48,12 +48,14 @@ class AE(PointMassAutoencoder):
         latent_dim: int = 2,
         hidden: Sequence[int] | str = (256,),
         scale: float = 1.0,
+        net: str = "mlp",
+        image_shape: tuple[int, int, int] | None = None,
     ):
         super().__init__(x_dim, latent_dim)
         hidden = parse_hidden(hidden)
         self.scale = check_positive("scale", scale)
-        self.encoder = mlp([x_dim, *hidden, latent_dim])
-        self.decoder = mlp([latent_dim, *reversed(hidden), x_dim])
+        self.encoder = make_encoder(net, x_dim, latent_dim, hidden, image_shape)
+        self.decoder = make_decoder(net, latent_dim, x_dim, hidden, image_shape)
 
     def code(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)

@@ -68,6 +68,8 @@ class DenoisingAE(AE):
         scale: float = 1.0,
         noise: str = "gaussian",
         noise_level: float = 0.3,
+        net: str = "mlp",
+        image_shape: tuple[int, int, int] | None = None,
     ):
         if noise not in NOISES:
             raise UserError(
@@ -76,7 +78,7 @@ class DenoisingAE(AE):
         level = check_positive("noise_level", noise_level)
         if noise == "mask" and level >= 1:
             raise UserError(f"mask noise_level is a probability below 1, got {level}")
-        super().__init__(x_dim, latent_dim, hidden, scale)
+        super().__init__(x_dim, latent_dim, hidden, scale, net, image_shape)
         self.noise, self.noise_level = noise, level
 
     def guide_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -56,8 +56,10 @@ class SparseAE(AE):
         hidden: Sequence[int] | str = (256,),
         scale: float = 1.0,
         l1: float = 0.1,
+        net: str = "mlp",
+        image_shape: tuple[int, int, int] | None = None,
     ):
-        super().__init__(x_dim, latent_dim, hidden, scale)
+        super().__init__(x_dim, latent_dim, hidden, scale, net, image_shape)
         self.l1 = check_positive("l1", l1)
 
     def prior(self) -> dist.TorchDistribution:

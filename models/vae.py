@@ -35,12 +35,13 @@ import torch
 
 from ppl_vae import likelihoods
 from ppl_vae.autoencoder import Autoencoder
-from ppl_vae.nets import GaussianHead, mlp, parse_hidden
+from ppl_vae.nets import make_decoder, make_gaussian_encoder, parse_hidden
 
 
 class VAE(Autoencoder):
-    """MLP encoder and decoder; ``hidden`` lists the encoder's layer widths (the decoder
-    mirrors them)."""
+    """MLP (``net="mlp"``) or convolutional (``net="conv"``, for image data) encoder and
+    decoder; ``hidden`` lists the encoder's dense layer widths (the decoder mirrors them).
+    ``image_shape`` ``(C, H, W)`` comes from the data set."""
 
     def __init__(
         self,
@@ -48,12 +49,15 @@ class VAE(Autoencoder):
         latent_dim: int = 2,
         hidden: Sequence[int] | str = (256,),
         likelihood: str = "bernoulli",
+        net: str = "mlp",
+        image_shape: tuple[int, int, int] | None = None,
     ):
         super().__init__(x_dim, latent_dim)
         hidden = parse_hidden(hidden)
         self.lik = likelihoods.make(likelihood)
-        self.encoder = GaussianHead(x_dim, hidden, latent_dim)
-        self.decoder = mlp([latent_dim, *reversed(hidden), self.lik.out_features(x_dim)])
+        self.encoder = make_gaussian_encoder(net, x_dim, latent_dim, hidden, image_shape)
+        out = self.lik.out_features(x_dim)
+        self.decoder = make_decoder(net, latent_dim, out, hidden, image_shape)
 
     def likelihood(self, z: torch.Tensor) -> dist.TorchDistribution:
         return self.lik.distribution(self.decoder(z))

@@ -104,8 +104,10 @@ def draw_sites(
     trace_fn: Callable[[int | None], poutine.Trace],
     batch: int,
     draws: int,
+    key: str = "guide",
 ) -> dict[str, torch.Tensor]:
-    """``draws`` values ``(S, B, k)`` of every latent site from ``trace_fn(particles)``:
+    """``draws`` values ``(S, B, k)`` of every latent site from ``trace_fn(particles)``
+    (``key`` names the program run, for :meth:`~ppl_vae.programs.Programs.vectorized`):
     vectorised in chunks of particles where the programs allow it (as
     :func:`ppl_vae.importance.log_weights` decides), one trace per draw otherwise."""
     chunks: list[dict[str, torch.Tensor]] = []
@@ -113,19 +115,16 @@ def draw_sites(
     def read(tr, particles):
         return {n: site_values(tr.nodes[n], batch, particles) for n in pair.latent_sites}
 
-    if pair.vectorizable is not False:
+    def fast() -> list[dict[str, torch.Tensor]]:
         chunk = default_chunk(draws, batch)
-        sizes = [min(chunk, draws - k) for k in range(0, draws, chunk)]
-        try:
-            chunks = [read(trace_fn(p), p) for p in sizes]
-            pair.vectorizable = True
-        except (RuntimeError, ValueError, IndexError):
-            if pair.vectorizable:
-                raise
-            pair.vectorizable = False
-            chunks = []
-    if not chunks:
-        chunks = [read(trace_fn(None), None) for _ in range(draws)]
+        return [
+            read(trace_fn(p), p) for p in (min(chunk, draws - k) for k in range(0, draws, chunk))
+        ]
+
+    def slow() -> list[dict[str, torch.Tensor]]:
+        return [read(trace_fn(None), None) for _ in range(draws)]
+
+    chunks = pair.vectorized(f"draws/{key}", fast, slow)
     return {n: torch.cat([c[n] for c in chunks]) for n in pair.latent_sites}
 
 
@@ -176,8 +175,8 @@ def inference_data(
     programs' arguments for the points (``pair.args(x, y)``)."""
     batch = args[0].shape[0]
     with eval_mode(pair), seeded(seed, args[0].device):
-        q = draw_sites(pair, guide_trace_fn(pair, args), batch, draws)
-        p = draw_sites(pair, prior_trace_fn(pair, args), batch, draws)
+        q = draw_sites(pair, guide_trace_fn(pair, args), batch, draws, "guide")
+        p = draw_sites(pair, prior_trace_fn(pair, args), batch, draws, "prior")
         model_tr, _ = traces.trace_pair(pair, args)
     coords, dims = _coords(pair, points)
     observed = {}

@@ -69,20 +69,19 @@ def log_weights(pair: Programs, args: tuple, particles: int) -> torch.Tensor:
     """:math:`\\log p(x, z_k) - \\log q(z_k|x)` for ``particles`` guide draws per example,
     shape ``(particles, B)``: vectorised in a particle plate where the programs allow it,
     one draw at a time otherwise."""
-    if pair.vectorizable is not False:
-        try:
-            t = traces.terms(pair, args, particles=particles)
-            pair.vectorizable = True
-            return t["log_lik"] + t["log_prior"] - t["log_q"]
-        except (RuntimeError, ValueError, IndexError):
-            if pair.vectorizable:
-                raise
-            pair.vectorizable = False
-    draws = []
-    for _ in range(particles):
-        t = traces.terms(pair, args)
-        draws.append(t["log_lik"] + t["log_prior"] - t["log_q"])
-    return torch.stack(draws)
+
+    def fast() -> torch.Tensor:
+        t = traces.terms(pair, args, particles=particles)
+        return t["log_lik"] + t["log_prior"] - t["log_q"]
+
+    def slow() -> torch.Tensor:
+        draws = []
+        for _ in range(particles):
+            t = traces.terms(pair, args)
+            draws.append(t["log_lik"] + t["log_prior"] - t["log_q"])
+        return torch.stack(draws)
+
+    return pair.vectorized("log_weights", fast, slow)
 
 
 def default_chunk(num_samples: int, batch: int) -> int:

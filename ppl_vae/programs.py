@@ -117,7 +117,12 @@ class Programs(nn.Module):
         super().__init__()
         # The programs themselves stay out of the module tree (their owners go in below).
         self.__dict__["model"], self.__dict__["guide"] = model, guide
-        self.name = name or getattr(owner_of(model), "__class__", type(model)).__name__
+        owner = owner_of(model)
+        self.name = name or (
+            type(owner).__name__
+            if owner is not None
+            else getattr(model, "__name__", type(model).__name__)
+        )
         owners: list[nn.Module] = []
         for fn in (model, guide):
             owner = owner_of(fn)
@@ -127,9 +132,11 @@ class Programs(nn.Module):
         self.store = nn.ParameterDict()
         self._state: dict[str, dict] = {"params": {}, "constraints": {}}
         self._depth = 0
-        self.vectorizable: bool | None = None  # runs under an outer particle plate?
+        self._vectorizes: dict[str, bool] = {}  # per way of running: under a particle plate?
         self.takes_labels = takes_labels(model) and takes_labels(guide)
         example = example if isinstance(example, tuple) else (example,)
+        if self.takes_labels and (len(example) < 2 or example[1] is None):
+            self.args(example[0], None)  # the clear error: the programs need labels
         self._trace_once(example[: 2 if self.takes_labels else 1])
 
     # -- the param-store scope ------------------------------------------------------------
@@ -169,8 +176,20 @@ class Programs(nn.Module):
                 model_tr = poutine.trace(poutine.replay(self.model, trace=guide_tr)).get_trace(
                     *args
                 )
+                model_tr.compute_log_prob()  # the data must lie in the likelihood's support
             except UserError:
                 raise
+            except ValueError as exc:
+                if "Expected value argument" not in str(exc):
+                    raise UserError(
+                        f"running {self.name}'s model and guide on a batch of the data failed: "
+                        f"ValueError: {exc}"
+                    ) from None
+                raise UserError(
+                    f"{self.name}'s model cannot score this data: an observed value lies outside "
+                    "its likelihood's support (for a Bernoulli likelihood binarize the data with "
+                    "--binarize, use a gaussian likelihood, or pass validate_args=False)"
+                ) from None
             except Exception as exc:
                 raise UserError(
                     f"running {self.name}'s model and guide on a batch of the data failed: "
@@ -238,6 +257,21 @@ class Programs(nn.Module):
         self.max_plate_nesting = max([-d for d in frames], default=0)
         self.has_prior = any(model_tr.nodes[n]["mask"] is not False for n in latent)
         self.point_mass = all(_is_point_mass(guide_tr.nodes[n]["fn"]) for n in latent)
+
+    def vectorized(self, key: str, fast: Callable[[], Any], slow: Callable[[], Any]) -> Any:
+        """``fast()`` (the programs under an outer particle plate) where they allow it,
+        else ``slow()`` (one draw at a time). ``key`` names the way the programs run; the
+        first shape error decides for that key once, and a later error is raised."""
+        if self._vectorizes.get(key) is not False:
+            try:
+                out = fast()
+                self._vectorizes[key] = True
+                return out
+            except (RuntimeError, ValueError, IndexError):
+                if self._vectorizes.get(key):
+                    raise
+                self._vectorizes[key] = False
+        return slow()
 
     @property
     def latent_dim(self) -> int:

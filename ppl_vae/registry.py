@@ -173,20 +173,30 @@ def accepted(name: str) -> set[str] | None:
     return resolve(name).accepted()
 
 
-def build(name: str, x_dim: int | None = None, **options: Any) -> tuple[Callable, Callable]:
-    """Instantiate a model and return its ``(model, guide)`` programs. ``x_dim`` is passed
-    where the constructor takes it; an option it does not take is a :class:`UserError`."""
+DATA_ARGS = ("x_dim", "image_shape")  # constructor arguments the data set supplies
+
+
+def build(
+    name: str,
+    x_dim: int | None = None,
+    image_shape: tuple[int, ...] | None = None,
+    **options: Any,
+) -> tuple[Callable, Callable]:
+    """Instantiate a model and return its ``(model, guide)`` programs. ``x_dim`` and
+    ``image_shape`` ``(C, H, W)`` come from the data and are passed where the constructor
+    takes them; an option it does not take is a :class:`UserError`."""
     spec = resolve(name)
     takes = spec.accepted()
     if takes is not None:
         unknown = set(options) - takes
         if unknown:
-            shown = ", ".join(sorted(takes - {"x_dim"})) or "no options"
+            shown = ", ".join(sorted(takes - set(DATA_ARGS))) or "no options"
             raise UserError(
                 f"model {name} does not take {', '.join(sorted(unknown))}; it takes {shown}"
             )
-    if x_dim is not None and takes is not None and "x_dim" in takes:
-        options = {"x_dim": x_dim, **options}
+    for key, value in (("x_dim", x_dim), ("image_shape", image_shape)):
+        if value is not None and takes is not None and key in takes and key not in options:
+            options = {key: tuple(value) if key == "image_shape" else value, **options}
     try:
         built = spec.factory(**options)
     except UserError:

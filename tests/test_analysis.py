@@ -239,7 +239,7 @@ def test_programs_that_do_not_vectorise_are_drawn_one_trace_at_a_time(synthetic)
     user = TwoLayerVAE(synthetic.x_dim, flat=True)
     pair = Programs(user.model, user.guide, x)
     idata = analysis.inference_data(pair, (x,), [0, 1, 2], draws=30)
-    assert pair.vectorizable is False
+    assert pair._vectorizes["draws/guide"] is False and not any(pair._vectorizes.values())
     assert dict(idata.posterior["z2"].sizes) == {"chain": 1, "draw": 30, "point": 3, "z2_dim": 2}
     assert dict(idata.prior["z1"].sizes) == {"chain": 1, "draw": 30, "point": 3, "z1_dim": 2}
     assert analysis.psis(pair, (x,), draws=30)["khat"].shape == (3,)
