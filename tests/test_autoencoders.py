@@ -180,3 +180,49 @@ def test_denoising_beats_plain_ae_on_corrupted_inputs(digits, noise, level):
 def test_bad_arguments_are_user_errors(build):
     with pytest.raises(UserError):
         build()
+
+
+# -- each model reaches its oracle with its own defaults (what `ppl-vae train` runs) -------
+
+
+def defaults_run(model: str, data: str, seed: int, **model_args):
+    """``ppl-vae train MODEL --data DATA --seed S``: no training flag given, so the model's
+    recommended ``train_defaults`` apply (as the CLI does through ``train_explicit``)."""
+    from ppl_vae.run import RunConfig, train_run
+
+    cfg = RunConfig(
+        model=model,
+        data=data,
+        model_args=model_args,
+        train=TrainConfig(seed=seed, progress=False, device="cpu"),
+        train_explicit=["seed", "device"],
+    )
+    return train_run(cfg)
+
+
+def test_pca_with_its_defaults_matches_sklearn(digits):
+    """`ppl-vae train pca --latent-dim 8`: test error within 1% of scikit-learn's PCA."""
+    job = defaults_run("pca", "digits", seed=0, latent_dim=8)
+    assert job.config.train.batch_size >= digits.x_train.shape[0]  # full batch by default
+    sk = SkPCA(n_components=8).fit(digits.x_train.numpy())
+    xt = digits.x_test.numpy()
+    sk_mse = float(((sk.inverse_transform(sk.transform(xt)) - xt) ** 2).sum(1).mean())
+    assert job.metrics["test_recon_mse"] == pytest.approx(sk_mse, rel=0.01)
+
+
+def test_ppca_with_its_defaults_reaches_the_maximum_likelihood():
+    """`ppl-vae train ppca --latent-dim 3 --data synthetic`: the trained model's exact test
+    log-likelihood within 0.05 nats of the closed-form maximum-likelihood solution's."""
+    from ppl_vae import data
+    from ppl_vae.models.ppca import maximum_likelihood
+
+    job = defaults_run("ppca", "synthetic", seed=1, latent_dim=3)
+    ds = data.load("synthetic", seed=1)  # the split the run trained on
+    mu, w, s2 = maximum_likelihood(ds.x_train, 3)
+    c = w @ w.T + s2 * torch.eye(ds.x_dim, dtype=torch.float64)
+    best = float(torch.distributions.MultivariateNormal(mu, c).log_prob(ds.x_test.double()).mean())
+    m = job.pair.owners[0]
+    with torch.no_grad():
+        trained = float(m.marginal().log_prob(ds.x_test).mean())
+    assert trained == pytest.approx(best, abs=0.05)
+    assert job.config.train.elbo == "meanfield"  # the model's recommendation applied
