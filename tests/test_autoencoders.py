@@ -213,8 +213,9 @@ def test_pca_with_its_defaults_matches_sklearn(digits):
 def test_ppca_with_its_defaults_reaches_the_maximum_likelihood():
     """`ppl-vae train ppca --latent-dim 3 --data synthetic`: the trained model's exact test
     log-likelihood within 0.05 nats of the closed-form maximum-likelihood solution's."""
-    from ppl_vae import data
     from ppl_vae.models.ppca import maximum_likelihood
+
+    from ppl_vae import data
 
     job = defaults_run("ppca", "synthetic", seed=1, latent_dim=3)
     ds = data.load("synthetic", seed=1)  # the split the run trained on
