@@ -8,10 +8,13 @@ A checkpoint in a run directory is two files:
 - ``checkpoint-<step>.safetensors`` -- the tensors (model weights, optimizer moments,
   RNG states).
 
-Writes are atomic: the weights go to a temporary file that is renamed into place, then
-the JSON is renamed over the old one (the commit point), then the old weights file is
-removed. A crash at any moment leaves either the old or the new checkpoint whole.
-Nothing is unpickled on load.
+Both go through :class:`~ppl_vae.rundir.RunDir`: writes are atomic and recorded in the
+run's manifest (the weights go to a temporary file that is renamed into place, then the
+JSON is renamed over the old one -- the commit point -- then the old weights file is
+removed), so a crash at any moment leaves either the old or the new checkpoint whole, and
+the temporaries it leaves are removed at the next start. On load every name read from the
+JSON must stay inside the run directory (``../victim/checkpoint-44.safetensors`` is
+refused) and the weights must match their SHA-256. Nothing is unpickled.
 
 Example::
 
@@ -25,7 +28,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -35,7 +37,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ppl_vae import rundir
 from ppl_vae.errors import UserError
+from ppl_vae.rundir import RunDir
 
 RECORD = "checkpoint.json"
 
@@ -72,16 +76,9 @@ def unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    """Write ``text`` to ``path`` through a temporary file and a rename (for files outside a
+    run directory's manifest; a run's own files go through :class:`~ppl_vae.rundir.RunDir`)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -89,61 +86,82 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, rundir.file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def save(directory: str | Path, record: dict[str, Any]) -> Path:
-    """Write ``record`` (nested dicts/lists of JSON values and tensors) atomically."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors: dict[str, torch.Tensor] = {}
-    skeleton = flatten(record, tensors)
-    step = record.get("step", 0)
-    weights = directory / f"checkpoint-{step}.safetensors"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".weights.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, weights)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    previous = _weights_name(directory)
-    body = {"weights": weights.name, "sha256": _sha256(weights), "record": skeleton}
-    atomic_write_text(directory / RECORD, json.dumps(body, indent=1))
-    if previous and previous != weights.name:
-        (directory / previous).unlink(missing_ok=True)
-    return directory / RECORD
+def as_run(directory: str | Path | RunDir) -> RunDir:
+    return directory if isinstance(directory, RunDir) else RunDir(directory)
 
 
-def _weights_name(directory: Path) -> str | None:
+def save(directory: str | Path | RunDir, record: dict[str, Any]) -> Path:
+    """Write ``record`` (nested dicts/lists of JSON values and tensors) atomically into the
+    run directory: the weights first, then ``checkpoint.json`` (the commit point), then the
+    old weights file is removed. A :class:`RunDir` must be locked by the caller; a plain
+    path is locked here."""
+    run = as_run(directory)
+    with run.lock():
+        tensors: dict[str, torch.Tensor] = {}
+        skeleton = flatten(record, tensors)
+        step = record.get("step", 0)
+        weights = f"checkpoint-{int(step)}.safetensors"
+        previous = _weights_name(run)
+        if previous == weights:  # the same step again (a resumed run saving at once)
+            previous = None
+        with run.atomic_path(weights) as tmp:
+            save_file(tensors, str(tmp))
+        path = run.resolve(weights)
+        body = {"weights": weights, "sha256": rundir.sha256_file(path), "record": skeleton}
+        record_path = run.write_text(RECORD, json.dumps(body, indent=1) + "\n")
+        if previous and previous in run.manifest():
+            run.remove(previous)
+        return record_path
+
+
+def _weights_name(run: RunDir) -> str | None:
     try:
-        return json.loads((directory / RECORD).read_text())["weights"]
-    except (OSError, ValueError, KeyError):
+        body = json.loads(run.resolve(RECORD).read_text())
+        name = body["weights"]
+        return name if isinstance(name, str) else None
+    except (OSError, ValueError, KeyError, TypeError, UserError):
         return None
 
 
-def exists(directory: str | Path) -> bool:
-    return (Path(directory) / RECORD).is_file()
+def exists(directory: str | Path | RunDir) -> bool:
+    return (as_run(directory).path / RECORD).is_file()
 
 
-def load(directory: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read the record written by :func:`save`, checking the weights against their hash."""
-    directory = Path(directory)
-    record_path = directory / RECORD
+def load(
+    directory: str | Path | RunDir, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Read the record written by :func:`save`, checking the weights against their hash.
+    Every name the record holds must stay inside the run directory."""
+    run = as_run(directory)
+    record_path = run.path / RECORD
     if not record_path.is_file():
         raise UserError(
-            f"no checkpoint in {directory} (missing {RECORD}); train a model there first"
+            f"no checkpoint in {run.path} (missing {RECORD}); train a model there first"
         )
+    bad = f"{record_path} is not a ppl-vae checkpoint record"
     try:
-        body = json.loads(record_path.read_text())
-        weights = directory / body["weights"]
-    except (ValueError, KeyError) as exc:
-        raise UserError(f"{record_path} is not a ppl-vae checkpoint record ({exc})") from None
-    if not weights.is_file() or _sha256(weights) != body.get("sha256"):
+        body = json.loads(run.resolve(RECORD).read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{bad} ({exc}); train the run again") from None
+    if (
+        not isinstance(body, dict)
+        or not isinstance(body.get("weights"), str)
+        or not isinstance(body.get("sha256"), str)
+        or "record" not in body
+    ):
+        raise UserError(f"{bad} (expected an object naming its weights); train the run again")
+    weights = run.resolve(body["weights"])  # ../victim/... is refused here
+    if not weights.is_file() or rundir.sha256_file(weights) != body["sha256"]:
         raise UserError(f"checkpoint weights {weights} are missing or do not match {record_path}")
-    tensors = load_file(str(weights), device=str(map_location))
-    return unflatten(body["record"], tensors)
+    try:
+        tensors = load_file(str(weights), device=str(map_location))
+        return unflatten(body["record"], tensors)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{bad} ({type(exc).__name__}: {exc}); train the run again") from None

@@ -10,6 +10,11 @@ configuration folded away in a ``<details>`` element. Images are embedded as bas
 URIs, so the file can be mailed or archived alone; the page has no scripts and loads
 nothing.
 
+Only files the run wrote are read (:meth:`~ppl_vae.rundir.RunDir.is_own_regular_file`:
+listed in the run's manifest, regular, no symlink on the way), so a link such as
+``leak.png -> /etc/passwd`` placed in a run directory never ends up in a page that users
+mail around. The page itself is written atomically under the run's lock.
+
 Example::
 
     >>> from ppl_vae.run import RunConfig, TrainConfig, train_run
@@ -31,8 +36,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ppl_vae.checkpoint import atomic_write_text
 from ppl_vae.errors import UserError
+from ppl_vae.rundir import RunDir
 
 REPORT = "report.html"
 # (file, section title) in page order; files not named here follow, sorted.
@@ -86,8 +91,11 @@ div.wide { overflow-x: auto; }
 """
 
 
-def read_json(path: Path) -> Any:
-    """The parsed file, or None when it is missing or not valid JSON."""
+def read_json(path: Path, run: RunDir | None = None) -> Any:
+    """The parsed file, or None when it is missing, not valid JSON or (with ``run``) not
+    a file the run wrote."""
+    if run is not None and not run.is_own_regular_file(path.relative_to(run.path).as_posix()):
+        return None
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -166,9 +174,14 @@ def table(obj: Any) -> str:
 
 
 def figures(run_dir: Path) -> list[Path]:
-    """Every PNG in the run directory and in ``analysis/``: known figures first, in
-    :data:`CAPTIONS` order, then the rest sorted by path."""
-    found = sorted(run_dir.glob("*.png")) + sorted((run_dir / "analysis").glob("*.png"))
+    """Every PNG the run wrote in the run directory and in ``analysis/``: known figures
+    first, in :data:`CAPTIONS` order, then the rest sorted by path."""
+    run = RunDir(run_dir)
+    found = [
+        p
+        for p in sorted(run_dir.glob("*.png")) + sorted((run_dir / "analysis").glob("*.png"))
+        if run.is_own_regular_file(p.relative_to(run_dir).as_posix())
+    ]
     order = list(CAPTIONS)
 
     def key(p: Path) -> tuple[int, str]:
@@ -239,13 +252,15 @@ def headline(*sources: Any) -> str:
 def render(run_dir: str | Path) -> str:
     """The report page of ``run_dir`` as an HTML string."""
     run_dir = Path(run_dir)
-    config = read_json(run_dir / "config.json")
-    metrics = read_json(run_dir / "metrics.json")
+    run = RunDir(run_dir)
+    config = read_json(run_dir / "config.json", run)
+    metrics = read_json(run_dir / "metrics.json", run)
     title = f"ppl-vae run: {run_dir.resolve().name}"
     if isinstance(config, dict):
         title += f" ({config.get('model', '?')} on {config.get('data', '?')})"
     tables = {
-        name: metrics if name == "metrics.json" else read_json(run_dir / name) for name, _ in TABLES
+        name: metrics if name == "metrics.json" else read_json(run_dir / name, run)
+        for name, _ in TABLES
     }
     parts = [
         f"<h1>{html.escape(title)}</h1>",
@@ -280,17 +295,17 @@ def render(run_dir: str | Path) -> str:
     )
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Write ``run_dir/report.html`` and return its path."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file() and not (run_dir / "metrics.json").is_file():
-        raise UserError(f"{run_dir} is not a run directory (no config.json or metrics.json)")
-    path = run_dir / REPORT
-    atomic_write_text(path, render(run_dir))
-    return path
+def write_report(run_dir: str | Path | RunDir) -> Path:
+    """Write ``run_dir/report.html`` (under the run's lock) and return its path."""
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    if not (run.path / "config.json").is_file() and not (run.path / "metrics.json").is_file():
+        raise UserError(f"{run.path} is not a run directory (no config.json or metrics.json)")
+    with run.lock():
+        return run.write_text(REPORT, render(run.path))
 
 
-def refresh(run_dir: str | Path) -> Path | None:
+def refresh(run_dir: str | Path | RunDir) -> Path | None:
     """Rewrite the report of a run that has one, so it shows results added since
     (``evaluation.json``, ``analysis/``); returns its path, or None without a report."""
-    return write_report(run_dir) if (Path(run_dir) / REPORT).is_file() else None
+    path = (run_dir.path if isinstance(run_dir, RunDir) else Path(run_dir)) / REPORT
+    return write_report(run_dir) if path.is_file() else None

@@ -2,11 +2,30 @@
 
 The run directory (``--out``) holds:
 
-- ``config.json`` -- :class:`RunConfig`: everything needed to rebuild model and data;
-- ``checkpoint.json`` + ``checkpoint-<step>.safetensors`` -- written every epoch;
+- ``config.json`` -- :class:`RunConfig`: everything needed to rebuild model and data,
+  with the SHA-256 of a data file (``data_sha256``) and, for a user's model file, the
+  name and SHA-256 of its copy in the run (``model_file`` = ``model.py``, ``model_sha256``);
+- ``checkpoint.json`` + ``checkpoint-<step>.safetensors`` -- written every epoch (and every
+  ``--checkpoint-every`` steps);
 - ``metrics.json`` -- ``train_elbo``, ``test_elbo``, ``test_recon_mse``, ``rate``,
   ``distortion``, ``kl_per_dim``, ``active_units``, ``history``, ``seconds``;
-- figures (:func:`write_figures`) and ``report.html``, the page that shows them all.
+- figures (:func:`write_figures`) and ``report.html``, the page that shows them all;
+- ``manifest.json`` and ``.lock`` (:mod:`ppl_vae.rundir`).
+
+:func:`train_run` checks everything first -- the run directory, the options, the data,
+the model (built and traced once) and the device -- and only then takes the directory's
+lock and writes; a run that fails those checks leaves the file system as it was. A fresh
+run that fails before its first checkpoint removes what it wrote.
+
+``resume=True`` continues the run in ``out`` with its saved configuration. Options given
+again must match it (:func:`resume_differences` lists every one that does not); only
+``epochs`` may grow (the schedules keep the span they started with, ``schedule_epochs``),
+and ``device``, ``progress`` and ``checkpoint_every`` may change.
+
+Loading a run (:func:`load_run`, used by ``sample``, ``evaluate``, ``analyze``) never runs
+code the user did not choose: a user's model runs from the run's own copy, only if its
+hash is in the user's trusted list (every model file the user trained with is) or
+``trust=True`` (``--trust``).
 
 Example::
 
@@ -19,9 +38,11 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import json
-import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +50,12 @@ from typing import Any
 import pyro
 import torch
 
-from ppl_vae import checkpoint, data, registry, traces
+from ppl_vae import checkpoint, data, distributed, registry, rundir, traces, validate
 from ppl_vae.errors import UserError
 from ppl_vae.evaluate import evaluate
 from ppl_vae.failure_modes import diagnose
 from ppl_vae.programs import Programs
+from ppl_vae.rundir import RunDir
 from ppl_vae.train import (
     FitResult,
     TrainConfig,
@@ -48,6 +70,16 @@ from ppl_vae.train import (
 CONFIG = "config.json"
 METRICS = "metrics.json"
 N_FIGURE = 32
+#: The figures :func:`write_figures` may write into a run directory.
+FIGURES = (
+    "training_curves.png",
+    "latent_scatter.png",
+    "reconstructions.png",
+    "samples.png",
+    "latent_manifold.png",
+    "interpolation.png",
+    "traversals.png",
+)
 
 
 @dataclass
@@ -65,16 +97,37 @@ class RunConfig:
     #: The training settings the user gave explicitly (the CLI fills this); the model's
     #: recommended ``train_defaults`` replace the others. ``None``: apply none.
     train_explicit: list[str] | None = None
+    #: A user's model file copied into the run (``model.py``) and its SHA-256.
+    model_file: str | None = None
+    model_sha256: str | None = None
+    #: The SHA-256 of the data file (``--data FILE.npz``) the run was trained on.
+    data_sha256: str | None = None
+    #: The options the user typed (the CLI fills this; not saved): on ``--resume`` only
+    #: these are compared with the saved run. None: compare everything.
+    given: list[str] | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d.pop("given")
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         d = dict(d)
         d["train"] = TrainConfig.from_dict(d.get("train", {}))
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)} - {"given"}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    @property
+    def is_user_file(self) -> bool:
+        """Whether the model is a user's ``.py`` file rather than a suite or plug-in name."""
+        return is_model_file(self.model)
+
+
+def is_model_file(model: str) -> bool:
+    return model not in registry.names() and (
+        model.endswith(".py") or "/" in model or Path(model).exists()
+    )
 
 
 @dataclass
@@ -96,19 +149,39 @@ def load_data(cfg: RunConfig) -> data.Dataset:
     return data.load(cfg.data, cfg.data_root, cfg.download, cfg.binarize, cfg.train.seed)
 
 
-def build_model(cfg: RunConfig, ds: data.Dataset):
+def build_model(cfg: RunConfig, ds: data.Dataset, source: str | Path | None = None):
     """Seed, then build the ``(model, guide)`` programs: the same seed gives the same
-    initial weights."""
+    initial weights. ``source`` is the model file to import instead of ``cfg.model`` (a
+    run's own checked copy)."""
     pyro.set_rng_seed(cfg.train.seed)
-    return registry.build(cfg.model, x_dim=ds.x_dim, **cfg.model_args)
+    return registry.build(
+        str(source or cfg.model), x_dim=ds.x_dim, image_shape=ds.image_shape, **cfg.model_args
+    )
 
 
-def build_programs(cfg: RunConfig, ds: data.Dataset) -> Programs:
+def check_model_options(cfg: RunConfig, source: str | Path | None = None) -> None:
+    """Check the constructor options against the model's signature (normalising them in
+    ``cfg.model_args``); a user's file is first checked to be a readable Python program."""
+    name = str(source or cfg.model)
+    if source is None and cfg.is_user_file:
+        rundir.read_model_source(name)  # a directory, a text file: one clear line
+    spec = registry.resolve(name)
+    cfg.model_args = validate.model_options(spec.factory, cfg.model_args, cfg.model)
+
+
+def build_programs(cfg: RunConfig, ds: data.Dataset, source: str | Path | None = None) -> Programs:
     """Build the model and trace it once on the data: every check a model and data can
     fail (options, shapes, likelihood support) happens here, before anything is written."""
-    model, guide = build_model(cfg, ds)
+    check_model_options(cfg, source)
+    model, guide = build_model(cfg, ds, source)
     check_data(model, guide, ds)
-    return Programs(model, guide, example_batch(ds), name=Path(cfg.model).stem)
+    pair = Programs(model, guide, example_batch(ds), name=Path(cfg.model).stem)
+    if not any(True for _ in pair.parameters()):
+        raise UserError(
+            f"model {cfg.model} has no parameters to train; give its programs pyro.param or "
+            "pyro.module parameters"
+        )
+    return pair
 
 
 def apply_recommended(cfg: RunConfig, model, guide) -> None:
@@ -122,70 +195,203 @@ def apply_recommended(cfg: RunConfig, model, guide) -> None:
     cfg.train = TrainConfig.from_dict(merged)
 
 
-def read_config(run_dir: str | Path) -> RunConfig:
-    path = Path(run_dir) / CONFIG
+def read_config(run_dir: str | Path | RunDir) -> RunConfig:
+    """The run's ``config.json`` (read inside the run directory, checked to be an object)."""
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    path = run.path / CONFIG
     if not path.is_file():
-        raise UserError(f"{run_dir} is not a run directory (no {CONFIG}); train into it first")
+        raise UserError(f"{run.path} is not a run directory (no {CONFIG}); train into it first")
     try:
-        return RunConfig.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"{path} is not a valid run configuration ({exc})") from None
+        body = json.loads(run.resolve(CONFIG).read_text())
+        if not isinstance(body, dict) or not isinstance(body.get("train", {}), dict):
+            raise TypeError("expected a JSON object with a train object")
+        cfg = RunConfig.from_dict(body)
+        if not isinstance(cfg.model, str) or not isinstance(cfg.model_args, dict):
+            raise TypeError("model must be a name and model_args an object")
+        return cfg
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"{path} is not a valid run configuration ({exc}); train again") from None
 
 
 def write_json(path: Path, obj: Any) -> None:
+    """Write JSON outside a run's manifest (atomic); a run's own files use
+    :meth:`RunDir.write_json`."""
     checkpoint.atomic_write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
 
 
-def prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber a run by accident; ``overwrite`` replaces a run directory whole."""
-    if resume:
-        if not checkpoint.exists(out):
-            raise UserError(f"--resume: no checkpoint in {out}; train there without --resume first")
-        return
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
+#: Training options that may change on --resume (``epochs`` may only grow).
+RESUME_FREE = {"epochs", "device", "progress", "checkpoint_every", "schedule_epochs"}
+#: RunConfig fields that are bookkeeping, not options.
+BOOKKEEPING = {"train", "train_explicit", "model_file", "model_sha256", "data_sha256", "given"}
+
+
+def resume_differences(saved: RunConfig, new: RunConfig) -> list[str]:
+    """Each option of ``new`` that differs from the saved run, as ``name saved -> new``.
+    With ``new.given`` (the CLI) only the options the user typed are compared."""
+    given = None if new.given is None else set(new.given)
+    diffs = []
+    same_model = saved.model == new.model
+    if not same_model and saved.model_sha256 and is_model_file(new.model):
+        path = Path(new.model)
+        same_model = path.is_file() and rundir.sha256_file(path) == saved.model_sha256
+    if not same_model:
+        diffs.append(f"model {saved.model} -> {new.model}")
+    for key in sorted(set(saved.model_args) | set(new.model_args)):
+        if given is not None and key not in new.model_args:
+            continue
+        old, now = saved.model_args.get(key, "(default)"), new.model_args.get(key, "(default)")
+        if old != now:
+            diffs.append(f"{key} {old} -> {now}")
+    for f in dataclasses.fields(RunConfig):
+        name = f.name
+        if name in BOOKKEEPING or name in ("model", "model_args"):
+            continue
+        if given is not None and name not in given:
+            continue
+        old, now = getattr(saved, name), getattr(new, name)
+        if name == "data" and Path(str(now)).is_file():
+            now = str(Path(now).resolve())
+        if old != now:
+            diffs.append(f"{name} {old} -> {now}")
+    for f in dataclasses.fields(TrainConfig):
+        name = f.name
+        if name in RESUME_FREE or (given is not None and name not in given):
+            continue
+        old, now = getattr(saved.train, name), getattr(new.train, name)
+        if old != now:
+            diffs.append(f"{name} {old} -> {now}")
+    return diffs
+
+
+def resumed_config(run: RunDir, cfg: RunConfig) -> RunConfig:
+    """The saved configuration of the run in ``run``, after checking that ``cfg`` asks for
+    the same run; only the length (``epochs``, which may grow), the device, the progress
+    bar and ``checkpoint_every`` are taken from ``cfg``."""
+    saved = read_config(run)
+    cfg = copy.deepcopy(cfg)
+    check_model_options(cfg)  # normalised (hidden "64" is [64]) before comparing
+    diffs = resume_differences(saved, cfg)
+    if diffs:
+        raise UserError(
+            f"--resume: options differ from the run in {run.path}: {'; '.join(diffs)}; "
+            "drop them to continue that run, or start a new run with another --out"
+        )
+    if saved.data_sha256 is not None:
+        rundir.check_fingerprint(saved.data, saved.data_sha256)
+    state = checkpoint.load(run)
+    history = state.get("history") if isinstance(state, dict) else None
+    done = len(history) if isinstance(history, list) else 0
+    epochs = cfg.train.epochs
+    if cfg.given is not None and "epochs" not in cfg.given:
+        epochs = saved.train.epochs  # resume to the length the run was started with
+    if epochs < done:
+        raise UserError(
+            f"--epochs {epochs} is fewer than the {done} epochs {run.path} has trained; "
+            f"pass --epochs {done} or more"
+        )
+    if saved.train.schedule_epochs is None:
+        saved.train.schedule_epochs = saved.train.epochs
+    saved.train.epochs = epochs
+    saved.train.progress, saved.train.device = cfg.train.progress, cfg.train.device
+    saved.train.checkpoint_every = cfg.train.checkpoint_every
+    saved.train_explicit = None
+    return saved
+
+
+def model_source(run: RunDir, cfg: RunConfig, trust: bool = False) -> Path | None:
+    """The model file to import for a saved run: None for a suite or plug-in model, else
+    the run's own copy, checked (:meth:`RunDir.model_file`). A config naming model code
+    outside the run is refused: ppl-vae runs only code copied in at train time."""
+    if cfg.model_file is None:
+        if cfg.is_user_file:
             raise UserError(
-                f"{out} already holds files; pass --resume to continue that run, --overwrite to "
-                "replace it, or choose another --out"
+                f"{run.path / CONFIG} names model code outside the run ({cfg.model}) and no "
+                "copy in the run; ppl-vae will not run it; train the run again"
             )
-        if not (out / CONFIG).is_file():
-            raise UserError(
-                f"--overwrite refuses to empty {out}: it is not a ppl-vae run directory"
-            )
-        shutil.rmtree(out)
+        return None
+    if not isinstance(cfg.model_sha256, str):
+        raise UserError(f"{run.path / CONFIG} has no model_sha256 for {cfg.model_file}")
+    return run.model_file(cfg.model_file, cfg.model_sha256, trust=trust)
 
 
 def train_run(
-    cfg: RunConfig, out: str | Path | None = None, resume: bool = False, overwrite: bool = False
+    cfg: RunConfig,
+    out: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    trust: bool = False,
 ) -> Run:
     """Train as configured; with ``out``, write the run directory. Bad input raises
-    :class:`UserError` before any file is written."""
-    out = Path(out) if out is not None else None
-    if out is not None:
-        prepare_out(out, resume, overwrite)
-        if resume:  # the saved configuration wins, but for the new length and the device
-            saved = read_config(out)
-            saved.train.epochs = cfg.train.epochs
-            saved.train.progress, saved.train.device = cfg.train.progress, cfg.train.device
-            saved.train_explicit = None
-            cfg = saved
+    :class:`UserError` before any file is written or removed (see the module docstring).
+    ``trust`` allows resuming a run whose model code is not in the trusted list."""
+    distributed.init()  # under torchrun: join the process group (else a no-op)
+    run = RunDir(out) if out is not None else None
+    source = None
+    if run is not None:
+        distributed.on_main(run.check, resume, overwrite)  # writes nothing; rank 0 decides
+        if resume:
+            cfg = resumed_config(run, cfg)
+            source = model_source(run, cfg, trust)
     cfg.train.validate()
+    resolve_device(cfg.train.device)  # --device cuda without a GPU: before any write
     ds = load_data(cfg)
-    pair = build_programs(cfg, ds)
+    pair = build_programs(cfg, ds, source)
     apply_recommended(cfg, pair.model, pair.guide)
     cfg.train.validate()
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / CONFIG, cfg.to_dict())
-    result = fit(pair, None, ds, cfg.train, out=out, resume=resume)
-    job = Run(result, final_metrics(result, ds), ds, cfg, out)
-    if out is not None:
-        write_json(out / METRICS, job.metrics)
-        write_figures(pair, ds, out, cfg.train.seed, job.metrics)
-        from ppl_vae import report
+    if run is None:
+        result = fit(pair, None, ds, cfg.train)
+        return Run(result, final_metrics(result, ds), ds, cfg, None)
+    if not resume:
+        cfg.train.schedule_epochs = cfg.train.epochs
+        if Path(cfg.data).is_file():
+            cfg.data = str(Path(cfg.data).resolve())  # loads from any working folder
+            cfg.data_sha256 = rundir.sha256_file(cfg.data)
+    if not distributed.is_main():  # rank 0 alone writes the run; the others read --resume
+        result = fit(pair, None, ds, cfg.train, out=run, resume=resume)
+        metrics = final_metrics(result, ds) | {"warnings": []}  # rank 0 reports them
+        return Run(result, metrics, ds, cfg, None)
+    existed = run.path.exists()
+    with run.lock():
+        run.prepare(resume, overwrite)
+        try:
+            return _train_into(run, cfg, pair, ds, resume)
+        except (UserError, KeyboardInterrupt):
+            if not resume and not checkpoint.exists(run):
+                _roll_back(run, existed)
+            raise
 
-        report.write_report(out)
+
+def _train_into(run: RunDir, cfg: RunConfig, pair: Programs, ds, resume: bool) -> Run:
+    if cfg.is_user_file and not resume:
+        cfg.model_file, cfg.model_sha256 = run.copy_model_file(cfg.model)
+        rundir.trust_hash(cfg.model_sha256)  # the user trained with it
+    run.write_json(CONFIG, cfg.to_dict())
+    result = fit(pair, None, ds, cfg.train, out=run, resume=resume)
+    job = Run(result, final_metrics(result, ds), ds, cfg, run.path)
+    run.write_json(METRICS, job.metrics)
+    for name in FIGURES:  # plotting writes through whatever sits at the path: check first
+        path = run.path / name
+        if (path.exists() or path.is_symlink()) and not run.is_own_regular_file(name):
+            raise UserError(f"{path} was not written by ppl-vae; move it away and resume")
+    for path in write_figures(pair, ds, run.path, cfg.train.seed, job.metrics):
+        run.record(path)
+    from ppl_vae import report
+
+    report.write_report(run)
     return job
+
+
+def _roll_back(run: RunDir, existed: bool) -> None:
+    """Remove what a fresh run wrote before it failed (no checkpoint yet: nothing to
+    resume), and the directory itself when this run created it."""
+    run.cleanup_tmp()
+    for name in list(run.manifest()):
+        run.remove(name)
+    if not existed:
+        for name in (rundir.MANIFEST, rundir.LOCK):
+            (run.path / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            run.path.rmdir()
 
 
 def final_metrics(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
@@ -323,28 +529,46 @@ def latent_icdf(pair: Programs, ds: data.Dataset, codes: torch.Tensor):
     return lambda p: base.icdf(p.to(device)[:, None])[:, 0].cpu()
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Programs, data.Dataset, RunConfig]:
-    """Rebuild a trained pair and its data from a run directory (no pickles)."""
-    cfg = read_config(run_dir)
+def load_run(
+    run_dir: str | Path, device: str = "cpu", trust: bool = False
+) -> tuple[Programs, data.Dataset, RunConfig]:
+    """Rebuild a trained pair and its data from a run directory (no pickles). A user's
+    model runs only from the run's own copy and only when trusted (see the module
+    docstring); data that changed since training gives a warning on stderr."""
+    run = RunDir(run_dir)
+    cfg = read_config(run)
+    if not checkpoint.exists(run):
+        raise UserError(f"no checkpoint in {run_dir}; train a model there first (ppl-vae train)")
+    source = model_source(run, cfg, trust)
     dev = resolve_device(device)
+    if cfg.data_sha256 and Path(cfg.data).is_file():
+        message = rundir.check_fingerprint(cfg.data, cfg.data_sha256, warn_only=True)
+        if message:
+            print(f"warning: {message}", file=sys.stderr)
     ds = load_data(cfg).to(dev)
-    model, guide = build_model(cfg, ds)
+    if source is None:
+        check_model_options(cfg)
+    model, guide = build_model(cfg, ds, source)
     move_programs(model, guide, dev)
     pair = Programs(model, guide, example_batch(ds), name=Path(cfg.model).stem)
-    state = checkpoint.load(run_dir, map_location=dev)
-    pair.load_state_dict(state["module"])
+    state = checkpoint.load(run, map_location=dev)
+    try:
+        pair.load_state_dict(state["module"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise UserError(
+            f"the checkpoint in {run_dir} does not fit its config.json ({type(exc).__name__}); "
+            "train the run again"
+        ) from None
     pair.to(dev).eval()
     return pair, ds, cfg
 
 
 def load_split(
-    run_dir: str | Path, split: str = "test", device: str = "cpu"
+    run_dir: str | Path, split: str = "test", device: str = "cpu", trust: bool = False
 ) -> tuple[Programs, torch.Tensor, torch.Tensor | None]:
     """The trained pair of a run directory and one split of its data (``test`` or
     ``train``) with its labels, for the commands that read runs."""
-    if not checkpoint.exists(run_dir):
-        raise UserError(f"no checkpoint in {run_dir}; train a model there first (ppl-vae train)")
-    pair, ds, _ = load_run(run_dir, device)
+    pair, ds, _ = load_run(run_dir, device, trust)
     if split == "test":
         return pair, ds.x_test, ds.y_test
     return pair, ds.x_train, ds.y_train

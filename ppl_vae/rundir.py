@@ -462,6 +462,36 @@ class RunDir:
         self._add_to_manifest(self._rel(target), self._entry(target), created)
         return target
 
+    @contextlib.contextmanager
+    def recording(self, folder: str) -> Iterator[Path]:
+        """Hold the lock while other code writes files into ``folder`` of the run (the
+        analysis), then record them. Refused first when ``folder`` is a symlink or holds
+        files ppl-vae did not write (they would be overwritten)."""
+        with self.lock():
+            path = self.resolve(folder)
+            if (self.path / folder).is_symlink():
+                raise UserError(
+                    f"{self.path / folder} is a symlink; ppl-vae writes only into "
+                    "its own folders; remove the link"
+                )
+            if path.exists():
+                foreign = [
+                    p.relative_to(self.path).as_posix()
+                    for p in sorted(path.rglob("*"))
+                    if (p.is_symlink() or p.is_file())
+                    and not TMP_PATTERN.match(p.name)
+                    and not self.is_own_regular_file(p.relative_to(self.path).as_posix())
+                ]
+                if foreign:
+                    raise UserError(
+                        f"{path} holds files ppl-vae did not write ({_some(foreign)}); move "
+                        "them away and run again"
+                    )
+            yield path
+            for p in sorted(path.rglob("*")) if path.exists() else []:
+                if not p.is_symlink() and p.is_file() and not TMP_PATTERN.match(p.name):
+                    self.record(p.relative_to(self.path).as_posix())
+
     def _rel(self, path: Path) -> str:
         return path.resolve().relative_to(self.path.resolve()).as_posix()
 

@@ -12,8 +12,9 @@ device and is read once per :data:`LOG_EVERY` steps (progress bar and NaN check)
 
 :func:`fit` returns a :class:`FitResult`: the trained pair, the optimizer, the per-epoch
 history and the wall-clock seconds. With ``out`` it also writes a checkpoint every epoch
-(atomically, see :mod:`ppl_vae.checkpoint`), from which ``resume=True`` continues exactly
-where the run stopped: same weights, optimizer moments and random streams.
+and, with ``checkpoint_every=N``, every N steps inside an epoch (atomically, see
+:mod:`ppl_vae.checkpoint`), from which ``resume=True`` continues exactly where the run
+stopped: same weights, optimizer moments, random streams and place in the epoch.
 
 Example::
 
@@ -28,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -39,13 +41,14 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ppl_vae import capacity, checkpoint, objective, schedules
-from ppl_vae.data import Dataset, minibatches
+from ppl_vae import capacity, checkpoint, distributed, objective, schedules, validate
+from ppl_vae.data import Dataset, minibatches, shuffle_generator
 from ppl_vae.errors import UserError
 from ppl_vae.evaluate import evaluate
 from ppl_vae.iwae import IWAE_ELBO
 from ppl_vae.objective import Objective
 from ppl_vae.programs import Program, Programs, owner_of
+from ppl_vae.rundir import RunDir
 
 TRAIN_EVAL_LIMIT = 10000  # examples of the training set scored each epoch
 OBJECTIVES = ("elbo", "capacity", "iwae")
@@ -77,13 +80,19 @@ class TrainConfig:
     capacity_steps: int = 1000
     eval_batch_size: int = 1000
     progress: bool = True
+    #: Also checkpoint every this many steps inside an epoch (0: at epoch ends only), so a
+    #: crash loses at most that many steps; resuming from such a checkpoint is exact.
+    checkpoint_every: int = 0
+    #: The run length (in epochs) that the lr and beta schedules span; None: ``epochs``.
+    #: A run records it when it starts and keeps it when ``--epochs`` extends it on resume,
+    #: so a resumed run follows the schedule it started with (cosine lr holds its final
+    #: value past the planned end; cyclical beta keeps its period).
+    schedule_epochs: int | None = None
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size", "num_particles", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name.replace('_', '-')} must be at least 1")
-        if not self.lr > 0:
-            raise UserError(f"the learning rate must be positive, got {self.lr}")
+        validate.train_fields(dataclasses.asdict(self))
+        if self.schedule_epochs is not None:
+            validate.integer("schedule_epochs", self.schedule_epochs, 1, validate.MAX_EPOCHS)
         schedules.learning_rate(0, self.lr, 1, self.lr_schedule, self.lr_final)
         if not self.beta > 0:
             raise UserError(f"beta must be positive (poutine.scale refuses 0), got {self.beta}")
@@ -139,13 +148,18 @@ def resolve_device(spec: str) -> torch.device:
         raise UserError(f"unknown device {spec!r}; use auto, cpu or cuda") from None
 
 
+def schedule_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The run length the schedules span: ``schedule_epochs`` (or ``epochs``) epochs."""
+    return (config.schedule_epochs or config.epochs) * steps_per_epoch
+
+
 def beta_schedule(config: TrainConfig, steps_per_epoch: int):
     """The configured schedule as a pure function of the step."""
     return schedules.make(
         config.beta_schedule,
         beta=config.beta,
         warmup_steps=config.warmup_steps,
-        total_steps=config.epochs * steps_per_epoch,
+        total_steps=schedule_steps(config, steps_per_epoch),
         cycles=config.cycles,
     )
 
@@ -194,7 +208,7 @@ def training_loss(loss_fn: torch.nn.Module, args: tuple, beta: float, step: int)
 
 def check_finite(running: torch.Tensor, first_step: int, last_step: int) -> float:
     """Read the running loss sum once; a non-finite value is a :class:`UserError`."""
-    value = float(running)
+    value = float(distributed.sum_across(running))  # every rank sees a NaN on any rank
     if not math.isfinite(value):
         raise UserError(
             f"the loss became {value} between steps {first_step} and {last_step}; {ADVICE}"
@@ -233,6 +247,27 @@ def make_objective(pair: Programs, config: TrainConfig) -> Objective:
     return Objective(pair, elbo)
 
 
+def make_optimizer(params, config: TrainConfig) -> torch.optim.Adam:
+    """The trainer's Adam: fused on CUDA, multi-tensor (``foreach``) otherwise, so a step
+    updates all parameters in a few kernels rather than a Python loop over them."""
+    params = list(params)
+    if params and all(p.is_cuda and p.is_floating_point() for p in params):
+        return torch.optim.Adam(params, lr=config.lr, fused=True)
+    return torch.optim.Adam(params, lr=config.lr, foreach=True)
+
+
+def train_step(
+    loss_fn: torch.nn.Module, optimizer: torch.optim.Optimizer, args: tuple, beta: float, step: int
+) -> torch.Tensor:
+    """One optimizer step on one batch, as :func:`fit` runs it (and ``ppl-vae bench``
+    times it); returns the detached mean loss, left on the device."""
+    loss = training_loss(loss_fn, args, beta, step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def fit(
     model: Program | Programs,
     guide: Program | None,
@@ -246,8 +281,18 @@ def fit(
     ``model`` and ``guide`` are any Pyro programs taking ``(x)`` or ``(x, y)``; a
     :class:`~ppl_vae.programs.Programs` pair may be passed as ``model`` with ``guide=None``.
     Without ``config`` the programs' own recommended settings (``train_defaults`` on the
-    module they belong to) apply over :class:`TrainConfig`'s defaults.
+    module they belong to) apply over :class:`TrainConfig`'s defaults. ``out`` is a run
+    directory (a path or a :class:`~ppl_vae.rundir.RunDir`), held locked while training.
     """
+    run = checkpoint.as_run(out) if out is not None else None
+    writer = run if distributed.is_main() else None  # other ranks only read (--resume)
+    with writer.lock() if writer is not None else contextlib.nullcontext():
+        if writer is not None:
+            run.cleanup_tmp()
+        return _fit(model, guide, data, config, run, resume)
+
+
+def _fit(model, guide, data, config, run, resume) -> FitResult:
     if isinstance(model, Programs):
         model, guide, pair = model.model, model.guide, model
     else:
@@ -255,7 +300,7 @@ def fit(
     if config is None:
         config = TrainConfig.from_dict(recommended(model, guide))
     config.validate()
-    device = resolve_device(config.device)
+    device = distributed.local_device(resolve_device(config.device))
     pyro.set_rng_seed(config.seed)
     move_programs(model, guide, device)
     data = data.to(device)
@@ -266,31 +311,44 @@ def fit(
     capacity_at = None  # the capacity objective's C, a pure function of the step
     if config.objective == "capacity":
         capacity_at = capacity.make_capacity(config.capacity_max, config.capacity_steps)
-    loss_fn = make_objective(pair, config)
-    optimizer = torch.optim.Adam(pair.parameters(), lr=config.lr)
-    shuffle = torch.Generator().manual_seed(config.seed)
+    loss_fn = distributed.wrap(make_objective(pair, config), pair.args(*example_batch(data)))
+    optimizer = make_optimizer(pair.parameters(), config)
+    shuffle = shuffle_generator(config.seed, device)
     result = FitResult(pair, optimizer, config)
     n = data.x_train.shape[0]
     steps_per_epoch = math.ceil(n / config.batch_size)
     schedule = beta_schedule(config, steps_per_epoch)
-    total_steps = config.epochs * steps_per_epoch
+    total_steps = schedule_steps(config, steps_per_epoch)
     labels = pair.takes_labels
+    every = config.checkpoint_every
+    # A mid-epoch checkpoint holds the shuffle generator as it was at the start of its
+    # epoch, the steps taken in that epoch and the running loss: the epoch's permutation
+    # (and dynamic binarisation) are drawn again and the steps already taken are skipped.
+    position, resumed_running = 0, None
 
     if resume:
-        state = checkpoint.load(out, map_location=device)
-        pair.load_state_dict(state["module"])
-        optimizer.load_state_dict(state["optimizer"])
-        result.history, result.step = state["history"], state["step"]
-        result.seconds = state["seconds"]
-        shuffle.set_state(state["rng"]["shuffle"])
-        torch.set_rng_state(state["rng"]["torch"])
+        state = checkpoint.load(run, map_location=device)
+        try:
+            pair.load_state_dict(state["module"])
+            optimizer.load_state_dict(state["optimizer"])
+            result.history, result.step = state["history"], state["step"]
+            result.seconds = state["seconds"]
+            position = int(state.get("position", 0))
+            resumed_running = distributed.main_share(state.get("running"))
+            shuffle.set_state(state["rng"]["shuffle"])
+            torch.set_rng_state(state["rng"]["torch"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise UserError(
+                f"the checkpoint in {run.path} does not fit this model ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0]}); resume with the run's own options"
+            ) from None
         if device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
 
     start_epoch = len(result.history)
     bar = tqdm(
-        total=(config.epochs - start_epoch) * steps_per_epoch,
-        disable=not config.progress,
+        total=max(0, (config.epochs - start_epoch) * steps_per_epoch - position),
+        disable=not config.progress or not distributed.is_main(),
         desc="train",
         unit="step",
         dynamic_ncols=True,
@@ -300,11 +358,22 @@ def fit(
             for _ in range(start_epoch, config.epochs):
                 t0 = time.perf_counter()
                 pair.train()
+                distributed.seed_epoch(config.seed, len(result.history))
+                epoch_shuffle = shuffle.get_state()
                 x_epoch = data.train_epoch(shuffle)
                 running = torch.zeros((), device=device)
                 first, beta, since = result.step, config.beta, 0
-                for idx in minibatches(n, config.batch_size, shuffle):
-                    idx = idx.to(device)
+                skip, position = position, 0
+                if skip:  # resumed from a mid-epoch checkpoint
+                    running = resumed_running.reshape(()).to(device)
+                    first = result.step - skip
+                for i, idx in enumerate(
+                    distributed.shard(
+                        minibatches(n, config.batch_size, shuffle, device=device), loss_fn
+                    )
+                ):
+                    if i < skip:
+                        continue
                     args = (x_epoch[idx], data.y_train[idx]) if labels else (x_epoch[idx],)
                     beta = schedule(result.step)
                     for group in optimizer.param_groups:
@@ -313,18 +382,20 @@ def fit(
                         )
                     if capacity_at:
                         loss_fn.elbo.capacity = capacity_at(result.step)
-                    loss = training_loss(loss_fn, args, beta, result.step)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                    loss = train_step(loss_fn, optimizer, args, beta, result.step)
                     result.step += 1
-                    running += loss.detach() * args[0].shape[0]
+                    running += loss * args[0].shape[0]
                     since += 1
                     bar.update(1)
                     if since == LOG_EVERY:  # one host read per log interval
                         since = 0
                         total = check_finite(running, first, result.step)
                         bar.set_postfix(elbo=f"{-total / n:.2f}", beta=f"{beta:.3g}", refresh=False)
+                    if run is not None and every and result.step % every == 0:
+                        if i + 1 < steps_per_epoch:  # the epoch's end saves anyway
+                            now = time.perf_counter()
+                            result.seconds, t0 = result.seconds + now - t0, now
+                            save_checkpoint(result, run, epoch_shuffle, i + 1, running)
                 total = check_finite(running, first, result.step)
                 result.seconds += time.perf_counter() - t0
                 if not all(torch.isfinite(p).all() for p in pair.parameters()):
@@ -335,10 +406,11 @@ def fit(
                 if capacity_at:
                     result.history[-1]["capacity"] = capacity_at(result.step - 1)
                 bar.set_postfix(test_elbo=f"{result.last['test_elbo']:.2f}", beta=f"{beta:.3g}")
-                if out is not None:
-                    save_checkpoint(result, out, shuffle)
+                if run is not None:
+                    save_checkpoint(result, run, shuffle.get_state())
     finally:
         bar.close()
+    distributed.check_in_sync(pair)
     return result
 
 
@@ -357,21 +429,31 @@ def recommended(model: Program, guide: Program | None = None) -> dict[str, Any]:
     return out
 
 
-def save_checkpoint(result: FitResult, out: str | Path, shuffle: torch.Generator) -> None:
+def save_checkpoint(
+    result: FitResult,
+    out: str | Path | RunDir,
+    shuffle_state: torch.Tensor,
+    position: int = 0,
+    running: torch.Tensor | None = None,
+) -> None:
     """Everything :func:`fit` needs to continue bit for bit: weights, optimizer moments,
-    history and the random streams (all uint8 or float tensors, no pickles)."""
-    rng = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
+    history and the random streams (all uint8 or float tensors, no pickles). At an epoch's
+    end ``shuffle_state`` is the generator's state for the next epoch and ``position`` 0;
+    inside an epoch it is the state the epoch started from, ``position`` the steps taken in
+    it and ``running`` the epoch's running loss sum."""
+    rng = {"torch": torch.get_rng_state(), "shuffle": shuffle_state}
     if torch.cuda.is_available() and result.pair.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state()
-    checkpoint.save(
-        out,
-        {
-            "step": result.step,
-            "epoch": len(result.history),
-            "seconds": result.seconds,
-            "history": result.history,
-            "module": result.pair.state_dict(),
-            "optimizer": result.optimizer.state_dict(),
-            "rng": rng,
-        },
-    )
+    record = {
+        "step": result.step,
+        "epoch": len(result.history),
+        "position": position,
+        "seconds": result.seconds,
+        "history": result.history,
+        "module": result.pair.state_dict(),
+        "optimizer": result.optimizer.state_dict(),
+        "rng": rng,
+    }
+    if running is not None:
+        record["running"] = distributed.sum_across(running).detach().reshape(1)
+    distributed.on_main(checkpoint.save, out, record)  # rank 0 writes; all learn if it failed

@@ -69,7 +69,10 @@ MAX_SAMPLES = 100_000
 MAX_CHUNK = 65536
 MAX_IWAE = 100_000
 #: Constructor arguments that come from elsewhere and may not be set by hand.
-RESERVED = {"x_dim": "it comes from the data (the width of x_train)"}
+RESERVED = {
+    "x_dim": "it comes from the data (the width of x_train)",
+    "image_shape": "it comes from the data (the shape of its images)",
+}
 
 
 def flag(name: str) -> str:
@@ -201,6 +204,7 @@ TRAIN_CHECKS = {
     "gamma": lambda v: real("gamma", v),
     "capacity_max": lambda v: capacity_max(v),
     "capacity_steps": lambda v: integer("capacity_steps", v, 0, MAX_STEPS),
+    "checkpoint_every": lambda v: integer("checkpoint_every", v, 0, MAX_STEPS),
 }
 
 
@@ -274,16 +278,23 @@ def conforms(value: Any, annotation: Any) -> bool:
     return True
 
 
-def signature_types(cls: type) -> dict[str, Any]:
+def signature_types(cls: Any) -> dict[str, Any] | None:
     """Constructor parameter -> annotation (or the default's type where unannotated),
-    without ``self``; ``**kwargs`` and ``*args`` are left out."""
-    init = cls.__init__
+    without ``self``; ``**kwargs`` and ``*args`` are left out. ``cls`` may be a class or a
+    factory function; None when the signature cannot be read or takes ``**kwargs``."""
+    init = cls.__init__ if inspect.isclass(cls) else cls
     try:
         hints = typing.get_type_hints(init)
     except Exception:  # an annotation that does not evaluate: fall back to defaults
         hints = {}
+    try:
+        params = inspect.signature(init).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return None
     out = {}
-    for name, p in inspect.signature(init).parameters.items():
+    for name, p in params.items():
         if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         ann = hints.get(name, inspect.Parameter.empty)
@@ -301,19 +312,25 @@ def model_options(cls: type, options: Mapping[str, Any], model: str | None = Non
     """Check constructor options (from ``--latent-dim``, ``--hidden``, ``--likelihood``,
     ``--set`` or a saved ``config.json``) against ``cls.__init__``; returns them normalised
     (``hidden`` as a list of ints, integral floats as ints)."""
-    model = model or cls.__name__
+    model = model or getattr(cls, "__name__", "model")
     params = signature_types(cls)
     out = {}
     for key, value in options.items():
         if key in RESERVED:
             raise UserError(f"--set {key} is not an option: {RESERVED[key]}; drop it")
+        if params is None:  # **kwargs: the constructor itself decides
+            out[key] = KNOWN[key](value) if key in KNOWN else value
+            continue
         if key not in params:
             takes = ", ".join(sorted(p for p in params if p not in RESERVED)) or "no options"
             raise UserError(f"model {model} does not take {key}; it takes {takes}")
-        if key in KNOWN:
-            out[key] = KNOWN[key](value)
-            continue
         ann = params[key]
+        if key in KNOWN:
+            value = KNOWN[key](value)
+            if key == "hidden" and not conforms(value, ann) and len(value) == 1:
+                value = value[0]  # a constructor taking one width (hidden: int)
+            out[key] = value
+            continue
         if not conforms(value, ann):
             raise UserError(
                 f"--set {key}={json.dumps(value)} does not fit model {model}: {key} must be "

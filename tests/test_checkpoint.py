@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from ppl_vae import checkpoint
 from ppl_vae.errors import UserError
+from ppl_vae.rundir import RunDir
 
 
 def optimizer_state() -> dict:
@@ -44,9 +45,12 @@ def test_a_new_save_replaces_the_old_weights_file(tmp_path):
     checkpoint.save(tmp_path, {"step": 1, "w": torch.zeros(2)})
     checkpoint.save(tmp_path, {"step": 2, "w": torch.ones(2)})
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".lock",
         "checkpoint-2.safetensors",
         "checkpoint.json",
+        "manifest.json",
     ]
+    assert sorted(RunDir(tmp_path).manifest()) == ["checkpoint-2.safetensors", "checkpoint.json"]
     assert torch.equal(checkpoint.load(tmp_path)["w"], torch.ones(2))
 
 
@@ -60,7 +64,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatc
     with pytest.raises(OSError):
         checkpoint.save(tmp_path, {"step": 2, "w": torch.ones(2)})
     assert torch.equal(checkpoint.load(tmp_path)["w"], torch.zeros(2))
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob(".*tmp*"))
 
 
 def test_tampered_or_missing_weights_are_refused(tmp_path):
@@ -70,3 +74,25 @@ def test_tampered_or_missing_weights_are_refused(tmp_path):
         checkpoint.load(tmp_path)
     with pytest.raises(UserError, match="no checkpoint"):
         checkpoint.load(tmp_path / "elsewhere")
+
+
+def test_a_record_naming_a_file_outside_the_run_is_refused(tmp_path):
+    victim = tmp_path / "victim"
+    checkpoint.save(victim, {"step": 44, "w": torch.zeros(2)})
+    run = tmp_path / "run"
+    checkpoint.save(run, {"step": 1, "w": torch.ones(2)})
+    body = json.loads((run / checkpoint.RECORD).read_text())
+    body["weights"] = "../victim/checkpoint-44.safetensors"
+    body["sha256"] = json.loads((victim / checkpoint.RECORD).read_text())["sha256"]
+    (run / checkpoint.RECORD).write_text(json.dumps(body))
+    with pytest.raises(UserError, match="leaves the run directory"):
+        checkpoint.load(run)
+    assert (victim / "checkpoint-44.safetensors").is_file()
+
+
+@pytest.mark.parametrize("body", ["[1, 2]", '"text"', '{"weights": 3}', "{", '{"weights": "a"}'])
+def test_a_record_of_the_wrong_shape_is_one_user_error(tmp_path, body):
+    checkpoint.save(tmp_path, {"step": 1, "w": torch.zeros(2)})
+    (tmp_path / checkpoint.RECORD).write_text(body)
+    with pytest.raises(UserError, match="not a ppl-vae checkpoint record"):
+        checkpoint.load(tmp_path)

@@ -76,7 +76,7 @@ def test_an_existing_run_is_never_clobbered(tmp_path):
     with pytest.raises(UserError, match="--resume.*--overwrite"):
         train_run(config(epochs=1, seed=5), out=out)
     assert (out / "metrics.json").read_text() == before
-    with pytest.raises(UserError, match="no checkpoint"):
+    with pytest.raises(UserError, match="does not exist; train there without --resume"):
         train_run(config(epochs=1), out=tmp_path / "empty", resume=True)
 
 

@@ -223,7 +223,7 @@ def test_the_suite_models_signatures_are_readable():
     from ppl_vae import registry
 
     for name in registry.names():
-        cls = registry.resolve(name)
+        cls = registry.resolve(name).factory
         params = v.signature_types(cls)
         assert "x_dim" in params
         with pytest.raises(UserError, match="x_dim"):

@@ -22,6 +22,7 @@ from ppl_vae import report
 from ppl_vae.analysis import analyze
 from ppl_vae.errors import UserError
 from ppl_vae.run import load_split
+from ppl_vae.rundir import RunDir
 
 
 def register(sub) -> None:
@@ -36,6 +37,7 @@ def register(sub) -> None:
     p.add_argument("--split", default="test", choices=("test", "train"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--trust", action="store_true", help="run the run's model.py though untrusted")
     p.set_defaults(func=run)
 
 
@@ -46,21 +48,22 @@ def run(args: argparse.Namespace) -> int:
     if args.nuts_points < 0 or args.nuts_warmup < 0:
         raise UserError("--nuts-points and --nuts-warmup cannot be negative")
     run_dir = Path(args.run_dir)
-    pair, x, y = load_split(run_dir, args.split, args.device)
+    pair, x, y = load_split(run_dir, args.split, args.device, args.trust)
     out = run_dir / "analysis"
-    r = analyze(
-        pair,
-        x,
-        out,
-        y if pair.takes_labels else None,
-        points=args.points,
-        draws=args.draws,
-        nuts_points=args.nuts_points,
-        chains=args.chains,
-        seed=args.seed,
-        nuts_samples=args.nuts_samples,
-        nuts_warmup=args.nuts_warmup,
-    )
+    with RunDir(run_dir).recording("analysis"):  # the lock; the files go in the manifest
+        r = analyze(
+            pair,
+            x,
+            out,
+            y if pair.takes_labels else None,
+            points=args.points,
+            draws=args.draws,
+            nuts_points=args.nuts_points,
+            chains=args.chains,
+            seed=args.seed,
+            nuts_samples=args.nuts_samples,
+            nuts_warmup=args.nuts_warmup,
+        )
     print(
         f"PSIS k-hat over {len(r['points'])} {args.split} points ({args.draws} guide draws): "
         f"median {r['khat_median']:.2f}, max {r['khat_max']:.2f}, "

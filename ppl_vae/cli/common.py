@@ -1,14 +1,16 @@
-"""Flags shared by the commands that train (``train``, ``compare``, ``sweep``)."""
+"""Flags shared by the commands that train (``train``, ``compare``, ``sweep``).
+
+Every value is checked by :mod:`ppl_vae.validate` (one ``error:`` line, exit 2, nothing
+written); the flags the user typed are remembered, so ``--resume`` compares only those
+with the saved run and a model's recommended settings replace only the others."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from ppl_vae import likelihoods, schedules
+from ppl_vae import likelihoods, schedules, validate
 from ppl_vae.data import BINARIZE
-from ppl_vae.errors import UserError
 from ppl_vae.objective import ELBOS
 from ppl_vae.run import RunConfig
 from ppl_vae.train import OBJECTIVES, TrainConfig
@@ -17,13 +19,18 @@ from ppl_vae.train import OBJECTIVES, TrainConfig
 def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument(
-        "--data", default="digits", help="digits | mnist | fashion-mnist | synthetic | FILE.npz"
+        "--data",
+        action=Given,
+        default="digits",
+        help="digits | mnist | fashion-mnist | synthetic | FILE.npz",
     )
     g.add_argument(
-        "--data-root", help="folder holding MNIST/ or FashionMNIST/ (torchvision layout)"
+        "--data-root",
+        action=Given,
+        help="folder holding MNIST/ or FashionMNIST/ (torchvision layout)",
     )
     g.add_argument("--download", action="store_true", help="download MNIST-style data if missing")
-    g.add_argument("--binarize", default="none", choices=BINARIZE)
+    g.add_argument("--binarize", action=Given, default="none", choices=BINARIZE)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -103,26 +110,32 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         default=d.capacity_steps,
         help="steps for C to rise",
     )
+    g.add_argument(
+        "--checkpoint-every",
+        action=Given,
+        type=int,
+        default=d.checkpoint_every,
+        metavar="N",
+        help="also checkpoint every N steps inside an epoch, so a crash loses at most N "
+        "steps (default: at epoch ends only)",
+    )
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def model_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The constructor options the user gave, checked (the model's signature is checked
+    when the model is built)."""
     out: dict[str, Any] = {}
-    for key in ("latent_dim", "hidden", "likelihood"):
-        if getattr(args, key, None) is not None:
-            out[key] = getattr(args, key)
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set expects KEY=VALUE, got {item!r}")
-        out[key.replace("-", "_")] = parse_value(value)
+    if args.latent_dim is not None:
+        out["latent_dim"] = validate.latent_dim(args.latent_dim)
+    if args.hidden is not None:
+        out["hidden"] = list(validate.hidden(args.hidden))
+    if args.likelihood is not None:
+        out["likelihood"] = args.likelihood
+    for key, value in validate.parse_set(args.set).items():
+        if key in ("latent_dim", "hidden"):
+            value = validate.KNOWN[key](value)
+        out[key] = value
     return out
 
 
@@ -144,7 +157,9 @@ TRAIN_FLAGS = (
     "gamma",
     "capacity_max",
     "capacity_steps",
+    "checkpoint_every",
 )
+DATA_FLAGS = ("data", "data_root", "binarize")
 
 
 def explicit_train_flags(args: argparse.Namespace) -> list[str]:
@@ -154,10 +169,14 @@ def explicit_train_flags(args: argparse.Namespace) -> list[str]:
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     values = {k: getattr(args, k) for k in TRAIN_FLAGS}
-    return TrainConfig(**values, progress=not args.no_progress)
+    config = TrainConfig(**values, progress=not args.no_progress)
+    validate.train_fields(values)
+    return config
 
 
 def run_config(args: argparse.Namespace, model: str) -> RunConfig:
+    """The run the flags describe, every value checked."""
+    given = [k for k in DATA_FLAGS if getattr(args, f"_given_{k}", False)]
     return RunConfig(
         model=model,
         model_args=model_args(args),
@@ -167,4 +186,5 @@ def run_config(args: argparse.Namespace, model: str) -> RunConfig:
         binarize=args.binarize,
         train=train_config(args),
         train_explicit=explicit_train_flags(args),
+        given=given + explicit_train_flags(args),
     )

@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ppl_vae import report
-from ppl_vae.errors import UserError
-from ppl_vae.importance import MAX_SAMPLES, evaluation
-from ppl_vae.run import load_split, write_json
+from ppl_vae import report, validate
+from ppl_vae.importance import evaluation
+from ppl_vae.run import load_split
+from ppl_vae.rundir import RunDir
 
 SPLITS = ("test", "train")
 
@@ -40,6 +40,7 @@ def register(sub) -> None:
     p.add_argument("--chunk-size", type=int, help="particles per chunk (default: memory-bounded)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--trust", action="store_true", help="run the run's model.py though untrusted")
     p.set_defaults(func=run)
 
 
@@ -48,12 +49,13 @@ def output_path(run_dir: Path, split: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 1 <= args.iwae_samples <= MAX_SAMPLES:
-        raise UserError(f"--iwae-samples must lie in 1..{MAX_SAMPLES}, got {args.iwae_samples}")
-    if args.batch_size < 1 or (args.chunk_size is not None and args.chunk_size < 1):
-        raise UserError("--batch-size and --chunk-size must be at least 1")
+    validate.iwae_samples(args.iwae_samples)
+    validate.batch_size(args.batch_size)
+    validate.seed(args.seed)
+    if args.chunk_size is not None:
+        validate.chunk_size(args.chunk_size)
     run_dir = Path(args.run_dir)
-    pair, x, y = load_split(run_dir, args.split, args.device)
+    pair, x, y = load_split(run_dir, args.split, args.device, args.trust)
     record = evaluation(
         pair,
         x,
@@ -65,11 +67,12 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=not args.no_progress,
     )
-    out = output_path(run_dir, args.split)
-    write_json(out, record)
+    run = RunDir(run_dir)
+    with run.lock():  # one writer: not while a training run writes here
+        out = run.write_json(output_path(Path(), args.split).name, record)
     print(table(record, args.split))
     print(f"wrote {out}")
-    if (page := report.refresh(run_dir)) is not None:
+    if (page := report.refresh(run)) is not None:
         print(f"report: {page}")
     return 0
 

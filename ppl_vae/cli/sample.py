@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
 import torch
 
-from ppl_vae import plots, traces
+from ppl_vae import plots, traces, validate
 from ppl_vae.errors import UserError
 from ppl_vae.run import load_run, placeholder
 
@@ -20,21 +21,29 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--trust", action="store_true", help="run the run's model.py though untrusted")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.n < 1:
-        raise UserError("-n must be at least 1")
+    n = validate.sample_count(args.n)
+    validate.seed(args.seed)
     out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; name a .png file, e.g. {out / 'samples.png'}")
     if out.suffix.lower() != ".png":
         raise UserError(f"--out must name a .png file, got {out}")
-    pair, ds, _ = load_run(args.run_dir, args.device)
+    if out.is_symlink() or (out.exists() and not out.is_file()):
+        raise UserError(f"--out {out} is not a regular file; name a new .png file")
+    folder = next((p for p in out.parents if p.exists()), Path("."))
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: cannot write in {folder}; choose another --out")
+    pair, ds, _ = load_run(args.run_dir, args.device, args.trust)
     if ds.image_shape is None:
         raise UserError(f"{args.run_dir} was trained on non-image data; samples have no picture")
     torch.manual_seed(args.seed)
-    x = traces.generate(pair, placeholder(pair, ds, args.n))
+    x = traces.generate(pair, placeholder(pair, ds, n))
     out.parent.mkdir(parents=True, exist_ok=True)
-    plots.image_grid(x, ds.image_shape, out, nrow=max(1, math.isqrt(args.n)))
-    print(f"wrote {args.n} samples to {out}")
+    plots.image_grid(x, ds.image_shape, out, nrow=max(1, math.isqrt(n)))
+    print(f"wrote {n} samples to {out}")
     return 0

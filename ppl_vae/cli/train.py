@@ -18,12 +18,21 @@ def register(sub) -> None:
     common.add_train_args(p)
     p.add_argument("--out", help="run directory for config, checkpoints, metrics, figures")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (only files ppl-vae wrote there; anything else is refused)",
+    )
+    p.add_argument(
+        "--trust", action="store_true", help="--resume: run the run's model.py though untrusted"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    job = train_run(common.run_config(args, args.model), args.out, args.resume, args.overwrite)
+    job = train_run(
+        common.run_config(args, args.model), args.out, args.resume, args.overwrite, args.trust
+    )
     m = job.metrics
     first = m["history"][0]["test_elbo"] if m["history"] else float("nan")
     print(
