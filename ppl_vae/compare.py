@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import math
@@ -38,10 +39,9 @@ from typing import Any
 
 import torch
 
-from ppl_vae import plots, registry, traces
+from ppl_vae import plots, registry, rundir, traces
 from ppl_vae.errors import UserError
 from ppl_vae.run import (
-    CONFIG,
     Run,
     RunConfig,
     build_programs,
@@ -50,6 +50,8 @@ from ppl_vae.run import (
     test_codes,
     train_run,
 )
+from ppl_vae.rundir import RunDir
+from ppl_vae.train import resolve_device
 
 DEFAULT_MODELS = ("vae", "ae", "tanh-ae", "pca", "ppca", "sparse-ae", "denoising-ae")
 DEFAULT_LATENT_DIM = 8
@@ -57,6 +59,7 @@ DEFAULT_BATCH_SIZE = 128  # the `compare` command's defaults (`train` has 32 and
 DEFAULT_LR = 3e-3
 SPARSITY_THRESHOLD = 1e-2
 N_IMAGES = 10
+OUTPUTS = ["comparison.csv", "comparison.md", "comparison.png"]
 COLUMNS = (
     "model",
     "test_recon_mse",
@@ -127,29 +130,23 @@ def plan(
 
 
 def preflight(configs: Sequence[RunConfig], out: Path | None, overwrite: bool) -> None:
-    """Everything that can fail before training: data, model arguments, data/model fit and
-    the run directories (``out/<model>`` must be free, or a run to ``overwrite``)."""
+    """Everything that can fail before training, checked before a byte is written or
+    removed: the folder and its tables (:func:`ppl_vae.rundir.check_outputs`), each run
+    directory ``out/<model>`` (free, or a run of ours to ``overwrite``), the training
+    settings, the device, the data, and each model built and traced on it."""
+    if out is not None:
+        rundir.check_outputs(out, OUTPUTS, overwrite)
+        for cfg in configs:
+            RunDir(out / cfg.model).check(resume=False, overwrite=overwrite)
     for cfg in configs:
         cfg.train.validate()
+    resolve_device(configs[0].train.device)
     ds = load_data(configs[0])
     for cfg in configs:
         try:
             build_programs(cfg, ds)
         except UserError as exc:
             raise UserError(f"{cfg.model}: {exc}") from None
-        if out is None:
-            continue
-        run_dir = out / cfg.model
-        if run_dir.exists() and any(run_dir.iterdir()):
-            if not overwrite:
-                raise UserError(
-                    f"{run_dir} already holds files; pass --overwrite to replace the runs in "
-                    f"{out}, or choose another --out"
-                )
-            if not (run_dir / CONFIG).is_file():
-                raise UserError(
-                    f"--overwrite refuses to empty {run_dir}: it is not a run directory"
-                )
 
 
 def compare(
@@ -173,13 +170,15 @@ def compare(
     configs = plan(base, models, shared)
     preflight(configs, out, overwrite)
     result = Comparison(rows=[], out=out)
-    for cfg in configs:
-        run_dir = out / cfg.model if out is not None else None
-        job = train_run(cfg, run_dir, overwrite=overwrite)
-        result.runs[cfg.model] = job
-        result.rows.append(summarise(cfg.model, job))
-    if out is not None:
-        write(result, out)
+    top = RunDir(out) if out is not None else None
+    with top.lock() if top is not None else contextlib.nullcontext():  # one writer
+        for cfg in configs:
+            run_dir = out / cfg.model if out is not None else None
+            job = train_run(cfg, run_dir, overwrite=overwrite)
+            result.runs[cfg.model] = job
+            result.rows.append(summarise(cfg.model, job))
+        if top is not None:
+            write(result, top)
     return result
 
 
@@ -200,14 +199,19 @@ def summarise(name: str, job: Run) -> dict[str, Any]:
     }
 
 
-def write(result: Comparison, out: str | Path) -> list[Path]:
-    """``comparison.csv``, ``comparison.md`` and (for image data) ``comparison.png``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [write_csv(result.rows, out / "comparison.csv")]
-    figure = write_figure(result.runs, out / "comparison.png") if result.runs else None
-    paths.append(write_markdown(result, out / "comparison.md", figure))
-    return paths + ([figure] if figure else [])
+def write(result: Comparison, out: str | Path | RunDir) -> list[Path]:
+    """``comparison.csv``, ``comparison.md`` and (for image data) ``comparison.png``,
+    recorded in ``out/manifest.json`` (under the folder's lock); files there that ppl-vae
+    did not write are refused, never replaced."""
+    top = out if isinstance(out, RunDir) else RunDir(out)
+    with top.lock():
+        top.cleanup_tmp()
+        rundir.check_outputs(top.path, OUTPUTS, overwrite=True)
+        paths = [write_csv(result.rows, top.path / "comparison.csv")]
+        figure = write_figure(result.runs, top.path / "comparison.png") if result.runs else None
+        paths.append(write_markdown(result, top.path / "comparison.md", figure))
+        paths += [figure] if figure else []
+        return [top.record(p) for p in paths]
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:

@@ -600,6 +600,32 @@ class RunDir:
         return path
 
 
+def check_outputs(out: str | Path, names: list[str], overwrite: bool) -> None:
+    """Check a folder that will hold run directories and the files ``names`` written beside
+    them (``compare``, ``sweep``): it can be created or written, and each of ``names``
+    that exists is a file ppl-vae wrote there (listed in ``out/manifest.json``) and may be
+    replaced only with ``overwrite``. Writes nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory; choose a directory path")
+    if not out.exists():
+        RunDir._check_creatable(out)
+        return
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out} is not writable; choose a folder you can write to")
+    own = set(RunDir(out).manifest()) if (out / MANIFEST).is_file() else set()
+    for name in names:
+        path = out / name
+        if not (path.exists() or path.is_symlink()):
+            continue
+        if name not in own or path.is_symlink() or not path.is_file():
+            raise UserError(
+                f"{path} was not written by ppl-vae; move it away or choose another --out"
+            )
+        if not overwrite:
+            raise UserError(f"{path} exists; pass --overwrite to replace it, or another --out")
+
+
 def read_model_source(src: str | Path) -> bytes:
     """The bytes of a user's model file, refused unless it is a readable Python program."""
     src = Path(src)

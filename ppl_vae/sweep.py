@@ -38,10 +38,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torchvision.utils import make_grid
 
-from ppl_vae import plots, traces
+from ppl_vae import plots, rundir, traces
 from ppl_vae.errors import UserError
-from ppl_vae.run import CONFIG, RunConfig, build_programs, load_data, placeholder, train_run
+from ppl_vae.run import RunConfig, build_programs, load_data, placeholder, train_run
+from ppl_vae.rundir import RunDir
+from ppl_vae.train import resolve_device
 
+OUTPUTS = ["sweep.csv", "sweep.md", "rate_distortion.png", "samples_by_beta.png"]
 COLUMNS = ("beta", "rate", "distortion", "test_elbo", "active_units", "warning")
 N_SAMPLES = 16
 
@@ -69,29 +72,27 @@ def run_dir(out: str | Path, beta: float) -> Path:
 
 
 def check(base: RunConfig, values: list[float], out: str | Path, overwrite: bool) -> None:
-    """Everything that can fail before the first run trains: the values, the training
-    settings, the model and data, and the run directories."""
+    """Everything that can fail before the first run trains, checked before a byte is
+    written or removed: the values, the folder and its tables, the run directories, the
+    training settings, the device, the model and data."""
     if not values:
         raise UserError("--values lists no beta; pass e.g. --values 0.25,1,4,16")
     if base.train.objective != "elbo":
         raise UserError("a beta sweep trains the beta-weighted ELBO; drop --objective capacity")
+    rundir.check_outputs(out, OUTPUTS, overwrite)
+    for beta in values:
+        RunDir(run_dir(out, beta)).check(resume=False, overwrite=overwrite)
     for beta in values:
         cfg = copy.deepcopy(base)
         cfg.train.beta = beta
         cfg.train.validate()
+    resolve_device(base.train.device)
     ds = load_data(base)
     pair = build_programs(base, ds)
     if not pair.has_prior:
         raise UserError(
             f"{base.model} has no latent prior, so beta weights nothing; sweep a VAE-like model"
         )
-    for beta in values:
-        path = run_dir(out, beta)
-        if path.exists() and any(path.iterdir()):
-            if not overwrite:
-                raise UserError(f"{path} already holds files; pass --overwrite or another --out")
-            if not (path / CONFIG).is_file():
-                raise UserError(f"--overwrite refuses to empty {path}: not a ppl-vae run directory")
 
 
 def sweep_beta(
@@ -105,7 +106,13 @@ def sweep_beta(
     into ``out``; returns the table's rows. ``log`` (e.g. ``print``) reports each run."""
     out = Path(out)
     check(base, values, out, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
+    with RunDir(out).lock() as top:  # one writer; the tables go in out/manifest.json
+        top.cleanup_tmp()
+        return _sweep(base, values, top, overwrite, log)
+
+
+def _sweep(base, values, top: RunDir, overwrite, log) -> list[dict[str, Any]]:
+    out = top.path
     rows, samples, image_shape = [], [], None
     for beta in values:
         cfg = copy.deepcopy(base)
@@ -132,10 +139,12 @@ def sweep_beta(
             )
         if log is not None:
             log(format_row(rows[-1]))
-    write_table(rows, out)
-    rate_distortion_plot(rows, out / "rate_distortion.png")
+    rundir.check_outputs(out, OUTPUTS, overwrite=True)  # nothing of the user's replaced
+    written = [*write_table(rows, out), rate_distortion_plot(rows, out / "rate_distortion.png")]
     if image_shape is not None:
-        samples_by_beta(samples, values, image_shape, out / "samples_by_beta.png")
+        written.append(samples_by_beta(samples, values, image_shape, out / "samples_by_beta.png"))
+    for path in written:
+        top.record(path)
     return rows
 
 
