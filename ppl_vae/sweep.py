@@ -7,10 +7,17 @@ with a higher distortion (Alemi et al. 2018). Every run is evaluated at :math:`\
 (test ELBO :math:`= -(D + R)`).
 
 :func:`sweep_beta` trains each run through :func:`ppl_vae.run.train_run` into
-``DIR/beta-<value>`` and writes, in ``DIR``:
+``DIR/beta-<value>`` (the base objective: the beta-VAE's ELBO, or beta-TCVAE's with
+``objective="tcvae"``, where beta weights the total correlation alone) and, for each
+target capacity asked for, one run of the capacity objective (Burgess et al. 2018) into
+``DIR/capacity-<C>``, so both answers to the beta-VAE's trade-off sit in one table. On
+data with known generating factors (``dsprites-small``...) each run is also scored with
+the disentanglement metrics (:mod:`ppl_vae.disentangle`: MIG, beta-VAE, FactorVAE, DCI),
+written into its run directory as ``disentanglement.json``. In ``DIR``:
 
-- ``sweep.csv`` and ``sweep.md`` -- beta, rate, distortion, test ELBO, active units and
-  the failure mode :mod:`ppl_vae.failure_modes` reports, one row per beta;
+- ``sweep.csv`` and ``sweep.md`` -- objective, beta, capacity, rate, distortion, test
+  ELBO, active units, the failure mode :mod:`ppl_vae.failure_modes` reports and (with
+  factors) the four metrics, one row per run;
 - ``rate_distortion.png`` -- distortion against rate, each point labelled with its beta;
 - ``samples_by_beta.png`` -- prior samples of each run side by side (image data only).
 
@@ -30,6 +37,7 @@ from __future__ import annotations
 import copy
 import csv
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +53,52 @@ from ppl_vae.rundir import RunDir
 from ppl_vae.train import resolve_device
 
 OUTPUTS = ["sweep.csv", "sweep.md", "rate_distortion.png", "samples_by_beta.png"]
-COLUMNS = ("beta", "rate", "distortion", "test_elbo", "active_units", "warning")
+COLUMNS = (
+    "objective",
+    "beta",
+    "capacity",
+    "rate",
+    "distortion",
+    "test_elbo",
+    "active_units",
+    "warning",
+)
+METRIC_COLUMNS = ("mig", "beta_vae", "factor_vae", "dci_disentanglement")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One run of the sweep: its folder name, its label in figures and its settings."""
+
+    name: str
+    label: str
+    objective: str
+    beta: float = 1.0
+    capacity: float | None = None
+
+    def config(self, base: RunConfig) -> RunConfig:
+        cfg = copy.deepcopy(base)
+        cfg.train.objective = self.objective
+        cfg.train.beta = self.beta
+        if self.capacity is not None:
+            cfg.train.capacity_max = self.capacity
+            cfg.train.beta_schedule = "constant"
+        return cfg
+
+
+def variants(
+    base: RunConfig, values: list[float], capacities: list[float] | None = None
+) -> list[Variant]:
+    """One run per beta (of the base objective) and one per target capacity."""
+    tc = base.train.objective == "tcvae"
+    out = [
+        Variant(f"beta-{b:g}", f"{'TC ' if tc else ''}β={b:g}", base.train.objective, b)
+        for b in values
+    ]
+    out += [Variant(f"capacity-{c:g}", f"C={c:g}", "capacity", 1.0, c) for c in capacities or []]
+    return out
+
+
 N_SAMPLES = 16
 
 
@@ -71,21 +124,43 @@ def run_dir(out: str | Path, beta: float) -> Path:
     return Path(out) / f"beta-{beta:g}"
 
 
-def check(base: RunConfig, values: list[float], out: str | Path, overwrite: bool) -> None:
+def parse_capacities(text: str | None) -> list[float]:
+    """``"5,10"`` to ``[5.0, 10.0]`` (target capacities in nats); ``None`` to ``[]``."""
+    if not text:
+        return []
+    values = []
+    for item in str(text).split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            raise UserError(f"--capacities expects numbers like 5,10; got {item!r}") from None
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(f"every capacity must be a number of nats >= 0, got {item!r}")
+        values.append(value)
+    return values
+
+
+def check(
+    base: RunConfig,
+    values: list[float],
+    out: str | Path,
+    overwrite: bool,
+    capacities: list[float] | None = None,
+) -> None:
     """Everything that can fail before the first run trains, checked before a byte is
     written or removed: the values, the folder and its tables, the run directories, the
     training settings, the device, the model and data."""
     if not values:
         raise UserError("--values lists no beta; pass e.g. --values 0.25,1,4,16")
-    if base.train.objective != "elbo":
-        raise UserError("a beta sweep trains the beta-weighted ELBO; drop --objective capacity")
+    if base.train.objective not in ("elbo", "tcvae"):
+        raise UserError(
+            "a beta sweep trains the beta-weighted ELBO (or --objective tcvae); for the "
+            "capacity objective pass --capacities C1,C2 instead of --objective capacity"
+        )
     rundir.check_outputs(out, OUTPUTS, overwrite)
-    for beta in values:
-        RunDir(run_dir(out, beta)).check(resume=False, overwrite=overwrite)
-    for beta in values:
-        cfg = copy.deepcopy(base)
-        cfg.train.beta = beta
-        cfg.train.validate()
+    for variant in variants(base, values, capacities):
+        RunDir(Path(out) / variant.name).check(resume=False, overwrite=overwrite)
+        variant.config(base).train.validate()
     resolve_device(base.train.device)
     ds = load_data(base)
     pair = build_programs(base, ds)
@@ -101,35 +176,41 @@ def sweep_beta(
     out: str | Path,
     overwrite: bool = False,
     log: Any = None,
+    capacities: list[float] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``base`` once per beta in ``values`` and write the sweep's table and figures
-    into ``out``; returns the table's rows. ``log`` (e.g. ``print``) reports each run."""
+    """Train ``base`` once per beta in ``values`` (and once per target capacity in
+    ``capacities``) and write the sweep's table and figures into ``out``; returns the
+    table's rows. ``log`` (e.g. ``print``) reports each run."""
     out = Path(out)
-    check(base, values, out, overwrite)
+    check(base, values, out, overwrite, capacities)
     with RunDir(out).lock() as top:  # one writer; the tables go in out/manifest.json
         top.cleanup_tmp()
-        return _sweep(base, values, top, overwrite, log)
+        return _sweep(base, variants(base, values, capacities), top, overwrite, log)
 
 
-def _sweep(base, values, top: RunDir, overwrite, log) -> list[dict[str, Any]]:
+def _sweep(base, runs: list[Variant], top: RunDir, overwrite, log) -> list[dict[str, Any]]:
     out = top.path
     rows, samples, image_shape = [], [], None
-    for beta in values:
-        cfg = copy.deepcopy(base)
-        cfg.train.beta = beta
-        job = train_run(cfg, run_dir(out, beta), overwrite=overwrite)
+    for variant in runs:
+        cfg = variant.config(base)
+        job = train_run(cfg, out / variant.name, overwrite=overwrite)
         m = job.metrics
         warnings = m.get("warnings") or []
         rows.append(
             {
-                "beta": beta,
+                "objective": variant.objective,
+                "beta": variant.beta,
+                "capacity": variant.capacity,
                 "rate": m["rate"],
                 "distortion": m["distortion"],
                 "test_elbo": m["test_elbo"],
                 "active_units": m["active_units"],
                 "warning": "; ".join(w.split(":")[0] for w in warnings) or "-",
+                "label": variant.label,
             }
         )
+        if getattr(job.dataset, "factors", None) is not None:
+            rows[-1].update(disentanglement(job, out / variant.name, cfg.train.seed))
         image_shape = job.dataset.image_shape
         with torch.no_grad(), torch.random.fork_rng():
             torch.manual_seed(cfg.train.seed)
@@ -142,34 +223,49 @@ def _sweep(base, values, top: RunDir, overwrite, log) -> list[dict[str, Any]]:
     rundir.check_outputs(out, OUTPUTS, overwrite=True)  # nothing of the user's replaced
     written = [*write_table(rows, out), rate_distortion_plot(rows, out / "rate_distortion.png")]
     if image_shape is not None:
-        written.append(samples_by_beta(samples, values, image_shape, out / "samples_by_beta.png"))
+        labels = [r["label"] for r in rows]
+        written.append(samples_by_beta(samples, labels, image_shape, out / "samples_by_beta.png"))
     for path in written:
         top.record(path)
     return rows
 
 
+def disentanglement(job, path: Path, seed: int) -> dict[str, float]:
+    """Score a finished run with the disentanglement metrics; the full record goes into
+    its run directory as ``disentanglement.json``."""
+    from ppl_vae import disentangle
+
+    record = disentangle.scores(job.pair, job.dataset, seed=seed)
+    with RunDir(path).lock() as run:
+        run.write_json("disentanglement.json", record)
+    return {k: record[k] for k in METRIC_COLUMNS}
+
+
 def format_row(row: dict[str, Any]) -> str:
+    metrics = ", ".join(f"{k} {row[k]:.3f}" for k in METRIC_COLUMNS if k in row)
     return (
-        f"beta {row['beta']:g}: rate {row['rate']:.3f}, distortion {row['distortion']:.3f}, "
+        f"{row['label']}: rate {row['rate']:.3f}, distortion {row['distortion']:.3f}, "
         f"test ELBO {row['test_elbo']:.3f}, active units {row['active_units']}"
+        + (f", {metrics}" if metrics else "")
         + (f", {row['warning']}" if row["warning"] != "-" else "")
     )
 
 
 def write_table(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
     """``sweep.csv`` (full precision) and ``sweep.md`` (a Markdown table)."""
+    metrics = [k for k in METRIC_COLUMNS if any(k in r for r in rows)]
     with open(out / "sweep.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=[*COLUMNS, *metrics], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    lines = [
-        "| beta | rate (nats) | distortion (nats) | test ELBO (nats) | active units | warning |",
-        "|---:|---:|---:|---:|---:|:---|",
-    ]
+    head = "| run | rate (nats) | distortion (nats) | test ELBO (nats) | active units |"
+    head += "".join(f" {k} |" for k in metrics) + " warning |"
+    lines = [head, "|:---|---:|---:|---:|---:|" + "---:|" * len(metrics) + ":---|"]
     for r in rows:
+        cells = "".join(f" {r[k]:.3f} |" for k in metrics)
         lines.append(
-            f"| {r['beta']:g} | {r['rate']:.3f} | {r['distortion']:.3f} | {r['test_elbo']:.3f} "
-            f"| {r['active_units']} | {r['warning']} |"
+            f"| {r['label']} | {r['rate']:.3f} | {r['distortion']:.3f} | {r['test_elbo']:.3f} "
+            f"| {r['active_units']} |{cells} {r['warning']} |"
         )
     (out / "sweep.md").write_text("\n".join(lines) + "\n")
     return out / "sweep.csv", out / "sweep.md"
@@ -181,12 +277,12 @@ def rate_distortion_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     fig = Figure(figsize=(5, 4), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ordered = sorted(rows, key=lambda r: r["beta"])
+    ordered = sorted(rows, key=lambda r: r["rate"])
     rates = [r["rate"] for r in ordered]
     dists = [r["distortion"] for r in ordered]
     ax.plot(rates, dists, "o-", color="tab:blue")
     for (x, y), betas in label_groups(ordered).items():
-        label = "β=" + ", ".join(f"{b:g}" for b in betas)
+        label = ", ".join(betas)
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     best = max(ordered, key=lambda r: r["test_elbo"])
     total = best["rate"] + best["distortion"]
@@ -208,7 +304,7 @@ def rate_distortion_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def label_groups(rows: list[dict[str, Any]], tol: float = 0.02) -> dict[tuple, list[float]]:
+def label_groups(rows: list[dict[str, Any]], tol: float = 0.02) -> dict[tuple, list[str]]:
     """Points closer than ``tol`` of the plot's extent share one label (e.g. two
     collapsed runs at rate 0), so labels never print over each other."""
     span_r = max(r["rate"] for r in rows) - min(r["rate"] for r in rows) or 1.0
@@ -217,29 +313,29 @@ def label_groups(rows: list[dict[str, Any]], tol: float = 0.02) -> dict[tuple, l
     for r in rows:
         for x, y in groups:
             if abs(r["rate"] - x) < tol * span_r and abs(r["distortion"] - y) < tol * span_d:
-                groups[(x, y)].append(r["beta"])
+                groups[(x, y)].append(r.get("label", f"β={r['beta']:g}"))
                 break
         else:
-            groups[(r["rate"], r["distortion"])] = [r["beta"]]
+            groups[(r["rate"], r["distortion"])] = [r.get("label", f"β={r['beta']:g}")]
     return groups
 
 
 def samples_by_beta(
-    samples: list[torch.Tensor], values: list[float], image_shape: tuple[int, int], path: Path
+    samples: list[torch.Tensor], labels: list[str], image_shape: tuple[int, ...], path: Path
 ) -> Path:
-    """One panel of prior samples per beta, side by side."""
-    fig = Figure(figsize=(2.2 * len(values), 2.6), dpi=120)
+    """One panel of prior samples per run, side by side, titled with its label."""
+    fig = Figure(figsize=(2.2 * len(labels), 2.6), dpi=120)
     FigureCanvasAgg(fig)
-    for i, (x, beta) in enumerate(zip(samples, values)):
+    for i, (x, label) in enumerate(zip(samples, labels)):
         grid = make_grid(
             plots.as_images(x, image_shape),
             nrow=int(math.isqrt(x.shape[0])),
             padding=2,
             pad_value=1.0,
         )
-        ax = fig.add_subplot(1, len(values), i + 1)
+        ax = fig.add_subplot(1, len(labels), i + 1)
         ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"β = {beta:g}")
+        ax.set_title(label)
         ax.axis("off")
     fig.suptitle("prior samples by beta")
     fig.tight_layout()

@@ -49,7 +49,7 @@ def test_bad_input_fails_before_training(tmp_path):
         sweep.sweep_beta(base(latnt_dim=2), [1.0], tmp_path / "a")
     with pytest.raises(UserError, match="epochs"):
         sweep.sweep_beta(RunConfig(train=TrainConfig(epochs=0)), [1.0], tmp_path / "b")
-    with pytest.raises(UserError, match="drop --objective"):
+    with pytest.raises(UserError, match="--capacities"):
         sweep.sweep_beta(RunConfig(train=TrainConfig(objective="capacity")), [1.0], tmp_path)
     (tmp_path / "c" / "beta-4").mkdir(parents=True)
     (tmp_path / "c" / "beta-4" / "notes.txt").write_text("mine")
@@ -65,7 +65,7 @@ def test_sweep_cli_writes_table_and_figures(tmp_path, capsys):
     argv = ["sweep", "beta", "--values", "0.5,8", "--epochs", "3", "--latent-dim", "4"]
     assert main([*argv, "--hidden", "64", "--no-progress", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "beta 0.5: rate" in printed and "beta 8: rate" in printed
+    assert "β=0.5: rate" in printed and "β=8: rate" in printed
     assert (out / "beta-0.5" / "metrics.json").is_file()
     assert (out / "beta-8" / "metrics.json").is_file()
 
@@ -79,11 +79,27 @@ def test_sweep_cli_writes_table_and_figures(tmp_path, capsys):
     assert int(rows[1]["active_units"]) <= int(rows[0]["active_units"])
 
     md = (out / "sweep.md").read_text().splitlines()
-    assert md[0].startswith("| beta | rate") and len(md) == 4
-    assert md[3].startswith("| 8 |")
+    assert md[0].startswith("| run | rate") and len(md) == 4
+    assert md[3].startswith("| β=8 |")
 
     rd = matplotlib.image.imread(out / "rate_distortion.png")
     panels = matplotlib.image.imread(out / "samples_by_beta.png")
     assert rd.shape[0] > 200 and rd.shape[1] > 200
     assert panels.shape[1] > 1.5 * panels.shape[0]  # two panels side by side
     assert panels[..., :3].std() > 0.05  # not a blank image
+
+
+def test_sweep_on_known_factors_reports_metrics_and_capacity_in_one_table(tmp_path):
+    """On dsprites-small each row carries MIG, beta-VAE, FactorVAE and DCI, and a capacity
+    run sits in the same table as the betas."""
+    out = tmp_path / "factors"
+    argv = ["sweep", "beta", "--values", "1", "--capacities", "2", "--data", "dsprites-small"]
+    argv += ["--epochs", "1", "--latent-dim", "3", "--hidden", "16", "--batch-size", "256"]
+    assert main([*argv, "--no-progress", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    assert [r["objective"] for r in rows] == ["elbo", "capacity"]
+    for r in rows:
+        for key in ("mig", "beta_vae", "factor_vae", "dci_disentanglement"):
+            assert 0.0 <= float(r[key]) <= 1.0, key
+    assert (out / "capacity-2" / "disentanglement.json").is_file()
+    assert "| C=2 |" in (out / "sweep.md").read_text()

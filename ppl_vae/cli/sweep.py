@@ -19,6 +19,10 @@ def register(sub) -> None:
     p.add_argument("parameter", choices=["beta"], help="what to sweep (beta: the KL weight)")
     p.add_argument("--values", required=True, help="comma-separated betas, e.g. 0.25,1,4,16")
     p.add_argument("--model", default="vae", help="a model with a latent prior (default vae)")
+    p.add_argument(
+        "--capacities",
+        help="also train the capacity objective once per target C in nats, e.g. 5,10",
+    )
     common.add_data_args(p)
     common.add_model_args(p)
     common.add_train_args(p)
@@ -30,6 +34,9 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     values = sweep.parse_values(args.values)
     base = common.run_config(args, args.model)
-    rows = sweep.sweep_beta(base, values, args.out, args.overwrite, log=print)
+    capacities = sweep.parse_capacities(args.capacities)
+    rows = sweep.sweep_beta(
+        base, values, args.out, args.overwrite, log=print, capacities=capacities
+    )
     print(f"wrote {len(rows)} runs, sweep.csv, sweep.md and figures to {args.out}")
     return 0
