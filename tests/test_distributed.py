@@ -1,0 +1,165 @@
+"""Distributed training: ``torchrun`` with 2 CPU processes (gloo) against one process.
+
+One torchrun launch (the slow part: three Python processes importing torch and Pyro) runs
+a script that (1) trains ``vae`` through the ``ppl-vae train`` command line into a run
+directory, (2) trains the deterministic ``ae`` through :func:`ppl_vae.run.train_run` and
+(3) evaluates the trained ``vae`` sharded (test ELBO and IW log p(x)). Every rank writes
+its own weights and numbers to a file outside the run directory; this test compares the
+ranks with each other and with the same work done here in one process.
+
+Why the comparison with one process is not bit-exact: DDP sums the two ranks' gradients
+(each the mean over half of the global batch, rescaled to the global mean) where one
+process sums over the whole batch in one reduction, and torchrun runs each rank with
+OMP_NUM_THREADS=1, which blocks the matrix products' sums differently. These float32
+roundings (~1e-7 relative per step) pass through Adam's normalisation for 46 steps; the
+``ae`` has no sampling, so its weights agree to ``WEIGHT_ATOL``. Evaluation shards whole
+batches, each under its own seed, so it agrees to float rounding (``EVAL_RTOL``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ppl_vae import distributed
+from ppl_vae.evaluate import evaluate
+from ppl_vae.importance import iw_log_likelihood
+from ppl_vae.run import RunConfig, load_run, train_run
+from ppl_vae.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHT_ATOL = 1e-4  # weights move by ~1e-2 in these 46 steps
+EVAL_RTOL = 1e-5
+IW = {"num_samples": 32, "batch_size": 50, "seed": 5}
+AE = {"model": "ae", "model_args": {"hidden": [32], "latent_dim": 2}}
+TRAIN = {"epochs": 2, "batch_size": 64, "progress": False, "device": "cpu"}
+
+SCRIPT = """
+import json, sys
+import torch
+from safetensors.torch import save_file
+from ppl_vae import distributed
+from ppl_vae.cli import main as cli
+from ppl_vae.evaluate import evaluate
+from ppl_vae.importance import iw_log_likelihood
+from ppl_vae.run import RunConfig, load_run, train_run
+from ppl_vae.train import TrainConfig
+
+run_dir, results = sys.argv[1], sys.argv[2]
+AE, TRAIN, IW = {ae!r}, {train!r}, {iw!r}
+
+
+def flat(pair):
+    return torch.cat([p.detach().flatten() for p in pair.parameters()])
+
+
+def main():
+    code = cli(["train", "vae", "--data", "digits", "--epochs", "2", "--hidden", "32",
+                "--latent-dim", "2", "--batch-size", "64", "--out", run_dir, "--no-progress",
+                "--device", "cpu"])
+    if code:
+        return code
+    ae = train_run(RunConfig(model=AE["model"], model_args=AE["model_args"],
+                             train=TrainConfig(**TRAIN)))
+    pair, ds, _ = load_run(run_dir)  # every rank reads the checkpoint rank 0 wrote
+    x = ds.x_test[:230]
+    ll = iw_log_likelihood(pair, x, **IW)
+    rank = distributed.rank()
+    save_file({{"ae": flat(ae.pair), "ll": ll}}, f"{{results}}/rank{{rank}}.safetensors")
+    record = {{"rank": rank, "world": distributed.world_size(),
+              "ae_test_elbo": ae.metrics["test_elbo"],
+              "vae_eval": evaluate(pair, x, batch_size=64, seed=3)}}
+    with open(f"{{results}}/rank{{rank}}.json", "w") as f:
+        json.dump(record, f)
+    return 0
+
+
+raise SystemExit(distributed.launch(main))
+"""
+
+
+def torchrun(tmp_path: Path, nproc: int = 2) -> subprocess.CompletedProcess:
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(SCRIPT.format(ae=AE, train=TRAIN, iw=IW)))
+    (tmp_path / "results").mkdir()
+    env = {**os.environ, "PPL_VAE_DIST_TIMEOUT": "120", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+    cmd += ["--standalone", str(script), str(tmp_path / "run"), str(tmp_path / "results")]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    proc = torchrun(tmp)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    ranks = [
+        (
+            json.loads((tmp / "results" / f"rank{r}.json").read_text()),
+            load_file(str(tmp / "results" / f"rank{r}.safetensors")),
+        )
+        for r in range(2)
+    ]
+    return tmp, proc, ranks
+
+
+def test_cli_trains_under_torchrun_and_rank0_writes_the_run(launched):
+    tmp, proc, ranks = launched
+    assert [r[0]["rank"] for r in ranks] == [0, 1] and ranks[0][0]["world"] == 2
+    run = tmp / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    history = [h["test_elbo"] for h in metrics["history"]]
+    assert len(history) == 2 and history[1] > history[0] > -60  # it learns
+    assert metrics["steps"] == 2 * 23  # 1437 = 22 x 64 + 29: the last batch split 15 + 14
+    assert (run / "report.html").is_file() and (run / "checkpoint.json").is_file()
+    assert proc.stdout.count("run directory:") == 1  # rank 1 prints nothing
+    assert not list(run.glob("*.tmp*"))
+
+
+def test_ranks_hold_identical_parameters_and_numbers(launched):
+    _, _, ranks = launched
+    (info0, t0), (info1, t1) = ranks
+    assert torch.equal(t0["ae"], t1["ae"])  # DDP keeps the replicas bit-identical
+    assert torch.equal(t0["ll"], t1["ll"])  # gathered: every rank holds every estimate
+    assert info0["vae_eval"] == info1["vae_eval"]
+    assert info0["ae_test_elbo"] == info1["ae_test_elbo"]
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(launched):
+    tmp, _, ranks = launched
+    info, tensors = ranks[0]
+    torch.manual_seed(0)
+    one = train_run(RunConfig(**AE, train=TrainConfig(**TRAIN)))
+    weights = torch.cat([p.detach().flatten() for p in one.pair.parameters()])
+    moved = float((weights - tensors["ae"]).abs().max())
+    assert moved < WEIGHT_ATOL, f"2-process ae weights differ from 1 process by {moved}"
+    assert info["ae_test_elbo"] == pytest.approx(one.metrics["test_elbo"], abs=1e-3)
+
+    # Sharded evaluation of one trained pair: the numbers of one process.
+    pair, ds, _ = load_run(tmp / "run")
+    x = ds.x_test[:230]
+    single = evaluate(pair, x, batch_size=64, seed=3)
+    for key in ("elbo", "distortion", "rate", "recon_mse"):
+        assert info["vae_eval"][key] == pytest.approx(single[key], rel=EVAL_RTOL), key
+    assert info["vae_eval"]["active_units"] == single["active_units"]
+    ll = iw_log_likelihood(pair, x, **IW)
+    torch.testing.assert_close(tensors["ll"], ll, rtol=EVAL_RTOL, atol=1e-4)
+
+
+def test_one_process_helpers_are_no_ops():
+    assert not distributed.active() and distributed.is_main() and distributed.world_size() == 1
+    batches = [torch.arange(5), torch.arange(5, 7)]
+    assert list(distributed.shard(batches)) == batches
+    assert list(distributed.my_batches("abc")) == [(0, "a"), (1, "b"), (2, "c")]
+    assert distributed.batch_seed(7, 0) == 7 and distributed.batch_seed(7, 1) != 7
+    assert distributed.on_main(lambda a: a + 1, 1) == 2
+    parts = {0: torch.ones(2)}
+    assert distributed.gather(parts, "cpu") is parts
