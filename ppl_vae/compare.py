@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from ppl_vae import plots, registry, rundir, traces
+from ppl_vae import registry, rundir, traces
 from ppl_vae.errors import UserError
 from ppl_vae.run import (
     Run,
@@ -296,4 +296,6 @@ def write_figure(runs: dict[str, Run], path: Path, n: int = N_IMAGES) -> Path | 
         job.pair.eval()
         rows.append(traces.reconstruct(job.pair, placeholder(job.pair, job.dataset, n)).cpu())
     labels = ["input", *runs]
+    from ppl_vae import plots  # matplotlib and torchvision load only to draw
+
     return plots.labelled_rows(rows, labels, first.dataset.image_shape, path)

@@ -42,11 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from torchvision.utils import make_grid
 
-from ppl_vae import plots, rundir, traces
+from ppl_vae import rundir, traces
 from ppl_vae.errors import UserError
 from ppl_vae.run import RunConfig, build_programs, load_data, placeholder, train_run
 from ppl_vae.rundir import RunDir
@@ -274,6 +271,9 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
 def rate_distortion_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     """Distortion against rate, one labelled point per beta, with the line of constant
     ELBO :math:`D + R` through the best run for reference."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(5, 4), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -324,6 +324,12 @@ def samples_by_beta(
     samples: list[torch.Tensor], labels: list[str], image_shape: tuple[int, ...], path: Path
 ) -> Path:
     """One panel of prior samples per run, side by side, titled with its label."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from torchvision.utils import make_grid
+
+    from ppl_vae import plots
+
     fig = Figure(figsize=(2.2 * len(labels), 2.6), dpi=120)
     FigureCanvasAgg(fig)
     for i, (x, label) in enumerate(zip(samples, labels)):

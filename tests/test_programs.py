@@ -394,11 +394,6 @@ def heavy_imports(stderr: str) -> set[str]:
     return found
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 9: the CLI imports every command module (and with them ArviZ, matplotlib "
-    "and torchvision) to build its parser; --help should import only argparse wiring",
-)
 def test_help_imports_no_arviz_matplotlib_or_torchvision(tmp_path):
     r = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "ppl_vae", "--help"],

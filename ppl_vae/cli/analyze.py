@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ppl_vae import report
-from ppl_vae.analysis import analyze
 from ppl_vae.errors import UserError
 from ppl_vae.run import load_split
 from ppl_vae.rundir import RunDir
@@ -48,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
     if args.nuts_points < 0 or args.nuts_warmup < 0:
         raise UserError("--nuts-points and --nuts-warmup cannot be negative")
     run_dir = Path(args.run_dir)
+    from ppl_vae import report
+    from ppl_vae.analysis import analyze
+
     pair, x, y = load_split(run_dir, args.split, args.device, args.trust)
     out = run_dir / "analysis"
     with RunDir(run_dir).recording("analysis"):  # the lock; the files go in the manifest

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ppl_vae import plots, traces, validate
+from ppl_vae import traces, validate
 from ppl_vae.errors import UserError
 from ppl_vae.run import load_run, placeholder
 
@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     x = traces.generate(pair, placeholder(pair, ds, n))
     out.parent.mkdir(parents=True, exist_ok=True)
+    from ppl_vae import plots
+
     plots.image_grid(x, ds.image_shape, out, nrow=max(1, math.isqrt(n)))
     print(f"wrote {n} samples to {out}")
     return 0
