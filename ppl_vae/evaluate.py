@@ -34,7 +34,7 @@ import contextlib
 
 import torch
 
-from ppl_vae import traces
+from ppl_vae import distributed, traces
 from ppl_vae.programs import Programs
 
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -84,26 +84,33 @@ def evaluate(
     reconstruction log-likelihood. ``kl_per_dim`` is ``None`` where some latent site's
     KL does not split per dimension.
     """
+    parts: dict[int, dict[str, torch.Tensor]] = {}  # per batch: sums over its examples
+    # Batch k runs under its own seed, so its draws do not depend on the batches before it:
+    # sharded over the ranks of a distributed run (batch k on rank k % W), the per-batch
+    # sums are those of one process, and they are added up in the same order below.
+    with eval_mode(pair):
+        for k, args in distributed.my_batches(batches(x, y, pair, batch_size)):
+            with seeded(distributed.batch_seed(seed, k), x.device):
+                t = traces.terms(pair, args)
+                part = {
+                    "distortion": (-t["log_lik"]).sum(0),
+                    "rate": sum(t[f"kl/{n}"] for n in pair.latent_sites).sum(0),
+                }
+                dims = [t[f"kl_dims/{n}"] for n in pair.latent_sites]
+                if all(d is not None for d in dims):
+                    part["kl_per_dim"] = torch.cat(dims, -1).sum(0)
+                part["codes"] = traces.codes(pair, args)
+                recon = traces.reconstruct(pair, args)
+                part["recon_mse"] = (recon - args[0].reshape(recon.shape)).pow(2).sum(-1).sum(0)
+                parts[k] = part
+    parts = distributed.gather(parts, x.device)
+    per_dim_ok = all("kl_per_dim" in part for part in parts.values())
     sums: dict[str, torch.Tensor] = {}
-    codes = []
-    per_dim_ok = True
-
-    def add(key, value):
-        sums[key] = sums.get(key, 0) + value.sum(0)
-
-    with eval_mode(pair), seeded(seed, x.device):
-        for args in batches(x, y, pair, batch_size):
-            t = traces.terms(pair, args)
-            add("distortion", -t["log_lik"])
-            add("rate", sum(t[f"kl/{n}"] for n in pair.latent_sites))
-            dims = [t[f"kl_dims/{n}"] for n in pair.latent_sites]
-            per_dim_ok = per_dim_ok and all(d is not None for d in dims)
-            if per_dim_ok:
-                add("kl_per_dim", torch.cat(dims, -1))
-            code = traces.codes(pair, args)
-            codes.append(code)
-            recon = traces.reconstruct(pair, args)
-            add("recon_mse", (recon - args[0].reshape(recon.shape)).pow(2).sum(-1))
+    for k in sorted(parts):
+        for key, value in parts[k].items():
+            if key != "codes" and (key != "kl_per_dim" or per_dim_ok):
+                sums[key] = sums.get(key, 0) + value
+    codes = [parts[k]["codes"] for k in sorted(parts)]
     n = x.shape[0]
     out = {k: v / n for k, v in sums.items()}
     has_prior = pair.has_prior

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ppl_vae import traces
+from ppl_vae import distributed, traces
 from ppl_vae.errors import UserError
 from ppl_vae.evaluate import batches, eval_mode, evaluate, seeded
 from ppl_vae.programs import Programs
@@ -117,22 +117,27 @@ def iw_log_likelihood(
         total=n_batches * len(sizes),
         desc=f"IW K={num_samples}",
         unit="chunk",
-        disable=not progress,
+        disable=not progress or not distributed.is_main(),
         leave=False,
     )
-    out = []
+    out = {}
     try:
-        with eval_mode(pair), seeded(seed, x.device):
-            for args in batches(x, y, pair, batch_size):
+        # Batch k under its own seed: sharded over the ranks of a distributed run (batch k
+        # on rank k % W, see ppl_vae.distributed), every example gets the draws it gets in
+        # one process, and the estimates are gathered in example order.
+        with eval_mode(pair):
+            for k, args in distributed.my_batches(batches(x, y, pair, batch_size)):
                 xb = args[0]
                 acc = torch.full(xb.shape[:1], -math.inf, dtype=xb.dtype, device=xb.device)
-                for p in sizes:
-                    acc = torch.logaddexp(acc, log_weights(pair, args, p).logsumexp(0))
-                    bar.update()
-                out.append(acc - math.log(num_samples))
+                with seeded(distributed.batch_seed(seed, k), x.device):
+                    for p in sizes:
+                        acc = torch.logaddexp(acc, log_weights(pair, args, p).logsumexp(0))
+                        bar.update()
+                out[k] = acc - math.log(num_samples)
     finally:
         bar.close()
-    return torch.cat(out)
+    out = distributed.gather(out, x.device)
+    return torch.cat([out[k] for k in sorted(out)])
 
 
 def evaluation(
