@@ -374,7 +374,7 @@ def _train_into(run: RunDir, cfg: RunConfig, pair: Programs, ds, resume: bool) -
         if (path.exists() or path.is_symlink()) and not run.is_own_regular_file(name):
             raise UserError(f"{path} was not written by ppl-vae; move it away and resume")
     for path in write_figures(pair, ds, run.path, cfg.train.seed, job.metrics):
-        run.record(path)
+        run.record(path.relative_to(run.path).as_posix())
     from ppl_vae import report
 
     report.write_report(run)

@@ -223,7 +223,7 @@ def _sweep(base, runs: list[Variant], top: RunDir, overwrite, log) -> list[dict[
         labels = [r["label"] for r in rows]
         written.append(samples_by_beta(samples, labels, image_shape, out / "samples_by_beta.png"))
     for path in written:
-        top.record(path)
+        top.record(path.relative_to(out).as_posix())
     return rows
 
 

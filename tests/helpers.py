@@ -27,3 +27,91 @@ def log_prob_terms(module, x: torch.Tensor, particles: int | None = None) -> dic
 
 def fit_module(module, data, config: TrainConfig | None = None, **kw) -> FitResult:
     return fit(module.model, module.guide, data, config, **kw)
+
+
+# --------------------------------------------------------------- the CLI, file systems
+def snapshot(directory) -> dict[str, tuple]:
+    """``{relative path: (mode, bytes)}`` of everything under ``directory`` (folders map to
+    ``(mode, None)``, symlinks to ``(mode, link target)``); ``{}`` when it does not exist."""
+    import os
+    import stat
+    from pathlib import Path
+
+    root = Path(directory)
+    if not root.exists() and not root.is_symlink():
+        return {}
+    out = {}
+    for path in [root, *sorted(root.rglob("*"))]:
+        st_ = os.lstat(path)
+        rel = path.relative_to(root).as_posix()
+        if stat.S_ISLNK(st_.st_mode):
+            out[rel] = (st_.st_mode, os.readlink(path))
+        elif stat.S_ISDIR(st_.st_mode):
+            out[rel] = (st_.st_mode, None)
+        else:
+            out[rel] = (st_.st_mode, path.read_bytes())
+    return out
+
+
+#: Runs ``ppl_vae.cli.main`` once per case, each in its own forked process (the imports
+#: are paid once): a case is ``{"argv": [...], "cwd": ..., "exit_at_step": N}``; the last
+#: makes the process die like ``kill -9`` when training reaches step N.
+_DRIVER = r"""
+import json, os, sys
+import ppl_vae.cli, ppl_vae.run, ppl_vae.train, ppl_vae.compare, ppl_vae.sweep  # noqa
+cases = json.loads(sys.argv[1])
+results = []
+for i, case in enumerate(cases):
+    out, err = (os.path.join(sys.argv[2], f"{i}.{k}") for k in ("out", "err"))
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.chdir(case.get("cwd") or ".")
+            for fd, name in ((1, out), (2, err)):
+                f = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.dup2(f, fd)
+            if case.get("exit_at_step") is not None:
+                real = ppl_vae.train.training_loss
+                def loss(fn, args, beta, step, real=real, at=case["exit_at_step"]):
+                    if step == at:
+                        os._exit(137)
+                    return real(fn, args, beta, step)
+                ppl_vae.train.training_loss = loss
+            code = ppl_vae.cli.main(case["argv"])
+            sys.stdout.flush(); sys.stderr.flush()
+        except BaseException:
+            import traceback; traceback.print_exc(); code = 99
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    rc = os.waitstatus_to_exitcode(status)
+    results.append([rc, open(out).read(), open(err).read()])
+print(json.dumps(results))
+"""
+
+
+def cli_cases(cases: list[dict], env: dict | None = None) -> list:
+    """Run the CLI once per case in a subprocess (one forked process per case) and return
+    ``subprocess.CompletedProcess``-like records with ``returncode``, ``stdout``, ``stderr``."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import types
+
+    cases = [
+        {**c, "argv": [str(a) for a in c["argv"]], "cwd": str(c.get("cwd") or ".")} for c in cases
+    ]
+    with tempfile.TemporaryDirectory() as logs:
+        r = subprocess.run(
+            [sys.executable, "-c", _DRIVER, json.dumps(cases), logs],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, **(env or {}), "OMP_NUM_THREADS": "1"},
+        )
+        assert r.returncode == 0, r.stderr
+    return [
+        types.SimpleNamespace(returncode=rc, stdout=o, stderr=e)
+        for rc, o, e in json.loads(r.stdout.strip().splitlines()[-1])
+    ]

@@ -64,9 +64,9 @@ def test_train_then_sample(tmp_path):
     ):
         assert key in metrics, key
     assert len(metrics["history"]) == 2 and metrics["test_elbo"] < 0
-    assert list(out.glob("*.safetensors")) and not list(out.glob("*.tmp"))
+    assert list(out.glob("*.safetensors")) and not list(out.glob(".*tmp*"))
     config = json.loads((out / "config.json").read_text())
-    assert config["model_args"] == {"latent_dim": 2, "hidden": "64"}
+    assert config["model_args"] == {"latent_dim": 2, "hidden": [64]}
     assert config["train"]["seed"] == 3
 
     png = tmp_path / "s.png"

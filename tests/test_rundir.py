@@ -14,31 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ppl_vae import rundir
 from ppl_vae.errors import UserError
 from ppl_vae.rundir import MANIFEST, RunDir
-
-
-def snapshot(directory: str | Path) -> dict[str, tuple]:
-    """``{relative path: (mode, bytes)}`` of everything under ``directory`` (folders map to
-    ``(mode, None)``, symlinks to ``(mode, link target)``); ``{}`` when it does not exist."""
-    root = Path(directory)
-    if not root.exists() and not root.is_symlink():
-        return {}
-    out = {}
-    for path in [root, *sorted(root.rglob("*"))]:
-        st_ = os.lstat(path)
-        rel = path.relative_to(root).as_posix()
-        if stat.S_ISLNK(st_.st_mode):
-            out[rel] = (st_.st_mode, os.readlink(path))
-        elif stat.S_ISDIR(st_.st_mode):
-            out[rel] = (st_.st_mode, None)
-        else:
-            out[rel] = (st_.st_mode, path.read_bytes())
-    return out
 
 
 def refused(
