@@ -45,6 +45,7 @@ TABLES = (
     ("metrics.json", "Metrics (test set unless named train)"),
     ("evaluation.json", "Evaluation (ppl-vae evaluate)"),
     ("analysis/report.json", "Analysis (ppl-vae analyze)"),
+    ("disentanglement.json", "Disentanglement (ppl-vae disentangle)"),
 )
 CAPTIONS = {
     "latent_manifold.png": "Latent manifold: decoder means over a grid of prior quantiles",
@@ -54,6 +55,8 @@ CAPTIONS = {
     "training_curves.png": "Training curves",
     "interpolation.png": "Interpolation: decoded codes on the line between two test images",
     "traversals.png": "Traversals: one latent dimension varied per row, the others fixed",
+    "disentanglement_traversals.png": "Traversals labelled by the factor each latent "
+    "captures best (normalised mutual information)",
 }
 # Headline numbers: (key, label, how to read it); taken from evaluation.json when it has
 # the key (the more careful estimate), else from metrics.json.

@@ -18,6 +18,8 @@ of the factors exactly and cheaply:
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -200,3 +202,31 @@ def test_on_dsprites_small_with_a_centroid_code():
     assert rec["mig_per_factor"][2] < 0.05  # nothing in this code knows the orientation
     assert 0.3 < rec["mig"] < 0.9 and 0.2 < rec["dci_disentanglement"] < 0.9
     assert rec["settings"] == {"dataset": "dsprites-small"}
+
+
+def test_disentangle_cli_writes_the_record_the_figure_and_the_report(tmp_path, capsys):
+    """`ppl-vae train ... --data dsprites-small`, then `ppl-vae disentangle DIR`."""
+    from ppl_vae.cli import main
+
+    run = tmp_path / "run"
+    argv = ["train", "vae", "--data", "dsprites-small", "--latent-dim", "3", "--hidden", "16"]
+    assert (
+        main([*argv, "--epochs", "1", "--batch-size", "256", "--no-progress", "--out", str(run)])
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["disentangle", str(run)]) == 0
+    printed = capsys.readouterr().out
+    record = json.loads((run / "disentanglement.json").read_text())
+    for key in ("mig", "beta_vae", "factor_vae", "dci_disentanglement"):
+        assert 0.0 <= record[key] <= 1.0 and key in printed
+    assert len(record["latents"]) == 3 and record["data"] == "dsprites-small"
+    assert (run / "disentanglement_traversals.png").stat().st_size > 1000
+    page = (run / "report.html").read_text()
+    assert "Disentanglement (ppl-vae disentangle)" in page
+    # data without known factors: one clear line
+    other = tmp_path / "digits"
+    assert main(["train", "vae", "--epochs", "1", "--no-progress", "--out", str(other)]) == 0
+    capsys.readouterr()
+    assert main(["disentangle", str(other)]) == 2
+    assert "no known generating factors" in capsys.readouterr().err
