@@ -46,12 +46,14 @@ def corrupt(
     x: torch.Tensor, noise: str, level: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """One draw of the corruption: additive :math:`\\mathcal{N}(0, \\text{level}^2)` noise
-    (``gaussian``) or zeroing each value with probability ``level`` (``mask``)."""
+    (``gaussian``) or zeroing each value with probability ``level`` (``mask``), drawn on
+    ``x``'s device (or the generator's), so a training step copies nothing from the host."""
+    where = generator.device if generator is not None else x.device
     if noise == "gaussian":
-        eps = torch.randn(x.shape, generator=generator, device="cpu").to(x)
+        eps = torch.randn(x.shape, generator=generator, device=where).to(x)
         return x + level * eps
     if noise == "mask":
-        u = torch.rand(x.shape, generator=generator, device="cpu").to(x)
+        u = torch.rand(x.shape, generator=generator, device=where).to(x)
         return x * (u >= level).to(x.dtype)
     raise UserError(f"unknown noise {noise!r}; choose one of {', '.join(NOISES)}")
 

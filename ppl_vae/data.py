@@ -32,6 +32,12 @@ Sources
 ``synthetic``
     A linear-Gaussian source :math:`x = W z + \\mu + \\sigma \\epsilon`, with
     :math:`z, \\epsilon \\sim \\mathcal{N}(0, I)`: the oracle for probabilistic PCA.
+``dsprites-small``, ``dsprites``, ``dsprites-original``
+    Binary sprites with known generating factors (:mod:`ppl_vae.dsprites`): the first two
+    are generated procedurally here (not the original file, so published numbers are not
+    directly comparable); the third reads DeepMind's ``.npz`` from ``data_root``. The data
+    set keeps its factor classes (``c_train``, ``c_test``) and ``factors`` for the
+    disentanglement metrics; the split is fixed (seed 0) whatever the training seed.
 
 Binarisation (for Bernoulli likelihoods, on data in [0, 1]):
 
@@ -70,7 +76,8 @@ import torch
 
 from ppl_vae.errors import UserError
 
-SOURCES = ("digits", "mnist-5k", "mnist", "fashion-mnist", "kmnist", "synthetic")
+FACTOR_SOURCES = ("dsprites-small", "dsprites", "dsprites-original")
+SOURCES = ("digits", "mnist-5k", "mnist", "fashion-mnist", "kmnist", "synthetic", *FACTOR_SOURCES)
 # Binarisation modes; ``threshold`` also takes a level, ``threshold:T``.
 BINARIZE = ("none", "static", "threshold", "dynamic")
 _TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
@@ -149,16 +156,37 @@ class Dataset:
 
 
 def bernoulli_draw(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One binary draw :math:`b \\sim \\mathrm{Bernoulli}(x)` per pixel."""
-    u = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
+    """One binary draw :math:`b \\sim \\mathrm{Bernoulli}(x)` per pixel, drawn on the
+    generator's device (the CPU without one) and compared where ``x`` lies."""
+    where = generator.device if generator is not None else "cpu"
+    u = torch.rand(x.shape, generator=generator, device=where).to(x.device)
     return (u < x).to(x.dtype)
 
 
+def shuffle_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of the epochs' permutations and dynamic binarisation: on CUDA a device
+    generator, so both are drawn where the data lies and no step copies indices from the
+    host; elsewhere the CPU generator (CPU results stay those of earlier versions)."""
+    device = torch.device(device)
+    return torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(seed)
+
+
 def minibatches(
-    n: int, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True
+    n: int,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    shuffle: bool = True,
+    device: torch.device | str | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Index tensors for one epoch: slices of ``randperm(n)`` (the last one may be short)."""
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    """Index tensors for one epoch: slices of ``randperm(n)`` (the last one may be short),
+    drawn on the generator's device and moved to ``device`` once per epoch, not per step."""
+    where = generator.device if generator is not None else (device or "cpu")
+    if shuffle:
+        order = torch.randperm(n, generator=generator, device=where)
+    else:
+        order = torch.arange(n, device=where)
+    if device is not None:
+        order = order.to(device)
     yield from order.split(batch_size)
 
 
@@ -179,6 +207,10 @@ def load(
         ds = load_torchvision(source, data_root, download)
     elif source == "synthetic":
         ds = load_synthetic(seed=seed)
+    elif source in FACTOR_SOURCES:  # known generating factors (ppl_vae.dsprites)
+        from ppl_vae import dsprites
+
+        ds = dsprites.load(source, seed=0, data_root=data_root)  # one split for every seed
     elif source.endswith(".npz") or Path(source).suffix:
         ds = load_npz(source)
     else:

@@ -51,6 +51,7 @@ CAPTIONS = {
     "latent_manifold.png": "Latent manifold: decoder means over a grid of prior quantiles",
     "reconstructions.png": "Reconstructions: test inputs (upper row) and their outputs (lower)",
     "samples.png": "Samples: decoder means of codes drawn from the prior",
+    "class_samples.png": "Class-conditional samples: one row per label y, z drawn from p(z)",
     "latent_scatter.png": "Latent space: posterior means of the test set, coloured by label",
     "training_curves.png": "Training curves",
     "interpolation.png": "Interpolation: decoded codes on the line between two test images",

@@ -93,6 +93,9 @@ class RunConfig:
     data_root: str | None = None
     download: bool = False
     binarize: str = "none"
+    #: Keep only this many training labels (stratified); the rest become -1, as the
+    #: semi-supervised M2 VAE expects. None keeps them all.
+    labels: int | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     #: The training settings the user gave explicitly (the CLI fills this); the model's
     #: recommended ``train_defaults`` replace the others. ``None``: apply none.
@@ -146,7 +149,15 @@ class Run:
 
 
 def load_data(cfg: RunConfig) -> data.Dataset:
-    return data.load(cfg.data, cfg.data_root, cfg.download, cfg.binarize, cfg.train.seed)
+    ds = data.load(cfg.data, cfg.data_root, cfg.download, cfg.binarize, cfg.train.seed)
+    if cfg.labels is not None:
+        from ppl_vae.labels import keep_labels
+
+        if ds.y_train is None:
+            raise UserError(f"--labels needs a labelled data set; {ds.name} has no labels")
+        y = keep_labels(ds.y_train.cpu(), cfg.labels, seed=cfg.train.seed)
+        ds = dataclasses.replace(ds, y_train=y.to(ds.y_train.device))
+    return ds
 
 
 def build_model(cfg: RunConfig, ds: data.Dataset, source: str | Path | None = None):
@@ -412,11 +423,30 @@ def final_metrics(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
         "kl_per_dim": test["kl_per_dim"],
         "active_units": test["active_units"],
         "warnings": diagnose(test, pair, ds.x_test, ds.y_test),
+        **classification(pair, ds),
         "latent_dim": pair.latent_dim,
         "latent_sites": list(pair.latent_sites),
         "parameters": sum(p.numel() for p in pair.parameters()),
         "seconds": result.seconds,
         "history": result.history,
+    }
+
+
+@torch.no_grad()
+def classification(pair: Programs, ds: data.Dataset) -> dict[str, Any]:
+    """``test_accuracy`` (and the number of training labels used) for programs whose
+    module can ``classify(x)``, such as the semi-supervised M2 VAE; empty otherwise."""
+    classify = next(
+        (o.classify for o in pair.owners if callable(getattr(o, "classify", None))), None
+    )
+    if classify is None or ds.y_test is None:
+        return {}
+    pair.eval()
+    predicted = torch.cat([classify(xb) for xb in ds.x_test.split(1000)])
+    labelled = int((ds.y_train >= 0).sum()) if ds.y_train is not None else 0
+    return {
+        "test_accuracy": float((predicted == ds.y_test).float().mean()),
+        "train_labels_used": labelled,
     }
 
 
@@ -476,6 +506,8 @@ def write_figures(
             traces.generate(pair, placeholder(pair, ds, 64)), ds.image_shape, out / "samples.png"
         ),
     ]
+    if pair.takes_labels and ds.y_test is not None:
+        paths.append(class_samples(pair, ds, out / "class_samples.png"))
     if len(pair.latent_sites) != 1:
         return paths  # decoding a code needs a single latent site
     icdf = latent_icdf(pair, ds, codes[:, dims[:2]])
@@ -507,6 +539,21 @@ def write_figures(
             decode, codes[0], ds.image_shape, out / "traversals.png", dims=dims, icdf=icdf
         ),
     ]
+
+
+@torch.no_grad()
+def class_samples(pair: Programs, ds: data.Dataset, path: Path, per_class: int = 8) -> Path:
+    """Class-conditional samples of programs that take labels (a CVAE, M2): one row per
+    class of the test set (at most 10), ``per_class`` draws of :math:`p(x|z,y)` each."""
+    from ppl_vae import plots
+
+    classes = torch.unique(ds.y_test[ds.y_test >= 0])[:10]
+    rows = []
+    for k in classes:
+        x = ds.x_test[:1].expand(per_class, -1)
+        y = torch.full((per_class,), int(k), dtype=ds.y_test.dtype, device=ds.y_test.device)
+        rows.append(traces.generate(pair, pair.args(x, y)))
+    return plots.image_grid(torch.cat(rows), ds.image_shape, path, nrow=per_class)
 
 
 def latent_icdf(pair: Programs, ds: data.Dataset, codes: torch.Tensor):

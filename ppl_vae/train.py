@@ -49,9 +49,10 @@ from ppl_vae.iwae import IWAE_ELBO
 from ppl_vae.objective import Objective
 from ppl_vae.programs import Program, Programs, owner_of
 from ppl_vae.rundir import RunDir
+from ppl_vae.tcvae import TCELBO
 
 TRAIN_EVAL_LIMIT = 10000  # examples of the training set scored each epoch
-OBJECTIVES = ("elbo", "capacity", "iwae")
+OBJECTIVES = ("elbo", "capacity", "iwae", "tcvae")
 LOG_EVERY = 50  # steps between reads of the running loss (progress bar, NaN check)
 
 
@@ -99,6 +100,11 @@ class TrainConfig:
         if self.objective not in OBJECTIVES:
             raise UserError(
                 f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}"
+            )
+        if self.objective == "tcvae" and self.num_particles != 1:
+            raise UserError(
+                "--objective tcvae estimates the total correlation from one draw: "
+                "drop --num-particles"
             )
         if self.objective == "iwae" and (self.beta != 1 or self.beta_schedule != "constant"):
             raise UserError(
@@ -235,16 +241,24 @@ def check_data(model: Program, guide: Program, data: Dataset) -> None:
             return
 
 
-def make_objective(pair: Programs, config: TrainConfig) -> Objective:
-    """The configured loss module: the ELBO, the capacity objective, or the IWAE bound."""
+def make_objective(pair: Programs, config: TrainConfig, dataset_size: int = 1) -> Objective:
+    """The configured loss module: the ELBO, the capacity objective, the IWAE bound, or
+    beta-TCVAE's (its minibatch estimate of the total correlation needs ``dataset_size``)."""
     nesting = max(1, pair.max_plate_nesting)
-    if config.objective == "capacity":
+    if config.objective == "tcvae":
+        elbo = TCELBO(dataset_size, max_plate_nesting=nesting)
+    elif config.objective == "capacity":
         elbo = capacity.CapacityELBO(config.gamma, config.num_particles, nesting)
     elif config.objective == "iwae":
         elbo = IWAE_ELBO(num_particles=config.num_particles, max_plate_nesting=nesting)
     else:
         elbo = objective.make_elbo(config.elbo, config.num_particles, nesting)
     return Objective(pair, elbo)
+
+
+def make_objective_elbo(loss_fn: torch.nn.Module):
+    """The Pyro ELBO inside a loss module (wrapped by DistributedDataParallel or not)."""
+    return getattr(loss_fn, "module", loss_fn).elbo
 
 
 def make_optimizer(params, config: TrainConfig) -> torch.optim.Adam:
@@ -311,7 +325,10 @@ def _fit(model, guide, data, config, run, resume) -> FitResult:
     capacity_at = None  # the capacity objective's C, a pure function of the step
     if config.objective == "capacity":
         capacity_at = capacity.make_capacity(config.capacity_max, config.capacity_steps)
-    loss_fn = distributed.wrap(make_objective(pair, config), pair.args(*example_batch(data)))
+    loss_fn = distributed.wrap(
+        make_objective(pair, config, data.x_train.shape[0]), pair.args(*example_batch(data))
+    )
+    tc_elbo = make_objective_elbo(loss_fn) if config.objective == "tcvae" else None
     optimizer = make_optimizer(pair.parameters(), config)
     shuffle = shuffle_generator(config.seed, device)
     result = FitResult(pair, optimizer, config)
@@ -382,7 +399,10 @@ def _fit(model, guide, data, config, run, resume) -> FitResult:
                         )
                     if capacity_at:
                         loss_fn.elbo.capacity = capacity_at(result.step)
-                    loss = train_step(loss_fn, optimizer, args, beta, result.step)
+                    if tc_elbo is not None:  # beta weights the total correlation alone
+                        tc_elbo.beta_tc = beta
+                    scale = 1.0 if tc_elbo is not None else beta
+                    loss = train_step(loss_fn, optimizer, args, scale, result.step)
                     result.step += 1
                     running += loss * args[0].shape[0]
                     since += 1

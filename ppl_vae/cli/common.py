@@ -10,7 +10,7 @@ import argparse
 from typing import Any
 
 from ppl_vae import likelihoods, schedules, validate
-from ppl_vae.data import BINARIZE
+from ppl_vae.data import BINARIZE, SOURCES, parse_binarize
 from ppl_vae.objective import ELBOS
 from ppl_vae.run import RunConfig
 from ppl_vae.train import OBJECTIVES, TrainConfig
@@ -22,15 +22,30 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
         "--data",
         action=Given,
         default="digits",
-        help="digits | mnist | fashion-mnist | synthetic | FILE.npz",
+        help=f"{' | '.join(SOURCES)} | FILE.npz",
     )
     g.add_argument(
         "--data-root",
         action=Given,
-        help="folder holding MNIST/ or FashionMNIST/ (torchvision layout)",
+        help="folder holding MNIST/, FashionMNIST/ or KMNIST/ (torchvision layout), or the "
+        "original dSprites .npz",
     )
     g.add_argument("--download", action="store_true", help="download MNIST-style data if missing")
-    g.add_argument("--binarize", action=Given, default="none", choices=BINARIZE)
+    g.add_argument(
+        "--binarize",
+        action=Given,
+        default="none",
+        metavar="MODE",
+        type=binarize_mode,
+        help=f"{' | '.join(BINARIZE)} | threshold:T (pixels above T in [0, 1) become 1)",
+    )
+    g.add_argument(
+        "--labels",
+        action=Given,
+        type=int,
+        metavar="N",
+        help="keep N training labels (stratified), hide the rest: semi-supervised training",
+    )
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -47,6 +62,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="any other constructor argument of the model, e.g. --set l1=0.1 (repeatable)",
     )
+
+
+def binarize_mode(text: str) -> str:
+    """``--binarize`` checked by the data module (``threshold:T`` included)."""
+    try:
+        parse_binarize(text)
+    except Exception as exc:  # argparse turns this into one usage line
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 class Given(argparse.Action):
@@ -90,8 +114,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         action=Given,
         default=d.objective,
         choices=OBJECTIVES,
-        help="elbo (beta-weighted), capacity (gamma*|KL - C|, C rising to --capacity-max) or "
-        "iwae (the importance-weighted bound with --num-particles K samples)",
+        help="elbo (beta-weighted), capacity (gamma*|KL - C|, C rising to --capacity-max), "
+        "iwae (the importance-weighted bound with --num-particles K samples) or tcvae "
+        "(beta-TCVAE: --beta weights the total correlation alone)",
     )
     g.add_argument(
         "--gamma", action=Given, type=float, default=d.gamma, help="capacity objective weight"
@@ -159,7 +184,7 @@ TRAIN_FLAGS = (
     "capacity_steps",
     "checkpoint_every",
 )
-DATA_FLAGS = ("data", "data_root", "binarize")
+DATA_FLAGS = ("data", "data_root", "binarize", "labels")
 
 
 def explicit_train_flags(args: argparse.Namespace) -> list[str]:
@@ -184,6 +209,7 @@ def run_config(args: argparse.Namespace, model: str) -> RunConfig:
         data_root=args.data_root,
         download=args.download,
         binarize=args.binarize,
+        labels=validate.integer("--labels", args.labels, 1) if args.labels is not None else None,
         train=train_config(args),
         train_explicit=explicit_train_flags(args),
         given=given + explicit_train_flags(args),
