@@ -17,6 +17,7 @@ from ppl_vae import cli, plots
 from ppl_vae.errors import UserError
 from ppl_vae.report import REPORT, render, write_report
 from ppl_vae.run import RunConfig, train_run
+from ppl_vae.rundir import RunDir
 from ppl_vae.train import TrainConfig
 
 IMAGE_FIGURES = {
@@ -92,6 +93,12 @@ def fake_run(d: Path) -> Path:
     plots.image_grid(torch.rand(4, 64), (8, 8), d / "samples.png")
     plots.image_grid(torch.rand(2, 64), (8, 8), d / "analysis" / "khat.png")
     (d / "notes.txt").write_text("not a figure")
+    run = RunDir(d)  # files the run wrote are in its manifest: only those are shown
+    with run.lock():
+        for p in sorted(d.rglob("*")):
+            if p.is_file() and p.name not in ("notes.txt", ".lock", "manifest.json"):
+                run.record(p.relative_to(d).as_posix())
+    (d / "planted.png").symlink_to(d / "samples.png")  # not ours: never embedded
     return d
 
 
