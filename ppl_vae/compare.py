@@ -51,19 +51,21 @@ from ppl_vae.run import (
     train_run,
 )
 from ppl_vae.rundir import RunDir
-from ppl_vae.train import resolve_device
+from ppl_vae.train import OBJECTIVES, resolve_device
 
 DEFAULT_MODELS = ("vae", "ae", "tanh-ae", "pca", "ppca", "sparse-ae", "denoising-ae")
 DEFAULT_LATENT_DIM = 8
 DEFAULT_BATCH_SIZE = 128  # the `compare` command's defaults (`train` has 32 and 1e-3)
 DEFAULT_LR = 3e-3
 SPARSITY_THRESHOLD = 1e-2
+DEFAULT_IWAE_PARTICLES = 10  # K for a MODEL@iwae entry when --num-particles is not given
 N_IMAGES = 10
 OUTPUTS = ["comparison.csv", "comparison.md", "comparison.png"]
 COLUMNS = (
     "model",
     "test_recon_mse",
     "test_elbo",
+    "test_log_likelihood",
     "code_sparsity",
     "latent_dim",
     "parameters",
@@ -81,13 +83,25 @@ class Comparison:
 
 
 def parse_models(spec: str | Sequence[str]) -> list[str]:
-    """``"vae,ae"`` (or a list) to checked suite names; unknown or repeated names are a
-    :class:`UserError` naming them."""
+    """``"vae,ae,vae@iwae"`` (or a list) to checked entries; unknown or repeated names are a
+    :class:`UserError` naming them. An entry is a suite name or a ``.py`` model file,
+    optionally with ``@objective`` (``vae@iwae``: the same model trained on another
+    objective, so objectives compare in one table)."""
     names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
     names = [n for n in names if n]
     if not names:
         raise UserError("--models is empty; give a comma-separated list such as vae,ae,pca")
-    unknown = [n for n in names if n not in registry.names()]
+    bad = [n for n in names if n.partition("@")[2] not in ("", *OBJECTIVES)]
+    if bad:
+        raise UserError(
+            f"unknown objective in {', '.join(bad)}; write MODEL@OBJECTIVE with one of "
+            f"{', '.join(OBJECTIVES)}"
+        )
+    unknown = [
+        n
+        for n in names
+        if (m := n.partition("@")[0]) not in registry.names() and not m.endswith(".py")
+    ]
     if unknown:
         raise UserError(
             f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(registry.names())}"
@@ -115,11 +129,17 @@ def plan(
     no model accepts is a :class:`UserError`."""
     shared = dict(shared or {})
     configs, used = [], set()
-    for name in parse_models(models):
+    for entry in parse_models(models):
+        name, _, objective = entry.partition("@")
         accepted = registry.accepted(name)
         args = {k: v for k, v in shared.items() if accepted is None or k in accepted}
         used |= set(args)
-        configs.append(dataclasses.replace(base, model=name, model_args=args))
+        cfg = dataclasses.replace(base, model=name, model_args=args)
+        if objective:
+            cfg.train = dataclasses.replace(base.train, objective=objective)
+            if objective == "iwae" and cfg.train.num_particles == 1:
+                cfg.train.num_particles = DEFAULT_IWAE_PARTICLES
+        configs.append(cfg)
     unused = sorted(set(shared) - used)
     if unused:
         raise UserError(
@@ -137,7 +157,7 @@ def preflight(configs: Sequence[RunConfig], out: Path | None, overwrite: bool) -
     if out is not None:
         rundir.check_outputs(out, OUTPUTS, overwrite)
         for cfg in configs:
-            RunDir(out / cfg.model).check(resume=False, overwrite=overwrite)
+            RunDir(out / entry_name(cfg, configs[0])).check(resume=False, overwrite=overwrite)
     for cfg in configs:
         cfg.train.validate()
     resolve_device(configs[0].train.device)
@@ -146,7 +166,7 @@ def preflight(configs: Sequence[RunConfig], out: Path | None, overwrite: bool) -
         try:
             build_programs(cfg, ds)
         except UserError as exc:
-            raise UserError(f"{cfg.model}: {exc}") from None
+            raise UserError(f"{entry_name(cfg, configs[0])}: {exc}") from None
 
 
 def compare(
@@ -156,10 +176,13 @@ def compare(
     latent_dim: int | None = DEFAULT_LATENT_DIM,
     model_args: dict[str, Any] | None = None,
     overwrite: bool = False,
+    iwae_samples: int | None = None,
 ) -> Comparison:
     """Train each of ``models`` as ``base`` says (data, split, seed, training settings), each
     into ``out/<model>`` when ``out`` is given, and tabulate them; with ``out`` the table
-    and figure are written too (:func:`write`). Bad input fails before any training."""
+    and figure are written too (:func:`write`). With ``iwae_samples`` each model with a
+    prior and a stochastic guide is also scored by the importance-weighted test log p(x).
+    Bad input fails before any training."""
     shared = dict(model_args or {})
     if latent_dim is not None:
         shared.setdefault("latent_dim", latent_dim)
@@ -173,25 +196,42 @@ def compare(
     top = RunDir(out) if out is not None else None
     with top.lock() if top is not None else contextlib.nullcontext():  # one writer
         for cfg in configs:
-            run_dir = out / cfg.model if out is not None else None
+            name = entry_name(cfg, base)
+            run_dir = out / name if out is not None else None
             job = train_run(cfg, run_dir, overwrite=overwrite)
-            result.runs[cfg.model] = job
-            result.rows.append(summarise(cfg.model, job))
+            result.runs[name] = job
+            result.rows.append(summarise(name, job, iwae_samples))
         if top is not None:
             write(result, top)
     return result
 
 
 @torch.no_grad()
-def summarise(name: str, job: Run) -> dict[str, Any]:
+def entry_name(cfg: RunConfig, base: RunConfig) -> str:
+    """The row's name and run folder: the model (a file's stem), ``@objective`` when it is
+    not the comparison's own."""
+    name = Path(cfg.model).stem if cfg.model.endswith(".py") else cfg.model
+    if cfg.train.objective != base.train.objective:
+        name += f"@{cfg.train.objective}"
+    return name
+
+
+def summarise(name: str, job: Run, iwae_samples: int | None = None) -> dict[str, Any]:
     """One row of the table from a finished run."""
     pair, m = job.pair, job.metrics
     pair.eval()
     codes = test_codes(pair, job.dataset)
+    log_p = None
+    if iwae_samples and pair.has_prior and not pair.point_mass:
+        from ppl_vae.importance import iw_log_likelihood
+
+        ds, seed = job.dataset, job.config.train.seed
+        log_p = float(iw_log_likelihood(pair, ds.x_test, ds.y_test, iwae_samples, seed=seed).mean())
     return {
         "model": name,
         "test_recon_mse": m["test_recon_mse"],
         "test_elbo": m["test_elbo"] if pair.has_prior else None,
+        "test_log_likelihood": log_p,
         "code_sparsity": code_sparsity(codes),
         "latent_dim": pair.latent_dim,
         "parameters": m["parameters"],
@@ -226,7 +266,7 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 def _cell(key: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    if key in ("test_recon_mse", "test_elbo"):
+    if key in ("test_recon_mse", "test_elbo", "test_log_likelihood"):
         return f"{value:.3f}"
     if key == "code_sparsity":
         return f"{value:.2f}"
@@ -241,6 +281,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
         "model",
         "test recon MSE",
         "test ELBO",
+        "test log p(x), IW",
         "code sparsity",
         "latent dim",
         "parameters",
@@ -269,6 +310,8 @@ def write_markdown(result: Comparison, path: Path, figure: Path | None = None) -
         "",
         "- test recon MSE: squared error per test example, summed over pixels, of the "
         "decoder mean at the posterior mean code.",
+        "- test log p(x), IW: the importance-weighted estimate (--iwae-samples K) for models "
+        "with a prior and a stochastic guide; blank otherwise.",
         "- test ELBO: mean per-example ELBO in nats for models with a latent prior; blank for "
         "models whose prior term is masked. For `sparse-ae` (a point-mass guide) it is the "
         "MAP objective log p(x|h) + log p(h), not a bound on log p(x). ELBOs compare only "

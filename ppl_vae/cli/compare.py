@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ppl_vae import compare
+from ppl_vae import compare, validate
 from ppl_vae.cli import common
 
 
@@ -27,6 +27,12 @@ def register(sub) -> None:
         batch_size=compare.DEFAULT_BATCH_SIZE,
         lr=compare.DEFAULT_LR,
     )
+    p.add_argument(
+        "--iwae-samples",
+        type=int,
+        metavar="K",
+        help="also score each model by the importance-weighted test log p(x) with K samples",
+    )
     p.add_argument("--out", required=True, help="folder: one run directory per model, plus tables")
     p.add_argument("--overwrite", action="store_true", help="replace earlier runs in --out")
     p.set_defaults(func=run)
@@ -37,7 +43,13 @@ def run(args: argparse.Namespace) -> int:
     base = common.run_config(args, models[0])
     shared = common.model_args(args)
     result = compare.compare(
-        base, models, args.out, latent_dim=None, model_args=shared, overwrite=args.overwrite
+        base,
+        models,
+        args.out,
+        latent_dim=None,
+        model_args=shared,
+        overwrite=args.overwrite,
+        iwae_samples=validate.iwae_samples(args.iwae_samples) if args.iwae_samples else None,
     )
     print(compare.table(result.rows))
     print(f"wrote {result.out}/comparison.csv, comparison.md and comparison.png")
