@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ppl-vae train vae --data digits --latent-dim 2 --hidden 256 --epochs 40 --seed 0 --out runs/demo --overwrite
+	$(BIN)/ppl-vae train vae --data mnist-5k --binarize dynamic --latent-dim 2 --hidden 512 --epochs 30 --batch-size 100 --seed 0 --out runs/demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
