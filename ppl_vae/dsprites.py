@@ -62,7 +62,7 @@ Example::
     torch.Size([2, 1024])
     >>> ds = load("dsprites-small", n=1000, seed=0)
     >>> ds.x_train.shape, ds.x_test.shape, ds.c_train.shape, ds.image_shape
-    (torch.Size([800, 1024]), torch.Size([200, 1024]), torch.Size([800, 5]), (32, 32))
+    (torch.Size([800, 1024]), torch.Size([200, 1024]), torch.Size([800, 5]), (1, 32, 32))
 """
 
 from __future__ import annotations

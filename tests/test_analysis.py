@@ -329,7 +329,7 @@ def test_cli_analyze_refuses_bad_input(tiny_run, tmp_path, capsys):
     assert main(["analyze", str(tiny_run), "--points", "3", "--nuts-points", "4"]) == 2
     assert "--nuts-points" in capsys.readouterr().err
     assert main(["analyze", str(tmp_path)]) == 2
-    assert "no checkpoint" in capsys.readouterr().err
+    assert "not a run directory" in capsys.readouterr().err
     x = torch.randn(2, 3)
     with pytest.raises(UserError, match="draws"):
         analysis.psis(from_object(PPCA(3, 1), x), (x,), draws=5)

@@ -93,7 +93,7 @@ def test_capacity_training_steers_the_rate_to_c(digits):
 def test_capacity_settings_are_validated_and_reach_the_config():
     with pytest.raises(UserError, match="unknown objective"):
         TrainConfig(objective="capcity").validate()
-    with pytest.raises(UserError, match="--gamma must be a positive number"):
+    with pytest.raises(UserError, match="--gamma must be positive"):
         TrainConfig(objective="capacity", gamma=0.0).validate()
     with pytest.raises(UserError, match="drop --beta"):
         TrainConfig(objective="capacity", beta=4.0).validate()

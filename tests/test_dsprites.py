@@ -113,7 +113,7 @@ def test_load_small_split_is_fixed_and_keeps_factors(small):
     assert isinstance(ds, data.Dataset) and isinstance(ds, dsprites.FactorDataset)
     data.validate(ds)
     assert ds.x_train.shape == (800, 1024) and ds.x_test.shape == (200, 1024)
-    assert ds.image_shape == (32, 32) and ds.in_unit_interval
+    assert ds.image_shape == (1, 32, 32) and ds.in_unit_interval
     assert torch.equal(ds.x_train, small.images(ds.c_train))
     assert torch.equal(ds.y_test, ds.c_test[:, 0])  # labels are the shape class
     i_train, i_test = small.index(ds.c_train), small.index(ds.c_test)

@@ -141,7 +141,7 @@ def test_cli_evaluate_writes_the_contract(tiny_run, capsys):
     assert main(["evaluate", str(tiny_run), "--iwae-samples", "200", "--no-progress"]) == 0
     rec = json.loads((tiny_run / "evaluation.json").read_text())
     page = (tiny_run / "report.html").read_text()  # the run's report now shows the record
-    assert "Evaluation (ppl-vae evaluate)" in page and f"{rec['test_log_likelihood']:.4g}" in page
+    assert "Evaluation (ppl-vae evaluate)" in page and f"{rec['test_log_likelihood']:.5g}" in page
     for key in (
         "test_elbo",
         "test_log_likelihood",
@@ -171,4 +171,4 @@ def test_cli_evaluate_refuses_bad_input(tiny_run, tmp_path, capsys):
     assert main(["evaluate", str(tiny_run), "--iwae-samples", "0"]) == 2
     assert "--iwae-samples" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path)]) == 2
-    assert "no checkpoint" in capsys.readouterr().err
+    assert "not a run directory" in capsys.readouterr().err
