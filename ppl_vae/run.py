@@ -424,12 +424,29 @@ def final_metrics(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
         "active_units": test["active_units"],
         "warnings": diagnose(test, pair, ds.x_test, ds.y_test),
         **classification(pair, ds),
+        "figures_skipped": skipped_figures(pair, ds),
         "latent_dim": pair.latent_dim,
         "latent_sites": list(pair.latent_sites),
         "parameters": sum(p.numel() for p in pair.parameters()),
         "seconds": result.seconds,
         "history": result.history,
     }
+
+
+def skipped_figures(pair: Programs, ds: data.Dataset) -> list[str]:
+    """The figures :func:`write_figures` leaves out for this program and data, each with
+    the reason (a user looks for them otherwise)."""
+    latent = ("latent_manifold.png", "interpolation.png", "traversals.png")
+    if ds.image_shape is None:
+        return [
+            f"{name}: the data are not images" for name in ("reconstructions.png", "samples.png")
+        ] + [f"{name}: the data are not images" for name in latent]
+    if len(pair.latent_sites) != 1:
+        sites = ", ".join(pair.latent_sites)
+        return [
+            f"{name}: decoding a code needs one latent site (this has {sites})" for name in latent
+        ]
+    return []
 
 
 @torch.no_grad()
@@ -479,7 +496,8 @@ def write_figures(
     ``metrics["history"]``) and ``latent_scatter.png`` (the guide's codes of the test set).
     Image data also: ``reconstructions.png`` and ``samples.png`` (prior draws); with one
     latent site also ``latent_manifold.png``, ``interpolation.png`` and ``traversals.png``.
-    Figures a program does not support are skipped and named in ``figures_skipped``."""
+    Figures a program does not support are skipped; ``metrics.json`` names them, with the
+    reason, in ``figures_skipped`` (:func:`skipped_figures`)."""
     from ppl_vae import curves, latent_plots, plots
 
     metrics = metrics or {}

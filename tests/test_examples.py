@@ -158,8 +158,10 @@ def test_cli_train(cli_runs, name):
     assert {"training_curves.png", "latent_scatter.png", "samples.png"} <= figures
     if len(LATENT_SITES[name]) > 1:  # decoding one code needs one latent site
         assert "latent_manifold.png" not in figures
+        skipped = metrics["figures_skipped"]  # ... and the run says so, with the reason
+        assert any(n.startswith("latent_manifold.png: decoding a code needs") for n in skipped)
     else:
-        assert "latent_manifold.png" in figures
+        assert "latent_manifold.png" in figures and metrics["figures_skipped"] == []
 
 
 @pytest.mark.parametrize("name", NAMES)
