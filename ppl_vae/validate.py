@@ -49,6 +49,7 @@ import collections.abc
 import inspect
 import json
 import math
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -112,7 +113,7 @@ def hidden(spec: Any) -> tuple[int, ...]:
     """``"512,256"``, ``256`` or ``[512, 256]`` to a tuple of layer widths."""
     if isinstance(spec, str):
         parts = [p.strip() for p in spec.split(",")]
-        if not spec.strip() or any(not p.lstrip("-").isdigit() for p in parts):
+        if not spec.strip() or any(not re.fullmatch(r"-?[0-9]+", p) for p in parts):
             raise UserError(
                 f"--hidden must be layer widths separated by commas, e.g. 512,256; got {spec!r}"
             )

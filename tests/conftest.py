@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 import pyro
 import pytest
 import torch
+from hypothesis import settings
 
 from ppl_vae import data
 from ppl_vae.run import RunConfig, train_run
 from ppl_vae.train import TrainConfig
+
+# Property-based tests draw the same examples on every run (CI must not pass or fail by
+# luck); a bug they find is then found every time. HYPOTHESIS_PROFILE=explore searches
+# afresh.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)
