@@ -279,14 +279,6 @@ class Programs(nn.Module):
         return sum(self.latent_sizes)
 
     @property
-    def train_defaults(self) -> dict[str, Any]:
-        """Training settings the programs' owner recommends (``train_defaults``)."""
-        out: dict[str, Any] = {}
-        for owner in self.owners:
-            out.update(getattr(owner, "train_defaults", {}) or {})
-        return out
-
-    @property
     def device(self) -> torch.device:
         for p in self.parameters():
             return p.device

@@ -117,10 +117,6 @@ def parse_values(text: str) -> list[float]:
     return values
 
 
-def run_dir(out: str | Path, beta: float) -> Path:
-    return Path(out) / f"beta-{beta:g}"
-
-
 def parse_capacities(text: str | None) -> list[float]:
     """``"5,10"`` to ``[5.0, 10.0]`` (target capacities in nats); ``None`` to ``[]``."""
     if not text:

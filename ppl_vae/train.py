@@ -256,11 +256,6 @@ def make_objective(pair: Programs, config: TrainConfig, dataset_size: int = 1) -
     return Objective(pair, elbo)
 
 
-def make_objective_elbo(loss_fn: torch.nn.Module):
-    """The Pyro ELBO inside a loss module (wrapped by DistributedDataParallel or not)."""
-    return getattr(loss_fn, "module", loss_fn).elbo
-
-
 def make_optimizer(params, config: TrainConfig) -> torch.optim.Adam:
     """The trainer's Adam: fused on CUDA, multi-tensor (``foreach``) otherwise, so a step
     updates all parameters in a few kernels rather than a Python loop over them."""
@@ -328,7 +323,7 @@ def _fit(model, guide, data, config, run, resume) -> FitResult:
     loss_fn = distributed.wrap(
         make_objective(pair, config, data.x_train.shape[0]), pair.args(*example_batch(data))
     )
-    tc_elbo = make_objective_elbo(loss_fn) if config.objective == "tcvae" else None
+    tc_elbo = loss_fn.elbo if config.objective == "tcvae" else None  # DDP forwards .elbo
     optimizer = make_optimizer(pair.parameters(), config)
     shuffle = shuffle_generator(config.seed, device)
     result = FitResult(pair, optimizer, config)

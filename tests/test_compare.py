@@ -121,3 +121,17 @@ def test_objectives_and_iw_log_likelihood_in_one_table(tmp_path):
     bound = float(iw_log_likelihood(pair, ds.x_test, None, 10, seed=0).mean())
     assert float(rows["vae@iwae"]["test_log_likelihood"]) >= bound - 0.02
     assert main(["compare", "--models", "vae@nope", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_entries_name_suite_models_user_files_and_objectives():
+    assert compare.parse_models("vae, examples/tutorial_vae.py@iwae") == [
+        "vae",
+        "examples/tutorial_vae.py@iwae",
+    ]
+    base = RunConfig(train=TrainConfig(epochs=1))
+    (cfg,) = compare.plan(base, ["examples/tutorial_vae.py@iwae"])
+    assert compare.entry_name(cfg, base) == "tutorial_vae@iwae"
+    assert cfg.train.num_particles == compare.DEFAULT_IWAE_PARTICLES
+    assert base.train.objective == "elbo"  # the base configuration is left as it was
+    with pytest.raises(UserError, match="unknown objective"):
+        compare.parse_models("vae@capcity")

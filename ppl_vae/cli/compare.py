@@ -49,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
         latent_dim=None,
         model_args=shared,
         overwrite=args.overwrite,
-        iwae_samples=validate.iwae_samples(args.iwae_samples) if args.iwae_samples else None,
+        iwae_samples=None
+        if args.iwae_samples is None
+        else validate.iwae_samples(args.iwae_samples),
     )
     print(compare.table(result.rows))
     print(f"wrote {result.out}/comparison.csv, comparison.md and comparison.png")

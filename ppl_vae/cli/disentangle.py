@@ -21,15 +21,17 @@ def register(sub) -> None:
         help="DCI importances from a random forest (fast) or gradient boosting (the paper's)",
     )
     p.add_argument("--device", default="cpu")
+    p.add_argument("--trust", action="store_true", help="run the run's model.py though untrusted")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ppl_vae import disentangle, report
+    from ppl_vae import disentangle, report, validate
     from ppl_vae.run import load_run
     from ppl_vae.rundir import RunDir
 
-    pair, ds, _ = load_run(args.run_dir, args.device)
+    validate.seed(args.seed)
+    pair, ds, _ = load_run(args.run_dir, args.device, args.trust)
     record = disentangle.scores(
         pair, ds, seed=args.seed, sizes={"dci": {"classifier": args.dci_classifier}}
     )
