@@ -18,9 +18,11 @@ really time the same computation. Then blocks of ``steps`` steps alternate (A B 
 the order flipped every repeat) in this one process, and the medians per step compare.
 
 ``ablate`` reverts fast-path changes one by one, to measure what each one bought:
-``elbo`` (Pyro's own ``Trace_ELBO``, which reads the loss back to the host each step),
-``adam`` (the one-tensor-at-a-time Adam, on both sides), ``permutation`` (the epoch's
-permutation drawn on the host and each batch's indices copied to the device).
+``jit`` (the programs run through Pyro every step instead of the checked trace of the
+loss, :mod:`ppl_vae.jit`), ``elbo`` (Pyro's own ``Trace_ELBO``, which reads the loss back
+to the host each step), ``adam`` (the one-tensor-at-a-time Adam, on both sides),
+``permutation`` (the epoch's permutation drawn on the host and each batch's indices copied
+to the device).
 
 Example::
 
@@ -31,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import resource
 import statistics
@@ -50,7 +53,7 @@ from ppl_vae.nets import mlp
 from ppl_vae.objective import Objective
 from ppl_vae.programs import from_object
 
-ABLATIONS = ("elbo", "adam", "permutation")
+ABLATIONS = ("jit", "elbo", "adam", "permutation")
 BATCHES_PER_EPOCH = 8  # the random data set holds this many batches
 WARMUP = 3  # untimed steps per side before the first timed block
 # wall: elapsed seconds; process: CPU seconds of this process, far less disturbed by other
@@ -137,9 +140,11 @@ def suite_side(
     device, n = x.device, x.shape[0]
     pair = from_object(vae, x[:2])
     pair.to(device).train()
+    if "jit" in ablate:
+        config = dataclasses.replace(config, jit=False)
     if "elbo" in ablate:
         elbo = pyro.infer.Trace_ELBO(max_plate_nesting=max(1, pair.max_plate_nesting))
-        loss_fn = Objective(pair, elbo)
+        loss_fn = Objective(pair, elbo, jit=config.jit)
     else:
         loss_fn = train.make_objective(pair, config)
     optimizer = make_optimizer(pair.parameters(), config, ablate)
@@ -205,9 +210,13 @@ def check_same_step(
     loss_fn: Objective, vae: VAE, hand: HandVAE, x: torch.Tensor, seed: int
 ) -> float:
     """Both sides' loss and gradients on the batch ``x`` with the same noise ``eps`` (the
-    same seed); returns the relative loss difference, raises when they disagree."""
+    same seed); returns the relative loss difference, raises when they disagree. A traced
+    loss is recorded and checked first, so the suite's side is the trace the steps run."""
     pair = loss_fn.pair
     with pair.scope():
+        if loss_fn.traced is not None:
+            for _ in range(2):  # record the trace, then check it against the programs
+                train.training_loss(loss_fn, (x,), 1.0, 0)
         torch.manual_seed(seed)
         suite_loss = train.training_loss(loss_fn, (x,), 1.0, 0)
         suite_loss.backward()
@@ -253,7 +262,9 @@ def bench_batch(
     x = torch.rand(n, x_dim, device=device).bernoulli()
     vae = VAE(x_dim, latent_dim=latent, hidden=tuple(hidden), likelihood="bernoulli").to(device)
     hand = HandVAE(x_dim, hidden, latent).to(device).copy_from(vae)
-    config = train.TrainConfig(batch_size=batch_size, seed=seed, device=str(device))
+    config = train.TrainConfig(
+        batch_size=batch_size, seed=seed, device=str(device), jit="jit" not in ablate
+    )
     suite, loss_fn, _ = suite_side(vae, x, config, ablate)
     hand_run, _ = hand_side(hand, x, config, ablate)
     diff = check_same_step(loss_fn, vae, hand, x[:batch_size], seed)
@@ -279,6 +290,7 @@ def bench_batch(
         "hand_peak_mb": hand_run.peak,
         "peak_memory": "cuda max_memory_allocated" if device.type == "cuda" else "process maxrss",
         "loss_rel_diff": diff,
+        "jit": train.jit_status(config, loss_fn.traced),
         "clock": clock,
         "steps": steps,
         "repeats": repeats,

@@ -48,6 +48,7 @@ from pyro.infer.util import is_identically_zero
 from torch import nn
 
 from ppl_vae.errors import UserError
+from ppl_vae.jit import Traced
 from ppl_vae.latent_scale import LatentScaleMessenger
 from ppl_vae.programs import Programs
 
@@ -139,9 +140,10 @@ def make_elbo(kind: str = "trace", num_particles: int = 1, max_plate_nesting: in
     )
 
 
-def scaled(pair: Programs, beta: float):
-    """The pair's ``(model, guide)`` with every latent site scaled by ``beta``."""
-    if beta == 1.0:
+def scaled(pair: Programs, beta: float | torch.Tensor):
+    """The pair's ``(model, guide)`` with every latent site scaled by ``beta`` (a tensor
+    ``beta``, a traced input, always scales)."""
+    if not isinstance(beta, torch.Tensor) and beta == 1.0:
         return pair.model, pair.guide
     return (
         LatentScaleMessenger(beta, pair.latent_sites)(pair.model),
@@ -150,14 +152,26 @@ def scaled(pair: Programs, beta: float):
 
 
 class Objective(nn.Module):
-    """``loss(*args, beta=1.0)``: the negative beta-ELBO of the pair on one batch."""
+    """``loss(*args, beta=1.0)``: the negative beta-ELBO of the pair on one batch.
 
-    def __init__(self, pair: Programs, elbo: pyro.infer.ELBO):
+    With ``jit=True`` the loss is traced once per batch shape and replayed without Pyro's
+    per-step Python work, after a check against the programs (:mod:`ppl_vae.jit`);
+    ``traced.reason`` says why not when the programs cannot be traced. Use it only with an
+    ELBO whose settings do not change between steps."""
+
+    def __init__(self, pair: Programs, elbo: pyro.infer.ELBO, jit: bool = False):
         super().__init__()
         self.pair = pair
         self.elbo = elbo
+        self.traced = Traced(self) if jit else None
 
     def forward(self, *args: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+        if self.traced is not None:
+            return self.traced.loss(args, beta)
+        return self.eager(*args, beta=beta)
+
+    def eager(self, *args: torch.Tensor, beta: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """The loss from running the programs through Pyro (what a trace records)."""
         model, guide = scaled(self.pair, beta)
         with self.pair.scope():
             return self.elbo.differentiable_loss(model, guide, *args)

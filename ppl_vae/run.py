@@ -231,7 +231,7 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 #: Training options that may change on --resume (``epochs`` may only grow).
-RESUME_FREE = {"epochs", "device", "progress", "checkpoint_every", "schedule_epochs"}
+RESUME_FREE = {"epochs", "device", "progress", "checkpoint_every", "schedule_epochs", "jit"}
 #: RunConfig fields that are bookkeeping, not options.
 BOOKKEEPING = {"train", "train_explicit", "model_file", "model_sha256", "data_sha256", "given"}
 
@@ -308,6 +308,7 @@ def resumed_config(run: RunDir, cfg: RunConfig) -> RunConfig:
     saved.train_explicit = None
     return saved
 
+    saved.train.jit = cfg.train.jit
 
 def model_source(run: RunDir, cfg: RunConfig, trust: bool = False) -> Path | None:
     """The model file to import for a saved run: None for a suite or plug-in model, else

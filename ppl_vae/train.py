@@ -53,6 +53,7 @@ from ppl_vae.tcvae import TCELBO
 
 TRAIN_EVAL_LIMIT = 10000  # examples of the training set scored each epoch
 OBJECTIVES = ("elbo", "capacity", "iwae", "tcvae")
+JIT_OBJECTIVES = ("elbo", "iwae")  # the others change their ELBO's settings every step
 LOG_EVERY = 50  # steps between reads of the running loss (progress bar, NaN check)
 
 
@@ -89,9 +90,15 @@ class TrainConfig:
     #: so a resumed run follows the schedule it started with (cosine lr holds its final
     #: value past the planned end; cyclical beta keeps its period).
     schedule_epochs: int | None = None
+    #: Trace the loss once per batch shape and replay it (:mod:`ppl_vae.jit`): the same
+    #: results without Pyro's per-step Python work. Programs that cannot be traced, and
+    #: the capacity and tcvae objectives (their settings change every step), run eagerly.
+    jit: bool = True
 
     def validate(self) -> None:
         validate.train_fields(dataclasses.asdict(self))
+        if not isinstance(self.jit, bool):
+            raise UserError(f"jit must be true or false, got {self.jit!r}")
         if self.schedule_epochs is not None:
             validate.integer("schedule_epochs", self.schedule_epochs, 1, validate.MAX_EPOCHS)
         schedules.learning_rate(0, self.lr, 1, self.lr_schedule, self.lr_final)
@@ -127,8 +134,8 @@ class FitResult:
     """The record of a run: the trained :class:`~ppl_vae.programs.Programs` pair and the
     optimizer, per-epoch ``history`` (dicts with ``epoch``, ``step``, ``beta``,
     ``train_objective``, ``train_elbo``, ``test_elbo``, ``rate``, ``distortion``,
-    ``kl_per_dim``, ``active_units``, ``test_recon_mse``), the global ``step`` and the
-    training ``seconds``."""
+    ``kl_per_dim``, ``active_units``, ``test_recon_mse``), the global ``step``, the
+    training ``seconds`` and how the loss ran (``jit``)."""
 
     pair: Programs
     optimizer: torch.optim.Optimizer
@@ -136,6 +143,8 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     step: int = 0
     seconds: float = 0.0
+    #: How the loss ran: ``traced`` (:mod:`ppl_vae.jit`), ``off``, or ``eager: <why>``.
+    jit: str = "off"
 
     @property
     def last(self) -> dict[str, Any]:
@@ -243,7 +252,8 @@ def check_data(model: Program, guide: Program, data: Dataset) -> None:
 
 def make_objective(pair: Programs, config: TrainConfig, dataset_size: int = 1) -> Objective:
     """The configured loss module: the ELBO, the capacity objective, the IWAE bound, or
-    beta-TCVAE's (its minibatch estimate of the total correlation needs ``dataset_size``)."""
+    beta-TCVAE's (its minibatch estimate of the total correlation needs ``dataset_size``);
+    traced (``config.jit``) where the objective allows it."""
     nesting = max(1, pair.max_plate_nesting)
     if config.objective == "tcvae":
         elbo = TCELBO(dataset_size, max_plate_nesting=nesting)
@@ -253,7 +263,7 @@ def make_objective(pair: Programs, config: TrainConfig, dataset_size: int = 1) -
         elbo = IWAE_ELBO(num_particles=config.num_particles, max_plate_nesting=nesting)
     else:
         elbo = objective.make_elbo(config.elbo, config.num_particles, nesting)
-    return Objective(pair, elbo)
+    return Objective(pair, elbo, jit=config.jit and config.objective in JIT_OBJECTIVES)
 
 
 def make_optimizer(params, config: TrainConfig) -> torch.optim.Adam:
@@ -426,7 +436,17 @@ def _fit(model, guide, data, config, run, resume) -> FitResult:
     finally:
         bar.close()
     distributed.check_in_sync(pair)
+    result.jit = jit_status(config, loss_fn.traced)
     return result
+
+
+def jit_status(config: TrainConfig, traced) -> str:
+    """``traced``, ``off`` or ``eager: <why>`` (see :attr:`FitResult.jit`)."""
+    if not config.jit:
+        return "off"
+    if traced is None:
+        return f"eager: the {config.objective} objective changes its settings every step"
+    return "traced" if traced.reason is None else f"eager: {traced.reason}"
 
 
 def example_batch(data: Dataset) -> tuple:

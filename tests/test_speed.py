@@ -78,7 +78,7 @@ def test_cpu_permutation_and_binarisation_streams_unchanged():
 
 def before_fast_path(monkeypatch):
     """The step as it was: Pyro's Trace_ELBO, the one-tensor-at-a-time Adam, the CPU
-    permutation copied per step (a no-op copy on the CPU)."""
+    permutation copied per step (a no-op copy on the CPU); and no trace (``jit=False``)."""
     monkeypatch.setitem(objective.ELBOS, "trace", pyro.infer.Trace_ELBO)
     monkeypatch.setattr(
         train,
@@ -91,19 +91,18 @@ def test_fast_path_gives_the_same_elbo_trajectory(digits, monkeypatch):
     ds = data.apply_binarization(digits, "dynamic", seed=0)
     cfg = dict(epochs=2, batch_size=64, progress=False, seed=4, device="cpu")
 
-    def history():
+    def history(**kw):
         pyro.clear_param_store()
         pyro.set_rng_seed(0)  # the same initial weights
         vae = VAE(ds.x_dim, latent_dim=2, hidden=(32,))
-        result = train.fit(
-            Programs(vae.model, vae.guide, (ds.x_train[:2],)), None, ds, train.TrainConfig(**cfg)
-        )
+        config = train.TrainConfig(**cfg, **kw)
+        result = train.fit(Programs(vae.model, vae.guide, (ds.x_train[:2],)), None, ds, config)
         return result.history
 
     fast = history()
     with monkeypatch.context() as m:
         before_fast_path(m)
-        slow = history()
+        slow = history(jit=False)
     assert len(fast) == len(slow) == 2
     for a, b in zip(fast, slow):
         for key in ("train_objective", "train_elbo", "test_elbo", "rate", "distortion"):

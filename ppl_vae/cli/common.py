@@ -145,6 +145,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "steps (default: at epoch ends only)",
     )
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    g.add_argument(
+        "--no-jit",
+        action="store_true",
+        help="run the programs through Pyro every step instead of replaying a checked trace "
+        "of the loss (same results, slower; for programs whose trace cannot be checked)",
+    )
 
 
 def model_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -194,7 +200,7 @@ def explicit_train_flags(args: argparse.Namespace) -> list[str]:
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     values = {k: getattr(args, k) for k in TRAIN_FLAGS}
-    config = TrainConfig(**values, progress=not args.no_progress)
+    config = TrainConfig(**values, progress=not args.no_progress, jit=not args.no_jit)
     validate.train_fields(values)
     return config
 

@@ -1,0 +1,152 @@
+"""The traced loss (ppl_vae/jit.py): the programs' values and gradients, the same random
+stream, and a program whose trace would be wrong runs eagerly instead. (No test asserts a
+speed; ``ppl-vae bench --ablate jit`` measures it.)"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from ppl_vae.models.vae import VAE
+from torch import nn
+
+from ppl_vae import data, train
+from ppl_vae.objective import Objective, make_elbo
+from ppl_vae.programs import Programs, from_object
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def tutorial_vae(x_dim: int):
+    spec = importlib.util.spec_from_file_location("tutorial_vae", EXAMPLES / "tutorial_vae.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.VAE(x_dim=x_dim, z_dim=2, hidden_dim=16)
+
+
+def loss_and_grads(loss_fn: Objective, args: tuple, beta: float, seed: int):
+    pyro.set_rng_seed(seed)
+    loss = loss_fn(*args, beta=beta)
+    grads = torch.autograd.grad(loss, list(loss_fn.pair.parameters()), allow_unused=True)
+    return loss.detach(), grads
+
+
+def programs(kind: str, x: torch.Tensor) -> Programs:
+    if kind == "tutorial":  # pyro.module inside a plain nn.Module, as Pyro's tutorial
+        vae = tutorial_vae(x.shape[1])
+        return Programs(vae.model, vae.guide, (x[:2],))
+    return from_object(VAE(x.shape[1], latent_dim=3, hidden=(16,)), x[:2])
+
+
+@pytest.mark.parametrize(
+    "kind, elbo, particles, beta",
+    [
+        ("suite", "trace", 1, 1.0),
+        ("suite", "trace", 1, 0.3),
+        ("suite", "trace", 4, 1.0),  # vectorised particles
+        ("suite", "meanfield", 1, 2.0),  # Pyro's estimator freezes its loss: runs eagerly
+        ("tutorial", "trace", 1, 0.5),
+    ],
+)
+def test_the_trace_gives_the_programs_loss_and_gradients(digits, kind, elbo, particles, beta):
+    x = digits.x_train[:24]
+    pair = programs(kind, x)
+    eager = Objective(pair, make_elbo(elbo, particles))
+    traced = Objective(pair, make_elbo(elbo, particles), jit=True)
+    with pair.scope():
+        for i in range(2):  # record on one batch, check on another
+            traced(x.roll(5 * i, 0), beta=beta)
+        if elbo == "meanfield":
+            # TraceMeanField_ELBO reads its loss into a Python float (a constant in a trace)
+            assert "gives the loss" in traced.traced.reason and not traced.traced.checked
+        else:
+            assert traced.traced.reason is None and len(traced.traced.checked) == 1
+        for seed in (0, 1):  # fresh draws each call, the same draws as the programs'
+            ours = loss_and_grads(traced, (x,), beta, seed)
+            theirs = loss_and_grads(eager, (x,), beta, seed)
+            assert torch.equal(ours[0], theirs[0])  # the same operations, bit for bit
+            for a, b in zip(ours[1], theirs[1]):
+                assert (a is None and b is None) or torch.equal(a, b)
+        first, second = (loss_and_grads(traced, (x,), beta, s)[0] for s in (0, 1))
+        assert first != second  # the noise is drawn afresh, not frozen in the trace
+
+
+def test_a_new_batch_shape_gets_its_own_checked_trace(digits):
+    x = digits.x_train[:30]
+    pair = programs("suite", x)
+    loss_fn = Objective(pair, make_elbo(), jit=True)
+    with pair.scope():
+        for batch in (x[:10], x[10:20], x[20:30], x[:7], x[7:14]):
+            loss_fn(batch)
+    assert loss_fn.traced.reason is None
+    assert [key[0][0] for key in loss_fn.traced.checked] == [(10, 64), (7, 64)]
+
+
+class Branchy(nn.Module):
+    """A program whose guide reads a value off the data in Python: its trace freezes the
+    branch taken on the batch it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.loc = nn.Linear(4, 1)
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z.unsqueeze(-1), 1.0).to_event(1), obs=x)
+
+    def guide(self, x):
+        wide = 1.0 if float(x.mean()) > 0.5 else 0.1  # data-dependent Python
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(self.loc(x).squeeze(-1), wide))
+
+
+def test_a_program_the_trace_would_get_wrong_runs_eagerly():
+    torch.manual_seed(0)
+    low, high = torch.rand(8, 4) * 0.5, 0.5 + torch.rand(8, 4) * 0.5
+    program = Branchy()
+    pair = Programs(program.model, program.guide, (low[:2],))
+    traced = Objective(pair, make_elbo(), jit=True)
+    eager = Objective(pair, make_elbo())
+    with pair.scope():
+        traced(low)  # recorded with the narrow branch
+        ours = loss_and_grads(traced, (high,), 1.0, 3)  # the check sees the wide one
+        assert "frozen" in traced.traced.reason and not traced.traced.checked
+        theirs = loss_and_grads(eager, (high,), 1.0, 3)
+        torch.testing.assert_close(ours[0], theirs[0])
+        again = [loss_and_grads(f, (low,), 1.0, 4)[0] for f in (traced, eager)]
+        assert again[0] == again[1]  # eager from now on
+
+
+def test_fit_traces_by_default_and_reports_how_the_loss_ran(digits):
+    def run(**kw):
+        vae = VAE(digits.x_dim, latent_dim=2, hidden=(16,))
+        cfg = train.TrainConfig(epochs=1, batch_size=64, progress=False, device="cpu", **kw)
+        return train.fit(vae.model, vae.guide, digits, cfg).jit
+
+    assert run() == "traced"
+    assert run(jit=False) == "off"
+    assert run(objective="iwae", num_particles=3) == "traced"
+    assert run(objective="capacity").startswith("eager: the capacity objective")
+    with pytest.raises(Exception, match="jit must be true or false"):
+        train.TrainConfig(jit="yes").validate()
+
+
+def test_traced_and_eager_runs_follow_the_same_trajectory(digits):
+    ds = data.apply_binarization(digits, "dynamic", seed=0)
+
+    def history(jit: bool):
+        pyro.set_rng_seed(0)  # the same initial weights
+        vae = VAE(ds.x_dim, latent_dim=2, hidden=(32,))
+        cfg = train.TrainConfig(
+            epochs=2, batch_size=64, progress=False, seed=4, device="cpu", beta=0.7, jit=jit
+        )
+        result = train.fit(vae.model, vae.guide, ds, cfg)
+        assert result.jit == ("traced" if jit else "off")
+        return result.history
+
+    assert history(True) == history(False)  # bit for bit
