@@ -51,7 +51,11 @@ from ppl_vae.programs import Program, Programs, owner_of
 from ppl_vae.rundir import RunDir
 from ppl_vae.tcvae import TCELBO
 
-TRAIN_EVAL_LIMIT = 10000  # examples of the training set scored each epoch
+#: Each epoch scores as many training examples as the test set holds, at least
+#: TRAIN_EVAL_MIN and at most TRAIN_EVAL_LIMIT (all of a smaller training set), so the
+#: train and test figures have comparable standard errors and a long run's evaluation
+#: does not cost more than its training.
+TRAIN_EVAL_MIN, TRAIN_EVAL_LIMIT = 2000, 10000
 OBJECTIVES = ("elbo", "capacity", "iwae", "tcvae")
 JIT_OBJECTIVES = ("elbo", "iwae")  # the others change their ELBO's settings every step
 LOG_EVERY = 50  # steps between reads of the running loss (progress bar, NaN check)
@@ -180,10 +184,11 @@ def beta_schedule(config: TrainConfig, steps_per_epoch: int):
 
 
 def epoch_record(result: FitResult, data: Dataset, beta: float, objective_mean: float) -> dict:
-    """Evaluate the pair at beta = 1 on the test set and a slice of the training set."""
+    """Evaluate the pair at beta = 1 on the test set and the first
+    :func:`train_eval_size` examples of the training set."""
     cfg, pair = result.config, result.pair
     test = evaluate(pair, data.x_test, data.y_test, cfg.eval_batch_size, seed=cfg.seed)
-    n = TRAIN_EVAL_LIMIT
+    n = train_eval_size(data)
     y_train = data.y_train[:n] if data.y_train is not None else None
     train = evaluate(pair, data.x_train[:n], y_train, cfg.eval_batch_size, cfg.seed)
     return {
@@ -201,6 +206,12 @@ def epoch_record(result: FitResult, data: Dataset, beta: float, objective_mean: 
         "active_units": test["active_units"],
         "test_recon_mse": test["recon_mse"],
     }
+
+
+def train_eval_size(data: Dataset) -> int:
+    """How many training examples (the first ones) each epoch record scores."""
+    wanted = max(data.x_test.shape[0], TRAIN_EVAL_MIN)
+    return min(data.x_train.shape[0], wanted, TRAIN_EVAL_LIMIT)
 
 
 ADVICE = "lower --lr or check the data and likelihood"
