@@ -8,7 +8,9 @@ The run directory (``--out``) holds:
 - ``checkpoint.json`` + ``checkpoint-<step>.safetensors`` -- written every epoch (and every
   ``--checkpoint-every`` steps);
 - ``metrics.json`` -- ``train_elbo``, ``test_elbo``, ``test_recon_mse``, ``rate``,
-  ``distortion``, ``kl_per_dim``, ``active_units``, ``history``, ``seconds``;
+  ``distortion``, ``kl_per_dim``, ``active_units``, ``history``, ``seconds``; the figures
+  are the last epoch record's (:func:`final_evaluation`), ``train_elbo`` on the slice of
+  the training set the trainer scores each epoch;
 - figures (:func:`write_figures`) and ``report.html``, the page that shows them all;
 - ``manifest.json`` and ``.lock`` (:mod:`ppl_vae.rundir`).
 
@@ -42,6 +44,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +55,6 @@ import torch
 
 from ppl_vae import checkpoint, data, distributed, registry, rundir, traces, validate
 from ppl_vae.errors import UserError
-from ppl_vae.evaluate import evaluate
 from ppl_vae.failure_modes import diagnose
 from ppl_vae.programs import Programs
 from ppl_vae.rundir import RunDir
@@ -60,6 +62,7 @@ from ppl_vae.train import (
     FitResult,
     TrainConfig,
     check_data,
+    epoch_record,
     example_batch,
     fit,
     move_programs,
@@ -305,10 +308,10 @@ def resumed_config(run: RunDir, cfg: RunConfig) -> RunConfig:
     saved.train.epochs = epochs
     saved.train.progress, saved.train.device = cfg.train.progress, cfg.train.device
     saved.train.checkpoint_every = cfg.train.checkpoint_every
+    saved.train.jit = cfg.train.jit
     saved.train_explicit = None
     return saved
 
-    saved.train.jit = cfg.train.jit
 
 def model_source(run: RunDir, cfg: RunConfig, trust: bool = False) -> Path | None:
     """The model file to import for a saved run: None for a suite or plug-in model, else
@@ -406,24 +409,45 @@ def _roll_back(run: RunDir, existed: bool) -> None:
             run.path.rmdir()
 
 
+#: The figures of ``metrics.json`` that an epoch record (:func:`~ppl_vae.train.epoch_record`)
+#: holds under the same names: the test set's unless named train.
+RECORD_METRICS = (
+    "train_elbo",
+    "test_elbo",
+    "test_recon_mse",
+    "rate",
+    "distortion",
+    "kl_per_dim",
+    "active_units",
+)
+
+
+def final_evaluation(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
+    """:data:`RECORD_METRICS` of the trained pair. The trainer's last epoch record holds
+    them when it was taken at the final step: it evaluated the same weights under the
+    same seed and batch size, so the figures are read from it, number for number, rather
+    than computed again. Without such a record (no epoch trained, a record from an older
+    version) the pair is evaluated here the way the trainer does it each epoch: the test
+    set, and ``train_elbo`` on the slice of the training set the trainer scores."""
+    last = result.history[-1] if result.history else {}
+    if last.get("step") != result.step or any(key not in last for key in RECORD_METRICS):
+        last = epoch_record(result, ds, beta=1.0, objective_mean=math.nan)
+    return {key: last[key] for key in RECORD_METRICS}
+
+
 def final_metrics(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
-    """The contract of ``metrics.json`` (see DESIGN.md), evaluated at beta = 1."""
-    cfg, pair = result.config, result.pair
-    test = evaluate(pair, ds.x_test, ds.y_test, cfg.eval_batch_size, seed=cfg.seed)
-    train = evaluate(pair, ds.x_train, ds.y_train, cfg.eval_batch_size, seed=cfg.seed)
+    """The contract of ``metrics.json`` (see DESIGN.md), evaluated at beta = 1; the ELBO,
+    rate, distortion and the other figures of :func:`final_evaluation` come from the last
+    epoch record."""
+    pair = result.pair
+    figures = final_evaluation(result, ds)
     return {
         "model": pair.name,
         "data": ds.name,
         "epochs": len(result.history),
         "steps": result.step,
-        "train_elbo": train["elbo"],
-        "test_elbo": test["elbo"],
-        "test_recon_mse": test["recon_mse"],
-        "rate": test["rate"],
-        "distortion": test["distortion"],
-        "kl_per_dim": test["kl_per_dim"],
-        "active_units": test["active_units"],
-        "warnings": diagnose(test, pair, ds.x_test, ds.y_test),
+        **figures,
+        "warnings": diagnose(figures, pair, ds.x_test, ds.y_test),
         **classification(pair, ds),
         "figures_skipped": skipped_figures(pair, ds),
         "latent_dim": pair.latent_dim,

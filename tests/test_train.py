@@ -10,7 +10,7 @@ import torch
 from ppl_vae import checkpoint
 from ppl_vae.errors import UserError
 from ppl_vae.evaluate import evaluate
-from ppl_vae.run import RunConfig, load_run, train_run
+from ppl_vae.run import RECORD_METRICS, RunConfig, final_metrics, load_run, train_run
 from ppl_vae.train import TrainConfig
 
 
@@ -55,6 +55,23 @@ def test_checkpoint_round_trip_reproduces_the_test_elbo_exactly(tmp_path):
     assert again["recon_mse"] == saved["test_recon_mse"]
     for k, v in weights(job.pair).items():
         assert torch.equal(v, weights(pair)[k]), k
+
+
+def test_final_metrics_are_the_last_records_and_a_fresh_evaluation_agrees():
+    job = train_run(config(epochs=2))
+    last = job.metrics["history"][-1]
+    for key in RECORD_METRICS:
+        assert job.metrics[key] == last[key], key
+    fresh = evaluate(job.pair, job.dataset.x_test, seed=job.config.train.seed)
+    assert (fresh["elbo"], fresh["recon_mse"]) == (last["test_elbo"], last["test_recon_mse"])
+    for key in ("rate", "distortion", "kl_per_dim", "active_units"):
+        assert fresh[key] == last[key], key
+    # Without a record of the final weights (none yet, or one from an earlier step) the
+    # pair is evaluated again: the same numbers.
+    for history in ([], [dict(last, step=last["step"] - 1)]):
+        job.fit.history = history
+        again = final_metrics(job.fit, job.dataset)
+        assert {k: again[k] for k in RECORD_METRICS} == {k: last[k] for k in RECORD_METRICS}
 
 
 def test_resume_continues_exactly(tmp_path):
