@@ -91,7 +91,7 @@ def evaluate(
     with eval_mode(pair):
         for k, args in distributed.my_batches(batches(x, y, pair, batch_size)):
             with seeded(distributed.batch_seed(seed, k), x.device):
-                t = traces.terms(pair, args)
+                t, z, recon = traces.measure(pair, args)
                 part = {
                     "distortion": (-t["log_lik"]).sum(0),
                     "rate": sum(t[f"kl/{n}"] for n in pair.latent_sites).sum(0),
@@ -99,8 +99,7 @@ def evaluate(
                 dims = [t[f"kl_dims/{n}"] for n in pair.latent_sites]
                 if all(d is not None for d in dims):
                     part["kl_per_dim"] = torch.cat(dims, -1).sum(0)
-                part["codes"] = traces.codes(pair, args)
-                recon = traces.reconstruct(pair, args)
+                part["codes"] = z
                 part["recon_mse"] = (recon - args[0].reshape(recon.shape)).pow(2).sum(-1).sum(0)
                 parts[k] = part
     parts = distributed.gather(parts, x.device)

@@ -109,6 +109,13 @@ def terms(pair: Programs, args: tuple, particles: int | None = None) -> dict[str
     and, per latent site, ``kl/<site>``: the analytic KL of guide against model where
     ``kl_divergence`` knows the pair, else ``log q - log p`` of that draw."""
     model_tr, guide_tr = trace_pair(pair, args, particles)
+    return terms_of(pair, model_tr, guide_tr, args, particles)
+
+
+def terms_of(
+    pair: Programs, model_tr, guide_tr, args: tuple, particles: int | None = None
+) -> dict[str, torch.Tensor]:
+    """:func:`terms` read off the traces of :func:`trace_pair` for ``args``."""
     batch = args[0].shape[0]
     shape = (batch,) if particles is None else (particles, batch)
     zero = args[0].new_zeros(shape)
@@ -154,14 +161,20 @@ def _analytic_kl(q_site, p_site, batch: int, fallback: torch.Tensor):
         return fallback, None
 
 
-def _site_mean(site: dict[str, Any]) -> torch.Tensor:
+def _distribution_mean(site: dict[str, Any]) -> torch.Tensor | None:
+    """The mean of a site's distribution, None where it has none (or a non-finite one)."""
     try:
         mean = site["fn"].mean
         if mean.shape == site["value"].shape and torch.isfinite(mean).all():
             return mean
     except (NotImplementedError, AttributeError):
         pass
-    return site["value"]
+    return None
+
+
+def _site_mean(site: dict[str, Any]) -> torch.Tensor:
+    mean = _distribution_mean(site)
+    return site["value"] if mean is None else mean
 
 
 @torch.no_grad()
@@ -194,15 +207,63 @@ def split_codes(pair: Programs, z: torch.Tensor) -> dict[str, torch.Tensor]:
 def _observed_mean(pair: Programs, model, args: tuple) -> torch.Tensor:
     with pair.scope():
         tr = poutine.trace(model).get_trace(*args)
-    means = [_site_mean(tr.nodes[n]).reshape(args[0].shape[0], -1) for n in pair.data_sites]
-    return torch.cat(means, -1)
+    return _observed_mean_of(pair, tr, args[0].shape[0])
+
+
+def _observed_mean_of(pair: Programs, model_tr, batch: int) -> torch.Tensor:
+    """The means of the model's data sites in a trace, as ``(B, x_dim)``."""
+    return torch.cat(
+        [_site_mean(model_tr.nodes[n]).reshape(batch, -1) for n in pair.data_sites], -1
+    )
 
 
 @torch.no_grad()
 def reconstruct(pair: Programs, args: tuple) -> torch.Tensor:
     """The mean of :math:`p(x \\mid z)` at the guide's codes of ``x``."""
-    model = poutine.condition(pair.model, data=guide_means(pair, args))
-    return _observed_mean(pair, model, args)
+    return _reconstruct_at(pair, guide_means(pair, args), args)
+
+
+def _reconstruct_at(pair: Programs, means: dict[str, torch.Tensor], args: tuple) -> torch.Tensor:
+    return _observed_mean(pair, poutine.condition(pair.model, data=means), args)
+
+
+def _draw_free_means(pair: Programs, guide_tr) -> dict[str, torch.Tensor] | None:
+    """The guide means of a trace when no random draw can have moved them: every latent
+    site has a mean and every site before the last is a point mass (its draw is its
+    mean), so each mean is a function of the batch and the parameters alone -- the same
+    numbers another run of the guide gives. None otherwise (a hierarchical guide, whose
+    later means depend on earlier draws; a site without a mean, whose code is a draw)."""
+    order = [n for n in guide_tr.nodes if n in pair.latent_sites]
+    means = {n: _distribution_mean(guide_tr.nodes[n]) for n in order}
+    if any(m is None for m in means.values()):
+        return None
+    if not all(torch.equal(means[n], guide_tr.nodes[n]["value"]) for n in order[:-1]):
+        return None
+    return means
+
+
+@torch.no_grad()
+def measure(
+    pair: Programs, args: tuple
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """:func:`terms`, :func:`codes` and :func:`reconstruct` of one batch, as the three give
+    them run in turn, from fewer runs of the programs where the traces allow it. The codes
+    are read off the terms' guide trace when its means are draw-free
+    (:func:`_draw_free_means`); the reconstruction is then the model run at them, or,
+    where every draw is its mean (a point-mass guide), the terms' own model trace, which
+    ran the model at the codes already. Three runs (guide, model, model) or two, against
+    five; otherwise the five, in the same order, so the random streams are the same."""
+    model_tr, guide_tr = trace_pair(pair, args)
+    out = terms_of(pair, model_tr, guide_tr, args)
+    means = _draw_free_means(pair, guide_tr)
+    if means is None:
+        return out, codes(pair, args), reconstruct(pair, args)
+    batch = args[0].shape[0]
+    if all(torch.equal(m, guide_tr.nodes[n]["value"]) for n, m in means.items()):
+        recon = _observed_mean_of(pair, model_tr, batch)
+    else:
+        recon = _reconstruct_at(pair, means, args)
+    return out, flatten_codes(pair, means, batch), recon
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import pyro
@@ -22,7 +23,7 @@ from pyro.nn import PyroModule
 from torch import nn
 from torch.distributions import Bernoulli, Normal, kl_divergence, transform_to
 
-from ppl_vae import traces
+from ppl_vae import registry, traces
 from ppl_vae.data import Dataset
 from ppl_vae.errors import UserError
 from ppl_vae.latent_scale import LatentScaleMessenger
@@ -332,6 +333,70 @@ def test_codes_reconstructions_decoding_and_generation():
     assert traces.generate(pair, (x,)).shape == (6, D)
     hier = Programs(hierarchical_model, hierarchical_guide, x)
     assert hier.latent_sizes == (Z, Z) and traces.codes(hier, (x,)).shape == (6, 2 * Z)
+
+
+def counted(fn, calls: Counter, key: str):
+    """``fn`` that counts its runs in ``calls[key]``."""
+
+    def wrapped(x):
+        calls[key] += 1
+        return fn(x)
+
+    return wrapped
+
+
+def point_mass_guide(x):
+    a = pyro.param("a", torch.zeros(D, Z))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Delta(x @ a).to_event(1))
+
+
+def old_measure(pair, args):
+    """What evaluation ran before :func:`traces.measure`: terms, codes, reconstruction."""
+    return traces.terms(pair, args), traces.codes(pair, args), traces.reconstruct(pair, args)
+
+
+def assert_same_measures(new, old):
+    (t_new, z_new, r_new), (t_old, z_old, r_old) = new, old
+    assert t_new.keys() == t_old.keys()
+    for key, value in t_old.items():
+        assert (t_new[key] is None) if value is None else torch.equal(t_new[key], value), key
+    assert torch.equal(z_new, z_old) and torch.equal(r_new, r_old)
+
+
+@pytest.mark.parametrize(
+    "guide, runs",
+    [(fn_guide, (1, 2)), (point_mass_guide, (1, 1)), (hierarchical_guide, (3, 2))],
+)
+def test_measure_runs_the_programs_less_and_gives_the_same_numbers(guide, runs):
+    """A guide whose means no draw can move (one site; point masses): its codes come off
+    the terms' trace, the reconstruction from one more model run (or none: a point mass
+    already ran the model at its codes). A hierarchical guide runs all five, in order."""
+    model = hierarchical_model if guide is hierarchical_guide else fn_model
+    calls = Counter()
+    x = torch.rand(6, D)
+    pair = Programs(counted(model, calls, "model"), counted(guide, calls, "guide"), x)
+    with pair.scope():
+        pyro.param("a").data.normal_()
+    calls.clear()
+    torch.manual_seed(1)
+    new = traces.measure(pair, (x,))
+    assert (calls["guide"], calls["model"]) == runs
+    torch.manual_seed(1)
+    assert_same_measures(new, old_measure(pair, (x,)))
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_measure_agrees_with_terms_codes_and_reconstruct_on_the_suite(name, digits):
+    model, guide = registry.build(name, x_dim=digits.x_dim)
+    x, y = digits.x_test[:40], digits.y_test[:40]
+    pair = Programs(model, guide, (x, y))
+    args = pair.args(x, y)
+    pair.eval()
+    torch.manual_seed(2)
+    new = traces.measure(pair, args)
+    torch.manual_seed(2)
+    assert_same_measures(new, old_measure(pair, args))
 
 
 # -- what a user's process sees: no global settings changed, no stray packages -----------------
