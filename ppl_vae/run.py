@@ -454,6 +454,7 @@ def final_metrics(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
         "latent_sites": list(pair.latent_sites),
         "parameters": sum(p.numel() for p in pair.parameters()),
         "seconds": result.seconds,
+        "jit": result.jit,
         "history": result.history,
     }
 

@@ -147,7 +147,8 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     step: int = 0
     seconds: float = 0.0
-    #: How the loss ran: ``traced`` (:mod:`ppl_vae.jit`), ``off``, or ``eager: <why>``.
+    #: How the loss ran: ``traced`` (:mod:`ppl_vae.jit`); ``off`` (not asked, or ``off:
+    #: <why>`` for an objective that cannot be traced); ``eager: <why the trace failed>``.
     jit: str = "off"
 
     @property
@@ -452,11 +453,11 @@ def _fit(model, guide, data, config, run, resume) -> FitResult:
 
 
 def jit_status(config: TrainConfig, traced) -> str:
-    """``traced``, ``off`` or ``eager: <why>`` (see :attr:`FitResult.jit`)."""
+    """``traced``, ``off[: why]`` or ``eager: <why>`` (see :attr:`FitResult.jit`)."""
     if not config.jit:
         return "off"
     if traced is None:
-        return f"eager: the {config.objective} objective changes its settings every step"
+        return f"off: the {config.objective} objective changes its settings every step"
     return "traced" if traced.reason is None else f"eager: {traced.reason}"
 
 

@@ -5,6 +5,7 @@ speed; ``ppl-vae bench --ablate jit`` measures it.)"""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pyro
@@ -131,7 +132,7 @@ def test_fit_traces_by_default_and_reports_how_the_loss_ran(digits):
     assert run() == "traced"
     assert run(jit=False) == "off"
     assert run(objective="iwae", num_particles=3) == "traced"
-    assert run(objective="capacity").startswith("eager: the capacity objective")
+    assert run(objective="capacity").startswith("off: the capacity objective")
     with pytest.raises(Exception, match="jit must be true or false"):
         train.TrainConfig(jit="yes").validate()
 
@@ -150,3 +151,44 @@ def test_traced_and_eager_runs_follow_the_same_trajectory(digits):
         return result.history
 
     assert history(True) == history(False)  # bit for bit
+
+
+USER_PROGRAM = """
+import pyro, pyro.distributions as dist, torch
+from torch import nn
+
+
+class Spread(nn.Module):
+    def __init__(self, x_dim):
+        super().__init__()
+        self.enc, self.dec = nn.Linear(x_dim, 2), nn.Linear(2, x_dim)
+
+    def model(self, x):
+        pyro.module("dec", self.dec)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(self.dec(z), 1.0).to_event(1), obs=x)
+
+    def guide(self, x):
+        pyro.module("enc", self.enc)
+        spread = 0.5 + float(x.mean())  # a value read into Python: frozen in a trace
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(self.enc(x), spread).to_event(1))
+"""
+
+
+def test_cli_says_when_a_program_ran_eagerly_and_no_jit_turns_tracing_off(tmp_path, capsys):
+    from ppl_vae.cli import main
+
+    program = tmp_path / "spread.py"
+    program.write_text(USER_PROGRAM)
+    common = ["--data", "digits", "--epochs", "1", "--batch-size", "256", "--no-progress"]
+    assert main(["train", str(program), *common, "--out", str(tmp_path / "a")]) == 0
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["jit"].startswith("eager: a trace of the loss gives")
+    assert "note: the loss ran eagerly, not traced: a trace" in capsys.readouterr().err
+    assert main(["train", "vae", *common, "--no-jit", "--out", str(tmp_path / "b")]) == 0
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert metrics["jit"] == "off" and config["train"]["jit"] is False
+    assert "note:" not in capsys.readouterr().err

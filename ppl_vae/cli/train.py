@@ -42,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     )
     for warning in m.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
+    if m.get("jit", "").startswith("eager: "):  # slower, same results: say why
+        print(
+            f"note: the loss ran eagerly, not traced: {m['jit'][len('eager: ') :]}", file=sys.stderr
+        )
     if job.out is not None:
         print(f"run directory: {job.out}")
         print(f"report: {job.out / REPORT}")  # keep last: `make demo` ends with this path
