@@ -119,6 +119,7 @@ def test_cli_trains_under_torchrun_and_rank0_writes_the_run(launched):
     history = [h["test_elbo"] for h in metrics["history"]]
     assert len(history) == 2 and history[1] > history[0] > -60  # it learns
     assert metrics["steps"] == 2 * 23  # 1437 = 22 x 64 + 29: the last batch split 15 + 14
+    assert metrics["jit"] == "traced"  # DDP wraps the traced loss (rank 0's record)
     assert (run / "report.html").is_file() and (run / "checkpoint.json").is_file()
     assert proc.stdout.count("run directory:") == 1  # rank 1 prints nothing
     assert not list(run.glob("*.tmp*"))
