@@ -339,6 +339,6 @@ def write_figure(runs: dict[str, Run], path: Path, n: int = N_IMAGES) -> Path | 
         job.pair.eval()
         rows.append(traces.reconstruct(job.pair, placeholder(job.pair, job.dataset, n)).cpu())
     labels = ["input", *runs]
-    from ppl_vae import plots  # matplotlib and torchvision load only to draw
+    from ppl_vae import plots  # matplotlib and Pillow load only to draw
 
     return plots.labelled_rows(rows, labels, first.dataset.image_shape, path)

@@ -6,8 +6,11 @@ the data set's ``image_shape``, ``(C, H, W)`` (or ``(H, W)`` for one channel). M
 figures live in :mod:`ppl_vae.latent_plots` (latent scatter) and :mod:`ppl_vae.curves`
 (training curves).
 
-Image grids use torchvision's ``make_grid``/``save_image``; small images (8x8 digits)
-are enlarged with nearest-neighbour upsampling so single pixels stay visible.
+Image grids (:func:`make_grid`, :func:`save_grid`) are drawn with torch and saved with
+Pillow, pixel for pixel as torchvision's ``make_grid``/``save_image`` draw them (grey
+images as grey PNGs); torchvision is not imported, since importing it loads
+``torch._dynamo``, seconds for a command that only draws. Small images (8x8 digits) are
+enlarged with nearest-neighbour upsampling so single pixels stay visible.
 
 Example::
 
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torchvision.utils import save_image
+from PIL import Image
 
 MIN_SIDE = 28  # images smaller than this are enlarged by an integer factor
 
@@ -48,11 +51,35 @@ def as_images(x: torch.Tensor, image_shape: ImageShape) -> torch.Tensor:
     return imgs
 
 
+def make_grid(
+    images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 1.0
+) -> torch.Tensor:
+    """Images ``(N, C, H, W)`` tiled ``nrow`` to a row, each framed by ``padding`` pixels
+    of ``pad_value``: one ``(C, H', W')`` image, laid out as torchvision's ``make_grid``
+    lays it out (which also turns one channel into three)."""
+    n, c, h, w = images.shape
+    cols = min(nrow, n)
+    rows = -(-n // cols)
+    cells = images.new_full((rows * cols, c, h + padding, w + padding), pad_value)
+    cells[:n, :, padding:, padding:] = images  # each cell: the frame's top and left, the image
+    grid = cells.reshape(rows, cols, c, h + padding, w + padding).permute(2, 0, 3, 1, 4)
+    grid = grid.reshape(c, rows * (h + padding), cols * (w + padding))
+    return F.pad(grid, (0, padding, 0, padding), value=pad_value)  # the bottom and right frame
+
+
+def save_grid(grid: torch.Tensor, path: str | Path) -> Path:
+    """Save a ``(C, H, W)`` image with values in [0, 1] as a PNG, rounded to 8 bits as
+    torchvision's ``save_image`` rounds them: grey for one channel, else RGB."""
+    path = Path(path)
+    pixels = grid.detach().cpu().float().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    array = pixels[0].numpy() if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).numpy()
+    Image.fromarray(array).save(path)
+    return path
+
+
 def image_grid(x: torch.Tensor, image_shape: ImageShape, path: str | Path, nrow: int = 8) -> Path:
     """Save rows of ``x`` as one grid image, ``nrow`` images per row, white gutters."""
-    path = Path(path)
-    save_image(as_images(x, image_shape), path, nrow=nrow, padding=2, pad_value=1.0)
-    return path
+    return save_grid(make_grid(as_images(x, image_shape), nrow=nrow), path)
 
 
 def reconstructions(
@@ -179,17 +206,15 @@ def labelled_rows(
     dpi: int = 100,
 ) -> Path:
     """One row of images per entry of ``rows`` (each ``(n, C*H*W)``), named on the left by
-    ``labels``. The PNG is the torchvision grid plus a ``margin``-pixel label column."""
-    from torchvision.utils import make_grid
-
+    ``labels``. The PNG is the :func:`make_grid` grid plus a ``margin``-pixel label column."""
     from ppl_vae.curves import new_figure  # an Agg canvas of its own: no pyplot, no backend
 
     n = rows[0].shape[0]
-    grid = make_grid(as_images(torch.cat(list(rows)), image_shape), nrow=n, padding=2, pad_value=1)
+    grid = make_grid(as_images(torch.cat(list(rows)), image_shape), nrow=n)
     gh, gw = grid.shape[1:]
     fig = new_figure(((gw + margin) / dpi, gh / dpi), dpi)
     ax = fig.add_axes((margin / (gw + margin), 0, gw / (gw + margin), 1))
-    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.imshow(grid.expand(3, -1, -1).permute(1, 2, 0).numpy(), interpolation="nearest")
     cell = (gh - 2) / len(rows)
     ax.set_yticks([2 + cell * (i + 0.5) for i in range(len(rows))], labels=list(labels))
     ax.set_xticks([])

@@ -322,19 +322,13 @@ def samples_by_beta(
     """One panel of prior samples per run, side by side, titled with its label."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from torchvision.utils import make_grid
 
     from ppl_vae import plots
 
     fig = Figure(figsize=(2.2 * len(labels), 2.6), dpi=120)
     FigureCanvasAgg(fig)
     for i, (x, label) in enumerate(zip(samples, labels)):
-        grid = make_grid(
-            plots.as_images(x, image_shape),
-            nrow=int(math.isqrt(x.shape[0])),
-            padding=2,
-            pad_value=1.0,
-        )
+        grid = plots.make_grid(plots.as_images(x, image_shape), nrow=int(math.isqrt(x.shape[0])))
         ax = fig.add_subplot(1, len(labels), i + 1)
         ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1)
         ax.set_title(label)

@@ -59,6 +59,22 @@ def test_image_grid_and_reconstructions_sizes(tmp_path):
     assert im.size == grid_size(40, 16)  # rows of 16 inputs over 16 outputs, then 4 over 4
 
 
+@pytest.mark.parametrize("n, nrow, shape", [(2, 8, SHAPE), (20, 8, SHAPE), (7, 3, (3, 5, 4))])
+def test_grids_are_torchvisions_pixel_for_pixel(tmp_path, n, nrow, shape):
+    """The grid and the PNG torchvision's make_grid/save_image give (grey drawn as grey)."""
+    from torchvision.utils import make_grid, save_image
+
+    rows = torch.rand(n, math.prod(shape))
+    images = plots.as_images(rows, shape)
+    grid = plots.make_grid(images, nrow=nrow)
+    want = make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
+    assert torch.equal(grid.expand(3, -1, -1), want)
+    save_image(images, tmp_path / "tv.png", nrow=nrow, padding=2, pad_value=1.0)
+    ours = png(plots.image_grid(rows, shape, tmp_path / "ours.png", nrow=nrow))
+    assert ours.mode == ("L" if images.shape[1] == 1 else "RGB")
+    assert np.array_equal(np.asarray(ours.convert("RGB")), np.asarray(png(tmp_path / "tv.png")))
+
+
 def test_prior_quantiles_are_normal_icdf_of_even_probabilities():
     q = plots.prior_quantiles(5)
     expected = torch.distributions.Normal(0.0, 1.0).icdf(

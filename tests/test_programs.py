@@ -412,6 +412,21 @@ def python(code: str, cwd: Path = ROOT, *flags: str) -> subprocess.CompletedProc
     )
 
 
+def test_image_grids_do_not_import_torchvision(tmp_path):
+    """torchvision's import loads torch._dynamo (seconds): figures draw grids without it."""
+    r = python(
+        f"""
+        import sys, torch
+        from ppl_vae import plots
+        x = torch.rand(4, 64)
+        plots.image_grid(x, (8, 8), r"{tmp_path}/g.png")
+        plots.labelled_rows([x, x], ["a", "b"], (8, 8), r"{tmp_path}/r.png")
+        assert "torchvision" not in sys.modules
+        """
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
 def test_import_and_plotting_change_no_global_setting_of_pyro_or_matplotlib(tmp_path):
     r = python(
         f"""
