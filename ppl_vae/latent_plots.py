@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ppl_vae.curves import DPI, new_figure, save_figure
+from ppl_vae.curves import DPI, new_figure, save_figure, tight_layout
 
 SCATTER_SIZE = (7.0, 6.0)  # inches: 700 x 600 pixels at DPI
 MAX_LEGEND = 20  # more distinct labels than this get a colour bar instead of a legend
@@ -103,5 +103,5 @@ def scatter_figure(
         fig.colorbar(points, ax=ax, label="label")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    tight_layout(fig)
     return fig

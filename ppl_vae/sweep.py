@@ -270,6 +270,8 @@ def rate_distortion_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from ppl_vae.curves import tight_layout
+
     fig = Figure(figsize=(5, 4), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -295,7 +297,7 @@ def rate_distortion_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("distortion D = -E log p(x|z)  [nats]")
     ax.set_title("rate–distortion across beta")
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    tight_layout(fig)
     fig.savefig(path)
     return path
 
@@ -324,6 +326,7 @@ def samples_by_beta(
     from matplotlib.figure import Figure
 
     from ppl_vae import plots
+    from ppl_vae.curves import tight_layout
 
     fig = Figure(figsize=(2.2 * len(labels), 2.6), dpi=120)
     FigureCanvasAgg(fig)
@@ -334,6 +337,6 @@ def samples_by_beta(
         ax.set_title(label)
         ax.axis("off")
     fig.suptitle("prior samples by beta")
-    fig.tight_layout()
+    tight_layout(fig)
     fig.savefig(path)
     return path

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from matplotlib.layout_engine import PlaceHolderLayoutEngine
 from PIL import Image
 
 from ppl_vae import curves, latent_plots, plots
@@ -231,6 +232,29 @@ def test_training_curves_note_what_a_model_without_a_prior_does_not_record():
     empty = curves.curves_figure([])
     assert len(empty.axes) == 6 and not any(ax.lines for ax in empty.axes)
     assert all(ax.texts[0].get_text() == "no history" for ax in empty.axes)
+
+
+FIGURES = {
+    "curves": lambda: curves.curves_figure(history(4)),
+    "scatter": lambda: latent_plots.scatter_figure(
+        torch.linspace(-2, 2, 150).reshape(50, 3).sin(), torch.arange(50) % 4
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_figures_are_laid_out_once_and_saved_with_one_draw(tmp_path, name):
+    """What tight_layout gives, pixel for pixel; saving draws the figure once, not twice
+    (matplotlib draws again first while any layout engine is set)."""
+    fig, draws = FIGURES[name](), []
+    assert fig.get_layout_engine() is None
+    fig.draw = lambda renderer: draws.append(type(fig).draw(fig, renderer))
+    ours = png(curves.save_figure(fig, tmp_path / "new.png"))
+    assert len(draws) == 1
+    old = FIGURES[name]()  # as the figures were saved before: tight_layout's placeholder set
+    old.set_layout_engine(PlaceHolderLayoutEngine(adjust_compatible=True, colorbar_gridspec=True))
+    want = png(curves.save_figure(old, tmp_path / "old.png"))
+    assert np.array_equal(np.asarray(ours), np.asarray(want))
 
 
 def test_training_curves_on_a_real_history(digits):
