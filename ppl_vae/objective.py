@@ -14,8 +14,8 @@ sites of *both* programs (any program, no ``beta`` argument needed). This module
 one ``torch.optim`` optimizer steps and what ``DistributedDataParallel`` wraps.
 
 ELBOs: ``trace`` (:class:`Trace_ELBO`: Pyro's ``Trace_ELBO`` estimator without its host
-reads, see below), ``meanfield (``TraceMeanField_ELBO``: the KL
-analytically where ``kl_divergence`` knows the pair) and ``enum`` (``TraceEnum_ELBO``: sums
+reads, see below), ``meanfield`` (:class:`TraceMeanField_ELBO`: the KL analytically where
+``kl_divergence`` knows the pair) and ``enum`` (``TraceEnum_ELBO``: sums
 out discrete latent sites marked for enumeration, as the semi-supervised VAE does).
 
 Pyro's ``Trace_ELBO.differentiable_loss`` reads the loss back to the host twice per step
@@ -118,13 +118,30 @@ class Trace_ELBO(pyro.infer.Trace_ELBO):
         return loss + (surrogate - surrogate.detach())
 
 
+class TraceMeanField_ELBO(pyro.infer.TraceMeanField_ELBO):
+    """Pyro's ``TraceMeanField_ELBO`` whose ``differentiable_loss`` returns its surrogate.
+
+    Its loss and surrogate are the same sum (every guide site is reparameterised; the KL
+    is analytic where ``kl_divergence`` knows the pair), so the surrogate is the loss, with
+    Pyro's value and gradients. Pyro's version adds ``loss + (surrogate - float(surrogate))``:
+    a host read each step, and a constant frozen into a trace of the loss.
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            _, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
+            loss = loss + surrogate / self.num_particles
+        return torch.as_tensor(loss)
+
+
 def _detach(value):
     return value.detach() if isinstance(value, torch.Tensor) else value
 
 
 ELBOS = {
     "trace": Trace_ELBO,
-    "meanfield": pyro.infer.TraceMeanField_ELBO,
+    "meanfield": TraceMeanField_ELBO,
     "enum": pyro.infer.TraceEnum_ELBO,
 }
 

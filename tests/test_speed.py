@@ -41,6 +41,19 @@ def test_trace_elbo_matches_pyro_value_and_gradients(digits, beta):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("beta", [1.0, 0.3])
+def test_meanfield_elbo_matches_pyro_value_and_gradients(digits, beta):
+    x = digits.x_train[:32]
+    pair = from_object(VAE(digits.x_dim, latent_dim=3, hidden=(16,)), x)
+    ours = loss_and_grads(Objective(pair, objective.make_elbo("meanfield")), x, beta)
+    pyros = pyro.infer.TraceMeanField_ELBO(max_plate_nesting=1)
+    theirs = loss_and_grads(Objective(pair, pyros), x, beta)
+    assert isinstance(objective.make_elbo("meanfield"), objective.TraceMeanField_ELBO)
+    torch.testing.assert_close(ours[0], theirs[0], rtol=1e-6, atol=1e-4)
+    for a, b in zip(ours[1], theirs[1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_trace_elbo_matches_pyro_with_a_score_function_site():
     """A discrete (non-reparameterised) latent site: the surrogate differs from the loss."""
     x = torch.tensor([1.0, 0.0, 1.0, 1.0])
