@@ -43,6 +43,7 @@ from pyro import poutine
 from pyro.infer.enum import get_importance_trace
 from torch.distributions import kl_divergence
 
+from ppl_vae.data import all_finite
 from ppl_vae.programs import Programs
 
 PARTICLES = "_ppl_vae_particles"
@@ -165,7 +166,7 @@ def _distribution_mean(site: dict[str, Any]) -> torch.Tensor | None:
     """The mean of a site's distribution, None where it has none (or a non-finite one)."""
     try:
         mean = site["fn"].mean
-        if mean.shape == site["value"].shape and torch.isfinite(mean).all():
+        if mean.shape == site["value"].shape and all_finite(mean):
             return mean
     except (NotImplementedError, AttributeError):
         pass

@@ -122,3 +122,20 @@ def test_missing_mnist_says_where_to_put_files(tmp_path):
         data.load("mnist", data_root=tmp_path)
     with pytest.raises(UserError, match="--data-root"):
         data.load("mnist")
+
+
+@pytest.mark.parametrize(
+    "values, finite",
+    [
+        ([0.5, 1.0], True),
+        ([3e38, 3e38], True),  # the sum overflows; every value is finite
+        ([1.0, float("nan")], False),
+        ([float("inf"), 1.0], False),
+        ([float("inf"), -float("inf")], False),  # the sum is NaN
+        ([], True),
+    ],
+)
+def test_all_finite_is_isfinite_all(values, finite):
+    x = torch.tensor(values, dtype=torch.float32)
+    assert data.all_finite(x) is finite is bool(torch.isfinite(x).all())
+    assert data.all_finite(x.to(torch.float16)) is bool(torch.isfinite(x.half()).all())
