@@ -251,7 +251,7 @@ def write(result: Comparison, out: str | Path | RunDir) -> list[Path]:
         figure = write_figure(result.runs, top.path / "comparison.png") if result.runs else None
         paths.append(write_markdown(result, top.path / "comparison.md", figure))
         paths += [figure] if figure else []
-        return [top.record(p.relative_to(top.path).as_posix()) for p in paths]
+        return top.record_all(p.relative_to(top.path).as_posix() for p in paths)
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:

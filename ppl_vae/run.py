@@ -388,8 +388,8 @@ def _train_into(run: RunDir, cfg: RunConfig, pair: Programs, ds, resume: bool) -
         path = run.path / name
         if (path.exists() or path.is_symlink()) and not run.is_own_regular_file(name):
             raise UserError(f"{path} was not written by ppl-vae; move it away and resume")
-    for path in write_figures(pair, ds, run.path, cfg.train.seed, job.metrics):
-        run.record(path.relative_to(run.path).as_posix())
+    figures = write_figures(pair, ds, run.path, cfg.train.seed, job.metrics)
+    run.record_all(path.relative_to(run.path).as_posix() for path in figures)
     from ppl_vae import report
 
     report.write_report(run)

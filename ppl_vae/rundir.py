@@ -51,7 +51,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -336,8 +336,11 @@ class RunDir:
         self._replace(self.path, MANIFEST, data.encode())
 
     def _add_to_manifest(self, name: str, entry: dict[str, Any], new_dirs: list[str]) -> None:
+        self._add_all_to_manifest({name: entry}, new_dirs)
+
+    def _add_all_to_manifest(self, entries: dict[str, dict[str, Any]], new_dirs: list[str]) -> None:
         body = self._read_manifest()
-        body["files"][name] = entry
+        body["files"].update(entries)
         body["dirs"] = sorted(set(body["dirs"]) | set(new_dirs))
         self._write_manifest(body)
 
@@ -446,21 +449,32 @@ class RunDir:
     def record(self, path: str | Path) -> Path:
         """Adopt a file another function wrote inside the run (a figure): give it the
         uniform mode and list it in the manifest. Refuses paths outside the run."""
+        return self.record_all([path])[0]
+
+    def record_all(self, paths: Iterable[str | Path]) -> list[Path]:
+        """:meth:`record` for several files, with one write of the manifest (each write
+        waits for the disk: a run's figures are recorded at once). Every path is checked
+        before any is recorded."""
         self._require_lock()
-        path = Path(path)
-        rel = os.path.relpath(path, self.path) if path.is_absolute() else path.as_posix()
-        target = self.resolve(rel)
-        if target.is_symlink() or not target.is_file():
-            raise UserError(f"{target} is not a regular file; ppl-vae records only its own files")
-        os.chmod(target, file_mode())
-        created = []
-        folder = target.parent
         root = self.path.resolve()
-        while folder != root:
-            created.append(folder.relative_to(root).as_posix())
-            folder = folder.parent
-        self._add_to_manifest(self._rel(target), self._entry(target), created)
-        return target
+        targets, entries, created = [], {}, set()
+        for path in map(Path, paths):
+            rel = os.path.relpath(path, self.path) if path.is_absolute() else path.as_posix()
+            target = self.resolve(rel)
+            if target.is_symlink() or not target.is_file():
+                raise UserError(
+                    f"{target} is not a regular file; ppl-vae records only its own files"
+                )
+            targets.append(target)
+            folder = target.parent
+            while folder != root:
+                created.add(folder.relative_to(root).as_posix())
+                folder = folder.parent
+        for target in targets:
+            os.chmod(target, file_mode())
+            entries[self._rel(target)] = self._entry(target)
+        self._add_all_to_manifest(entries, sorted(created))
+        return targets
 
     @contextlib.contextmanager
     def recording(self, folder: str) -> Iterator[Path]:
@@ -488,9 +502,11 @@ class RunDir:
                         "them away and run again"
                     )
             yield path
-            for p in sorted(path.rglob("*")) if path.exists() else []:
-                if not p.is_symlink() and p.is_file() and not TMP_PATTERN.match(p.name):
-                    self.record(p.relative_to(self.path).as_posix())
+            self.record_all(
+                p.relative_to(self.path).as_posix()
+                for p in (sorted(path.rglob("*")) if path.exists() else [])
+                if not p.is_symlink() and p.is_file() and not TMP_PATTERN.match(p.name)
+            )
 
     def _rel(self, path: Path) -> str:
         return path.resolve().relative_to(self.path.resolve()).as_posix()

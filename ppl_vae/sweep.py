@@ -218,8 +218,7 @@ def _sweep(base, runs: list[Variant], top: RunDir, overwrite, log) -> list[dict[
     if image_shape is not None:
         labels = [r["label"] for r in rows]
         written.append(samples_by_beta(samples, labels, image_shape, out / "samples_by_beta.png"))
-    for path in written:
-        top.record(path.relative_to(out).as_posix())
+    top.record_all(path.relative_to(out).as_posix() for path in written)
     return rows
 
 

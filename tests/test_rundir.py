@@ -320,6 +320,34 @@ def test_writes_never_replace_user_files_symlinks_or_reserved_names(tmp_path):
     assert snapshot(tmp_path) == {**before, "run/.lock": snapshot(tmp_path)["run/.lock"]}
 
 
+def test_record_all_lists_several_files_with_one_manifest_write(tmp_path, monkeypatch):
+    one, many = RunDir(tmp_path / "one"), RunDir(tmp_path / "many")
+    names = ["a.png", "figs/b.png", "figs/deep/c.png"]
+    for run in (one, many):
+        for i, name in enumerate(names):
+            (run.path / name).parent.mkdir(parents=True, exist_ok=True)
+            (run.path / name).write_bytes(bytes([i]) * (i + 1))
+    with one.lock():
+        for name in names:
+            one.record(name)
+    writes = []
+    write = RunDir._write_manifest
+    monkeypatch.setattr(
+        RunDir, "_write_manifest", lambda self, body: writes.append(write(self, body))
+    )
+    with many.lock():
+        assert many.record_all(names) == [many.resolve(n) for n in names]
+    assert len(writes) == 1
+    assert many.manifest() == one.manifest()
+    dirs = [json.loads((r.path / MANIFEST).read_text())["dirs"] for r in (one, many)]
+    assert dirs[0] == dirs[1] == ["figs", "figs/deep"]  # the folders they sit in, as record
+    (many.path / "d.png").write_bytes(b"d")
+    (many.path / "folder.png").mkdir()
+    with many.lock(), pytest.raises(UserError, match="not a regular file"):
+        many.record_all(["d.png", "folder.png"])
+    assert "d.png" not in many.manifest()  # checked first: nothing recorded
+
+
 def test_record_refuses_files_outside_the_run(tmp_path):
     outside = tmp_path / "outside.png"
     outside.write_bytes(b"x")
