@@ -13,8 +13,9 @@ so a traced run follows the same random stream.
 
 A trace is only a recording of one call, so:
 
-- there is one trace per argument signature (shapes, dtypes, devices): the last, short
-  batch of an epoch gets its own;
+- there is one trace per argument signature (shapes, dtypes, devices) and mode
+  (``train()``/``eval()``, which programs may branch on): the last, short batch of an
+  epoch gets its own;
 - ``beta`` is an input of the trace (a 0-d tensor), so the beta schedules still work;
 - Python control flow and values read from tensors are frozen in a trace. Before a trace
   is used, its loss and gradients are compared with the program's own on the next batch
@@ -94,6 +95,7 @@ class Traced:
     def __init__(self, objective: nn.Module):
         self._step = _Step(objective)
         self._eager: Callable[..., torch.Tensor] = objective.eager
+        self._pair = objective.pair  # its train()/eval() mode is part of a trace's key
         self._traces: dict[tuple, torch.jit.ScriptModule] = {}
         self.checked: list[tuple] = []
         self.reason: str | None = None
@@ -101,7 +103,7 @@ class Traced:
     def loss(self, args: tuple[torch.Tensor, ...], beta: float) -> torch.Tensor:
         if self.reason is not None or not torch.is_grad_enabled():
             return self._eager(*args, beta=beta)
-        key = _signature(args)
+        key = (_signature(args), self._pair.training)
         beta_t = torch.tensor(float(beta))  # a CPU scalar: no copy to the device
         if key not in self._traces:
             self._record(key, beta_t, args)

@@ -91,8 +91,12 @@ def test_a_new_batch_shape_gets_its_own_checked_trace(digits):
     with pair.scope():
         for batch in (x[:10], x[10:20], x[20:30], x[:7], x[7:14]):
             loss_fn(batch)
+        loss_fn.eval()  # a program may branch on its mode: eval() gets its own trace
+        for batch in (x[:10], x[10:20]):
+            loss_fn(batch)
     assert loss_fn.traced.reason is None
-    assert [key[0][0] for key in loss_fn.traced.checked] == [(10, 64), (7, 64)]
+    keys = [(key[0][0][0], key[1]) for key in loss_fn.traced.checked]
+    assert keys == [((10, 64), True), ((7, 64), True), ((10, 64), False)]
 
 
 class Branchy(nn.Module):
