@@ -84,12 +84,13 @@ def _signature(args: tuple[torch.Tensor, ...]) -> tuple:
 
 
 class Traced:
-    """The traces of one :class:`~ppl_vae.objective.Objective`, by argument signature.
+    """The traces of one :class:`~ppl_vae.objective.Objective`, by argument signature and
+    mode.
 
     ``loss(args, beta)`` returns the loss of a batch: from the trace when it passed its
     check, else from ``objective.eager``. ``reason`` is ``None`` while tracing works and
-    says why it was given up otherwise; ``checked`` lists the signatures whose trace
-    passed the check.
+    says why it was given up otherwise; ``checked`` lists the keys (signature, training
+    mode) whose trace passed the check.
     """
 
     def __init__(self, objective: nn.Module):
@@ -141,15 +142,16 @@ class Traced:
                 traced = self._traces[key](beta_t, *args)
             got = torch.autograd.grad(traced, params, retain_graph=True, allow_unused=True)
             problem = _difference(eager, traced, expected, got)
+            if problem is None:
+                self.checked.append(key)
+                return traced
+            self.reason = (
+                f"a trace of the loss {problem} on a batch it was not recorded on (a value "
+                "the programs or the ELBO read into Python is frozen in a trace)"
+            )
         except Exception as exc:
-            problem = f"its replay failed ({type(exc).__name__}: {str(exc).splitlines()[0]})"
-        if problem is None:
-            self.checked.append(key)
-            return traced
-        self.reason = (
-            f"a trace of the loss {problem} on a batch it was not recorded on (a value the "
-            "programs or the ELBO read into Python is frozen in a trace)"
-        )
+            message = str(exc).splitlines()[0] if str(exc) else ""
+            self.reason = f"a trace of the loss failed to replay ({type(exc).__name__}: {message})"
         self._traces.clear()
         torch.set_rng_state(after)
         if cuda:
