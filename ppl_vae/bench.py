@@ -33,7 +33,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import resource
 import statistics
@@ -136,12 +135,11 @@ def forever(batches: Callable[[], Iterable[torch.Tensor]]) -> Iterator[torch.Ten
 def suite_side(
     vae: VAE, x: torch.Tensor, config: train.TrainConfig, ablate: set[str]
 ) -> tuple[Side, Objective, torch.optim.Optimizer]:
-    """The step of :func:`ppl_vae.train.fit` over a random binary data set ``x``."""
+    """The step of :func:`ppl_vae.train.fit` over a random binary data set ``x`` (traced
+    as ``config.jit`` says)."""
     device, n = x.device, x.shape[0]
     pair = from_object(vae, x[:2])
     pair.to(device).train()
-    if "jit" in ablate:
-        config = dataclasses.replace(config, jit=False)
     if "elbo" in ablate:
         elbo = pyro.infer.Trace_ELBO(max_plate_nesting=max(1, pair.max_plate_nesting))
         loss_fn = Objective(pair, elbo, jit=config.jit)

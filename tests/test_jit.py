@@ -16,6 +16,7 @@ from ppl_vae.models.vae import VAE
 from torch import nn
 
 from ppl_vae import data, train
+from ppl_vae.errors import UserError
 from ppl_vae.objective import Objective, make_elbo
 from ppl_vae.programs import Programs, from_object
 
@@ -145,7 +146,7 @@ def test_fit_traces_by_default_and_reports_how_the_loss_ran(digits):
     assert run(jit=False) == "off"
     assert run(objective="iwae", num_particles=3) == "traced"
     assert run(objective="capacity").startswith("off: the capacity objective")
-    with pytest.raises(Exception, match="jit must be true or false"):
+    with pytest.raises(UserError, match="jit must be true or false"):
         train.TrainConfig(jit="yes").validate()
 
 

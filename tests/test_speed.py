@@ -127,6 +127,7 @@ def test_bench_checks_the_same_step_and_reports_records():
     assert [r["batch_size"] for r in records] == [4, 8]
     for r in records:
         assert r["ratio"] > 0 and r["loss_rel_diff"] < 1e-5 and r["suite_peak_mb"] > 0
+        assert r["jit"] == "traced"  # the check compared the trace the steps run
     ablated = bench.run(
         batch_sizes=[4],
         steps=1,
@@ -137,7 +138,7 @@ def test_bench_checks_the_same_step_and_reports_records():
         ablate=bench.ABLATIONS,
         clock="process",
     )
-    assert ablated[0]["ablate"] == sorted(bench.ABLATIONS)
+    assert ablated[0]["ablate"] == sorted(bench.ABLATIONS) and ablated[0]["jit"] == "off"
 
 
 def test_bench_cli_json(capsys):
