@@ -2,7 +2,7 @@
 
 Every model has the same encoder/decoder (64-128-8 MLP, Bernoulli pixels) and the same
 budget (``--epochs`` of Adam at batch 128); each is scored by the importance-weighted test
-:math:`\\log \\hat p_K(x)` with :math:`K = 1000` (``ppl_vae.importance``), mean per example
+:math:`\\log \\hat p_K(x)` with :math:`K = 1000` (``ppl_vae.measure.importance``), mean per example
 in nats, higher is better. Until the generic trainer reads ``--objective iwae``, this script
 trains each pair with ``elbo.differentiable_loss`` and one torch optimizer.
 
@@ -22,8 +22,8 @@ from ppl_vae.models.vae import VAE
 from ppl_vae.models.vamp_vae import VampVAE
 
 from ppl_vae import data
-from ppl_vae.importance import iw_log_likelihood
-from ppl_vae.iwae import IWAE_ELBO
+from ppl_vae.infer.iwae import IWAE_ELBO
+from ppl_vae.measure.importance import iw_log_likelihood
 
 SIZES = {"latent_dim": 8, "hidden": (128,)}
 MODELS = {

@@ -3,7 +3,7 @@ distortion per epoch.
 
 The warm-up :math:`\\beta(t) = s + (\\beta - s)\\min(1, t/T)` is a pure function of the
 step that the trainer evaluates and applies itself: it wraps *both* programs in a
-``poutine.scale`` restricted to the latent sites (:mod:`ppl_vae.latent_scale`), so the
+``poutine.scale`` restricted to the latent sites (:mod:`ppl_vae.infer.latent_scale`), so the
 model and guide take no ``beta`` argument (any Pyro program works). Early on the KL term
 is nearly free, so the encoder starts using the code before the full penalty arrives --
 the usual cure for posterior collapse.
@@ -22,8 +22,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from ppl_vae.models.vae import VAE
 
-from ppl_vae import data, failure_modes
-from ppl_vae.train import TrainConfig, fit
+from ppl_vae import data
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.infer.trainer import fit
+from ppl_vae.measure import failure_modes
 
 
 def main(argv=None) -> None:

@@ -20,9 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ppl_vae.compare import DEFAULT_MODELS, compare, table
-from ppl_vae.run import RunConfig
-from ppl_vae.train import TrainConfig
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.runs.compare import compare, table
+from ppl_vae.runs.config import DEFAULT_MODELS, RunConfig
 
 
 def main(out: Path, epochs: int = 5) -> None:

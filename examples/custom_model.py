@@ -8,7 +8,7 @@ This file is both a script and a model file for the CLI:
 The model is a VAE with a heavy-tailed prior, :math:`z_j \\sim \\mathrm{Laplace}(0, 1)`,
 and a Bernoulli decoder; the guide is the usual diagonal Gaussian. Only ``prior``,
 ``likelihood`` and ``posterior`` are written here: the ``model``/``guide`` programs come
-from :class:`ppl_vae.autoencoder.Autoencoder`, the suite's convenience base class. The
+from :class:`ppl_vae.models.blocks.autoencoder.Autoencoder`, the suite's convenience base class. The
 engine does not need it -- it trains any Pyro model/guide pair, see
 ``examples/tutorial_vae.py`` (Pyro's tutorial VAE), ``examples/cevae_style.py`` and
 ``examples/hierarchical_vae.py`` -- and applies beta schedules to the latent site itself.
@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import pyro.distributions as dist
 import torch
-
-from ppl_vae.autoencoder import Autoencoder
-from ppl_vae.likelihoods import Bernoulli
-from ppl_vae.nets import GaussianHead, mlp
+from ppl_vae.models.blocks.autoencoder import Autoencoder
+from ppl_vae.models.blocks.likelihoods import Bernoulli
+from ppl_vae.models.blocks.nets import GaussianHead, mlp
 
 
 class LaplaceVAE(Autoencoder):
@@ -52,13 +51,15 @@ MODEL = LaplaceVAE
 
 
 def main(epochs: int = 20) -> dict:
-    """Train from Python twice: with :func:`ppl_vae.train.fit` on the two programs, and as
-    a model file through :func:`ppl_vae.run.train_run` (what ``ppl-vae train`` does)."""
+    """Train from Python twice: with :func:`ppl_vae.infer.trainer.fit` on the two programs, and as
+    a model file through :func:`ppl_vae.runs.train.train_run` (what ``ppl-vae train`` does)."""
     import pyro
 
     from ppl_vae import data
-    from ppl_vae.run import RunConfig, train_run
-    from ppl_vae.train import TrainConfig, fit
+    from ppl_vae.infer.config import TrainConfig
+    from ppl_vae.infer.trainer import fit
+    from ppl_vae.runs.config import RunConfig
+    from ppl_vae.runs.train import train_run
 
     ds = data.load("digits")
     cfg = TrainConfig(epochs=epochs, progress=False)

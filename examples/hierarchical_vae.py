@@ -88,8 +88,9 @@ def main(argv=None) -> float:
     import argparse
 
     from ppl_vae import data
-    from ppl_vae.importance import evaluation
-    from ppl_vae.train import TrainConfig, fit
+    from ppl_vae.infer.config import TrainConfig
+    from ppl_vae.infer.trainer import fit
+    from ppl_vae.measure.importance import evaluation
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=20)

@@ -84,7 +84,8 @@ def main(argv=None) -> float:
     import argparse
 
     from ppl_vae import data
-    from ppl_vae.train import TrainConfig, fit
+    from ppl_vae.infer.config import TrainConfig
+    from ppl_vae.infer.trainer import fit
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="digits")

@@ -33,9 +33,8 @@ from collections.abc import Sequence
 
 import pyro.distributions as dist
 import torch
-
-from ppl_vae.nets import make_decoder, make_encoder, parse_hidden
-from ppl_vae.point_mass import PointMassAutoencoder, check_positive, gaussian_fixed
+from ppl_vae.models.blocks.nets import make_decoder, make_encoder, parse_hidden
+from ppl_vae.models.blocks.point_mass import PointMassAutoencoder, check_positive, gaussian_fixed
 
 
 class AE(PointMassAutoencoder):

@@ -30,10 +30,9 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-
-from ppl_vae import likelihoods
-from ppl_vae.autoencoder import LATENT, OBSERVED, Autoencoder
-from ppl_vae.nets import GaussianHead, mlp, parse_hidden
+from ppl_vae.models.blocks import likelihoods
+from ppl_vae.models.blocks.autoencoder import LATENT, OBSERVED, Autoencoder
+from ppl_vae.models.blocks.nets import GaussianHead, mlp, parse_hidden
 
 
 def with_label(t: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -35,9 +35,9 @@ from collections.abc import Sequence
 
 import torch
 from ppl_vae.models.ae import AE
+from ppl_vae.models.blocks.point_mass import check_positive
 
 from ppl_vae.errors import UserError
-from ppl_vae.point_mass import check_positive
 
 NOISES = ("gaussian", "mask")
 

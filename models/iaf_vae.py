@@ -37,11 +37,10 @@ import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
 import torch.nn.functional as F
+from ppl_vae.models.blocks import likelihoods
+from ppl_vae.models.blocks.autoencoder import Autoencoder
+from ppl_vae.models.blocks.nets import mlp, parse_hidden
 from torch import nn
-
-from ppl_vae import likelihoods
-from ppl_vae.autoencoder import Autoencoder
-from ppl_vae.nets import mlp, parse_hidden
 
 
 class IAFVAE(Autoencoder):

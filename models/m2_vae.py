@@ -36,12 +36,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from ppl_vae.models.blocks.autoencoder import LATENT, OBSERVED
+from ppl_vae.models.blocks.nets import mlp, parse_hidden
 from ppl_vae.models.cvae import CVAE
 from pyro import poutine
 from pyro.infer import config_enumerate
-
-from ppl_vae.autoencoder import LATENT, OBSERVED
-from ppl_vae.nets import mlp, parse_hidden
 
 LABEL = "y"
 #: Logit of the classes a labelled example does not have: exp(-1e4) is exactly 0 in float32.

@@ -30,11 +30,10 @@ import math
 
 import pyro.distributions as dist
 import torch
+from ppl_vae.models.blocks.autoencoder import Autoencoder
 from pyro.distributions import constraints
 from pyro.nn import PyroParam
 from torch import nn
-
-from ppl_vae.autoencoder import Autoencoder
 
 
 class PPCA(Autoencoder):

@@ -17,11 +17,11 @@ point mass :math:`\\log q = 0`, so the negative ELBO is the MAP objective for th
         - d \\log\\tfrac{\\lambda}{2}}_{\\text{constant}},
 
 the L1-regularised autoencoder :math:`L(x, \\hat x) + \\lambda \\sum_i |h_i|` as a Pyro
-program. Note the "rate" that :func:`ppl_vae.evaluate.evaluate` reports for this model is
+program. Note the "rate" that :func:`ppl_vae.measure.metrics.evaluate` reports for this model is
 :math:`-\\log p(h)` (a Delta has no density to subtract), so its "ELBO" is this MAP
 objective, not a bound on :math:`\\log p(x)`. The penalty also rewards shrinking all
 codes while the decoder grows to compensate; sparsity measured with a fixed threshold
-(:func:`ppl_vae.compare.code_sparsity`) counts both effects.
+(:func:`ppl_vae.runs.compare.code_sparsity`) counts both effects.
 
 Example::
 
@@ -39,8 +39,7 @@ from collections.abc import Sequence
 import pyro.distributions as dist
 import torch
 from ppl_vae.models.ae import AE
-
-from ppl_vae.point_mass import check_positive
+from ppl_vae.models.blocks.point_mass import check_positive
 
 
 class SparseAE(AE):

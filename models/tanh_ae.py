@@ -31,9 +31,8 @@ from __future__ import annotations
 
 import pyro.distributions as dist
 import torch
+from ppl_vae.models.blocks.point_mass import PointMassAutoencoder, check_positive, gaussian_fixed
 from torch import nn
-
-from ppl_vae.point_mass import PointMassAutoencoder, check_positive, gaussian_fixed
 
 
 class TanhAE(PointMassAutoencoder):

@@ -32,10 +32,9 @@ from collections.abc import Sequence
 
 import pyro.distributions as dist
 import torch
-
-from ppl_vae import likelihoods
-from ppl_vae.autoencoder import Autoencoder
-from ppl_vae.nets import make_decoder, make_gaussian_encoder, parse_hidden
+from ppl_vae.models.blocks import likelihoods
+from ppl_vae.models.blocks.autoencoder import Autoencoder
+from ppl_vae.models.blocks.nets import make_decoder, make_gaussian_encoder, parse_hidden
 
 
 class VAE(Autoencoder):

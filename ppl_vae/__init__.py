@@ -6,7 +6,8 @@ the same programs with a point-mass guide.
 
 Example::
 
-    from ppl_vae import data, train
+    from ppl_vae import data
+    from ppl_vae.infer import trainer as train
     from ppl_vae.models.vae import VAE
 
     ds = data.load("digits")

@@ -73,7 +73,7 @@ def _entry_points() -> dict[str, Any]:
 
 def names() -> list[str]:
     """The suite's model names and those of installed plug-ins, sorted."""
-    own = {m.name.replace("_", "-") for m in pkgutil.iter_modules(suite.__path__)}
+    own = {m.name.replace("_", "-") for m in pkgutil.iter_modules(suite.__path__) if not m.ispkg}
     return sorted(own | set(_entry_points()))
 
 
@@ -185,7 +185,17 @@ def build(
     """Instantiate a model and return its ``(model, guide)`` programs. ``x_dim`` and
     ``image_shape`` ``(C, H, W)`` come from the data and are passed where the constructor
     takes them; an option it does not take is a :class:`UserError`."""
-    spec = resolve(name)
+    return instantiate(resolve(name), x_dim, image_shape, **options)
+
+
+def instantiate(
+    spec: Spec,
+    x_dim: int | None = None,
+    image_shape: tuple[int, ...] | None = None,
+    **options: Any,
+) -> tuple[Callable, Callable]:
+    """:func:`build` for a model already resolved (a file is imported once per job)."""
+    name = spec.name
     takes = spec.accepted()
     if takes is not None:
         unknown = set(options) - takes

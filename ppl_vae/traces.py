@@ -43,7 +43,7 @@ from pyro import poutine
 from pyro.infer.enum import get_importance_trace
 from torch.distributions import kl_divergence
 
-from ppl_vae.data import all_finite
+from ppl_vae.data.dataset import all_finite
 from ppl_vae.programs import Programs
 
 PARTICLES = "_ppl_vae_particles"

@@ -10,8 +10,9 @@ import torch
 from hypothesis import settings
 
 from ppl_vae import data
-from ppl_vae.run import RunConfig, train_run
-from ppl_vae.train import TrainConfig
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.runs.config import RunConfig
+from ppl_vae.runs.train import train_run
 
 # Property-based tests draw the same examples on every run (CI must not pass or fail by
 # luck); a bug they find is then found every time. HYPOTHESIS_PROFILE=explore searches

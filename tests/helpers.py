@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 
 from ppl_vae import traces
-from ppl_vae.objective import Objective, make_elbo
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.infer.elbo import make_elbo
+from ppl_vae.infer.objective import Objective
+from ppl_vae.infer.trainer import FitResult, fit
 from ppl_vae.programs import Programs, from_object
-from ppl_vae.train import FitResult, TrainConfig, fit
 
 
 def pair_of(module, x: torch.Tensor | None = None) -> Programs:
@@ -58,7 +60,7 @@ def snapshot(directory) -> dict[str, tuple]:
 #: makes the process die like ``kill -9`` when training reaches step N.
 _DRIVER = r"""
 import json, os, sys
-import ppl_vae.cli, ppl_vae.run, ppl_vae.train, ppl_vae.compare, ppl_vae.sweep  # noqa
+import ppl_vae.cli, ppl_vae.runs.train, ppl_vae.infer.trainer, ppl_vae.runs.compare, ppl_vae.runs.sweep  # noqa
 cases = json.loads(sys.argv[1])
 results = []
 for i, case in enumerate(cases):
@@ -71,12 +73,12 @@ for i, case in enumerate(cases):
                 f = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 os.dup2(f, fd)
             if case.get("exit_at_step") is not None:
-                real = ppl_vae.train.training_loss
+                real = ppl_vae.infer.trainer.training_loss
                 def loss(fn, args, beta, step, real=real, at=case["exit_at_step"]):
                     if step == at:
                         os._exit(137)
                     return real(fn, args, beta, step)
-                ppl_vae.train.training_loss = loss
+                ppl_vae.infer.trainer.training_loss = loss
             code = ppl_vae.cli.main(case["argv"])
             sys.stdout.flush(); sys.stderr.flush()
         except BaseException:

@@ -17,11 +17,14 @@ import xarray as xr
 from ppl_vae.models.ppca import PPCA, maximum_likelihood
 from torch import nn
 
-from ppl_vae import analysis, reference, traces
+from ppl_vae import traces
+from ppl_vae.analysis import posterior as analysis
+from ppl_vae.analysis import reference
 from ppl_vae.cli import main
 from ppl_vae.errors import UserError
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.infer.trainer import fit
 from ppl_vae.programs import Programs, from_object
-from ppl_vae.train import TrainConfig, fit
 
 
 def cfg(**kw) -> TrainConfig:

@@ -22,10 +22,10 @@ from pyro import poutine
 from scipy.linalg import subspace_angles
 from sklearn.decomposition import PCA as SkPCA
 
-from ppl_vae.compare import code_sparsity
 from ppl_vae.errors import UserError
-from ppl_vae.evaluate import evaluate
-from ppl_vae.train import TrainConfig
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.measure.metrics import evaluate
+from ppl_vae.runs.compare import code_sparsity
 
 
 def gaussian_const(d: int, scale: float) -> float:
@@ -126,7 +126,7 @@ def test_sparse_loss_is_reconstruction_plus_lambda_l1():
 
 
 def test_code_sparsity_grows_with_lambda(digits):
-    """Sparsity = fraction of test code entries with |h| < 1e-2 (ppl_vae.compare)."""
+    """Sparsity = fraction of test code entries with |h| < 1e-2 (ppl_vae.runs.compare)."""
     cfg = TrainConfig(epochs=6, batch_size=64, lr=3e-3, progress=False)
     sparsity = {}
     for lam in (0.01, 1.0):
@@ -188,7 +188,8 @@ def test_bad_arguments_are_user_errors(build):
 def defaults_run(model: str, data: str, seed: int, **model_args):
     """``ppl-vae train MODEL --data DATA --seed S``: no training flag given, so the model's
     recommended ``train_defaults`` apply (as the CLI does through ``train_explicit``)."""
-    from ppl_vae.run import RunConfig, train_run
+    from ppl_vae.runs.config import RunConfig
+    from ppl_vae.runs.train import train_run
 
     cfg = RunConfig(
         model=model,

@@ -15,13 +15,16 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import kl_divergence
 
-from ppl_vae import failure_modes, registry
+from ppl_vae import registry
 from ppl_vae.cli import main
-from ppl_vae.evaluate import evaluate
-from ppl_vae.latent_scale import LatentScaleMessenger
-from ppl_vae.objective import Objective, make_elbo
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.infer.elbo import make_elbo
+from ppl_vae.infer.latent_scale import LatentScaleMessenger
+from ppl_vae.infer.objective import Objective
+from ppl_vae.infer.trainer import fit
+from ppl_vae.measure import failure_modes
+from ppl_vae.measure.metrics import evaluate
 from ppl_vae.programs import Programs, from_object
-from ppl_vae.train import TrainConfig, fit
 
 
 def elbo_module(vae, kind="trace", num_particles=1):

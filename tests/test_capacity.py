@@ -13,11 +13,12 @@ from helpers import pair_of
 from ppl_vae.models.vae import VAE
 from pyro import poutine
 
-from ppl_vae import capacity
 from ppl_vae.cli import common, parser
 from ppl_vae.errors import UserError
-from ppl_vae.objective import Objective
-from ppl_vae.train import TrainConfig, fit
+from ppl_vae.infer import capacity
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.infer.objective import Objective
+from ppl_vae.infer.trainer import fit
 
 
 def capacity_module(vae, gamma):

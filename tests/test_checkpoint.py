@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ppl_vae import checkpoint
 from ppl_vae.errors import UserError
-from ppl_vae.rundir import RunDir
+from ppl_vae.runs import checkpoint
+from ppl_vae.runs.rundir import RunDir
 
 
 def optimizer_state() -> dict:

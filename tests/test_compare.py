@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from ppl_vae import compare
 from ppl_vae.cli import main
 from ppl_vae.errors import UserError
-from ppl_vae.run import RunConfig
-from ppl_vae.train import TrainConfig
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.runs import compare
+from ppl_vae.runs.config import RunConfig
 
 MODELS = ["ae", "pca", "ppca", "sparse-ae"]
 
@@ -114,8 +114,8 @@ def test_objectives_and_iw_log_likelihood_in_one_table(tmp_path):
     cfg = json.loads((out / "vae@iwae" / "config.json").read_text())
     assert cfg["train"]["objective"] == "iwae" and cfg["train"]["num_particles"] == 10
     # the training bound (IWAE with K = 10) on the test set lies below the K = 200 estimate
-    from ppl_vae.importance import iw_log_likelihood
-    from ppl_vae.run import load_run
+    from ppl_vae.measure.importance import iw_log_likelihood
+    from ppl_vae.runs.build import load_run
 
     pair, ds, _ = load_run(out / "vae@iwae")
     bound = float(iw_log_likelihood(pair, ds.x_test, None, 10, seed=0).mean())

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import torch
 
-from ppl_vae import disentanglement as dis
-from ppl_vae.dsprites import FactorData, factor_data
+from ppl_vae.data.dsprites import FactorData, factor_data
 from ppl_vae.errors import UserError
+from ppl_vae.measure import disentanglement as dis
 
 SIZES = (3, 6, 8, 8)
 K = len(SIZES)

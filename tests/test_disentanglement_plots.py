@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ppl_vae.disentanglement_plots import row_label, save_figure, traversal_figure
 from ppl_vae.errors import UserError
+from ppl_vae.figures.disentanglement import row_label, save_figure, traversal_figure
 
 
 def test_rows_traverse_one_latent_each(tmp_path):

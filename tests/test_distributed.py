@@ -2,7 +2,7 @@
 
 One torchrun launch (the slow part: three Python processes importing torch and Pyro) runs
 a script that (1) trains ``vae`` through the ``ppl-vae train`` command line into a run
-directory, (2) trains the deterministic ``ae`` through :func:`ppl_vae.run.train_run` and
+directory, (2) trains the deterministic ``ae`` through :func:`ppl_vae.runs.train.train_run` and
 (3) evaluates the trained ``vae`` sharded (test ELBO and IW log p(x)). Every rank writes
 its own weights and numbers to a file outside the run directory; this test compares the
 ranks with each other and with the same work done here in one process.
@@ -29,11 +29,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ppl_vae import distributed
-from ppl_vae.evaluate import evaluate
-from ppl_vae.importance import iw_log_likelihood
-from ppl_vae.run import RunConfig, load_run, train_run
-from ppl_vae.train import TrainConfig
+from ppl_vae.infer import distributed
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.measure.importance import iw_log_likelihood
+from ppl_vae.measure.metrics import evaluate
+from ppl_vae.runs.build import load_run
+from ppl_vae.runs.config import RunConfig
+from ppl_vae.runs.train import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHT_ATOL = 1e-4  # weights move by ~1e-2 in these 46 steps
@@ -46,12 +48,14 @@ SCRIPT = """
 import json, sys
 import torch
 from safetensors.torch import save_file
-from ppl_vae import distributed
+from ppl_vae.infer import distributed
 from ppl_vae.cli import main as cli
-from ppl_vae.evaluate import evaluate
-from ppl_vae.importance import iw_log_likelihood
-from ppl_vae.run import RunConfig, load_run, train_run
-from ppl_vae.train import TrainConfig
+from ppl_vae.measure.metrics import evaluate
+from ppl_vae.measure.importance import iw_log_likelihood
+from ppl_vae.runs.config import RunConfig
+from ppl_vae.runs.build import load_run
+from ppl_vae.runs.train import train_run
+from ppl_vae.infer.config import TrainConfig
 
 run_dir, results = sys.argv[1], sys.argv[2]
 AE, TRAIN, IW = {ae!r}, {train!r}, {iw!r}

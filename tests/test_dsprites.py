@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ppl_vae import data, dsprites
+from ppl_vae import data
+from ppl_vae.data import dsprites
 from ppl_vae.errors import UserError
 
 

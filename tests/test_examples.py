@@ -29,8 +29,9 @@ from PIL import Image
 from torch import nn
 
 from ppl_vae import data
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.infer.trainer import fit
 from ppl_vae.programs import Programs
-from ppl_vae.train import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

@@ -15,9 +15,11 @@ import torch
 from ppl_vae.models.vae import VAE
 from torch import nn
 
-from ppl_vae import data, train
+from ppl_vae import data
 from ppl_vae.errors import UserError
-from ppl_vae.objective import Objective, make_elbo
+from ppl_vae.infer import trainer as train
+from ppl_vae.infer.elbo import make_elbo
+from ppl_vae.infer.objective import Objective
 from ppl_vae.programs import Programs, from_object
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -20,9 +20,9 @@ from ppl_vae.models.ppca import PPCA, maximum_likelihood
 from ppl_vae.models.vae import VAE
 from ppl_vae.models.vamp_vae import VampVAE
 
+from ppl_vae.data.labels import keep_labels
 from ppl_vae.errors import UserError
-from ppl_vae.iwae import IWAE_ELBO
-from ppl_vae.labels import keep_labels
+from ppl_vae.infer.iwae import IWAE_ELBO
 
 SMALL = {"latent_dim": 2, "hidden": (32,)}
 

@@ -9,9 +9,9 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from ppl_vae.models.blocks import nets
 from torch import nn
 
-from ppl_vae import nets
 from ppl_vae.errors import UserError
 
 SHAPES = [(1, 28, 28), (1, 8, 8), (1, 7, 9), (3, 12, 10)]

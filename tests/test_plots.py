@@ -13,7 +13,9 @@ import torch
 from matplotlib.layout_engine import PlaceHolderLayoutEngine
 from PIL import Image
 
-from ppl_vae import curves, latent_plots, plots
+from ppl_vae.figures import curves
+from ppl_vae.figures import images as plots
+from ppl_vae.figures import latent as latent_plots
 
 SHAPE = (8, 8)  # digits: enlarged x4 to 32 x 32 by plots.as_images
 TILE = 32
@@ -167,7 +169,7 @@ def test_projection_picks_the_largest_kl_dimensions_else_principal_components():
 
 
 def history(n: int, prior: bool = True) -> list[dict]:
-    """Records with every key :func:`ppl_vae.train.epoch_record` writes that curves plot."""
+    """Records with every key :func:`ppl_vae.infer.trainer.epoch_record` writes that curves plot."""
     return [
         {
             "epoch": i + 1,
@@ -260,7 +262,8 @@ def test_figures_are_laid_out_once_and_saved_with_one_draw(tmp_path, name):
 def test_training_curves_on_a_real_history(digits):
     from ppl_vae.models.vae import VAE
 
-    from ppl_vae.train import TrainConfig, fit
+    from ppl_vae.infer.config import TrainConfig
+    from ppl_vae.infer.trainer import fit
 
     vae = VAE(digits.x_dim, latent_dim=2, hidden=(16,))
     records = fit(vae.model, vae.guide, digits, TrainConfig(epochs=2, progress=False)).history

@@ -1,5 +1,5 @@
 """The program contract: :mod:`ppl_vae.programs` finds the parameters of any Pyro
-model/guide pair and keeps runs isolated, :mod:`ppl_vae.latent_scale` applies beta to the
+model/guide pair and keeps runs isolated, :mod:`ppl_vae.infer.latent_scale` applies beta to the
 latent sites only, :mod:`ppl_vae.traces` reads the ELBO's terms off the traces, and
 importing ``ppl_vae`` changes no global state."""
 
@@ -24,12 +24,14 @@ from torch import nn
 from torch.distributions import Bernoulli, Normal, kl_divergence, transform_to
 
 from ppl_vae import registry, traces
-from ppl_vae.data import Dataset
+from ppl_vae.data.dataset import Dataset
 from ppl_vae.errors import UserError
-from ppl_vae.latent_scale import LatentScaleMessenger
-from ppl_vae.objective import Objective, make_elbo, scaled
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.infer.elbo import make_elbo
+from ppl_vae.infer.latent_scale import LatentScaleMessenger
+from ppl_vae.infer.objective import Objective, scaled
+from ppl_vae.infer.trainer import fit
 from ppl_vae.programs import Programs
-from ppl_vae.train import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 D, Z, H = 8, 2, 16
@@ -417,7 +419,7 @@ def test_image_grids_do_not_import_torchvision(tmp_path):
     r = python(
         f"""
         import sys, torch
-        from ppl_vae import plots
+        from ppl_vae.figures import images as plots
         x = torch.rand(4, 64)
         plots.image_grid(x, (8, 8), r"{tmp_path}/g.png")
         plots.labelled_rows([x, x], ["a", "b"], (8, 8), r"{tmp_path}/r.png")
@@ -433,8 +435,10 @@ def test_import_and_plotting_change_no_global_setting_of_pyro_or_matplotlib(tmp_
         import matplotlib, pyro, torch
         matplotlib.use("svg")  # a user's own choice of backend must survive
         before = (pyro.settings.get("module_local_params"), matplotlib.get_backend())
-        import ppl_vae, ppl_vae.train, ppl_vae.run, ppl_vae.cli
-        from ppl_vae import curves, latent_plots, plots
+        import ppl_vae, ppl_vae.infer.trainer, ppl_vae.runs.train, ppl_vae.cli
+        from ppl_vae.figures import curves
+        from ppl_vae.figures import latent as latent_plots
+        from ppl_vae.figures import images as plots
         after_import = (pyro.settings.get("module_local_params"), matplotlib.get_backend())
         curves.training_curves([{{"epoch": 1, "test_elbo": -3.0}}], r"{tmp_path}/c.png")
         latent_plots.latent_scatter(torch.randn(20, 2), r"{tmp_path}/s.png")

@@ -13,12 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from ppl_vae import cli, plots
+from ppl_vae import cli
 from ppl_vae.errors import UserError
-from ppl_vae.report import REPORT, render, write_report
-from ppl_vae.run import RunConfig, train_run
-from ppl_vae.rundir import RunDir
-from ppl_vae.train import TrainConfig
+from ppl_vae.figures import images as plots
+from ppl_vae.figures.report import REPORT, render, write_report
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.runs.config import RunConfig
+from ppl_vae.runs.rundir import RunDir
+from ppl_vae.runs.train import train_run
 
 IMAGE_FIGURES = {
     "training_curves.png",

@@ -18,9 +18,9 @@ from helpers import snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ppl_vae import rundir
 from ppl_vae.errors import UserError
-from ppl_vae.rundir import MANIFEST, RunDir
+from ppl_vae.runs import atomic, rundir, trust
+from ppl_vae.runs.rundir import MANIFEST, RunDir
 
 
 def refused(
@@ -262,7 +262,7 @@ def test_modes_follow_the_umask(tmp_path):
     with run.lock():
         run.write_text("a.txt", "a")
     assert stat.S_IMODE(os.stat(run.path / "a.txt").st_mode) == 0o600
-    assert rundir.current_umask() == 0o077
+    assert atomic.current_umask() == 0o077
 
 
 def test_write_json_refuses_nan_and_leaves_no_trace(tmp_path):
@@ -468,27 +468,27 @@ def test_copy_model_file_refuses_what_is_not_a_program(tmp_path, make, match):
 def test_untrusted_model_code_is_refused_until_trusted(tmp_path):
     sha = hashlib.sha256(MODEL_SRC.encode()).hexdigest()
     with pytest.raises(UserError, match="pass --trust"):
-        rundir.check_trusted(sha, trust_flag=False)
-    rundir.check_trusted(sha, trust_flag=True)
-    assert not rundir.trusted_path().exists()  # --trust alone records nothing
-    rundir.trust_hash(sha)
-    rundir.check_trusted(sha, trust_flag=False)
-    assert rundir.trusted_path() == tmp_path / "xdg" / "ppl-vae" / "trusted.json"
-    assert json.loads(rundir.trusted_path().read_text()) == {"sha256": [sha]}
-    rundir.trust_hash(sha)  # idempotent
-    assert json.loads(rundir.trusted_path().read_text()) == {"sha256": [sha]}
+        trust.check_trusted(sha, trust_flag=False)
+    trust.check_trusted(sha, trust_flag=True)
+    assert not trust.trusted_path().exists()  # --trust alone records nothing
+    trust.trust_hash(sha)
+    trust.check_trusted(sha, trust_flag=False)
+    assert trust.trusted_path() == tmp_path / "xdg" / "ppl-vae" / "trusted.json"
+    assert json.loads(trust.trusted_path().read_text()) == {"sha256": [sha]}
+    trust.trust_hash(sha)  # idempotent
+    assert json.loads(trust.trusted_path().read_text()) == {"sha256": [sha]}
     with pytest.raises(UserError, match="not a SHA-256"):
-        rundir.trust_hash("../../etc")
+        trust.trust_hash("../../etc")
 
 
 def test_trusted_list_defaults_to_home_config_and_refuses_damage(tmp_path, monkeypatch):
     monkeypatch.delenv("XDG_CONFIG_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert rundir.trusted_path() == tmp_path / "home" / ".config" / "ppl-vae" / "trusted.json"
-    rundir.trusted_path().parent.mkdir(parents=True)
-    rundir.trusted_path().write_text("[]")
+    assert trust.trusted_path() == tmp_path / "home" / ".config" / "ppl-vae" / "trusted.json"
+    trust.trusted_path().parent.mkdir(parents=True)
+    trust.trusted_path().write_text("[]")
     with pytest.raises(UserError, match="is damaged"):
-        rundir.check_trusted("0" * 64, False)
+        trust.check_trusted("0" * 64, False)
 
 
 def test_model_file_checks_confinement_hash_and_trust(tmp_path):
@@ -498,19 +498,19 @@ def test_model_file_checks_confinement_hash_and_trust(tmp_path):
     with run.lock():
         rel, sha = run.copy_model_file(src)
     with pytest.raises(UserError, match="--trust"):
-        run.model_file(rel, sha)
-    assert run.model_file(rel, sha, trust=True) == (run.path / rel).resolve()
-    rundir.trust_hash(sha)
-    assert run.model_file(rel, sha) == (run.path / rel).resolve()
+        trust.model_file(run, rel, sha)
+    assert trust.model_file(run, rel, sha, trust=True) == (run.path / rel).resolve()
+    trust.trust_hash(sha)
+    assert trust.model_file(run, rel, sha) == (run.path / rel).resolve()
     with pytest.raises(UserError, match="leaves the run"):
-        run.model_file("../m.py", sha, trust=True)
+        trust.model_file(run, "../m.py", sha, trust=True)
     (run.path / rel).write_text(MODEL_SRC + "import os; os.system('rm -rf ~')\n")
     with pytest.raises(UserError, match="changed since training"):
-        run.model_file(rel, sha, trust=True)
+        trust.model_file(run, rel, sha, trust=True)
     (run.path / rel).unlink()
     (run.path / rel).symlink_to(src)  # same bytes, but not a file the run wrote
     with pytest.raises(UserError, match="not a model file this run wrote|symlink"):
-        run.model_file(rel, sha, trust=True)
+        trust.model_file(run, rel, sha, trust=True)
 
 
 # ----------------------------------------------------------------------- fingerprints

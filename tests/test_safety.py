@@ -22,8 +22,9 @@ from helpers import cli_cases, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ppl_vae import checkpoint, cli
-from ppl_vae.rundir import RunDir
+from ppl_vae import cli
+from ppl_vae.runs import checkpoint
+from ppl_vae.runs.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--no-progress"]

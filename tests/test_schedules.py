@@ -9,10 +9,11 @@ from functools import partial
 import pytest
 from ppl_vae.models.vae import VAE
 
-from ppl_vae import schedules
 from ppl_vae.errors import UserError
-from ppl_vae.schedules import START, constant, cyclical, linear, sigmoid
-from ppl_vae.train import TrainConfig, fit
+from ppl_vae.infer import schedules
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.infer.schedules import START, constant, cyclical, linear, sigmoid
+from ppl_vae.infer.trainer import fit
 
 
 def test_constant_is_beta_at_every_step():

@@ -14,10 +14,13 @@ import pytest
 import torch
 from ppl_vae.models.vae import VAE
 
-from ppl_vae import bench, data, objective, train
+from ppl_vae import data
 from ppl_vae.cli import main
-from ppl_vae.objective import Objective
+from ppl_vae.infer import elbo as elbo_mod
+from ppl_vae.infer import trainer as train
+from ppl_vae.infer.objective import Objective
 from ppl_vae.programs import Programs, from_object
+from ppl_vae.runs import bench
 
 
 def loss_and_grads(loss_fn: Objective, x: torch.Tensor, beta: float, seed: int = 3):
@@ -33,9 +36,9 @@ def loss_and_grads(loss_fn: Objective, x: torch.Tensor, beta: float, seed: int =
 def test_trace_elbo_matches_pyro_value_and_gradients(digits, beta):
     x = digits.x_train[:32]
     pair = from_object(VAE(digits.x_dim, latent_dim=3, hidden=(16,)), x)
-    ours = loss_and_grads(Objective(pair, objective.make_elbo("trace")), x, beta)
+    ours = loss_and_grads(Objective(pair, elbo_mod.make_elbo("trace")), x, beta)
     theirs = loss_and_grads(Objective(pair, pyro.infer.Trace_ELBO(max_plate_nesting=1)), x, beta)
-    assert isinstance(objective.make_elbo("trace"), objective.Trace_ELBO)
+    assert isinstance(elbo_mod.make_elbo("trace"), elbo_mod.Trace_ELBO)
     torch.testing.assert_close(ours[0], theirs[0], rtol=1e-6, atol=1e-4)
     for a, b in zip(ours[1], theirs[1]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -45,10 +48,10 @@ def test_trace_elbo_matches_pyro_value_and_gradients(digits, beta):
 def test_meanfield_elbo_matches_pyro_value_and_gradients(digits, beta):
     x = digits.x_train[:32]
     pair = from_object(VAE(digits.x_dim, latent_dim=3, hidden=(16,)), x)
-    ours = loss_and_grads(Objective(pair, objective.make_elbo("meanfield")), x, beta)
+    ours = loss_and_grads(Objective(pair, elbo_mod.make_elbo("meanfield")), x, beta)
     pyros = pyro.infer.TraceMeanField_ELBO(max_plate_nesting=1)
     theirs = loss_and_grads(Objective(pair, pyros), x, beta)
-    assert isinstance(objective.make_elbo("meanfield"), objective.TraceMeanField_ELBO)
+    assert isinstance(elbo_mod.make_elbo("meanfield"), elbo_mod.TraceMeanField_ELBO)
     torch.testing.assert_close(ours[0], theirs[0], rtol=1e-6, atol=1e-4)
     for a, b in zip(ours[1], theirs[1]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -68,13 +71,13 @@ def test_trace_elbo_matches_pyro_with_a_score_function_site():
         with pyro.plate("data", len(x)):
             pyro.sample("c", dist.Bernoulli(logits=w * x))
 
-    for elbo_cls in (objective.Trace_ELBO, pyro.infer.Trace_ELBO):
+    for elbo_cls in (elbo_mod.Trace_ELBO, pyro.infer.Trace_ELBO):
         pyro.set_rng_seed(1)
         loss = elbo_cls(num_particles=4, vectorize_particles=True).differentiable_loss(
             model, guide, x
         )
         (grad,) = torch.autograd.grad(loss, [w])
-        if elbo_cls is objective.Trace_ELBO:
+        if elbo_cls is elbo_mod.Trace_ELBO:
             ours = (loss.detach(), grad)
     torch.testing.assert_close(ours[0], loss.detach(), rtol=1e-6, atol=1e-5)
     torch.testing.assert_close(ours[1], grad)
@@ -92,7 +95,7 @@ def test_cpu_permutation_and_binarisation_streams_unchanged():
 def before_fast_path(monkeypatch):
     """The step as it was: Pyro's Trace_ELBO, the one-tensor-at-a-time Adam, the CPU
     permutation copied per step (a no-op copy on the CPU); and no trace (``jit=False``)."""
-    monkeypatch.setitem(objective.ELBOS, "trace", pyro.infer.Trace_ELBO)
+    monkeypatch.setitem(elbo_mod.ELBOS, "trace", pyro.infer.Trace_ELBO)
     monkeypatch.setattr(
         train,
         "make_optimizer",

@@ -8,9 +8,9 @@ import math
 
 import pytest
 import torch
+from ppl_vae.models.blocks.autoencoder import Autoencoder
 
 from ppl_vae import registry, traces
-from ppl_vae.autoencoder import Autoencoder
 from ppl_vae.cli import main
 from ppl_vae.programs import Programs
 

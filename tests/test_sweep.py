@@ -8,11 +8,11 @@ import csv
 import matplotlib.image
 import pytest
 
-from ppl_vae import sweep
 from ppl_vae.cli import main
 from ppl_vae.errors import UserError
-from ppl_vae.run import RunConfig
-from ppl_vae.train import TrainConfig
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.runs import sweep
+from ppl_vae.runs.config import RunConfig
 
 
 def test_parse_values():

@@ -13,7 +13,7 @@ import torch
 from pyro import poutine
 
 from ppl_vae.cli import main
-from ppl_vae.tcvae import total_correlation
+from ppl_vae.infer.tcvae import total_correlation
 
 
 def guide_trace(points: torch.Tensor, bandwidth: float):

@@ -7,11 +7,13 @@ import json
 import pytest
 import torch
 
-from ppl_vae import checkpoint
 from ppl_vae.errors import UserError
-from ppl_vae.evaluate import evaluate
-from ppl_vae.run import RECORD_METRICS, RunConfig, final_metrics, load_run, train_run
-from ppl_vae.train import TrainConfig
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.measure.metrics import evaluate
+from ppl_vae.runs import checkpoint
+from ppl_vae.runs.build import load_run
+from ppl_vae.runs.config import RunConfig
+from ppl_vae.runs.train import RECORD_METRICS, final_metrics, train_run
 
 
 def config(epochs=2, seed=0, **train) -> RunConfig:

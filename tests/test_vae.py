@@ -6,12 +6,14 @@ import math
 
 import pytest
 import torch
+from ppl_vae.models.blocks import likelihoods
 from ppl_vae.models.vae import VAE
 from pyro import poutine
 
-from ppl_vae import likelihoods, traces
+from ppl_vae import traces
 from ppl_vae.errors import UserError
-from ppl_vae.objective import Objective, make_elbo
+from ppl_vae.infer.elbo import make_elbo
+from ppl_vae.infer.objective import Objective
 from ppl_vae.programs import from_object
 
 

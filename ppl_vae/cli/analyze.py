@@ -1,4 +1,4 @@
-"""``ppl-vae analyze DIR``: posterior analysis of a trained run (see :mod:`ppl_vae.analysis`).
+"""``ppl-vae analyze DIR``: posterior analysis of a trained run (see :mod:`ppl_vae.analysis.posterior`).
 
 Works for any trained program pair (the suite's models and a user's ``.py`` alike), with
 the split's labels passed where the programs take them. Writes ``DIR/analysis/``:
@@ -19,8 +19,7 @@ import argparse
 from pathlib import Path
 
 from ppl_vae.errors import UserError
-from ppl_vae.run import load_split
-from ppl_vae.rundir import RunDir
+from ppl_vae.runs.rundir import RunDir
 
 
 def register(sub) -> None:
@@ -40,14 +39,16 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ppl_vae.runs.build import load_split  # heavy: imported only to run
+
     for name in ("points", "draws", "chains", "nuts_samples"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if args.nuts_points < 0 or args.nuts_warmup < 0:
         raise UserError("--nuts-points and --nuts-warmup cannot be negative")
     run_dir = Path(args.run_dir)
-    from ppl_vae import report
-    from ppl_vae.analysis import analyze
+    from ppl_vae.analysis.posterior import analyze
+    from ppl_vae.figures import report
 
     pair, x, y = load_split(run_dir, args.split, args.device, args.trust)
     out = run_dir / "analysis"

@@ -3,7 +3,7 @@
 Same architecture (MLP 784-400-20 by default), Bernoulli likelihood, initialisation
 (weights copied), optimizer and minibatching on MNIST-sized random binary data; the two
 are first checked to compute the same loss and gradients on the same batch and noise, then
-timed in interleaved blocks in one process (see :mod:`ppl_vae.bench`). Prints the median
+timed in interleaved blocks in one process (see :mod:`ppl_vae.runs.bench`). Prints the median
 milliseconds per step, the ratio suite/hand, examples per second and peak memory; with
 ``--json`` a list of records (keys ``batch_size``, ``ratio``, ``suite_ms``, ``hand_ms``, ...).
 
@@ -18,7 +18,7 @@ import argparse
 
 from ppl_vae.errors import UserError
 
-ABLATIONS = ("elbo", "adam", "permutation")  # ppl_vae.bench.ABLATIONS, without its imports
+ABLATIONS = ("elbo", "adam", "permutation")  # ppl_vae.runs.bench.ABLATIONS, without its imports
 
 
 def int_list(text: str) -> list[int]:
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ppl_vae import bench
+    from ppl_vae.runs import bench
 
     if args.threads is not None:
         if args.threads < 1:

@@ -1,19 +1,26 @@
 """Flags shared by the commands that train (``train``, ``compare``, ``sweep``).
 
-Every value is checked by :mod:`ppl_vae.validate` (one ``error:`` line, exit 2, nothing
-written); the flags the user typed are remembered, so ``--resume`` compares only those
+Every value is checked once, by the job (:meth:`~ppl_vae.infer.config.TrainConfig.validate`
+and :mod:`ppl_vae.validate`: one ``error:`` line, exit 2, nothing written); this module
+imports no torch or Pyro, so ``--help`` answers at once. The flags the user typed are remembered, so ``--resume`` compares only those
 with the saved run and a model's recommended settings replace only the others."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
-from ppl_vae import likelihoods, schedules, validate
-from ppl_vae.data import BINARIZE, SOURCES, parse_binarize
-from ppl_vae.objective import ELBOS
-from ppl_vae.run import RunConfig
-from ppl_vae.train import OBJECTIVES, TrainConfig
+from ppl_vae import validate
+from ppl_vae.data.sources import BINARIZE, SOURCES, parse_binarize
+from ppl_vae.infer.config import (
+    BETA_SCHEDULES,
+    ELBO_KINDS,
+    LR_SCHEDULES,
+    OBJECTIVES,
+    TrainConfig,
+)
+from ppl_vae.runs.config import RunConfig
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -53,7 +60,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latent-dim", type=int, help="dimension of z")
     g.add_argument("--hidden", help="hidden layer widths, e.g. 256 or 512,256")
     g.add_argument(
-        "--likelihood", help=f"{' | '.join(likelihoods.LIKELIHOODS)} (gaussian:S fixes the scale)"
+        "--likelihood",
+        help="bernoulli | gaussian | continuous-bernoulli (gaussian:S fixes the scale)",
     )
     g.add_argument(
         "--set",
@@ -89,21 +97,21 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", action=Given, type=int, default=d.batch_size)
     g.add_argument("--lr", action=Given, type=float, default=d.lr)
     g.add_argument(
-        "--lr-schedule", action=Given, default=d.lr_schedule, choices=schedules.LR_SCHEDULES
+        "--lr-schedule", action=Given, default=d.lr_schedule, choices=LR_SCHEDULES
     )
     g.add_argument(
         "--lr-final", action=Given, type=float, default=d.lr_final, help="cosine: final lr / lr"
     )
     g.add_argument("--seed", action=Given, type=int, default=d.seed)
     g.add_argument("--device", action=Given, default=d.device, help="auto | cpu | cuda")
-    g.add_argument("--elbo", action=Given, default=d.elbo, choices=sorted(ELBOS))
+    g.add_argument("--elbo", action=Given, default=d.elbo, choices=ELBO_KINDS)
     g.add_argument("--num-particles", action=Given, type=int, default=d.num_particles)
     g.add_argument("--beta", action=Given, type=float, default=d.beta, help="weight of the KL term")
     g.add_argument(
         "--beta-schedule",
         action=Given,
         default=d.beta_schedule,
-        choices=sorted(schedules.SCHEDULES),
+        choices=BETA_SCHEDULES,
     )
     g.add_argument("--warmup-steps", action=Given, type=int, default=d.warmup_steps)
     g.add_argument(
@@ -113,7 +121,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "--objective",
         action=Given,
         default=d.objective,
-        choices=OBJECTIVES,
+        choices=tuple(OBJECTIVES),
         help="elbo (beta-weighted), capacity (gamma*|KL - C|, C rising to --capacity-max), "
         "iwae (the importance-weighted bound with --num-particles K samples) or tcvae "
         "(beta-TCVAE: --beta weights the total correlation alone)",
@@ -170,26 +178,10 @@ def model_args(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-TRAIN_FLAGS = (
-    "epochs",
-    "batch_size",
-    "lr",
-    "lr_schedule",
-    "lr_final",
-    "seed",
-    "device",
-    "elbo",
-    "num_particles",
-    "beta",
-    "beta_schedule",
-    "warmup_steps",
-    "cycles",
-    "objective",
-    "gamma",
-    "capacity_max",
-    "capacity_steps",
-    "checkpoint_every",
-)
+#: TrainConfig fields that have no training flag of their own.
+NOT_FLAGS = {"eval_batch_size", "progress", "schedule_epochs", "jit"}
+#: The training flags: every other TrainConfig field (``--batch-size`` is ``batch_size``).
+TRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in NOT_FLAGS)
 DATA_FLAGS = ("data", "data_root", "binarize", "labels")
 
 
@@ -201,7 +193,6 @@ def explicit_train_flags(args: argparse.Namespace) -> list[str]:
 def train_config(args: argparse.Namespace) -> TrainConfig:
     values = {k: getattr(args, k) for k in TRAIN_FLAGS}
     config = TrainConfig(**values, progress=not args.no_progress, jit=not args.no_jit)
-    validate.train_fields(values)
     return config
 
 

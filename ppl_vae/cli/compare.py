@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from ppl_vae import compare, validate
+from ppl_vae import validate
 from ppl_vae.cli import common
+from ppl_vae.runs import config as defaults
 
 
 def register(sub) -> None:
@@ -15,17 +16,16 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--models",
-        default=",".join(compare.DEFAULT_MODELS),
+        default=",".join(defaults.DEFAULT_MODELS),
         help="comma-separated model names (default: %(default)s)",
     )
     common.add_data_args(p)
     common.add_model_args(p)
     common.add_train_args(p)
-    # Larger batches than `train` so seven models finish in about a minute on two cores.
     p.set_defaults(
-        latent_dim=compare.DEFAULT_LATENT_DIM,
-        batch_size=compare.DEFAULT_BATCH_SIZE,
-        lr=compare.DEFAULT_LR,
+        latent_dim=defaults.DEFAULT_LATENT_DIM,
+        batch_size=defaults.DEFAULT_BATCH_SIZE,
+        lr=defaults.DEFAULT_LR,
     )
     p.add_argument(
         "--iwae-samples",
@@ -39,6 +39,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ppl_vae.runs import compare  # heavy: imported only to run
+
     models = compare.parse_models(args.models)
     base = common.run_config(args, models[0])
     shared = common.model_args(args)

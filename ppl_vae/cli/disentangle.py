@@ -26,9 +26,11 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ppl_vae import disentangle, report, validate
-    from ppl_vae.run import load_run
-    from ppl_vae.rundir import RunDir
+    from ppl_vae import validate
+    from ppl_vae.figures import report
+    from ppl_vae.runs import disentangle
+    from ppl_vae.runs.build import load_run
+    from ppl_vae.runs.rundir import RunDir
 
     validate.seed(args.seed)
     pair, ds, _ = load_run(args.run_dir, args.device, args.trust)

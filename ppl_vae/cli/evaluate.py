@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ppl_vae import report, validate
-from ppl_vae.importance import evaluation
-from ppl_vae.run import load_split
-from ppl_vae.rundir import RunDir
+from ppl_vae import validate
+from ppl_vae.runs.rundir import RunDir
 
 SPLITS = ("test", "train")
 
@@ -49,6 +47,10 @@ def output_path(run_dir: Path, split: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ppl_vae.figures import report  # heavy: imported only to run
+    from ppl_vae.measure.importance import evaluation
+    from ppl_vae.runs.build import load_split
+
     validate.iwae_samples(args.iwae_samples)
     validate.batch_size(args.batch_size)
     validate.seed(args.seed)

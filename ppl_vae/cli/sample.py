@@ -7,11 +7,8 @@ import math
 import os
 from pathlib import Path
 
-import torch
-
-from ppl_vae import traces, validate
+from ppl_vae import validate
 from ppl_vae.errors import UserError
-from ppl_vae.run import load_run, placeholder
 
 
 def register(sub) -> None:
@@ -26,6 +23,12 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch  # heavy: imported only to run
+
+    from ppl_vae import traces
+    from ppl_vae.figures.run_figures import placeholder
+    from ppl_vae.runs.build import load_run
+
     n = validate.sample_count(args.n)
     validate.seed(args.seed)
     out = Path(args.out)
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     x = traces.generate(pair, placeholder(pair, ds, n))
     out.parent.mkdir(parents=True, exist_ok=True)
-    from ppl_vae import plots
+    from ppl_vae.figures import images as plots
 
     plots.image_grid(x, ds.image_shape, out, nrow=max(1, math.isqrt(n)))
     print(f"wrote {n} samples to {out}")

@@ -1,5 +1,5 @@
 """``ppl-vae sweep beta --values 0.25,1,4,16 --out DIR``: one VAE per beta, and the
-rate--distortion table and figures (see :mod:`ppl_vae.sweep`).
+rate--distortion table and figures (see :mod:`ppl_vae.runs.sweep`).
 
 Example::
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 
-from ppl_vae import sweep
 from ppl_vae.cli import common
 
 
@@ -32,6 +31,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ppl_vae.runs import sweep  # heavy: imported only to run
+
     values = sweep.parse_values(args.values)
     base = common.run_config(args, args.model)
     capacities = sweep.parse_capacities(args.capacities)

@@ -6,8 +6,7 @@ import argparse
 import sys
 
 from ppl_vae.cli import common
-from ppl_vae.report import REPORT
-from ppl_vae.run import train_run
+from ppl_vae.figures.report import REPORT
 
 
 def register(sub) -> None:
@@ -30,6 +29,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ppl_vae.runs.train import train_run  # heavy: imported only to run
+
     job = train_run(
         common.run_config(args, args.model), args.out, args.resume, args.overwrite, args.trust
     )

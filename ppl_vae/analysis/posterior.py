@@ -1,0 +1,376 @@
+"""Posterior analysis of a trained program pair: guide draws, PSIS k-hat, NUTS references.
+
+Three questions about the amortised guide :math:`q_\\phi(z|x)`, asked per test point, for
+any Pyro model/guide pair (:class:`~ppl_vae.programs.Programs`) with one or more latent
+sites, everything read off the programs' traces:
+
+1. **What does it say?** Draws of every latent site from the guide (group ``posterior``:
+   the guide traced under an outer particle plate, :func:`ppl_vae.traces.trace_pair`) and
+   from the prior (group ``prior``: the model under ``poutine.uncondition``, so a
+   hierarchical prior :math:`p(z_1) p(z_2|z_1)` is drawn ancestrally and a conditional
+   prior :math:`p(z|y)` per point), in one ArviZ ``InferenceData`` (``az.from_dict``)
+   with one variable per latent site, dims ``(chain, draw, point, <site>_dim)``;
+   summarised by ``az.summary``. Programs that do not run under a particle plate are
+   traced once per draw instead.
+2. **Is it a usable proposal?** The Pareto :math:`\\hat k` of the importance ratios
+   :math:`\\log w_s = \\log p(x, z_s) - \\log q(z_s|x)` over :math:`S` guide draws
+   (:func:`ppl_vae.measure.importance.log_weights`, then ``az.psislw``; Yao et al. 2018):
+   :math:`\\hat k < 0.5` good, :math:`0.5`–:math:`0.7` usable, :math:`> 0.7` unreliable.
+   The same weights give the per-point gap :math:`\\log \\hat p(x) -
+   \\widehat{\\mathrm{ELBO}}(x) \\approx \\mathrm{KL}(q(z|x) \\,\\|\\, p(z|x))`.
+3. **How far is it from the true posterior?** NUTS on :math:`p(z|x)` for one point at a
+   time, parameters fixed, several chains (:mod:`ppl_vae.analysis.reference`); the guide against
+   Gaussian fits of the NUTS draws by W2 and KL over all latent sites concatenated.
+
+Figures are ArviZ's own (``az.plot_khat``, ``az.plot_density`` of guide against NUTS,
+``az.plot_pair``), drawn on ``matplotlib.figure.Figure`` objects made here: no pyplot
+state, no backend switch.
+
+Example::
+
+    >>> import torch
+    >>> from ppl_vae.models.ppca import PPCA
+    >>> from ppl_vae.programs import from_object
+    >>> x = torch.randn(3, 5)
+    >>> pair = from_object(PPCA(x_dim=5, latent_dim=2), x)
+    >>> idata = inference_data(pair, (x,), [0, 1, 2], draws=50)
+    >>> dict(idata.posterior["z"].sizes)
+    {'chain': 1, 'draw': 50, 'point': 3, 'z_dim': 2}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import arviz as az
+import numpy as np
+import torch
+import xarray as xr
+from pyro import poutine
+
+from ppl_vae import traces
+from ppl_vae.analysis import reference
+from ppl_vae.analysis.reference import dim_name
+from ppl_vae.errors import UserError
+from ppl_vae.measure.importance import check_estimable, default_chunk, log_weights
+from ppl_vae.measure.metrics import eval_mode, seeded
+from ppl_vae.programs import Programs
+
+KHAT_GOOD, KHAT_BAD = 0.5, 0.7
+
+
+#: Latent values shown at most in ``density.png`` and ``pair.png``.
+MAX_DENSITY_PANELS, MAX_PAIR_DIMS = 12, 4
+
+
+GUIDE_LABEL, NUTS_LABEL = "guide q(z|x)", "NUTS"
+
+
+def choose_points(n_total: int, n: int, seed: int = 0) -> list[int]:
+    """``n`` distinct example indices out of ``n_total``, sorted, chosen by ``seed``."""
+    if not 1 <= n <= n_total:
+        raise UserError(f"--points must lie in 1..{n_total} (the size of the split), got {n}")
+    g = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n_total, generator=g)[:n].tolist())
+
+
+# -- draws from traces ----------------------------------------------------------------------
+def site_values(site: dict[str, Any], batch: int, particles: int | None) -> torch.Tensor:
+    """A traced site's value as ``(P, B, k)``: the particle plate's axis first (a single
+    draw when ``particles`` is None), the data plate's next, everything else flattened.
+    A site outside the data plate (a global latent) is repeated for every example."""
+    value = site["value"]
+    batch_ndim = value.dim() - len(site["fn"].event_shape)
+    particle_axis = data_axis = None
+    for frame in site["cond_indep_stack"]:
+        if frame.dim is None or batch_ndim + frame.dim < 0:
+            continue
+        axis = batch_ndim + frame.dim
+        if frame.name == traces.PARTICLES:
+            particle_axis = axis
+        elif value.shape[axis] == batch and (data_axis is None or frame.name == "data"):
+            data_axis = axis
+    if particle_axis is None:
+        value, particle_axis = value.unsqueeze(0), 0
+        data_axis = None if data_axis is None else data_axis + 1
+    if data_axis is None:
+        value = value.unsqueeze(particle_axis + 1)
+        data_axis = particle_axis + 1
+        value = value.expand(*value.shape[:data_axis], batch, *value.shape[data_axis + 1 :])
+    rest = [a for a in range(value.dim()) if a not in (particle_axis, data_axis)]
+    value = value.permute(particle_axis, data_axis, *rest)
+    return value.reshape(value.shape[0], batch, -1)
+
+
+def draw_sites(
+    pair: Programs,
+    trace_fn: Callable[[int | None], poutine.Trace],
+    batch: int,
+    draws: int,
+    key: str = "guide",
+) -> dict[str, torch.Tensor]:
+    """``draws`` values ``(S, B, k)`` of every latent site from ``trace_fn(particles)``
+    (``key`` names the program run, for :meth:`~ppl_vae.programs.Programs.vectorized`):
+    vectorised in chunks of particles where the programs allow it (as
+    :func:`ppl_vae.measure.importance.log_weights` decides), one trace per draw otherwise."""
+    chunks: list[dict[str, torch.Tensor]] = []
+
+    def read(tr, particles):
+        return {n: site_values(tr.nodes[n], batch, particles) for n in pair.latent_sites}
+
+    def fast() -> list[dict[str, torch.Tensor]]:
+        chunk = default_chunk(draws, batch)
+        return [
+            read(trace_fn(p), p) for p in (min(chunk, draws - k) for k in range(0, draws, chunk))
+        ]
+
+    def slow() -> list[dict[str, torch.Tensor]]:
+        return [read(trace_fn(None), None) for _ in range(draws)]
+
+    chunks = pair.vectorized(f"draws/{key}", fast, slow)
+    return {n: torch.cat([c[n] for c in chunks]) for n in pair.latent_sites}
+
+
+def guide_trace_fn(pair: Programs, args: tuple) -> Callable[[int | None], poutine.Trace]:
+    """Guide traces for :func:`draw_sites` (the model replayed on them checks the sites)."""
+    return lambda particles: traces.trace_pair(pair, args, particles)[1]
+
+
+def prior_trace_fn(pair: Programs, args: tuple) -> Callable[[int | None], poutine.Trace]:
+    """Traces of the model run unconditioned (generation): ancestral draws from the prior."""
+
+    def trace(particles):
+        model = poutine.uncondition(pair.model)
+        if particles is not None:
+            dim = -(pair.max_plate_nesting + 1)
+            model = traces.in_particle_plate(model, particles, dim)
+        with pair.scope():
+            return poutine.trace(model).get_trace(*args)
+
+    return trace
+
+
+def _coords(pair: Programs, points: Sequence[int]) -> tuple[dict, dict]:
+    coords: dict[str, Any] = {"point": list(points)}
+    dims: dict[str, list[str]] = {}
+    for name, size in zip(pair.latent_sites, pair.latent_sizes):
+        coords[dim_name(name)] = list(range(size))
+        dims[name] = ["point", dim_name(name)]
+    return coords, dims
+
+
+def _chain(values: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """``(S, B, k)`` tensors as ``(1, S, B, k)`` arrays: one chain."""
+    return {n: v.unsqueeze(0).detach().cpu().numpy() for n, v in values.items()}
+
+
+@torch.no_grad()
+def inference_data(
+    pair: Programs,
+    args: tuple,
+    points: Sequence[int],
+    draws: int = 1000,
+    seed: int = 0,
+) -> az.InferenceData:
+    """Guide draws (``posterior``) and prior draws (``prior``, independent per point) of
+    every latent site, dims ``(chain, draw, point, <site>_dim)``, plus the observed
+    sites' values (``observed_data``, dims ``(point, <site>_dim)``). ``args`` are the
+    programs' arguments for the points (``pair.args(x, y)``)."""
+    batch = args[0].shape[0]
+    with eval_mode(pair), seeded(seed, args[0].device):
+        q = draw_sites(pair, guide_trace_fn(pair, args), batch, draws, "guide")
+        p = draw_sites(pair, prior_trace_fn(pair, args), batch, draws, "prior")
+        model_tr, _ = traces.trace_pair(pair, args)
+    coords, dims = _coords(pair, points)
+    observed = {}
+    for name in pair.observed_sites:
+        observed[name] = model_tr.nodes[name]["value"].reshape(batch, -1).cpu().numpy()
+        coords[dim_name(name)] = list(range(observed[name].shape[1]))
+        dims[name] = ["point", dim_name(name)]
+    return az.from_dict(
+        posterior=_chain(q), prior=_chain(p), observed_data=observed, coords=coords, dims=dims
+    )
+
+
+@torch.no_grad()
+def psis(
+    pair: Programs, args: tuple, draws: int = 1000, seed: int = 0, points: Sequence[int] = ()
+) -> dict[str, Any]:
+    """Per point: Pareto ``khat`` of the guide's importance ratios (an ``xarray``
+    DataArray over ``point``), the MC ``elbo``, the IW ``log_p`` from the same ``draws``
+    and their difference ``gap`` (numpy, ``(B,)``)."""
+    check_estimable(pair)
+    if draws < 20:
+        raise UserError(f"--draws must be at least 20 for a Pareto fit, got {draws}")
+    batch = args[0].shape[0]
+    chunk = default_chunk(draws, batch)
+    with eval_mode(pair), seeded(seed, args[0].device):
+        lw = torch.cat(
+            [log_weights(pair, args, min(chunk, draws - k)) for k in range(0, draws, chunk)]
+        )
+    lw = lw.T.double().cpu().numpy()  # (B, S)
+    points = list(points) or list(range(batch))
+    lw_da = xr.DataArray(lw, dims=("point", "__sample__"), coords={"point": points})
+    _, khat = az.psislw(lw_da)
+    log_p = torch.from_numpy(lw).logsumexp(-1).numpy() - math.log(draws)
+    elbo = lw.mean(-1)
+    return {"khat": khat, "elbo": elbo, "log_p": log_p, "gap": log_p - elbo}
+
+
+# -- figures --------------------------------------------------------------------------------
+def _first_values(ds: xr.Dataset, sites: Sequence[str], n: int) -> xr.Dataset:
+    """The first ``n`` latent values over the sites in order (whole sites first)."""
+    keep = {}
+    for name in sites:
+        if n <= 0:
+            break
+        size = ds[name].sizes[dim_name(name)]
+        keep[name] = ds[name].isel({dim_name(name): slice(0, min(size, n))})
+        n -= size
+    return xr.Dataset(keep)
+
+
+def figures(
+    khat: xr.DataArray,
+    guide: az.InferenceData,
+    nuts: az.InferenceData | None = None,
+    sites: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """``matplotlib.figure.Figure`` objects by file name: ``khat.png`` (``az.plot_khat``)
+    and, for the first NUTS point, ``density.png`` (``az.plot_density``, guide against
+    NUTS, one panel per latent value) and ``pair.png`` (``az.plot_pair`` of both, when
+    there are two or more latent values). No pyplot: the figures are not registered
+    anywhere and need no closing."""
+    from matplotlib.figure import Figure
+
+    sites = list(sites or guide.posterior.data_vars)
+    out: dict[str, Any] = {}
+    fig = Figure(figsize=(6, 3), layout="constrained")
+    ax = fig.subplots()
+    elpd = az.ELPDData(data=[khat, KHAT_BAD], index=["pareto_k", "good_k"])
+    az.plot_khat(
+        elpd,
+        ax=ax,
+        show_hlines=True,
+        hlines_kwargs={"hlines": [KHAT_GOOD, KHAT_BAD], "linestyle": ["--", ":"]},
+        show=False,
+    )
+    ax.set(xlabel="test point (order of analysis)", title="PSIS k-hat of the guide")
+    out["khat.png"] = fig
+    if nuts is None or not nuts.posterior.sizes.get("point"):
+        return out
+    point = nuts.posterior["point"].values[0]
+    q = guide.posterior.sel(point=point)
+    n = nuts.posterior.sel(point=point)
+    total = sum(q[s].sizes[dim_name(s)] for s in sites)
+
+    shown = min(total, MAX_DENSITY_PANELS)
+    cols = min(shown, 4)
+    rows = math.ceil(shown / cols)
+    fig = Figure(figsize=(3 * cols, 2.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for extra in axes[shown:]:
+        fig.delaxes(extra)
+    az.plot_density(
+        [_first_values(q, sites, shown), _first_values(n, sites, shown)],
+        data_labels=[GUIDE_LABEL, NUTS_LABEL],
+        ax=axes[:shown],
+        hdi_prob=1,
+        shade=0.1,
+        show=False,
+    )
+    fig.suptitle(f"posterior of point {point}: guide against NUTS")
+    out["density.png"] = fig
+
+    if total >= 2:
+        d = min(total, MAX_PAIR_DIMS)
+        fig = Figure(figsize=(2.2 * d, 2.2 * d), layout="constrained")
+        axes = fig.subplots(d - 1, d - 1, squeeze=False)
+        for data, label, color in ((q, GUIDE_LABEL, "C0"), (n, NUTS_LABEL, "C1")):
+            az.plot_pair(
+                _first_values(data, sites, d),
+                ax=axes if d > 2 else axes[0, 0],
+                scatter_kwargs={"label": label, "alpha": 0.3, "color": color},
+                show=False,
+            )
+        axes[0, 0].legend(fontsize=7, markerscale=3)
+        fig.suptitle(f"point {point}: guide against NUTS")
+        out["pair.png"] = fig
+    return out
+
+
+# -- the whole analysis ---------------------------------------------------------------------
+def analyze(
+    pair: Programs,
+    x_all: torch.Tensor,
+    out,
+    y_all: torch.Tensor | None = None,
+    *,
+    points: int = 50,
+    draws: int = 1000,
+    nuts_points: int = 3,
+    chains: int = 2,
+    seed: int = 0,
+    nuts_samples: int = 500,
+    nuts_warmup: int = 300,
+) -> dict[str, Any]:
+    """The whole analysis of ``points`` examples of ``x_all`` (labels ``y_all`` passed where
+    the programs take them), written to the folder ``out``: ``posterior.nc``,
+    ``summary.csv``, ``nuts.nc``, ``nuts_summary.csv``, ``report.json`` and PNG figures.
+    Returns the report."""
+    import json
+    from pathlib import Path
+
+    from ppl_vae.runs.atomic import write_text as atomic_write_text
+
+    if not 0 <= nuts_points <= points:
+        raise UserError(f"--nuts-points must lie in 0..--points ({points}), got {nuts_points}")
+    if chains < 1:
+        raise UserError(f"--chains must be at least 1, got {chains}")
+    idx = choose_points(x_all.shape[0], points, seed)
+    y = y_all[idx] if y_all is not None else None
+    args = pair.args(x_all[idx], y)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    diag = psis(pair, args, draws, seed, idx)  # validates the pair and --draws first
+    idata = inference_data(pair, args, idx, draws, seed)
+    idata.to_netcdf(str(out / "posterior.nc"))
+    az.summary(idata, kind="stats").to_csv(out / "summary.csv")
+    khat = diag["khat"].values
+    report: dict[str, Any] = {
+        "points": idx,
+        "draws": draws,
+        "latent_sites": list(pair.latent_sites),
+        "latent_values": reference.dim_labels(pair),
+        "khat": khat.tolist(),
+        "khat_share_above_0.5": float((khat > KHAT_GOOD).mean()),
+        "khat_share_above_0.7": float((khat > KHAT_BAD).mean()),
+        "khat_median": float(np.median(khat)),
+        "khat_max": float(khat.max()),
+        "mean_elbo": float(diag["elbo"].mean()),
+        "mean_iw_log_p": float(diag["log_p"].mean()),
+        "mean_gap_kl_q_to_posterior": float(diag["gap"].mean()),
+        "nuts": [],
+    }
+    runs = {}
+    for j in range(nuts_points):
+        one = tuple(a[j : j + 1] for a in args)
+        runs[idx[j]] = reference.nuts_point(pair, one, nuts_samples, nuts_warmup, chains, seed + j)
+        q = reference.flat_draws(idata.posterior.sel(point=idx[j]), pair.latent_sites)
+        row = {"point": idx[j], "gap_kl_q_to_posterior": float(diag["gap"][j])}
+        row.update(khat=float(khat[j]), **reference.compare(q, runs[idx[j]], pair.latent_sites))
+        report["nuts"].append(row)
+    nuts = None
+    if runs:
+        nuts = reference.stack(pair, runs)
+        nuts.to_netcdf(str(out / "nuts.nc"))
+        az.summary(nuts, var_names=list(pair.latent_sites)).to_csv(out / "nuts_summary.csv")
+    report["nuts_settings"] = {"samples": nuts_samples, "warmup": nuts_warmup, "chains": chains}
+    report["figures"] = []
+    for name, fig in figures(diag["khat"], idata, nuts, pair.latent_sites).items():
+        fig.savefig(out / name, dpi=110)
+        report["figures"].append(name)
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
+    return report

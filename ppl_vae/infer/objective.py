@@ -1,0 +1,104 @@
+"""The training objective as an ``nn.Module``: a Pyro ELBO over a program pair.
+
+:class:`Objective` holds a :class:`~ppl_vae.programs.Programs` pair (so its
+``parameters()`` are every parameter the programs use) and a Pyro ELBO; its ``forward``
+is the differentiable negative ELBO of a batch, summed over the batch,
+
+.. math::
+
+    -\\mathcal{L}_\\beta = -\\textstyle\\sum_n \\mathbb{E}_q[\\log p(x_n \\mid z)]
+        + \\beta \\sum_n \\mathbb{E}_q[\\log q(z \\mid x_n) - \\log p(z)],
+
+with beta applied by :class:`~ppl_vae.infer.latent_scale.LatentScaleMessenger` to the latent
+sites of *both* programs (any program, no ``beta`` argument needed). This module is what
+one ``torch.optim`` optimizer steps and what ``DistributedDataParallel`` wraps.
+
+ELBOs: ``trace`` (:class:`Trace_ELBO`: Pyro's ``Trace_ELBO`` estimator without its host
+reads, see below), ``meanfield`` (:class:`TraceMeanField_ELBO`: the KL analytically where
+``kl_divergence`` knows the pair) and ``enum`` (``TraceEnum_ELBO``: sums
+out discrete latent sites marked for enumeration, as the semi-supervised VAE does).
+
+Pyro's ``Trace_ELBO.differentiable_loss`` reads the loss back to the host twice per step
+(``torch_item`` per sample site and on the surrogate, and ``warn_if_nan``), so every step
+waits for the device. :class:`Trace_ELBO` computes the same value and the same gradients
+from tensors alone; the trainer reads its running loss once per log interval and raises a
+clear error there when it is not finite.
+
+Example::
+
+    >>> import torch
+    >>> from ppl_vae.programs import from_object
+    >>> from ppl_vae.models.vae import VAE
+    >>> x = torch.rand(8, 64)
+    >>> loss = Objective(from_object(VAE(x_dim=64, latent_dim=2), x), make_elbo())
+    >>> losses = []
+    >>> for beta in (1.0, 2.0):  # the same draw of z, two weights of the KL term
+    ...     _ = torch.manual_seed(0)
+    ...     losses.append(float(loss(x, beta=beta).detach()))
+    >>> losses[1] > losses[0] > 0
+    True
+"""
+
+from __future__ import annotations
+
+import pyro.infer
+import torch
+from torch import nn
+
+from ppl_vae.infer.jit import Traced
+from ppl_vae.infer.latent_scale import LatentScaleMessenger
+from ppl_vae.programs import Programs
+
+
+class StepwiseELBO:
+    """A mixin for ELBOs whose settings follow the training step (the capacity target,
+    the TC weight): the objective owns that state, and :func:`~ppl_vae.infer.trainer.fit`
+    calls one hook before each step, :meth:`at_step`, whose return is the scale of the
+    latent sites for that step, and :meth:`epoch_state` after each epoch (added to the
+    epoch record). Pyro's own ELBOs have no such state: for them the scale is beta.
+    Such an ELBO is not traced (``traceable``): a trace would freeze its settings."""
+
+    traceable = False
+
+    def at_step(self, step: int, beta: float) -> float:
+        return beta
+
+    def epoch_state(self, step: int) -> dict[str, float]:
+        return {}
+
+
+def scaled(pair: Programs, beta: float | torch.Tensor):
+    """The pair's ``(model, guide)`` with every latent site scaled by ``beta`` (a tensor
+    ``beta``, a traced input, always scales)."""
+    if not isinstance(beta, torch.Tensor) and beta == 1.0:
+        return pair.model, pair.guide
+    return (
+        LatentScaleMessenger(beta, pair.latent_sites)(pair.model),
+        LatentScaleMessenger(beta, pair.latent_sites)(pair.guide),
+    )
+
+
+class Objective(nn.Module):
+    """``loss(*args, beta=1.0)``: the negative beta-ELBO of the pair on one batch.
+
+    With ``jit=True`` the loss is traced once per batch shape and replayed without Pyro's
+    per-step Python work, after a check against the programs (:mod:`ppl_vae.infer.jit`);
+    ``traced.reason`` says why not when the programs cannot be traced. Use it only with an
+    ELBO whose settings do not change between steps."""
+
+    def __init__(self, pair: Programs, elbo: pyro.infer.ELBO, jit: bool = False):
+        super().__init__()
+        self.pair = pair
+        self.elbo = elbo
+        self.traced = Traced(self) if jit else None
+
+    def forward(self, *args: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+        if self.traced is not None:
+            return self.traced.loss(args, beta)
+        return self.eager(*args, beta=beta)
+
+    def eager(self, *args: torch.Tensor, beta: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """The loss from running the programs through Pyro (what a trace records)."""
+        model, guide = scaled(self.pair, beta)
+        with self.pair.scope():
+            return self.elbo.differentiable_loss(model, guide, *args)

@@ -1,0 +1,390 @@
+"""One generic trainer for any (model, guide) pair: SVI on the ELBO with one torch optimizer.
+
+:func:`fit` takes any Pyro ``model``/``guide`` pair (a suite model's bound methods, a
+Pyro-tutorial ``nn.Module``'s, two ``PyroModule`` objects, or plain functions with
+``pyro.param``); :class:`~ppl_vae.programs.Programs` finds their parameters by tracing them
+once. The loss is a Pyro ELBO as an ``nn.Module`` (:class:`ppl_vae.infer.objective.Objective`),
+divided by the minibatch size so the reported figure is the mean per-example negative
+ELBO in nats. Each step draws a ``randperm`` slice of the preloaded training tensor (and
+its labels, when the programs take ``(x, y)``), evaluates the beta schedule at the global
+step, lets the objective update its own per-step state (:class:`~ppl_vae.infer.objective.
+StepwiseELBO`: the capacity target, the TC weight) and scales the latent sites of both
+programs by the beta it returns. The running loss stays on the device and is read once per
+:data:`LOG_EVERY` steps (progress bar and NaN check). After each epoch the pair is scored
+into one :func:`~ppl_vae.measure.metrics.epoch_record`.
+
+:func:`fit` knows no files. It returns a :class:`FitResult` (the trained pair, the
+optimizer, the per-epoch history, the seconds); persistence is a :class:`Checkpointer`
+passed in -- the run layer's (:class:`ppl_vae.runs.checkpoint.RunCheckpointer`) writes a
+run directory -- which :func:`fit` asks for a state to resume from and hands a record
+every epoch and, with ``checkpoint_every=N``, every N steps inside an epoch, from which a
+resumed fit continues exactly where it stopped: same weights, optimizer moments, random
+streams and place in the epoch.
+
+Example::
+
+    >>> from ppl_vae import data
+    >>> from ppl_vae.models.vae import VAE
+    >>> ds = data.load("digits")
+    >>> vae = VAE(ds.x_dim, latent_dim=2)
+    >>> result = fit(vae.model, vae.guide, ds, TrainConfig(epochs=1, progress=False))
+    >>> sorted(result.history[-1])[:3]
+    ['active_units', 'beta', 'distortion']
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from ppl_vae.data.dataset import Dataset, minibatches, shuffle_generator
+from ppl_vae.errors import UserError
+from ppl_vae.infer import distributed, schedules
+from ppl_vae.infer.config import OBJECTIVES, TrainConfig
+from ppl_vae.infer.objective import Objective
+from ppl_vae.measure.metrics import epoch_record
+from ppl_vae.programs import Program, Programs, owner_of
+
+LOG_EVERY = 50  # steps between reads of the running loss (progress bar, NaN check)
+
+
+class Checkpointer(Protocol):
+    """Where :func:`fit` keeps its state: ``restore`` gives the record to resume from (or
+    None to start afresh), ``save`` keeps one (see :func:`checkpoint_record`)."""
+
+    def restore(self, map_location: torch.device) -> dict[str, Any] | None: ...
+
+    def save(self, record: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class FitResult:
+    """The record of a run: the trained :class:`~ppl_vae.programs.Programs` pair and the
+    optimizer, per-epoch ``history`` (dicts with ``epoch``, ``step``, ``beta``,
+    ``train_objective``, ``train_elbo``, ``test_elbo``, ``rate``, ``distortion``,
+    ``kl_per_dim``, ``active_units``, ``test_recon_mse``), the global ``step``, the
+    training ``seconds`` and how the loss ran (``jit``)."""
+
+    pair: Programs
+    optimizer: torch.optim.Optimizer
+    config: TrainConfig
+    history: list[dict[str, Any]] = field(default_factory=list)
+    step: int = 0
+    seconds: float = 0.0
+    #: How the loss ran: ``traced`` (:mod:`ppl_vae.infer.jit`); ``off`` (not asked, or ``off:
+    #: <why>`` for an objective that cannot be traced); ``eager: <why the trace failed>``.
+    jit: str = "off"
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.history[-1] if self.history else {}
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` picks CUDA when present; ``cuda`` without a GPU is a clear error."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    try:
+        return torch.device(spec)
+    except RuntimeError:
+        raise UserError(f"unknown device {spec!r}; use auto, cpu or cuda") from None
+
+
+def schedule_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The run length the schedules span: ``schedule_epochs`` (or ``epochs``) epochs."""
+    return (config.schedule_epochs or config.epochs) * steps_per_epoch
+
+
+def beta_schedule(config: TrainConfig, steps_per_epoch: int):
+    """The configured schedule as a pure function of the step."""
+    return schedules.make(
+        config.beta_schedule,
+        beta=config.beta,
+        warmup_steps=config.warmup_steps,
+        total_steps=schedule_steps(config, steps_per_epoch),
+        cycles=config.cycles,
+    )
+
+
+ADVICE = "lower --lr or check the data and likelihood"
+
+
+def training_loss(loss_fn: torch.nn.Module, args: tuple, beta: float, step: int) -> torch.Tensor:
+    """The mean per-example loss. A distribution that refuses its diverged parameters is a
+    :class:`UserError` rather than a traceback; a non-finite loss is caught once per log
+    interval from the device-side running sum (:func:`check_finite`), not here, so the hot
+    loop never waits for the device."""
+    try:
+        return loss_fn(*args, beta=beta) / args[0].shape[0]
+    except ValueError as exc:
+        if "Expected parameter" not in str(exc) and "invalid values" not in str(exc):
+            raise
+        raise UserError(
+            f"training diverged at step {step} (the loss became NaN); {ADVICE}"
+        ) from None
+
+
+def check_finite(running: torch.Tensor, first_step: int, last_step: int) -> float:
+    """Read the running loss sum once; a non-finite value is a :class:`UserError`."""
+    value = float(distributed.sum_across(running))  # every rank sees a NaN on any rank
+    if not math.isfinite(value):
+        raise UserError(
+            f"the loss became {value} between steps {first_step} and {last_step}; {ADVICE}"
+        )
+    return value
+
+
+def move_programs(model: Program, guide: Program, device: torch.device) -> None:
+    """Move the modules the programs belong to onto ``device`` (before they are traced)."""
+    for fn in (model, guide):
+        owner = owner_of(fn)
+        if owner is not None:
+            owner.to(device)
+
+
+def check_data(model: Program, guide: Program, data: Dataset) -> None:
+    """The suite's models check the data against their likelihood (``check(x)``); a user's
+    program is checked by running it (:class:`~ppl_vae.programs.Programs`)."""
+    for fn in (model, guide):
+        check = getattr(owner_of(fn), "check", None)
+        if callable(check):
+            check(data.x_train)
+            check(data.x_test)
+            return
+
+
+def make_objective(pair: Programs, config: TrainConfig, dataset_size: int = 1) -> Objective:
+    """The configured loss module: the objective named in ``config`` (its ELBO built by
+    the ``from_config`` that :data:`~ppl_vae.infer.config.OBJECTIVES` names), traced
+    (``config.jit``) where the objective allows it (``traceable``)."""
+    module, _, name = OBJECTIVES[config.objective].partition(":")
+    build = getattr(importlib.import_module(module), name)
+    elbo = build(config, max(1, pair.max_plate_nesting), dataset_size)
+    return Objective(pair, elbo, jit=config.jit and getattr(elbo, "traceable", True))
+
+
+def make_optimizer(params, config: TrainConfig) -> torch.optim.Adam:
+    """The trainer's Adam: fused on CUDA, multi-tensor (``foreach``) otherwise, so a step
+    updates all parameters in a few kernels rather than a Python loop over them."""
+    params = list(params)
+    if params and all(p.is_cuda and p.is_floating_point() for p in params):
+        return torch.optim.Adam(params, lr=config.lr, fused=True)
+    return torch.optim.Adam(params, lr=config.lr, foreach=True)
+
+
+def train_step(
+    loss_fn: torch.nn.Module, optimizer: torch.optim.Optimizer, args: tuple, beta: float, step: int
+) -> torch.Tensor:
+    """One optimizer step on one batch, as :func:`fit` runs it (and ``ppl-vae bench``
+    times it); returns the detached mean loss, left on the device."""
+    loss = training_loss(loss_fn, args, beta, step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def fit(
+    model: Program | Programs,
+    guide: Program | None,
+    data: Dataset,
+    config: TrainConfig | None = None,
+    checkpointer: Checkpointer | None = None,
+) -> FitResult:
+    """Train the Pyro program pair ``model``/``guide`` on ``data``; see the module docstring.
+
+    ``model`` and ``guide`` are any Pyro programs taking ``(x)`` or ``(x, y)``; a
+    :class:`~ppl_vae.programs.Programs` pair may be passed as ``model`` with ``guide=None``.
+    Without ``config`` the programs' own recommended settings (``train_defaults`` on the
+    module they belong to) apply over :class:`TrainConfig`'s defaults; a config is checked
+    here unless the caller checked it already (:meth:`TrainConfig.validate`).
+    ``checkpointer`` keeps the state between runs (see :class:`Checkpointer`).
+    """
+    if isinstance(model, Programs):
+        model, guide, pair = model.model, model.guide, model
+    else:
+        pair = None
+    if config is None:
+        config = TrainConfig.from_dict(recommended(model, guide))
+    config.validate()  # a no-op for a config the job checked already
+    device = distributed.local_device(resolve_device(config.device))
+    pyro.set_rng_seed(config.seed)
+    move_programs(model, guide, device)
+    data = data.to(device)
+    check_data(model, guide, data)
+    if pair is None:
+        pair = Programs(model, guide, example_batch(data))
+    pair.to(device)
+    objective = make_objective(pair, config, data.x_train.shape[0])
+    elbo = objective.elbo  # it owns its per-step state (StepwiseELBO), if any
+    at_step = getattr(elbo, "at_step", None)
+    loss_fn = distributed.wrap(objective, pair.args(*example_batch(data)))
+    optimizer = make_optimizer(pair.parameters(), config)
+    shuffle = shuffle_generator(config.seed, device)
+    result = FitResult(pair, optimizer, config)
+    n = data.x_train.shape[0]
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    schedule = beta_schedule(config, steps_per_epoch)
+    total_steps = schedule_steps(config, steps_per_epoch)
+    labels = pair.takes_labels
+    every = config.checkpoint_every if checkpointer is not None else 0
+    # A mid-epoch checkpoint holds the shuffle generator as it was at the start of its
+    # epoch, the steps taken in that epoch and the running loss: the epoch's permutation
+    # (and dynamic binarisation) are drawn again and the steps already taken are skipped.
+    position, resumed_running = 0, None
+    state = checkpointer.restore(device) if checkpointer is not None else None
+    if state is not None:
+        position, resumed_running = restore(result, shuffle, state, device)
+
+    start_epoch = len(result.history)
+    bar = tqdm(
+        total=max(0, (config.epochs - start_epoch) * steps_per_epoch - position),
+        disable=not config.progress or not distributed.is_main(),
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+    )
+    try:
+        with pair.scope():
+            for _ in range(start_epoch, config.epochs):
+                t0 = time.perf_counter()
+                pair.train()
+                distributed.seed_epoch(config.seed, len(result.history))
+                epoch_shuffle = shuffle.get_state()
+                x_epoch = data.train_epoch(shuffle)
+                running = torch.zeros((), device=device)
+                first, beta, since = result.step, config.beta, 0
+                skip, position = position, 0
+                if skip:  # resumed from a mid-epoch checkpoint
+                    running = resumed_running.reshape(()).to(device)
+                    first = result.step - skip
+                for i, idx in enumerate(
+                    distributed.shard(
+                        minibatches(n, config.batch_size, shuffle, device=device), loss_fn
+                    )
+                ):
+                    if i < skip:
+                        continue
+                    args = (x_epoch[idx], data.y_train[idx]) if labels else (x_epoch[idx],)
+                    beta = schedule(result.step)
+                    for group in optimizer.param_groups:
+                        group["lr"] = schedules.learning_rate(
+                            result.step, config.lr, total_steps, config.lr_schedule, config.lr_final
+                        )
+                    scale = at_step(result.step, beta) if at_step is not None else beta
+                    loss = train_step(loss_fn, optimizer, args, scale, result.step)
+                    result.step += 1
+                    running += loss * args[0].shape[0]
+                    since += 1
+                    bar.update(1)
+                    if since == LOG_EVERY:  # one host read per log interval
+                        since = 0
+                        total = check_finite(running, first, result.step)
+                        bar.set_postfix(elbo=f"{-total / n:.2f}", beta=f"{beta:.3g}", refresh=False)
+                    if every and result.step % every == 0 and i + 1 < steps_per_epoch:
+                        now = time.perf_counter()  # (the epoch's end saves anyway)
+                        result.seconds, t0 = result.seconds + now - t0, now
+                        checkpointer.save(checkpoint_record(result, epoch_shuffle, i + 1, running))
+                total = check_finite(running, first, result.step)
+                result.seconds += time.perf_counter() - t0
+                if not all(torch.isfinite(p).all() for p in pair.parameters()):
+                    raise UserError(
+                        f"training diverged in epoch {len(result.history) + 1}; lower --lr"
+                    )
+                record = epoch_record(pair, data, config, len(result.history) + 1, result.step)
+                record.update(beta=beta, train_objective=total / n)
+                if hasattr(elbo, "epoch_state"):
+                    record.update(elbo.epoch_state(result.step))
+                result.history.append(record)
+                bar.set_postfix(test_elbo=f"{result.last['test_elbo']:.2f}", beta=f"{beta:.3g}")
+                if checkpointer is not None:
+                    checkpointer.save(checkpoint_record(result, shuffle.get_state()))
+    finally:
+        bar.close()
+    distributed.check_in_sync(pair)
+    result.jit = jit_status(config, loss_fn.traced)
+    return result
+
+
+def restore(result: FitResult, shuffle: torch.Generator, state: dict, device) -> tuple:
+    """Put a :func:`checkpoint_record` back: weights, optimizer, history, random streams.
+    Returns the position in the epoch and the epoch's running loss (for a mid-epoch one)."""
+    try:
+        result.pair.load_state_dict(state["module"])
+        result.optimizer.load_state_dict(state["optimizer"])
+        result.history, result.step = state["history"], state["step"]
+        result.seconds = state["seconds"]
+        position = int(state.get("position", 0))
+        running = distributed.main_share(state.get("running"))
+        shuffle.set_state(state["rng"]["shuffle"])
+        torch.set_rng_state(state["rng"]["torch"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise UserError(
+            f"the checkpoint does not fit this model ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0]}); resume with the run's own options"
+        ) from None
+    if device.type == "cuda" and "cuda" in state["rng"]:
+        torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+    return position, running
+
+
+def jit_status(config: TrainConfig, traced) -> str:
+    """``traced``, ``off[: why]`` or ``eager: <why>`` (see :attr:`FitResult.jit`)."""
+    if not config.jit:
+        return "off"
+    if traced is None:
+        return f"off: the {config.objective} objective changes its settings every step"
+    return "traced" if traced.reason is None else f"eager: {traced.reason}"
+
+
+def example_batch(data: Dataset) -> tuple:
+    """Two training examples (and their labels) for the programs' first trace."""
+    if data.y_train is None:
+        return (data.x_train[:2],)
+    return (data.x_train[:2], data.y_train[:2])
+
+
+def recommended(model: Program, guide: Program | None = None) -> dict[str, Any]:
+    """The training settings the programs' module recommends (``train_defaults``)."""
+    out: dict[str, Any] = {}
+    for fn in (model, guide):
+        out.update(getattr(owner_of(fn), "train_defaults", {}) or {})
+    return out
+
+
+def checkpoint_record(
+    result: FitResult,
+    shuffle_state: torch.Tensor,
+    position: int = 0,
+    running: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """Everything :func:`fit` needs to continue bit for bit: weights, optimizer moments,
+    history and the random streams (all uint8 or float tensors, no pickles). At an epoch's
+    end ``shuffle_state`` is the generator's state for the next epoch and ``position`` 0;
+    inside an epoch it is the state the epoch started from, ``position`` the steps taken in
+    it and ``running`` the epoch's running loss sum."""
+    rng = {"torch": torch.get_rng_state(), "shuffle": shuffle_state}
+    if torch.cuda.is_available() and result.pair.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state()
+    record = {
+        "step": result.step,
+        "epoch": len(result.history),
+        "position": position,
+        "seconds": result.seconds,
+        "history": result.history,
+        "module": result.pair.state_dict(),
+        "optimizer": result.optimizer.state_dict(),
+        "rng": rng,
+    }
+    if running is not None:
+        record["running"] = distributed.sum_across(running).detach().reshape(1)
+    return record

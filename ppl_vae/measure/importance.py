@@ -1,0 +1,182 @@
+"""Importance-weighted estimates of :math:`\\log p(x)` (Burda et al. 2016), from Pyro's traces.
+
+With :math:`K` draws :math:`z_k \\sim q(z|x)` from the guide,
+
+.. math::
+
+    \\log \\hat p_K(x) = \\log \\frac{1}{K} \\sum_{k=1}^K
+        \\frac{p(x, z_k)}{q(z_k \\mid x)}, \\qquad
+    \\mathbb{E}[\\log \\hat p_1(x)] = \\mathrm{ELBO}(x) \\le
+    \\mathbb{E}[\\log \\hat p_K(x)] \\le \\mathbb{E}[\\log \\hat p_{K+1}(x)]
+    \\xrightarrow{K \\to \\infty} \\log p(x).
+
+Each log weight :math:`\\log p(x, z_k) - \\log q(z_k|x)` comes from a guide trace and
+the model replayed on it (:func:`ppl_vae.traces.terms` with an outer particle plate left
+of the programs' own plates; one draw at a time for programs that do not vectorise), never
+from hand-written densities. Every latent site counts, so a hierarchical model's estimate
+uses all of them. Memory stays
+bounded for any :math:`K`: examples go in batches, particles in chunks of ``P``, and the
+chunks are folded into a running ``logsumexp``. Draws are made chunk by chunk from one
+seeded stream, so when every chunk holds a multiple of 16 normal draws the estimate does
+not depend on the chunk size at all (torch draws normals in blocks of 16).
+
+Example::
+
+    >>> import torch
+    >>> from ppl_vae.models.vae import VAE
+    >>> from ppl_vae.programs import from_object
+    >>> x = torch.rand(5, 64)
+    >>> ll = iw_log_likelihood(from_object(VAE(x_dim=64, latent_dim=2), x), x, num_samples=100)
+    >>> ll.shape
+    torch.Size([5])
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ppl_vae import traces
+from ppl_vae.errors import UserError
+from ppl_vae.infer import distributed
+from ppl_vae.measure.metrics import batches, eval_mode, evaluate, seeded
+from ppl_vae.programs import Programs
+
+#: Particle-example pairs evaluated at once when the chunk size is not given.
+MAX_ROWS = 1 << 16
+
+
+MAX_SAMPLES = 1_000_000
+
+
+def check_estimable(pair: Programs) -> None:
+    """Refuse pairs whose importance weights do not estimate :math:`p(x)`: those whose model
+    masks out its latent prior, or whose guide is a point mass (``Delta``) at every site."""
+    if not pair.has_prior:
+        raise UserError(
+            f"{pair.name} has no latent prior, so log p(x) is undefined; "
+            "importance-weighted evaluation needs a model with a prior such as vae or ppca"
+        )
+    if pair.point_mass:
+        raise UserError(
+            f"{pair.name} has a point-mass (Delta) guide, whose importance "
+            "weights do not estimate log p(x); use a model with a stochastic guide"
+        )
+
+
+def log_weights(pair: Programs, args: tuple, particles: int) -> torch.Tensor:
+    """:math:`\\log p(x, z_k) - \\log q(z_k|x)` for ``particles`` guide draws per example,
+    shape ``(particles, B)``: vectorised in a particle plate where the programs allow it,
+    one draw at a time otherwise."""
+
+    def fast() -> torch.Tensor:
+        t = traces.terms(pair, args, particles=particles)
+        return t["log_lik"] + t["log_prior"] - t["log_q"]
+
+    def slow() -> torch.Tensor:
+        draws = []
+        for _ in range(particles):
+            t = traces.terms(pair, args)
+            draws.append(t["log_lik"] + t["log_prior"] - t["log_q"])
+        return torch.stack(draws)
+
+    return pair.vectorized("log_weights", fast, slow)
+
+
+def default_chunk(num_samples: int, batch: int) -> int:
+    return max(1, min(num_samples, MAX_ROWS // max(batch, 1)))
+
+
+@torch.no_grad()
+def iw_log_likelihood(
+    pair: Programs,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    num_samples: int = 1000,
+    chunk_size: int | None = None,
+    batch_size: int = 100,
+    seed: int = 0,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Per-example importance-weighted :math:`\\log \\hat p_K(x)` with ``K = num_samples``,
+    shape ``(N,)``; ``chunk_size`` particles of ``batch_size`` examples at a time."""
+    if not 1 <= num_samples <= MAX_SAMPLES:
+        raise UserError(
+            f"the number of importance samples must lie in 1..{MAX_SAMPLES}, got {num_samples}"
+        )
+    if batch_size < 1 or (chunk_size is not None and chunk_size < 1):
+        raise UserError("batch size and chunk size must be at least 1")
+    if x.shape[0] == 0:
+        raise UserError(f"expected a non-empty data tensor, got shape {tuple(x.shape)}")
+    check_estimable(pair)
+    chunk = chunk_size or default_chunk(num_samples, min(batch_size, x.shape[0]))
+    sizes = [min(chunk, num_samples - k) for k in range(0, num_samples, chunk)]
+    n_batches = math.ceil(x.shape[0] / batch_size)
+    bar = tqdm(
+        total=n_batches * len(sizes),
+        desc=f"IW K={num_samples}",
+        unit="chunk",
+        disable=not progress or not distributed.is_main(),
+        leave=False,
+    )
+    out = {}
+    try:
+        # Batch k under its own seed: sharded over the ranks of a distributed run (batch k
+        # on rank k % W, see ppl_vae.infer.distributed), every example gets the draws it gets in
+        # one process, and the estimates are gathered in example order.
+        with eval_mode(pair):
+            for k, args in distributed.my_batches(batches(x, y, pair, batch_size)):
+                xb = args[0]
+                acc = torch.full(xb.shape[:1], -math.inf, dtype=xb.dtype, device=xb.device)
+                with seeded(distributed.batch_seed(seed, k), x.device):
+                    for p in sizes:
+                        acc = torch.logaddexp(acc, log_weights(pair, args, p).logsumexp(0))
+                        bar.update()
+                out[k] = acc - math.log(num_samples)
+    finally:
+        bar.close()
+    out = distributed.gather(out, x.device)
+    return torch.cat([out[k] for k in sorted(out)])
+
+
+def evaluation(
+    pair: Programs,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    num_samples: int = 1000,
+    split: str = "test",
+    seed: int = 0,
+    chunk_size: int | None = None,
+    batch_size: int = 100,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The record of ``ppl-vae evaluate``: ``<split>_elbo``, ``<split>_log_likelihood``
+    (mean IW estimate, nats), ``rate``, ``distortion``, ``active_units``, ``kl_per_dim``,
+    ``recon_mse`` (all on ``split``), ``iwae_samples``, ``split``, ``seconds``.
+
+    ``<split>_log_likelihood`` is ``None`` for models it does not apply to (no prior,
+    point-mass guide), with the reason in ``log_likelihood_note``."""
+    if not 1 <= num_samples <= MAX_SAMPLES:
+        raise UserError(
+            f"--iwae-samples must lie in 1..{MAX_SAMPLES}, got {num_samples}; K=1 gives the ELBO"
+        )
+    start = time.perf_counter()
+    base = evaluate(pair, x, y, seed=seed)
+    record: dict[str, Any] = {f"{split}_elbo": base["elbo"], f"{split}_log_likelihood": None}
+    try:
+        check_estimable(pair)
+    except UserError as exc:
+        record["log_likelihood_note"] = str(exc)
+    else:
+        ll = iw_log_likelihood(pair, x, y, num_samples, chunk_size, batch_size, seed, progress)
+        record[f"{split}_log_likelihood"] = float(ll.mean())
+        se = float(ll.std() / math.sqrt(len(ll))) if len(ll) > 1 else None
+        record[f"{split}_log_likelihood_se"] = se
+    record.update({k: base[k] for k in ("rate", "distortion", "active_units", "kl_per_dim")})
+    record.update(recon_mse=base["recon_mse"], iwae_samples=num_samples, split=split)
+    record.update(examples=int(x.shape[0]), seed=seed, seconds=time.perf_counter() - start)
+    return record

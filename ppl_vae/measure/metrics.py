@@ -1,0 +1,198 @@
+"""Per-example terms of the ELBO and the standard test-set diagnostics, from traces.
+
+For any program pair with latent sites :math:`z` (the guide's sample sites) and observed
+sites :math:`x`:
+
+.. math::
+
+    \\mathrm{ELBO}(x) = \\underbrace{\\mathbb{E}_{q}[\\log p(x|z)]}_{-\\text{distortion}}
+        - \\underbrace{\\mathbb{E}_q[\\log q(z|x) - \\log p(z)]}_{\\text{rate}}
+
+Every term is read off the traces of the two programs (:mod:`ppl_vae.traces`). The rate
+of each latent site is analytic where ``torch.distributions.kl_divergence`` knows the
+(guide, model) pair of distributions, per latent dimension where both factorise, and a
+one-sample Monte Carlo estimate :math:`\\log q - \\log p` otherwise. Active units follow
+Burda et al. (2016): unit :math:`u` is active when :math:`\\mathrm{Var}_x(\\mathbb{E}_q[z_u|x])
+> 0.01`.
+
+Every figure is a mean per example, in nats. Evaluation is at ``beta = 1`` and runs under
+its own seed, so the same weights always give the same numbers.
+
+Example::
+
+    >>> from ppl_vae.models.vae import VAE
+    >>> from ppl_vae.programs import from_object
+    >>> x = torch.rand(50, 64)
+    >>> out = evaluate(from_object(VAE(x_dim=64, latent_dim=2), x), x)
+    >>> sorted(out)[:4]
+    ['active_units', 'distortion', 'elbo', 'kl_per_dim']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+from ppl_vae import traces
+from ppl_vae.infer import distributed
+from ppl_vae.programs import Programs
+
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | str | None = None):
+    """Run with a fixed torch seed and restore the caller's RNG state afterwards."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def eval_mode(pair: Programs):
+    """The pair in ``eval()`` mode (no corruption, no dropout), restored afterwards."""
+    was_training = pair.training
+    pair.eval()
+    try:
+        yield
+    finally:
+        pair.train(was_training)
+
+
+def batches(x: torch.Tensor, y: torch.Tensor | None, pair: Programs, size: int):
+    """The programs' argument tuples for consecutive batches of ``x`` (and ``y``)."""
+    for start in range(0, x.shape[0], size):
+        yb = y[start : start + size] if y is not None else None
+        yield pair.args(x[start : start + size], yb)
+
+
+@torch.no_grad()
+def evaluate(
+    pair: Programs,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    batch_size: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Mean per-example ``elbo``, ``distortion``, ``rate``, ``kl_per_dim``, ``active_units``
+    and ``recon_mse`` (squared error summed over pixels) of the pair on ``x``.
+
+    ``rate``, ``kl_per_dim`` and ``active_units`` are ``None`` for a pair whose model masks
+    out its latent prior (the deterministic autoencoders); its ``elbo`` is then the
+    reconstruction log-likelihood. ``kl_per_dim`` is ``None`` where some latent site's
+    KL does not split per dimension.
+    """
+    parts: dict[int, dict[str, torch.Tensor]] = {}  # per batch: sums over its examples
+    # Batch k runs under its own seed, so its draws do not depend on the batches before it:
+    # sharded over the ranks of a distributed run (batch k on rank k % W), the per-batch
+    # sums are those of one process, and they are added up in the same order below.
+    with eval_mode(pair):
+        for k, args in distributed.my_batches(batches(x, y, pair, batch_size)):
+            with seeded(distributed.batch_seed(seed, k), x.device):
+                t, z, recon = traces.measure(pair, args)
+                part = {
+                    "distortion": (-t["log_lik"]).sum(0),
+                    "rate": sum(t[f"kl/{n}"] for n in pair.latent_sites).sum(0),
+                }
+                dims = [t[f"kl_dims/{n}"] for n in pair.latent_sites]
+                if all(d is not None for d in dims):
+                    part["kl_per_dim"] = torch.cat(dims, -1).sum(0)
+                part["codes"] = z
+                part["recon_mse"] = (recon - args[0].reshape(recon.shape)).pow(2).sum(-1).sum(0)
+                parts[k] = part
+    parts = distributed.gather(parts, x.device)
+    per_dim_ok = all("kl_per_dim" in part for part in parts.values())
+    sums: dict[str, torch.Tensor] = {}
+    for k in sorted(parts):
+        for key, value in parts[k].items():
+            if key != "codes" and (key != "kl_per_dim" or per_dim_ok):
+                sums[key] = sums.get(key, 0) + value
+    codes = [parts[k]["codes"] for k in sorted(parts)]
+    n = x.shape[0]
+    out = {k: v / n for k, v in sums.items()}
+    has_prior = pair.has_prior
+    result = {
+        "elbo": float(-(out["distortion"] + out["rate"])),
+        "distortion": float(out["distortion"]),
+        "rate": float(out["rate"]) if has_prior else None,
+        "kl_per_dim": out["kl_per_dim"].tolist() if has_prior and per_dim_ok else None,
+        "active_units": None,
+        "recon_mse": float(out["recon_mse"]),
+    }
+    if has_prior:
+        codes = torch.cat(codes)
+        variance = codes.var(0) if n > 1 else torch.zeros_like(codes[0])
+        result["active_units"] = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
+    return result
+
+
+#: Each epoch scores as many training examples as the test set holds, at least
+#: TRAIN_EVAL_MIN and at most TRAIN_EVAL_LIMIT (all of a smaller training set), so the
+#: train and test figures have comparable standard errors and a long run's evaluation
+#: does not cost more than its training.
+TRAIN_EVAL_MIN, TRAIN_EVAL_LIMIT = 2000, 10000
+
+#: The per-epoch record: the one metric record that the history, ``metrics.json``, the
+#: curves, the report, compare and sweep all read. Each key and what it holds (the
+#: test set's figure unless named train; the trainer adds ``beta``, ``train_objective``
+#: and an objective's own state, e.g. ``capacity``).
+EPOCH_RECORD = {
+    "epoch": "epochs trained",
+    "step": "optimizer steps taken",
+    "beta": "the latent scale at the epoch's last step",
+    "train_objective": "mean training loss of the epoch (the objective optimised)",
+    "train_elbo": "ELBO per example on the training rows scored each epoch",
+    "train_rate": "rate on those training rows",
+    "train_distortion": "distortion on those training rows",
+    "test_elbo": "ELBO per example on the test set, at beta = 1",
+    "rate": "KL(q(z|x) || p(z)) per example (the log prior density where no KL applies)",
+    "distortion": "-log p(x|z) per example",
+    "kl_per_dim": "rate per latent dimension",
+    "active_units": "latent dimensions whose posterior mean varies over x",
+    "test_recon_mse": "squared reconstruction error per example, summed over pixels",
+}
+#: The figures of ``metrics.json`` read from the last epoch record under the same names.
+FINAL_METRICS = (
+    "train_elbo",
+    "test_elbo",
+    "test_recon_mse",
+    "rate",
+    "distortion",
+    "kl_per_dim",
+    "active_units",
+)
+
+
+def train_eval_size(data) -> int:
+    """How many training examples (the first ones) each epoch record scores."""
+    wanted = max(data.x_test.shape[0], TRAIN_EVAL_MIN)
+    return min(data.x_train.shape[0], wanted, TRAIN_EVAL_LIMIT)
+
+
+def epoch_record(pair: Programs, data, config, epoch: int, step: int) -> dict:
+    """:data:`EPOCH_RECORD` of the pair at beta = 1: the test set and the first
+    :func:`train_eval_size` examples of the training set (``config`` gives the seed and
+    the evaluation batch size); ``beta`` and ``train_objective`` are the trainer's."""
+    test = evaluate(pair, data.x_test, data.y_test, config.eval_batch_size, seed=config.seed)
+    n = train_eval_size(data)
+    y_train = data.y_train[:n] if data.y_train is not None else None
+    train = evaluate(pair, data.x_train[:n], y_train, config.eval_batch_size, config.seed)
+    return {
+        "epoch": epoch,
+        "step": step,
+        "beta": 1.0,
+        "train_objective": math.nan,
+        "train_elbo": train["elbo"],
+        "train_rate": train["rate"],
+        "train_distortion": train["distortion"],
+        "test_elbo": test["elbo"],
+        "rate": test["rate"],
+        "distortion": test["distortion"],
+        "kl_per_dim": test["kl_per_dim"],
+        "active_units": test["active_units"],
+        "test_recon_mse": test["recon_mse"],
+    }

@@ -1,0 +1,140 @@
+"""TODO docstring (config, from ppl_vae.runs.train)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ppl_vae import registry
+from ppl_vae.errors import UserError
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.runs import rundir
+from ppl_vae.runs.rundir import RunDir
+
+CONFIG = "config.json"
+#: ``ppl-vae compare``'s defaults: the family, and larger batches than ``train``'s (32 and
+#: 1e-3) so seven models finish in about a minute on two cores.
+DEFAULT_MODELS = ("vae", "ae", "tanh-ae", "pca", "ppca", "sparse-ae", "denoising-ae")
+DEFAULT_LATENT_DIM = 8
+DEFAULT_BATCH_SIZE = 128
+DEFAULT_LR = 3e-3
+
+
+@dataclass
+class RunConfig:
+    """What to train on what: a model name (or ``.py`` path) with its constructor
+    arguments, a data source, and the trainer's :class:`~ppl_vae.infer.config.TrainConfig`."""
+
+    model: str = "vae"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    data: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    binarize: str = "none"
+    #: Keep only this many training labels (stratified); the rest become -1, as the
+    #: semi-supervised M2 VAE expects. None keeps them all.
+    labels: int | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    #: The training settings the user gave explicitly (the CLI fills this); the model's
+    #: recommended ``train_defaults`` replace the others. ``None``: apply none.
+    train_explicit: list[str] | None = None
+    #: A user's model file copied into the run (``model.py``) and its SHA-256.
+    model_file: str | None = None
+    model_sha256: str | None = None
+    #: The SHA-256 of the data file (``--data FILE.npz``) the run was trained on.
+    data_sha256: str | None = None
+    #: The options the user typed (the CLI fills this; not saved): on ``--resume`` only
+    #: these are compared with the saved run. None: compare everything.
+    given: list[str] | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("given")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        d = dict(d)
+        d["train"] = TrainConfig.from_dict(d.get("train", {}))
+        names = {f.name for f in dataclasses.fields(cls)} - {"given"}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @property
+    def is_user_file(self) -> bool:
+        """Whether the model is a user's ``.py`` file rather than a suite or plug-in name."""
+        return is_model_file(self.model)
+
+
+def is_model_file(model: str) -> bool:
+    return model not in registry.names() and (
+        model.endswith(".py") or "/" in model or Path(model).exists()
+    )
+
+
+def read_config(run_dir: str | Path | RunDir) -> RunConfig:
+    """The run's ``config.json`` (read inside the run directory, checked to be an object)."""
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    path = run.path / CONFIG
+    if not path.is_file():
+        raise UserError(f"{run.path} is not a run directory (no {CONFIG}); train into it first")
+    try:
+        body = json.loads(run.resolve(CONFIG).read_text())
+        if not isinstance(body, dict) or not isinstance(body.get("train", {}), dict):
+            raise TypeError("expected a JSON object with a train object")
+        cfg = RunConfig.from_dict(body)
+        if not isinstance(cfg.model, str) or not isinstance(cfg.model_args, dict):
+            raise TypeError("model must be a name and model_args an object")
+        return cfg
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"{path} is not a valid run configuration ({exc}); train again") from None
+
+
+#: Training options that may change on --resume (``epochs`` may only grow).
+RESUME_FREE = {"epochs", "device", "progress", "checkpoint_every", "schedule_epochs", "jit"}
+
+
+#: RunConfig fields that are bookkeeping, not options.
+BOOKKEEPING = {"train", "train_explicit", "model_file", "model_sha256", "data_sha256", "given"}
+
+
+def resume_differences(saved: RunConfig, new: RunConfig) -> list[str]:
+    """Each option of ``new`` that differs from the saved run, as ``name saved -> new``.
+    With ``new.given`` (the CLI) only the options the user typed are compared."""
+    given = None if new.given is None else set(new.given)
+    diffs = []
+    same_model = saved.model == new.model
+    if not same_model and saved.model_sha256 and is_model_file(new.model):
+        path = Path(new.model)
+        same_model = path.is_file() and rundir.sha256_file(path) == saved.model_sha256
+    if not same_model:
+        diffs.append(f"model {saved.model} -> {new.model}")
+    for key in sorted(set(saved.model_args) | set(new.model_args)):
+        if given is not None and key not in new.model_args:
+            continue
+        old, now = saved.model_args.get(key, "(default)"), new.model_args.get(key, "(default)")
+        if old != now:
+            diffs.append(f"{key} {old} -> {now}")
+    for f in dataclasses.fields(RunConfig):
+        name = f.name
+        if name in BOOKKEEPING or name in ("model", "model_args"):
+            continue
+        if given is not None and name not in given:
+            continue
+        old, now = getattr(saved, name), getattr(new, name)
+        if name == "data" and Path(str(now)).is_file():
+            now = str(Path(now).resolve())
+        if old != now:
+            diffs.append(f"{name} {old} -> {now}")
+    for f in dataclasses.fields(TrainConfig):
+        name = f.name
+        if name in RESUME_FREE or (given is not None and name not in given):
+            continue
+        old, now = getattr(saved.train, name), getattr(new.train, name)
+        if old != now:
+            diffs.append(f"{name} {old} -> {now}")
+    return diffs
+
+

@@ -1,0 +1,241 @@
+"""A training job end to end: data, model, :func:`ppl_vae.infer.trainer.fit`, and the run directory.
+
+The run directory (``--out``) holds:
+
+- ``config.json`` -- :class:`RunConfig`: everything needed to rebuild model and data,
+  with the SHA-256 of a data file (``data_sha256``) and, for a user's model file, the
+  name and SHA-256 of its copy in the run (``model_file`` = ``model.py``, ``model_sha256``);
+- ``checkpoint.json`` + ``checkpoint-<step>.safetensors`` -- written every epoch (and every
+  ``--checkpoint-every`` steps);
+- ``metrics.json`` -- ``train_elbo``, ``test_elbo``, ``test_recon_mse``, ``rate``,
+  ``distortion``, ``kl_per_dim``, ``active_units``, ``history``, ``seconds``; the figures
+  are the last epoch record's (:func:`final_evaluation`), ``train_elbo`` on the slice of
+  the training set the trainer scores each epoch;
+- figures (:func:`write_figures`) and ``report.html``, the page that shows them all;
+- ``manifest.json`` and ``.lock`` (:mod:`ppl_vae.runs.rundir`).
+
+:func:`train_run` checks everything first -- the run directory, the options, the data,
+the model (built and traced once) and the device -- and only then takes the directory's
+lock and writes; a run that fails those checks leaves the file system as it was. A fresh
+run that fails before its first checkpoint removes what it wrote.
+
+``resume=True`` continues the run in ``out`` with its saved configuration. Options given
+again must match it (:func:`resume_differences` lists every one that does not); only
+``epochs`` may grow (the schedules keep the span they started with, ``schedule_epochs``),
+and ``device``, ``progress`` and ``checkpoint_every`` may change.
+
+Loading a run (:func:`load_run`, used by ``sample``, ``evaluate``, ``analyze``) never runs
+code the user did not choose: a user's model runs from the run's own copy, only if its
+hash is in the user's trusted list (every model file the user trained with is) or
+``trust=True`` (``--trust``).
+
+Example::
+
+    >>> cfg = RunConfig(model="vae", model_args={"latent_dim": 2},
+    ...                 train=TrainConfig(epochs=1, progress=False))
+    >>> job = train_run(cfg)
+    >>> job.metrics["test_elbo"] < 0
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ppl_vae import data
+from ppl_vae.errors import UserError
+from ppl_vae.figures.run_figures import FIGURES, skipped_figures, write_figures
+from ppl_vae.infer import distributed
+from ppl_vae.infer.trainer import FitResult, fit, resolve_device
+from ppl_vae.measure.failure_modes import diagnose
+from ppl_vae.measure.metrics import FINAL_METRICS, epoch_record
+from ppl_vae.programs import Programs
+from ppl_vae.runs import atomic, checkpoint, rundir, trust
+from ppl_vae.runs.build import (
+    apply_recommended,
+    build_programs,
+    load_data,
+    model_source,
+    model_spec,
+    resumed_config,
+)
+from ppl_vae.runs.config import CONFIG, RunConfig
+from ppl_vae.runs.rundir import RunDir
+
+METRICS = "metrics.json"
+
+
+@dataclass
+class Run:
+    """A finished job: the fit record, the final metrics, the data and the directory."""
+
+    fit: FitResult
+    metrics: dict[str, Any]
+    dataset: data.Dataset
+    config: RunConfig
+    out: Path | None = None
+
+    @property
+    def pair(self) -> Programs:
+        return self.fit.pair
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON outside a run's manifest (atomic); a run's own files use
+    :meth:`RunDir.write_json`."""
+    atomic.write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
+
+
+def train_run(
+    cfg: RunConfig,
+    out: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    trust: bool = False,
+) -> Run:
+    """Train as configured; with ``out``, write the run directory. Bad input raises
+    :class:`UserError` before any file is written or removed (see the module docstring).
+    ``trust`` allows resuming a run whose model code is not in the trusted list."""
+    distributed.init()  # under torchrun: join the process group (else a no-op)
+    run = RunDir(out) if out is not None else None
+    source = None
+    if run is not None:
+        distributed.on_main(run.check, resume, overwrite)  # writes nothing; rank 0 decides
+        if resume:
+            cfg = resumed_config(run, cfg)
+            source = model_source(run, cfg, trust)
+    spec = model_spec(cfg, source)
+    apply_recommended(cfg, spec)
+    cfg.train.validate()  # the one check of the training options (fit sees it was done)
+    resolve_device(cfg.train.device)  # --device cuda without a GPU: before any write
+    ds = load_data(cfg)
+    pair = build_programs(cfg, ds, spec)
+    return train_built(cfg, ds, pair, run, resume, overwrite)
+
+
+def train_built(
+    cfg: RunConfig,
+    ds: data.Dataset,
+    pair: Programs,
+    run: RunDir | None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> Run:
+    """:func:`train_run` after the checks: the model built and traced (``compare`` and
+    ``sweep`` build each model once and call this)."""
+    if run is None:
+        result = fit(pair, None, ds, cfg.train)
+        return Run(result, final_metrics(result, ds), ds, cfg, None)
+    if not resume:
+        cfg.train.schedule_epochs = cfg.train.epochs
+        if Path(cfg.data).is_file():
+            cfg.data = str(Path(cfg.data).resolve())  # loads from any working folder
+            cfg.data_sha256 = rundir.sha256_file(cfg.data)
+    checkpointer = checkpoint.RunCheckpointer(run, resume)
+    if not distributed.is_main():  # rank 0 alone writes the run; the others read --resume
+        result = fit(pair, None, ds, cfg.train, checkpointer)
+        metrics = final_metrics(result, ds) | {"warnings": []}  # rank 0 reports them
+        return Run(result, metrics, ds, cfg, None)
+    existed = run.path.exists()
+    with run.lock():  # the one lock of the job: fit and the checkpointer take none
+        run.prepare(resume, overwrite)
+        run.cleanup_tmp()
+        try:
+            return _train_into(run, cfg, pair, ds, checkpointer)
+        except (UserError, KeyboardInterrupt):
+            if not resume and not checkpoint.exists(run):
+                _roll_back(run, existed)
+            raise
+
+
+def _train_into(
+    run: RunDir, cfg: RunConfig, pair: Programs, ds, checkpointer: checkpoint.RunCheckpointer
+) -> Run:
+    if cfg.is_user_file and not checkpointer.resume:
+        cfg.model_file, cfg.model_sha256 = run.copy_model_file(cfg.model)
+        trust.trust_hash(cfg.model_sha256)  # the user trained with it
+    run.check_writable(FIGURES)  # before training, not after it
+    run.write_json(CONFIG, cfg.to_dict())
+    result = fit(pair, None, ds, cfg.train, checkpointer)
+    job = Run(result, final_metrics(result, ds), ds, cfg, run.path)
+    run.write_json(METRICS, job.metrics)
+    with run.staged() as path_for:  # every figure by rename, one manifest write
+        write_figures(path_for, pair, ds, cfg.train.seed, job.metrics)
+    from ppl_vae.figures import report
+
+    report.write_report(run)
+    return job
+
+
+def _roll_back(run: RunDir, existed: bool) -> None:
+    """Remove what a fresh run wrote before it failed (no checkpoint yet: nothing to
+    resume), and the directory itself when this run created it."""
+    run.cleanup_tmp()
+    for name in list(run.manifest()):
+        run.remove(name)
+    if not existed:
+        for name in (rundir.MANIFEST, rundir.LOCK):
+            (run.path / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            run.path.rmdir()
+
+
+def final_evaluation(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
+    """:data:`~ppl_vae.measure.metrics.FINAL_METRICS` of the trained pair. The trainer's
+    last epoch record holds them when it was taken at the final step: it evaluated the
+    same weights under the same seed and batch size, so the figures are read from it,
+    number for number, rather than computed again. Without such a record (no epoch
+    trained, a record from an older version) the pair is evaluated here the way the
+    trainer does it each epoch."""
+    last = result.history[-1] if result.history else {}
+    if last.get("step") != result.step or any(key not in last for key in FINAL_METRICS):
+        last = epoch_record(result.pair, ds, result.config, len(result.history), result.step)
+    return {key: last[key] for key in FINAL_METRICS}
+
+
+def final_metrics(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
+    """The contract of ``metrics.json`` (see DESIGN.md), evaluated at beta = 1; the ELBO,
+    rate, distortion and the other figures of :func:`final_evaluation` come from the last
+    epoch record."""
+    pair = result.pair
+    figures = final_evaluation(result, ds)
+    return {
+        "model": pair.name,
+        "data": ds.name,
+        "epochs": len(result.history),
+        "steps": result.step,
+        **figures,
+        "warnings": diagnose(figures, pair, ds.x_test, ds.y_test),
+        **classification(pair, ds),
+        "figures_skipped": skipped_figures(pair, ds),
+        "latent_dim": pair.latent_dim,
+        "latent_sites": list(pair.latent_sites),
+        "parameters": sum(p.numel() for p in pair.parameters()),
+        "seconds": result.seconds,
+        "jit": result.jit,
+        "history": result.history,
+    }
+
+
+@torch.no_grad()
+def classification(pair: Programs, ds: data.Dataset) -> dict[str, Any]:
+    """``test_accuracy`` (and the number of training labels used) for programs whose
+    module can ``classify(x)``, such as the semi-supervised M2 VAE; empty otherwise."""
+    classify = next(
+        (o.classify for o in pair.owners if callable(getattr(o, "classify", None))), None
+    )
+    if classify is None or ds.y_test is None:
+        return {}
+    pair.eval()
+    predicted = torch.cat([classify(xb) for xb in ds.x_test.split(1000)])
+    labelled = int((ds.y_train >= 0).sum()) if ds.y_train is not None else 0
+    return {
+        "test_accuracy": float((predicted == ds.y_test).float().mean()),
+        "train_labels_used": labelled,
+    }
