@@ -3,6 +3,7 @@ from Pyro's traces, its C schedule, and training that steers the rate to C."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pyro
@@ -33,15 +34,24 @@ def capacity_module(vae, gamma):
 
 
 def test_capacity_schedule_values():
-    c = capacity.make_capacity(capacity_max=20.0, capacity_steps=400)
+    c = functools.partial(capacity.capacity, capacity_max=20.0, capacity_steps=400)
     assert [c(t) for t in (0, 100, 200, 400, 10_000)] == [0.0, 5.0, 10.0, 20.0, 20.0]
     values = [c(t) for t in range(401)]
     assert all(b > a for a, b in zip(values, values[1:]))
     assert capacity.capacity(0, capacity_max=3.0, capacity_steps=0) == 3.0
-    with pytest.raises(UserError, match="--capacity-max"):
-        capacity.make_capacity(-1.0, 10)
-    with pytest.raises(UserError, match="--capacity-steps"):
-        capacity.make_capacity(1.0, -10)
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("capacity_max", -1.0, "--capacity-max"),
+        ("capacity_steps", -10, "--capacity-steps"),
+        ("gamma", 0.0, "--gamma"),
+    ],
+)
+def test_capacity_settings_are_checked_once_with_the_config(field, value, message):
+    with pytest.raises(UserError, match=message):
+        TrainConfig(objective="capacity", **{field: value}).validate()
 
 
 @pytest.mark.parametrize("gamma,c", [(100.0, 0.0), (30.0, 2.0), (7.0, 50.0)])

@@ -34,7 +34,7 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("training started before the input was checked")
 
-    monkeypatch.setattr(sweep, "train_run", refuse)
+    monkeypatch.setattr(sweep, "train_built", refuse)
 
 
 def base(**model_args) -> RunConfig:

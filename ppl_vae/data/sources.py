@@ -1,4 +1,14 @@
-"""TODO docstring (sources, from ppl_vae.data.dataset)."""
+"""The names of the data sources and binarisation modes, and nothing that imports torch.
+
+The command line builds ``--data`` and ``--binarize`` from these names at parse time;
+:func:`ppl_vae.data.loaders.load` is where each name is turned into data. A new source
+adds its name to :data:`SOURCES` and its loader to :mod:`ppl_vae.data.loaders`.
+
+Example::
+
+    >>> parse_binarize("threshold:0.3"), parse_binarize("dynamic")
+    (('threshold', 0.3), ('dynamic', None))
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,15 @@
-"""TODO docstring (canvas, from ppl_vae.figures.curves)."""
+"""The one matplotlib canvas every figure draws on: an Agg ``Figure`` of a fixed size and
+dpi, laid out once (:func:`tight_layout`) and saved with one draw (:func:`save_figure`).
+
+No pyplot: nothing here touches matplotlib's global state or backend, so importing
+ppl-vae changes nothing global and figures can be drawn from any thread.
+
+Example::
+
+    >>> fig = new_figure((2.0, 1.0))
+    >>> fig.get_size_inches().tolist(), fig.dpi
+    ([2.0, 1.0], 100)
+"""
 
 from __future__ import annotations
 

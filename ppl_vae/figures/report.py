@@ -17,7 +17,9 @@ mail around. The page itself is written atomically under the run's lock.
 
 Example::
 
-    >>> from ppl_vae.runs.train import RunConfig, TrainConfig, train_run
+    >>> from ppl_vae.infer.config import TrainConfig
+    >>> from ppl_vae.runs.config import RunConfig
+    >>> from ppl_vae.runs.train import train_run
     >>> import tempfile
     >>> out = tempfile.mkdtemp() + "/run"
     >>> job = train_run(RunConfig(train=TrainConfig(epochs=1, progress=False)), out)

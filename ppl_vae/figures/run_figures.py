@@ -1,4 +1,11 @@
-"""TODO docstring (run_figures, from ppl_vae.runs.train)."""
+"""The figure set of a run: every figure a program and its data support, from traces.
+
+:data:`FIGURES` is the one list of their names. :func:`write_figures` draws each one
+through a ``path_for(name)`` callback (the run directory's :meth:`~ppl_vae.runs.rundir.
+RunDir.staged`, so every figure arrives by rename and is listed in the manifest);
+:func:`skipped_figures` says which figures a program cannot have and why (metrics.json's
+``figures_skipped``). Plotting functions take arrays and callables and never train.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,21 @@
-"""TODO docstring (elbo, from ppl_vae.infer.objective)."""
+"""The ELBO estimators, by name (``--elbo``).
+
+ELBOs: ``trace`` (:class:`Trace_ELBO`: Pyro's ``Trace_ELBO`` estimator without its host
+reads, see below), ``meanfield`` (:class:`TraceMeanField_ELBO`: the KL analytically where
+``kl_divergence`` knows the pair) and ``enum`` (``TraceEnum_ELBO``: sums
+out discrete latent sites marked for enumeration, as the semi-supervised VAE does).
+
+Pyro's ``Trace_ELBO.differentiable_loss`` reads the loss back to the host twice per step
+(``torch_item`` per sample site and on the surrogate, and ``warn_if_nan``), so every step
+waits for the device. :class:`Trace_ELBO` computes the same value and the same gradients
+from tensors alone; the trainer reads its running loss once per log interval and raises a
+clear error there when it is not finite.
+
+Example::
+
+    >>> type(make_elbo("meanfield")).__name__
+    'TraceMeanField_ELBO'
+"""
 
 from __future__ import annotations
 

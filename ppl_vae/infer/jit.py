@@ -34,7 +34,8 @@ Example::
 
     >>> import torch
     >>> from ppl_vae.models.vae import VAE
-    >>> from ppl_vae.infer.objective import Objective, make_elbo
+    >>> from ppl_vae.infer.elbo import make_elbo
+    >>> from ppl_vae.infer.objective import Objective
     >>> from ppl_vae.programs import from_object
     >>> x = torch.rand(6, 64)
     >>> loss = Objective(from_object(VAE(x_dim=64, latent_dim=2), x), make_elbo(), jit=True)

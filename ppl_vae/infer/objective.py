@@ -13,24 +13,17 @@ with beta applied by :class:`~ppl_vae.infer.latent_scale.LatentScaleMessenger` t
 sites of *both* programs (any program, no ``beta`` argument needed). This module is what
 one ``torch.optim`` optimizer steps and what ``DistributedDataParallel`` wraps.
 
-ELBOs: ``trace`` (:class:`Trace_ELBO`: Pyro's ``Trace_ELBO`` estimator without its host
-reads, see below), ``meanfield`` (:class:`TraceMeanField_ELBO`: the KL analytically where
-``kl_divergence`` knows the pair) and ``enum`` (``TraceEnum_ELBO``: sums
-out discrete latent sites marked for enumeration, as the semi-supervised VAE does).
-
-Pyro's ``Trace_ELBO.differentiable_loss`` reads the loss back to the host twice per step
-(``torch_item`` per sample site and on the surrogate, and ``warn_if_nan``), so every step
-waits for the device. :class:`Trace_ELBO` computes the same value and the same gradients
-from tensors alone; the trainer reads its running loss once per log interval and raises a
-clear error there when it is not finite.
+The ELBO estimators themselves are in :mod:`ppl_vae.infer.elbo`; an objective whose
+settings follow the step derives from :class:`StepwiseELBO`.
 
 Example::
 
     >>> import torch
+    >>> from ppl_vae.infer.elbo import Trace_ELBO
     >>> from ppl_vae.programs import from_object
     >>> from ppl_vae.models.vae import VAE
     >>> x = torch.rand(8, 64)
-    >>> loss = Objective(from_object(VAE(x_dim=64, latent_dim=2), x), make_elbo())
+    >>> loss = Objective(from_object(VAE(x_dim=64, latent_dim=2), x), Trace_ELBO())
     >>> losses = []
     >>> for beta in (1.0, 2.0):  # the same draw of z, two weights of the KL term
     ...     _ = torch.manual_seed(0)

@@ -36,7 +36,7 @@ Example::
     >>> pair = from_object(VAE(x_dim=64, latent_dim=3), x)
     >>> elbo = TCELBO(dataset_size=1000)
     >>> elbo.beta_tc = 1.0  # no reweighting: the plain negative ELBO
-    >>> from ppl_vae.infer.objective import make_elbo
+    >>> from ppl_vae.infer.elbo import make_elbo
     >>> _ = torch.manual_seed(0)
     >>> a = float(Objective(pair, elbo)(x))
     >>> _ = torch.manual_seed(0)

@@ -1,1 +1,10 @@
-"""TODO package docstring."""
+"""Measurements of a trained pair, all from the traces of its two programs.
+
+``metrics.py`` holds the one metric record (:data:`~ppl_vae.measure.metrics.EPOCH_RECORD`:
+the per-epoch record that the history, ``metrics.json``, the curves, the report, compare
+and sweep read) and :func:`~ppl_vae.measure.metrics.evaluate` (ELBO, rate, distortion, KL
+per dimension, active units over a data set); ``importance.py`` the importance-weighted
+log p(x); ``failure_modes.py`` the lecture notes' two failure modes; ``disentanglement.py``
+MIG, the beta-VAE and FactorVAE scores and DCI on data with known factors. A new
+measurement is a function of ``(pair, x, y)`` here that works for any program pair.
+"""

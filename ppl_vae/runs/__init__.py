@@ -1,1 +1,12 @@
-"""TODO package docstring."""
+"""Runs: the run directory and the jobs that read and write it.
+
+``rundir.py`` is the run directory (manifest, lock, confined paths, staged figures);
+``atomic.py`` the one place bytes are written (temporary file, fsync, rename);
+``trust.py`` which model code may run; ``checkpoint.py`` checkpoints as safetensors plus
+JSON and the :class:`~ppl_vae.runs.checkpoint.RunCheckpointer` that ``fit`` is given;
+``config.py`` the run's configuration record and the resume comparison; ``build.py``
+builds a job's data and programs once; the jobs are ``train.py``, ``compare.py``,
+``sweep.py``, ``disentangle.py`` and ``bench.py``. A new job builds through ``build.py``,
+writes only through :class:`~ppl_vae.runs.rundir.RunDir` under its lock, and validates
+everything before the first write.
+"""

@@ -1,4 +1,12 @@
-"""TODO docstring (build, from ppl_vae.runs.train)."""
+"""Building a run's pieces once per job: its data, its model (resolved, its options
+checked, built and traced once) and, for the commands that read runs, the trained pair.
+
+:func:`model_spec` resolves the model (importing a user's file, after its trust check)
+and checks the constructor options; :func:`build_programs` seeds, builds and traces the
+pair once on the data; :func:`resumed_config` applies the resume policy to a saved run;
+:func:`load_run` rebuilds a trained pair from a run directory without pickles, a user's
+model only from the run's own trusted copy (:mod:`ppl_vae.runs.trust`).
+"""
 
 from __future__ import annotations
 

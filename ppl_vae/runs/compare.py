@@ -43,12 +43,10 @@ from ppl_vae import registry, traces
 from ppl_vae.errors import UserError
 from ppl_vae.figures.run_figures import placeholder, test_codes
 from ppl_vae.infer.config import OBJECTIVES
-from ppl_vae.infer.trainer import resolve_device
 from ppl_vae.runs import rundir
-from ppl_vae.runs.build import build_programs, load_data
 from ppl_vae.runs.config import DEFAULT_LATENT_DIM, DEFAULT_MODELS, RunConfig
 from ppl_vae.runs.rundir import RunDir
-from ppl_vae.runs.train import Run, train_run
+from ppl_vae.runs.train import Run, prepare, train_built
 
 SPARSITY_THRESHOLD = 1e-2
 
@@ -150,24 +148,24 @@ def plan(
     return configs
 
 
-def preflight(configs: Sequence[RunConfig], out: Path | None, overwrite: bool) -> None:
+def preflight(configs: Sequence[RunConfig], out: Path | None, overwrite: bool) -> list[tuple]:
     """Everything that can fail before training, checked before a byte is written or
-    removed: the folder and its tables (:func:`ppl_vae.runs.rundir.check_outputs`), each run
-    directory ``out/<model>`` (free, or a run of ours to ``overwrite``), the training
-    settings, the device, the data, and each model built and traced on it."""
+    removed: the folder and its tables (:func:`ppl_vae.runs.rundir.check_outputs`), and for
+    each model its run directory ``out/<model>`` (free, or a run of ours to
+    ``overwrite``), its training settings, the device, the data, and the model built and
+    traced on it (:func:`~ppl_vae.runs.train.prepare`). Returns the prepared runs."""
     if out is not None:
         rundir.check_outputs(out, OUTPUTS, overwrite)
-        for cfg in configs:
-            RunDir(out / entry_name(cfg, configs[0])).check(resume=False, overwrite=overwrite)
+    prepared, ds = [], None
     for cfg in configs:
-        cfg.train.validate()
-    resolve_device(configs[0].train.device)
-    ds = load_data(configs[0])
-    for cfg in configs:
+        name = entry_name(cfg, configs[0])
         try:
-            build_programs(cfg, ds)
+            run = prepare(cfg, out / name if out is not None else None, overwrite=overwrite, ds=ds)
         except UserError as exc:
-            raise UserError(f"{entry_name(cfg, configs[0])}: {exc}") from None
+            raise UserError(f"{name}: {exc}") from None
+        ds = run[1]  # one data set for all: the same split
+        prepared.append(run)
+    return prepared
 
 
 def compare(
@@ -192,14 +190,13 @@ def compare(
         raise UserError(f"--latent-dim must be a whole number of at least 1, got {dim!r}")
     out = Path(out) if out is not None else None
     configs = plan(base, models, shared)
-    preflight(configs, out, overwrite)
+    prepared = preflight(configs, out, overwrite)
     result = Comparison(rows=[], out=out)
     top = RunDir(out) if out is not None else None
     with top.lock() if top is not None else contextlib.nullcontext():  # one writer
-        for cfg in configs:
+        for cfg, ds, pair, run in prepared:
             name = entry_name(cfg, base)
-            run_dir = out / name if out is not None else None
-            job = train_run(cfg, run_dir, overwrite=overwrite)
+            job = train_built(cfg, ds, pair, run, overwrite=overwrite)
             result.runs[name] = job
             result.rows.append(summarise(name, job, iwae_samples))
         if top is not None:

@@ -1,4 +1,19 @@
-"""TODO docstring (config, from ppl_vae.runs.train)."""
+"""The run's configuration record (``config.json``) and the resume policy's comparison.
+
+:class:`RunConfig` says what to train on what: a model name (or ``.py`` path) with its
+constructor arguments, a data source and the trainer's
+:class:`~ppl_vae.infer.config.TrainConfig`, plus the hashes that make a run portable
+(``model_sha256``, ``data_sha256``). :func:`read_config` reads a run's record;
+:func:`resume_differences` lists every option a ``--resume`` gives that differs from the
+saved run (only ``epochs`` may grow; device, progress, ``checkpoint_every`` and ``jit``
+may change: :data:`RESUME_FREE`). Nothing here imports torch.
+
+Example::
+
+    >>> saved = RunConfig(model="vae", train=TrainConfig(epochs=3))
+    >>> resume_differences(saved, RunConfig(model="ae", train=TrainConfig(epochs=5)))
+    ['model vae -> ae']
+"""
 
 from __future__ import annotations
 

@@ -46,12 +46,10 @@ import torch
 from ppl_vae import traces
 from ppl_vae.errors import UserError
 from ppl_vae.figures.run_figures import placeholder
-from ppl_vae.infer.trainer import resolve_device
 from ppl_vae.runs import rundir
-from ppl_vae.runs.build import build_programs, load_data
 from ppl_vae.runs.config import RunConfig
 from ppl_vae.runs.rundir import RunDir
-from ppl_vae.runs.train import train_run
+from ppl_vae.runs.train import prepare, train_built
 
 OUTPUTS = ["sweep.csv", "sweep.md", "rate_distortion.png", "samples_by_beta.png"]
 
@@ -147,10 +145,11 @@ def check(
     out: str | Path,
     overwrite: bool,
     capacities: list[float] | None = None,
-) -> None:
+) -> tuple:
     """Everything that can fail before the first run trains, checked before a byte is
     written or removed: the values, the folder and its tables, the run directories, the
-    training settings, the device, the model and data."""
+    training settings, the device, the model and data. Returns the first run, prepared
+    (:func:`~ppl_vae.runs.train.prepare`: its model built and traced once)."""
     if not values:
         raise UserError("--values lists no beta; pass e.g. --values 0.25,1,4,16")
     if base.train.objective not in ("elbo", "tcvae"):
@@ -159,16 +158,16 @@ def check(
             "capacity objective pass --capacities C1,C2 instead of --objective capacity"
         )
     rundir.check_outputs(out, OUTPUTS, overwrite)
-    for variant in variants(base, values, capacities):
+    runs = variants(base, values, capacities)
+    for variant in runs:
         RunDir(Path(out) / variant.name).check(resume=False, overwrite=overwrite)
         variant.config(base).train.validate()
-    resolve_device(base.train.device)
-    ds = load_data(base)
-    pair = build_programs(base, ds)
-    if not pair.has_prior:
+    first = prepare(runs[0].config(base), Path(out) / runs[0].name, overwrite=overwrite)
+    if not first[2].has_prior:
         raise UserError(
             f"{base.model} has no latent prior, so beta weights nothing; sweep a VAE-like model"
         )
+    return first
 
 
 def sweep_beta(
@@ -183,18 +182,20 @@ def sweep_beta(
     ``capacities``) and write the sweep's table and figures into ``out``; returns the
     table's rows. ``log`` (e.g. ``print``) reports each run."""
     out = Path(out)
-    check(base, values, out, overwrite, capacities)
+    first = check(base, values, out, overwrite, capacities)
     with RunDir(out).lock() as top:  # one writer; the tables go in out/manifest.json
         top.cleanup_tmp()
-        return _sweep(base, variants(base, values, capacities), top, overwrite, log)
+        return _sweep(base, variants(base, values, capacities), top, overwrite, log, first)
 
 
-def _sweep(base, runs: list[Variant], top: RunDir, overwrite, log) -> list[dict[str, Any]]:
+def _sweep(base, runs: list[Variant], top: RunDir, overwrite, log, first) -> list[dict[str, Any]]:
     out = top.path
     rows, samples, image_shape = [], [], None
-    for variant in runs:
-        cfg = variant.config(base)
-        job = train_run(cfg, out / variant.name, overwrite=overwrite)
+    for i, variant in enumerate(runs):
+        cfg, ds, pair, run = first if i == 0 else prepare(
+            variant.config(base), out / variant.name, overwrite=overwrite, ds=first[1]
+        )
+        job = train_built(cfg, ds, pair, run, overwrite=overwrite)
         m = job.metrics
         warnings = m.get("warnings") or []
         rows.append(

@@ -31,6 +31,8 @@ hash is in the user's trusted list (every model file the user trained with is) o
 
 Example::
 
+    >>> from ppl_vae.infer.config import TrainConfig
+    >>> from ppl_vae.runs.config import RunConfig
     >>> cfg = RunConfig(model="vae", model_args={"latent_dim": 2},
     ...                 train=TrainConfig(epochs=1, progress=False))
     >>> job = train_run(cfg)
@@ -102,21 +104,37 @@ def train_run(
     """Train as configured; with ``out``, write the run directory. Bad input raises
     :class:`UserError` before any file is written or removed (see the module docstring).
     ``trust`` allows resuming a run whose model code is not in the trusted list."""
+    cfg, ds, pair, run = prepare(cfg, out, resume, overwrite, trust)
+    return train_built(cfg, ds, pair, run, resume, overwrite)
+
+
+def prepare(
+    cfg: RunConfig,
+    out: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    trust: bool = False,
+    ds: data.Dataset | None = None,
+) -> tuple[RunConfig, data.Dataset, Programs, RunDir | None]:
+    """Every check of a training job, writing nothing: the run directory, the resume
+    policy and trust, the options (once), the device, the data (``ds`` when the caller
+    loaded it) and the model, built and traced once. Returns what :func:`train_built`
+    trains."""
     distributed.init()  # under torchrun: join the process group (else a no-op)
     run = RunDir(out) if out is not None else None
     source = None
     if run is not None:
         distributed.on_main(run.check, resume, overwrite)  # writes nothing; rank 0 decides
         if resume:
+            cfg.train.validate()  # the options given, before comparing them with the run's
             cfg = resumed_config(run, cfg)
             source = model_source(run, cfg, trust)
     spec = model_spec(cfg, source)
     apply_recommended(cfg, spec)
     cfg.train.validate()  # the one check of the training options (fit sees it was done)
     resolve_device(cfg.train.device)  # --device cuda without a GPU: before any write
-    ds = load_data(cfg)
-    pair = build_programs(cfg, ds, spec)
-    return train_built(cfg, ds, pair, run, resume, overwrite)
+    ds = load_data(cfg) if ds is None else ds
+    return cfg, ds, build_programs(cfg, ds, spec), run
 
 
 def train_built(
@@ -127,8 +145,8 @@ def train_built(
     resume: bool = False,
     overwrite: bool = False,
 ) -> Run:
-    """:func:`train_run` after the checks: the model built and traced (``compare`` and
-    ``sweep`` build each model once and call this)."""
+    """:func:`train_run` after :func:`prepare`'s checks (``compare`` and ``sweep`` prepare
+    every run before training any, then call this: each model is built once)."""
     if run is None:
         result = fit(pair, None, ds, cfg.train)
         return Run(result, final_metrics(result, ds), ds, cfg, None)
@@ -166,7 +184,7 @@ def _train_into(
     job = Run(result, final_metrics(result, ds), ds, cfg, run.path)
     run.write_json(METRICS, job.metrics)
     with run.staged() as path_for:  # every figure by rename, one manifest write
-        write_figures(path_for, pair, ds, cfg.train.seed, job.metrics)
+        write_figures(pair, ds, path_for, cfg.train.seed, job.metrics)
     from ppl_vae.figures import report
 
     report.write_report(run)

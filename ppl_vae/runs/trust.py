@@ -1,4 +1,12 @@
-"""TODO docstring (trust, from ppl_vae.runs.rundir)."""
+"""Trust: ppl-vae runs only model code the user chose to run.
+
+A user's model file is copied into the run as ``model.py`` with its SHA-256. A run whose
+model is such a file is executed only if the hash is in the user's list
+(:func:`trust_hash` adds every model file the user trained with; the list lives in
+``$XDG_CONFIG_HOME/ppl-vae/trusted.json``, default ``~/.config/ppl-vae/trusted.json``) or
+the user passes ``--trust`` (:func:`check_trusted`); :func:`model_file` checks the run's
+copy (inside the run, ours, unchanged) before anything imports it.
+"""
 
 from __future__ import annotations
 
