@@ -60,7 +60,8 @@ def snapshot(directory) -> dict[str, tuple]:
 #: makes the process die like ``kill -9`` when training reaches step N.
 _DRIVER = r"""
 import json, os, sys
-import ppl_vae.cli, ppl_vae.runs.train, ppl_vae.infer.trainer, ppl_vae.runs.compare, ppl_vae.runs.sweep  # noqa
+import ppl_vae.cli, ppl_vae.runs.train, ppl_vae.infer.trainer  # noqa
+import ppl_vae.runs.compare, ppl_vae.runs.sweep  # noqa
 cases = json.loads(sys.argv[1])
 results = []
 for i, case in enumerate(cases):

@@ -169,7 +169,8 @@ def test_projection_picks_the_largest_kl_dimensions_else_principal_components():
 
 
 def history(n: int, prior: bool = True) -> list[dict]:
-    """Records with every key :func:`ppl_vae.measure.metrics.epoch_record` writes that curves plot."""
+    """Records with every key :func:`ppl_vae.measure.metrics.epoch_record` writes that
+    curves plot."""
     return [
         {
             "epoch": i + 1,

@@ -1,4 +1,5 @@
-"""``ppl-vae analyze DIR``: posterior analysis of a trained run (see :mod:`ppl_vae.analysis.posterior`).
+"""``ppl-vae analyze DIR``: posterior analysis of a trained run
+(see :mod:`ppl_vae.analysis.posterior`).
 
 Works for any trained program pair (the suite's models and a user's ``.py`` alike), with
 the split's labels passed where the programs take them. Writes ``DIR/analysis/``:

@@ -2,8 +2,8 @@
 
 Every value is checked once, by the job (:meth:`~ppl_vae.infer.config.TrainConfig.validate`
 and :mod:`ppl_vae.validate`: one ``error:`` line, exit 2, nothing written); this module
-imports no torch or Pyro, so ``--help`` answers at once. The flags the user typed are remembered, so ``--resume`` compares only those
-with the saved run and a model's recommended settings replace only the others."""
+imports no torch or Pyro, so ``--help`` answers at once. The flags the user typed are
+remembered, so ``--resume`` compares only those with the saved run and a model's recommended settings replace only the others."""
 
 from __future__ import annotations
 
@@ -96,9 +96,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", action=Given, type=int, default=d.epochs)
     g.add_argument("--batch-size", action=Given, type=int, default=d.batch_size)
     g.add_argument("--lr", action=Given, type=float, default=d.lr)
-    g.add_argument(
-        "--lr-schedule", action=Given, default=d.lr_schedule, choices=LR_SCHEDULES
-    )
+    g.add_argument("--lr-schedule", action=Given, default=d.lr_schedule, choices=LR_SCHEDULES)
     g.add_argument(
         "--lr-final", action=Given, type=float, default=d.lr_final, help="cosine: final lr / lr"
     )

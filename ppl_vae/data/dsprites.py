@@ -182,7 +182,8 @@ class FactorData:
 
 @dataclass(frozen=True)
 class FactorDataset(Dataset):
-    """A :class:`~ppl_vae.data.dataset.Dataset` that keeps its factors: ``c_*`` are ``(N, K)`` classes."""
+    """A :class:`~ppl_vae.data.dataset.Dataset` that keeps its factors: ``c_*`` are
+    ``(N, K)`` classes."""
 
     factors: FactorData | None = None
     c_train: torch.Tensor | None = None

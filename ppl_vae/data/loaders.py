@@ -1,4 +1,5 @@
-"""Loading each data source by name (or an ``.npz`` path) into a :class:`~ppl_vae.data.dataset.Dataset`.
+"""Loading each data source by name (or an ``.npz`` path) into a
+:class:`~ppl_vae.data.dataset.Dataset`.
 
 Sources
 -------

@@ -104,10 +104,15 @@ def write_figures(
     torch.manual_seed(seed)
     paths += [
         plots.reconstructions(
-            batch[0], traces.reconstruct(pair, batch), ds.image_shape, path_for("reconstructions.png")
+            batch[0],
+            traces.reconstruct(pair, batch),
+            ds.image_shape,
+            path_for("reconstructions.png"),
         ),
         plots.image_grid(
-            traces.generate(pair, placeholder(pair, ds, 64)), ds.image_shape, path_for("samples.png")
+            traces.generate(pair, placeholder(pair, ds, 64)),
+            ds.image_shape,
+            path_for("samples.png"),
         ),
     ]
     if pair.takes_labels and ds.y_test is not None:

@@ -151,5 +151,3 @@ def resume_differences(saved: RunConfig, new: RunConfig) -> list[str]:
         if old != now:
             diffs.append(f"{name} {old} -> {now}")
     return diffs
-
-

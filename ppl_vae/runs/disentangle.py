@@ -80,7 +80,8 @@ def scores(
     seed: int = 0,
     sizes: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The record of ``disentanglement.json`` (see :func:`ppl_vae.measure.disentanglement.evaluate_all`)."""
+    """The record of ``disentanglement.json``
+    (see :func:`ppl_vae.measure.disentanglement.evaluate_all`)."""
     from ppl_vae.measure.disentanglement import evaluate_all
 
     check(pair, ds)

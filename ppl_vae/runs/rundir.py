@@ -113,7 +113,6 @@ def check_fingerprint(
     raise UserError(message)
 
 
-
 class RunDir:
     """One run directory: validation, the lock, atomic recorded writes, confined reads."""
 

@@ -192,8 +192,10 @@ def _sweep(base, runs: list[Variant], top: RunDir, overwrite, log, first) -> lis
     out = top.path
     rows, samples, image_shape = [], [], None
     for i, variant in enumerate(runs):
-        cfg, ds, pair, run = first if i == 0 else prepare(
-            variant.config(base), out / variant.name, overwrite=overwrite, ds=first[1]
+        cfg, ds, pair, run = (
+            first
+            if i == 0
+            else prepare(variant.config(base), out / variant.name, overwrite=overwrite, ds=first[1])
         )
         job = train_built(cfg, ds, pair, run, overwrite=overwrite)
         m = job.metrics
