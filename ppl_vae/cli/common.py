@@ -3,7 +3,8 @@
 Every value is checked once, by the job (:meth:`~ppl_vae.infer.config.TrainConfig.validate`
 and :mod:`ppl_vae.validate`: one ``error:`` line, exit 2, nothing written); this module
 imports no torch or Pyro, so ``--help`` answers at once. The flags the user typed are
-remembered, so ``--resume`` compares only those with the saved run and a model's recommended settings replace only the others."""
+remembered, so ``--resume`` compares only those with the saved run and a model's
+recommended settings replace only the others."""
 
 from __future__ import annotations
 

@@ -18,7 +18,8 @@ the capacity penalty and the KL the ELBO already holds. The KL is read off the t
 any program pair: the latent sites are the guide's sample sites. :math:`C` is a pure
 function of the step (:func:`capacity`) that the trainer evaluates and sets on the ELBO
 (``at_step``, the hook :func:`~ppl_vae.infer.trainer.fit` calls) before each step; the
-programs never see a step counter. The penalty's own gradient flows through reparameterised draws only.
+programs never see a step counter. The penalty's own gradient flows through
+reparameterised draws only.
 
 Example::
 
