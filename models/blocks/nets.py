@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ppl_vae import validate
 from ppl_vae.errors import UserError
 
 NETS = ("mlp", "conv")
@@ -281,9 +282,10 @@ def make_decoder(
 
 
 def parse_hidden(spec: str | int | Sequence[int]) -> tuple[int, ...]:
-    """``"256"`` or ``"512,256"`` (or ints) to a tuple of layer widths; ``""`` means none."""
-    if isinstance(spec, int):
-        return (spec,)
-    if isinstance(spec, str):
-        return tuple(int(s) for s in spec.split(",") if s.strip())
-    return tuple(int(s) for s in spec)
+    """``"256"`` or ``"512,256"`` (or ints) to a tuple of layer widths, checked by the one
+    parser of ``--hidden`` (:func:`ppl_vae.validate.hidden`); ``""`` or ``()`` means none."""
+    if (isinstance(spec, str) and not spec.strip()) or (
+        isinstance(spec, (list, tuple)) and not spec
+    ):
+        return ()
+    return validate.hidden(spec)

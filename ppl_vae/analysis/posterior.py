@@ -323,7 +323,7 @@ def analyze(
     import json
     from pathlib import Path
 
-    from ppl_vae.runs.atomic import write_text as atomic_write_text
+    from ppl_vae.runs import atomic
 
     if not 0 <= nuts_points <= points:
         raise UserError(f"--nuts-points must lie in 0..--points ({points}), got {nuts_points}")
@@ -370,7 +370,8 @@ def analyze(
     report["nuts_settings"] = {"samples": nuts_samples, "warmup": nuts_warmup, "chains": chains}
     report["figures"] = []
     for name, fig in figures(diag["khat"], idata, nuts, pair.latent_sites).items():
-        fig.savefig(out / name, dpi=110)
+        with atomic.writing(out / name) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
         report["figures"].append(name)
-    atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
+    atomic.write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
     return report

@@ -18,10 +18,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from ppl_vae import validate
-from ppl_vae.runs.rundir import RunDir
 
 SPLITS = ("test", "train")
 
@@ -42,62 +38,22 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def output_path(run_dir: Path, split: str) -> Path:
-    return run_dir / ("evaluation.json" if split == "test" else f"evaluation-{split}.json")
-
-
 def run(args: argparse.Namespace) -> int:
-    from ppl_vae.figures import report  # heavy: imported only to run
-    from ppl_vae.measure.importance import evaluation
-    from ppl_vae.runs.build import load_split
+    from ppl_vae.runs.evaluate import evaluate_run, table  # heavy: imported only to run
 
-    validate.iwae_samples(args.iwae_samples)
-    validate.batch_size(args.batch_size)
-    validate.seed(args.seed)
-    if args.chunk_size is not None:
-        validate.chunk_size(args.chunk_size)
-    run_dir = Path(args.run_dir)
-    pair, x, y = load_split(run_dir, args.split, args.device, args.trust)
-    record = evaluation(
-        pair,
-        x,
-        y,
+    record, out, page = evaluate_run(
+        args.run_dir,
+        args.split,
         args.iwae_samples,
-        split=args.split,
         seed=args.seed,
-        chunk_size=args.chunk_size,
         batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        device=args.device,
+        trust=args.trust,
         progress=not args.no_progress,
     )
-    run = RunDir(run_dir)
-    with run.lock():  # one writer: not while a training run writes here
-        out = run.write_json(output_path(Path(), args.split).name, record)
     print(table(record, args.split))
     print(f"wrote {out}")
-    if (page := report.refresh(run)) is not None:
+    if page is not None:
         print(f"report: {page}")
     return 0
-
-
-def table(record: dict, split: str) -> str:
-    """A short two-column table of the headline figures."""
-
-    def fmt(v):
-        return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
-
-    ll = record[f"{split}_log_likelihood"]
-    rows = [
-        (f"{split} ELBO (nats)", record[f"{split}_elbo"]),
-        (f"{split} log p(x), IW K={record['iwae_samples']}", ll),
-        ("  minus ELBO", None if ll is None else ll - record[f"{split}_elbo"]),
-        ("rate (KL)", record["rate"]),
-        ("distortion", record["distortion"]),
-        ("active units", record["active_units"]),
-        ("recon MSE", record["recon_mse"]),
-        ("seconds", record["seconds"]),
-    ]
-    width = max(len(k) for k, _ in rows)
-    lines = [f"{k:<{width}}  {fmt(v):>10}" for k, v in rows]
-    if record.get("log_likelihood_note"):
-        lines.append(f"note: {record['log_likelihood_note']}")
-    return "\n".join(lines)

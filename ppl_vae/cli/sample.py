@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ppl_vae import traces
     from ppl_vae.figures.run_figures import placeholder
+    from ppl_vae.runs import atomic
     from ppl_vae.runs.build import load_run
 
     n = validate.sample_count(args.n)
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     from ppl_vae.figures import images as plots
 
-    plots.image_grid(x, ds.image_shape, out, nrow=max(1, math.isqrt(n)))
+    with atomic.writing(out) as tmp:  # a reader never sees half a PNG
+        plots.image_grid(x, ds.image_shape, tmp, nrow=max(1, math.isqrt(n)))
     print(f"wrote {n} samples to {out}")
     return 0

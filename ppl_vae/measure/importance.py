@@ -34,8 +34,6 @@ Example::
 from __future__ import annotations
 
 import math
-import time
-from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -43,7 +41,7 @@ from tqdm.auto import tqdm
 from ppl_vae import traces
 from ppl_vae.errors import UserError
 from ppl_vae.infer import distributed
-from ppl_vae.measure.metrics import batches, eval_mode, evaluate, seeded
+from ppl_vae.measure.metrics import batches, eval_mode, seeded
 from ppl_vae.programs import Programs
 
 #: Particle-example pairs evaluated at once when the chunk size is not given.
@@ -141,42 +139,3 @@ def iw_log_likelihood(
         bar.close()
     out = distributed.gather(out, x.device)
     return torch.cat([out[k] for k in sorted(out)])
-
-
-def evaluation(
-    pair: Programs,
-    x: torch.Tensor,
-    y: torch.Tensor | None = None,
-    num_samples: int = 1000,
-    split: str = "test",
-    seed: int = 0,
-    chunk_size: int | None = None,
-    batch_size: int = 100,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """The record of ``ppl-vae evaluate``: ``<split>_elbo``, ``<split>_log_likelihood``
-    (mean IW estimate, nats), ``rate``, ``distortion``, ``active_units``, ``kl_per_dim``,
-    ``recon_mse`` (all on ``split``), ``iwae_samples``, ``split``, ``seconds``.
-
-    ``<split>_log_likelihood`` is ``None`` for models it does not apply to (no prior,
-    point-mass guide), with the reason in ``log_likelihood_note``."""
-    if not 1 <= num_samples <= MAX_SAMPLES:
-        raise UserError(
-            f"--iwae-samples must lie in 1..{MAX_SAMPLES}, got {num_samples}; K=1 gives the ELBO"
-        )
-    start = time.perf_counter()
-    base = evaluate(pair, x, y, seed=seed)
-    record: dict[str, Any] = {f"{split}_elbo": base["elbo"], f"{split}_log_likelihood": None}
-    try:
-        check_estimable(pair)
-    except UserError as exc:
-        record["log_likelihood_note"] = str(exc)
-    else:
-        ll = iw_log_likelihood(pair, x, y, num_samples, chunk_size, batch_size, seed, progress)
-        record[f"{split}_log_likelihood"] = float(ll.mean())
-        se = float(ll.std() / math.sqrt(len(ll))) if len(ll) > 1 else None
-        record[f"{split}_log_likelihood_se"] = se
-    record.update({k: base[k] for k in ("rate", "distortion", "active_units", "kl_per_dim")})
-    record.update(recon_mse=base["recon_mse"], iwae_samples=num_samples, split=split)
-    record.update(examples=int(x.shape[0]), seed=seed, seconds=time.perf_counter() - start)
-    return record

@@ -24,6 +24,7 @@ import contextlib
 import os
 import re
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 TMP_SUFFIX = ".ppl-vae-tmp"
@@ -87,3 +88,21 @@ def write_text(path: str | Path, text: str) -> None:
     own files go through :class:`~ppl_vae.runs.rundir.RunDir`, which records them)."""
     path = Path(path)
     replace(path.parent, path.name, text.encode())
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[Path]:
+    """A temporary path next to ``path`` for code that writes a file itself (``savefig``,
+    Pillow): renamed over ``path`` on a clean exit, removed on an exception."""
+    path = Path(path)
+    fd, tmp = new_tmp(path.parent, path.name)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)

@@ -245,11 +245,14 @@ def write(result: Comparison, out: str | Path | RunDir) -> list[Path]:
     with top.lock():
         top.cleanup_tmp()
         rundir.check_outputs(top.path, OUTPUTS, overwrite=True)
-        paths = [write_csv(result.rows, top.path / "comparison.csv")]
-        figure = write_figure(result.runs, top.path / "comparison.png") if result.runs else None
-        paths.append(write_markdown(result, top.path / "comparison.md", figure))
-        paths += [figure] if figure else []
-        return top.record_all(p.relative_to(top.path).as_posix() for p in paths)
+        with top.staged() as path_for:  # each file by rename, one manifest write
+            write_csv(result.rows, path_for("comparison.csv"))
+            figure = None
+            if result.runs and write_figure(result.runs, path_for("comparison.png")):
+                figure = top.path / "comparison.png"
+            write_markdown(result, path_for("comparison.md"), figure)
+        names = ["comparison.csv", "comparison.md"] + (["comparison.png"] if figure else [])
+        return [top.path / name for name in names]
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:

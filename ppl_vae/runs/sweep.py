@@ -225,11 +225,12 @@ def _sweep(base, runs: list[Variant], top: RunDir, overwrite, log, first) -> lis
         if log is not None:
             log(format_row(rows[-1]))
     rundir.check_outputs(out, OUTPUTS, overwrite=True)  # nothing of the user's replaced
-    written = [*write_table(rows, out), rate_distortion_plot(rows, out / "rate_distortion.png")]
-    if image_shape is not None:
-        labels = [r["label"] for r in rows]
-        written.append(samples_by_beta(samples, labels, image_shape, out / "samples_by_beta.png"))
-    top.record_all(path.relative_to(out).as_posix() for path in written)
+    with top.staged() as path_for:  # each file by rename, one manifest write
+        write_table(rows, path_for("sweep.csv"), path_for("sweep.md"))
+        rate_distortion_plot(rows, path_for("rate_distortion.png"))
+        if image_shape is not None:
+            labels = [r["label"] for r in rows]
+            samples_by_beta(samples, labels, image_shape, path_for("samples_by_beta.png"))
     return rows
 
 
@@ -254,10 +255,10 @@ def format_row(row: dict[str, Any]) -> str:
     )
 
 
-def write_table(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
+def write_table(rows: list[dict[str, Any]], csv_path: Path, md_path: Path) -> tuple[Path, Path]:
     """``sweep.csv`` (full precision) and ``sweep.md`` (a Markdown table)."""
     metrics = [k for k in METRIC_COLUMNS if any(k in r for r in rows)]
-    with open(out / "sweep.csv", "w", newline="") as f:
+    with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[*COLUMNS, *metrics], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
@@ -270,8 +271,8 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
             f"| {r['label']} | {r['rate']:.3f} | {r['distortion']:.3f} | {r['test_elbo']:.3f} "
             f"| {r['active_units']} |{cells} {r['warning']} |"
         )
-    (out / "sweep.md").write_text("\n".join(lines) + "\n")
-    return out / "sweep.csv", out / "sweep.md"
+    md_path.write_text("\n".join(lines) + "\n")
+    return csv_path, md_path
 
 
 def rate_distortion_plot(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -308,7 +309,7 @@ def rate_distortion_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_title("rate–distortion across beta")
     ax.legend(fontsize=8)
     tight_layout(fig)
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     return path
 
 
@@ -348,5 +349,5 @@ def samples_by_beta(
         ax.axis("off")
     fig.suptitle("prior samples by beta")
     tight_layout(fig)
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     return path

@@ -22,7 +22,7 @@ from ppl_vae.infer.elbo import make_elbo
 from ppl_vae.infer.objective import Objective
 from ppl_vae.programs import Programs, from_object
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def tutorial_vae(x_dim: int):

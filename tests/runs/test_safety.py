@@ -26,7 +26,7 @@ from ppl_vae import cli
 from ppl_vae.runs import checkpoint
 from ppl_vae.runs.rundir import RunDir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--no-progress"]
 STEPS = 45  # steps per epoch: digits' 1437 training rows in batches of 32
 

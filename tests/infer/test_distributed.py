@@ -37,7 +37,7 @@ from ppl_vae.runs.build import load_run
 from ppl_vae.runs.config import RunConfig
 from ppl_vae.runs.train import train_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WEIGHT_ATOL = 1e-4  # weights move by ~1e-2 in these 46 steps
 EVAL_RTOL = 1e-5
 IW = {"num_samples": 32, "batch_size": 50, "seed": 5}
