@@ -16,7 +16,8 @@ from ppl_vae.models.vae import VAE
 from ppl_vae.cli import main
 from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
-from ppl_vae.measure.importance import MAX_ROWS, default_chunk, evaluation, iw_log_likelihood
+from ppl_vae.measure.importance import MAX_ROWS, default_chunk, iw_log_likelihood
+from ppl_vae.runs.evaluate import evaluation
 
 
 def train_ppca(ds) -> PPCA:
