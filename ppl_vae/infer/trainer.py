@@ -37,6 +37,7 @@ from __future__ import annotations
 import importlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -199,6 +200,7 @@ def fit(
     data: Dataset,
     config: TrainConfig | None = None,
     checkpointer: Checkpointer | None = None,
+    on_epoch: Callable[[dict[str, Any], FitResult], None] | None = None,
 ) -> FitResult:
     """Train the Pyro program pair ``model``/``guide`` on ``data``; see the module docstring.
 
@@ -207,7 +209,9 @@ def fit(
     Without ``config`` the programs' own recommended settings (``train_defaults`` on the
     module they belong to) apply over :class:`TrainConfig`'s defaults; a config is checked
     here unless the caller checked it already (:meth:`TrainConfig.validate`).
-    ``checkpointer`` keeps the state between runs (see :class:`Checkpointer`).
+    ``checkpointer`` keeps the state between runs (see :class:`Checkpointer`);
+    ``on_epoch(record, result)`` is called with each new epoch record once it is
+    checkpointed (live monitoring: the run layer's writers; rank 0 decides what to write).
     """
     if isinstance(model, Programs):
         model, guide, pair = model.model, model.guide, model
@@ -308,6 +312,8 @@ def fit(
                 bar.set_postfix(test_elbo=f"{result.last['test_elbo']:.2f}", beta=f"{beta:.3g}")
                 if checkpointer is not None:
                     checkpointer.save(checkpoint_record(result, shuffle.get_state()))
+                if on_epoch is not None:
+                    on_epoch(record, result)
     finally:
         bar.close()
     distributed.check_in_sync(pair)
