@@ -4,15 +4,19 @@ Every model is a pair of Pyro programs, ``model`` (p(z) and p(x|z)) and ``guide`
 (q(z|x)), fitted by one SVI trainer on the ELBO. Deterministic autoencoders are
 the same programs with a point-mass guide.
 
+The package is grouped by concept (see the README's "Layout"): ``infer`` (objectives and
+the trainer), ``measure``, ``analysis``, ``data``, ``runs`` (the run directory and the
+jobs), ``figures`` and ``cli``; the suite is ``ppl_vae.models``.
+
 Example::
 
     from ppl_vae import data
-    from ppl_vae.infer import trainer as train
+    from ppl_vae.infer import TrainConfig, fit
     from ppl_vae.models.vae import VAE
 
     ds = data.load("digits")
     vae = VAE(x_dim=ds.x_dim, latent_dim=2)
-    result = train.fit(vae.model, vae.guide, ds, train.TrainConfig(epochs=5, progress=False))
+    result = fit(vae.model, vae.guide, ds, TrainConfig(epochs=5, progress=False))
     print(result.history[-1]["test_elbo"])
 """
 
