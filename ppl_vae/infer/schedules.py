@@ -28,6 +28,7 @@ from collections.abc import Callable
 from functools import partial
 
 from ppl_vae.errors import UserError
+from ppl_vae.infer.config import BETA_SCHEDULES, LR_SCHEDULES
 
 START = 1e-3
 
@@ -89,6 +90,7 @@ SCHEDULES: dict[str, Callable[..., float]] = {
     "cyclical": cyclical,
     "sigmoid": sigmoid,
 }
+assert tuple(SCHEDULES) == BETA_SCHEDULES  # the names ``--beta-schedule`` offers
 
 
 def make(name: str, **params) -> Callable[[int], float]:
@@ -104,9 +106,6 @@ def make(name: str, **params) -> Callable[[int], float]:
     if not 0 < params.get("ratio", 0.5) <= 1:
         raise UserError(f"the cyclical ramp ratio must lie in (0, 1], got {params['ratio']}")
     return partial(SCHEDULES[name], **params)
-
-
-LR_SCHEDULES = ("constant", "cosine")
 
 
 def learning_rate(
