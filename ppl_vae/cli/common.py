@@ -160,6 +160,18 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_monitor_args(p: argparse.ArgumentParser) -> None:
+    """Live monitoring (``history.jsonl`` is always written; this adds TensorBoard)."""
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard event files into --out/tensorboard as training goes "
+        "(every epoch-record scalar, learning rate, step time, reconstructions and samples, "
+        "the configuration): tensorboard --logdir DIR. Needs pip install "
+        "'ppl-vae[tensorboard]'; may change on --resume",
+    )
+
+
 def model_args(args: argparse.Namespace) -> dict[str, Any]:
     """The constructor options the user gave, checked (the model's signature is checked
     when the model is built)."""

@@ -15,6 +15,7 @@ def register(sub) -> None:
     common.add_data_args(p)
     common.add_model_args(p)
     common.add_train_args(p)
+    common.add_monitor_args(p)
     p.add_argument("--out", help="run directory for config, checkpoints, metrics, figures")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument(
@@ -32,7 +33,12 @@ def run(args: argparse.Namespace) -> int:
     from ppl_vae.runs.train import train_run  # heavy: imported only to run
 
     job = train_run(
-        common.run_config(args, args.model), args.out, args.resume, args.overwrite, args.trust
+        common.run_config(args, args.model),
+        args.out,
+        args.resume,
+        args.overwrite,
+        args.trust,
+        tensorboard=args.tensorboard,
     )
     m = job.metrics
     first = m["history"][0]["test_elbo"] if m["history"] else float("nan")

@@ -10,6 +10,7 @@ RunDir.staged`, so every figure arrives by rename and is listed in the manifest)
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -82,20 +83,32 @@ def write_figures(
     latent site also ``latent_manifold.png``, ``interpolation.png`` and ``traversals.png``.
     Figures a program does not support are skipped; ``metrics.json`` names them, with the
     reason, in ``figures_skipped`` (:func:`skipped_figures`)."""
-    from ppl_vae.figures import curves
-    from ppl_vae.figures import images as plots
-    from ppl_vae.figures import latent as latent_plots
+    with ThreadPoolExecutor(1, thread_name_prefix="ppl-vae-figures") as drawing:
+        plotted = _write_figures(pair, ds, path_for, seed, metrics or {}, drawing)
+        return [f.result() for f in plotted["matplotlib"]] + plotted["images"]
 
-    metrics = metrics or {}
+
+def _write_figures(pair, ds, path_for, seed, metrics, drawing: ThreadPoolExecutor) -> dict:
+    """:func:`write_figures`: the two matplotlib figures (and matplotlib's import) are
+    submitted to ``drawing``, a second thread, while this one computes the codes and the
+    image figures (torch and PIL, which release the interpreter lock while they work).
+    Each figure is the same file either way; only the time overlaps."""
+    from ppl_vae.figures import images as plots
+
+    out: dict[str, list] = {"matplotlib": [], "images": []}
+    history = metrics.get("history")
+    if history:
+        out["matplotlib"].append(drawing.submit(_curves, history, path_for("training_curves.png")))
+    else:
+        drawing.submit(_import_latent)  # matplotlib's import, overlapping the codes
     pair.eval()
-    paths = []
-    if metrics.get("history"):
-        paths.append(curves.training_curves(metrics["history"], path_for("training_curves.png")))
     codes = test_codes(pair, ds)
     kl = metrics.get("kl_per_dim")
-    paths.append(latent_plots.latent_scatter(codes, path_for("latent_scatter.png"), ds.y_test, kl))
+    scatter = path_for("latent_scatter.png")
+    out["matplotlib"].append(drawing.submit(_scatter, codes, scatter, ds.y_test, kl))
+    paths = out["images"]
     if ds.image_shape is None:
-        return paths
+        return out
     # Dimensions by information: KL where the model has a prior, code variance otherwise.
     rank = torch.tensor(kl) if kl else codes.var(0)
     dims = rank.argsort(descending=True, stable=True)[:10].tolist()
@@ -118,7 +131,7 @@ def write_figures(
     if pair.takes_labels and ds.y_test is not None:
         paths.append(class_samples(pair, ds, path_for("class_samples.png")))
     if len(pair.latent_sites) != 1:
-        return paths  # decoding a code needs a single latent site
+        return out  # decoding a code needs a single latent site
     icdf = latent_icdf(pair, ds, codes[:, dims[:2]])
 
     def decode(z: torch.Tensor) -> torch.Tensor:
@@ -126,7 +139,7 @@ def write_figures(
         return traces.decode(pair, z.to(ds.x_test.device), like).cpu()
 
     pairs = min(8, len(ds.x_test) // 2)
-    return paths + [
+    paths += [
         plots.latent_manifold(
             decode,
             pair.latent_dim,
@@ -148,6 +161,23 @@ def write_figures(
             decode, codes[0], ds.image_shape, path_for("traversals.png"), dims=dims, icdf=icdf
         ),
     ]
+    return out
+
+
+def _import_latent() -> None:
+    from ppl_vae.figures import latent  # noqa: F401  (imports matplotlib)
+
+
+def _curves(history: list[dict[str, Any]], path: Path) -> Path:
+    from ppl_vae.figures import curves
+
+    return curves.training_curves(history, path)
+
+
+def _scatter(codes: torch.Tensor, path: Path, labels, kl) -> Path:
+    from ppl_vae.figures import latent
+
+    return latent.latent_scatter(codes, path, labels, kl)
 
 
 @torch.no_grad()

@@ -12,6 +12,8 @@ The run directory (``--out``) holds:
   are the last epoch record's (:func:`final_evaluation`), ``train_elbo`` on the slice of
   the training set the trainer scores each epoch;
 - figures (:func:`write_figures`) and ``report.html``, the page that shows them all;
+- ``history.jsonl`` -- the epoch records, one line each, appended as training goes, and,
+  with ``--tensorboard``, ``tensorboard/`` event files (:mod:`ppl_vae.runs.monitor`);
 - ``manifest.json`` and ``.lock`` (:mod:`ppl_vae.runs.rundir`).
 
 :func:`train_run` checks everything first -- the run directory, the options, the data,
@@ -58,7 +60,7 @@ from ppl_vae.infer.trainer import FitResult, fit, resolve_device
 from ppl_vae.measure.failure_modes import diagnose
 from ppl_vae.measure.metrics import FINAL_METRICS, epoch_record
 from ppl_vae.programs import Programs
-from ppl_vae.runs import atomic, checkpoint, rundir, trust
+from ppl_vae.runs import atomic, checkpoint, monitor, rundir, trust
 from ppl_vae.runs.build import (
     apply_recommended,
     build_programs,
@@ -100,12 +102,17 @@ def train_run(
     resume: bool = False,
     overwrite: bool = False,
     trust: bool = False,
+    tensorboard: bool = False,
 ) -> Run:
     """Train as configured; with ``out``, write the run directory. Bad input raises
     :class:`UserError` before any file is written or removed (see the module docstring).
-    ``trust`` allows resuming a run whose model code is not in the trusted list."""
+    ``trust`` allows resuming a run whose model code is not in the trusted list;
+    ``tensorboard`` writes TensorBoard event files as training goes
+    (:mod:`ppl_vae.runs.monitor`)."""
+    if tensorboard and out is not None:
+        monitor.check_tensorboard()
     cfg, ds, pair, run = prepare(cfg, out, resume, overwrite, trust)
-    return train_built(cfg, ds, pair, run, resume, overwrite)
+    return train_built(cfg, ds, pair, run, resume, overwrite, tensorboard)
 
 
 def prepare(
@@ -144,6 +151,7 @@ def train_built(
     run: RunDir | None,
     resume: bool = False,
     overwrite: bool = False,
+    tensorboard: bool = False,
 ) -> Run:
     """:func:`train_run` after :func:`prepare`'s checks (``compare`` and ``sweep`` prepare
     every run before training any, then call this: each model is built once)."""
@@ -165,7 +173,7 @@ def train_built(
         run.prepare(resume, overwrite)
         run.cleanup_tmp()
         try:
-            return _train_into(run, cfg, pair, ds, checkpointer)
+            return _train_into(run, cfg, pair, ds, checkpointer, tensorboard)
         except (UserError, KeyboardInterrupt):
             if not resume and not checkpoint.exists(run):
                 _roll_back(run, existed)
@@ -173,14 +181,24 @@ def train_built(
 
 
 def _train_into(
-    run: RunDir, cfg: RunConfig, pair: Programs, ds, checkpointer: checkpoint.RunCheckpointer
+    run: RunDir,
+    cfg: RunConfig,
+    pair: Programs,
+    ds,
+    checkpointer: checkpoint.RunCheckpointer,
+    tensorboard: bool = False,
 ) -> Run:
     if cfg.is_user_file and not checkpointer.resume:
         cfg.model_file, cfg.model_sha256 = run.copy_model_file(cfg.model)
         trust.trust_hash(cfg.model_sha256)  # the user trained with it
     run.check_writable(FIGURES)  # before training, not after it
     run.write_json(CONFIG, cfg.to_dict())
-    result = fit(pair, None, ds, cfg.train, checkpointer)
+    live = monitor.Monitor(run, cfg, ds, checkpointer.resume, tensorboard)
+    try:
+        result = fit(pair, None, ds, cfg.train, checkpointer, on_epoch=live)
+    finally:
+        live.close()
+    live.close(result.history)  # history.jsonl committed as metrics.json's history
     job = Run(result, final_metrics(result, ds), ds, cfg, run.path)
     run.write_json(METRICS, job.metrics)
     with run.staged() as path_for:  # every figure by rename, one manifest write
