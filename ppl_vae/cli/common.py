@@ -151,6 +151,26 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         help="also checkpoint every N steps inside an epoch, so a crash loses at most N "
         "steps (default: at epoch ends only)",
     )
+    g.add_argument(
+        "--early-stopping",
+        action=Given,
+        type=validate.parse_value,
+        default=d.early_stopping,
+        metavar="true|false",
+        help="hold out a fixed 10%% of the training rows, stop after --patience epochs "
+        "without a better validation ELBO and keep the best epoch's weights",
+    )
+    g.add_argument(
+        "--patience", action=Given, type=int, default=d.patience, help="epochs without gain"
+    )
+    g.add_argument(
+        "--tolerance",
+        action=Given,
+        type=float,
+        default=d.tolerance,
+        help="full-batch deterministic losses: stop once the relative change of the loss "
+        "stays below this for --patience epochs (0: off)",
+    )
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     g.add_argument(
         "--no-jit",

@@ -101,6 +101,41 @@ class Dataset:
         return self.x_train
 
 
+#: The validation split of early stopping: this fraction of the training rows (at least
+#: one, and at least one left to train on), drawn by a generator of its own with this
+#: seed, so the same data always gives the same split whatever the training seed.
+VALIDATION_FRACTION = 0.1
+VALIDATION_SEED = 20170301
+
+
+def validation_split(
+    ds: Dataset, fraction: float = VALIDATION_FRACTION, seed: int = VALIDATION_SEED
+) -> tuple[Dataset, tuple[torch.Tensor, torch.Tensor | None]]:
+    """``(training data without the validation rows, (x_val, y_val))``: a random
+    ``fraction`` of the training rows (never the test set), in their original order.
+
+    Example::
+
+        >>> ds = Dataset("toy", torch.arange(20.).reshape(10, 2), torch.zeros(2, 2))
+        >>> rest, (x_val, _) = validation_split(ds)
+        >>> rest.x_train.shape[0], x_val.shape[0]
+        (9, 1)
+    """
+    n = ds.x_train.shape[0]
+    if n < 2:
+        raise UserError("early stopping needs at least 2 training rows to hold one out")
+    size = min(n - 1, max(1, round(n * fraction)))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    held = order[:size].sort().values.to(ds.x_train.device)
+    kept = order[size:].sort().values.to(ds.x_train.device)
+
+    def rows(t: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor | None:
+        return None if t is None else t[idx]
+
+    rest = replace(ds, x_train=ds.x_train[kept], y_train=rows(ds.y_train, kept))
+    return rest, (ds.x_train[held], rows(ds.y_train, held))
+
+
 def bernoulli_draw(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One binary draw :math:`b \\sim \\mathrm{Bernoulli}(x)` per pixel, drawn on the
     generator's device (the CPU without one) and compared where ``x`` lies."""

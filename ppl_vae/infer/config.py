@@ -83,6 +83,16 @@ class TrainConfig:
     #: results without Pyro's per-step Python work. Programs that cannot be traced, and
     #: the capacity and tcvae objectives (their settings change every step), run eagerly.
     jit: bool = True
+    #: Training until converged. ``early_stopping``: carve a validation split from the
+    #: training rows (:func:`ppl_vae.data.dataset.validation_split`: a fixed 10%, fixed
+    #: seed; never the test set), score its ELBO each epoch, stop after ``patience``
+    #: epochs without improvement and keep (restore) the best epoch's weights.
+    early_stopping: bool = False
+    patience: int = 10
+    #: For a full-batch deterministic objective: stop once the relative change of the
+    #: epoch's loss, ``|L_{t-1} - L_t| / |L_t|``, stays below ``tolerance`` (0: off) for
+    #: ``patience`` epochs in a row.
+    tolerance: float = 0.0
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
@@ -97,6 +107,11 @@ class TrainConfig:
         validate.train_fields(dataclasses.asdict(self))
         if not isinstance(self.jit, bool):
             raise UserError(f"jit must be true or false, got {self.jit!r}")
+        if not isinstance(self.early_stopping, bool):
+            raise UserError(f"early_stopping must be true or false, got {self.early_stopping!r}")
+        validate.integer("patience", self.patience, 1, validate.MAX_EPOCHS)
+        if validate.real("tolerance", self.tolerance, positive=False, high=1.0) < 0:
+            raise UserError(f"--tolerance must be 0 (off) or positive, got {self.tolerance}")
         if self.schedule_epochs is not None:
             validate.integer("schedule_epochs", self.schedule_epochs, 1, validate.MAX_EPOCHS)
         choices = {

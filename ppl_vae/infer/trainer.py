@@ -45,12 +45,12 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ppl_vae.data.dataset import Dataset, minibatches, shuffle_generator
+from ppl_vae.data.dataset import Dataset, minibatches, shuffle_generator, validation_split
 from ppl_vae.errors import UserError
 from ppl_vae.infer import distributed, schedules
 from ppl_vae.infer.config import OBJECTIVES, TrainConfig
 from ppl_vae.infer.objective import Objective
-from ppl_vae.measure.metrics import epoch_record
+from ppl_vae.measure.metrics import STOP_REASONS, epoch_record
 from ppl_vae.programs import Program, Programs, owner_of
 
 LOG_EVERY = 50  # steps between reads of the running loss (progress bar, NaN check)
@@ -82,10 +82,29 @@ class FitResult:
     #: How the loss ran: ``traced`` (:mod:`ppl_vae.infer.jit`); ``off`` (not asked, or ``off:
     #: <why>`` for an objective that cannot be traced); ``eager: <why the trace failed>``.
     jit: str = "off"
+    #: With early stopping, the best epoch so far: ``{"epoch", "value"`` (its validation
+    #: ELBO) ``, "module"`` (its weights, a state dict kept in memory)``}``.
+    best: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def last(self) -> dict[str, Any]:
         return self.history[-1] if self.history else {}
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The record of the weights the result holds: the best epoch's (early stopping
+        restored it), with the last record's ``stopped``; else the last record."""
+        last = self.last
+        best = last.get("best_epoch")
+        if isinstance(best, int) and best != last.get("epoch") and 1 <= best <= len(self.history):
+            return {**self.history[best - 1], "stopped": last["stopped"], "best_epoch": best}
+        return last
+
+    @property
+    def final_step(self) -> int:
+        """The optimizer step the held weights were trained to (:attr:`final`'s)."""
+        last, final = self.last, self.final
+        return final["step"] if last and final is not last else self.step
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -225,6 +244,9 @@ def fit(
     move_programs(model, guide, device)
     data = data.to(device)
     check_data(model, guide, data)
+    validation = None
+    if config.early_stopping:  # a fixed slice of the training rows, never the test set
+        data, validation = validation_split(data)
     if pair is None:
         pair = Programs(model, guide, example_batch(data))
     pair.to(device)
@@ -250,6 +272,10 @@ def fit(
         position, resumed_running = restore(result, shuffle, state, device)
 
     start_epoch = len(result.history)
+    if result.last.get("stopped") not in (None, STOP_REASONS[0]):
+        start_epoch = config.epochs  # converged or stopped early: a resume trains no more
+    elif start_epoch < config.epochs and result.history:
+        result.last["stopped"] = None  # resumed with more epochs: it goes on after all
     bar = tqdm(
         total=max(0, (config.epochs - start_epoch) * steps_per_epoch - position),
         disable=not config.progress or not distributed.is_main(),
@@ -304,29 +330,80 @@ def fit(
                     raise UserError(
                         f"training diverged in epoch {len(result.history) + 1}; lower --lr"
                     )
-                record = epoch_record(pair, data, config, len(result.history) + 1, result.step)
+                epoch = len(result.history) + 1
+                record = epoch_record(pair, data, config, epoch, result.step, validation)
                 record.update(beta=beta, train_objective=total / n)
                 if hasattr(elbo, "epoch_state"):
                     record.update(elbo.epoch_state(result.step))
+                record.update(stopping(result, record, config))
                 result.history.append(record)
                 bar.set_postfix(test_elbo=f"{result.last['test_elbo']:.2f}", beta=f"{beta:.3g}")
                 if checkpointer is not None:
                     checkpointer.save(checkpoint_record(result, shuffle.get_state()))
                 if on_epoch is not None:
                     on_epoch(record, result)
+                if record["stopped"] is not None:
+                    break
     finally:
         bar.close()
+    if result.best is not None and result.best["epoch"] != result.last.get("epoch"):
+        restore_best(result, checkpointer, shuffle)
     distributed.check_in_sync(pair)
     result.jit = jit_status(config, loss_fn.traced)
     return result
+
+
+def stopping(result: FitResult, record: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
+    """``stopped`` and ``best_epoch`` of a new epoch ``record`` (see
+    :data:`~ppl_vae.measure.metrics.STOP_REASONS`); keeps the best weights in
+    ``result.best`` when early stopping. Everything it reads is in the history or in
+    ``result.best``, which the checkpoint carries, so a resumed run stops where an
+    uninterrupted one does."""
+    epoch, reason = record["epoch"], None
+    if config.early_stopping:
+        value = record["val_elbo"]
+        if result.best is None or value > result.best["value"]:
+            state = result.pair.state_dict()
+            result.best = {
+                "epoch": epoch,
+                "value": value,
+                "module": {k: v.detach().clone() for k, v in state.items()},
+            }
+        if epoch - result.best["epoch"] >= config.patience:
+            reason = STOP_REASONS[2].format(patience=config.patience)
+    if config.tolerance > 0 and reason is None:
+        losses = [r["train_objective"] for r in result.history[-config.patience :]]
+        losses.append(record["train_objective"])
+        changes = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses, losses[1:])]
+        if len(changes) == config.patience and max(changes) < config.tolerance:
+            reason = STOP_REASONS[1]
+    if reason is None and epoch >= config.epochs:
+        reason = STOP_REASONS[0]
+    best = result.best["epoch"] if result.best is not None else epoch
+    return {"stopped": reason, "best_epoch": best}
+
+
+def restore_best(
+    result: FitResult, checkpointer: Checkpointer | None, shuffle: torch.Generator
+) -> None:
+    """Put the best epoch's weights back in the pair. The checkpoint then holds them as
+    its ``module`` (what a run presents) and the last weights as ``train_module`` (what a
+    resumed run with more epochs trains on from)."""
+    last = {k: v.detach().clone() for k, v in result.pair.state_dict().items()}
+    result.pair.load_state_dict(result.best["module"])
+    if checkpointer is not None:
+        record = checkpoint_record(result, shuffle.get_state())
+        record["train_module"] = last
+        checkpointer.save(record)
 
 
 def restore(result: FitResult, shuffle: torch.Generator, state: dict, device) -> tuple:
     """Put a :func:`checkpoint_record` back: weights, optimizer, history, random streams.
     Returns the position in the epoch and the epoch's running loss (for a mid-epoch one)."""
     try:
-        result.pair.load_state_dict(state["module"])
+        result.pair.load_state_dict(state.get("train_module", state["module"]))
         result.optimizer.load_state_dict(state["optimizer"])
+        result.best = state.get("best")
         result.history, result.step = state["history"], state["step"]
         result.seconds = state["seconds"]
         position = int(state.get("position", 0))
@@ -391,6 +468,8 @@ def checkpoint_record(
         "optimizer": result.optimizer.state_dict(),
         "rng": rng,
     }
+    if result.best is not None:
+        record["best"] = result.best
     if running is not None:
         record["running"] = distributed.sum_across(running).detach().reshape(1)
     return record

@@ -77,9 +77,18 @@ def evaluate(
     y: torch.Tensor | None = None,
     batch_size: int = 1000,
     seed: int = 0,
+    draws: int = 1,
 ) -> dict:
-    """Mean per-example ``elbo``, ``distortion``, ``rate``, ``kl_per_dim``, ``active_units``
-    and ``recon_mse`` (squared error summed over pixels) of the pair on ``x``.
+    r"""Mean per-example ``elbo``, ``distortion``, ``rate``, ``kl_per_dim``, ``active_units``
+    and ``recon_mse`` (squared error summed over pixels) of the pair on ``x``, with the
+    standard errors of the first three over the examples (``elbo_stderr``,
+    ``distortion_stderr``, ``rate_stderr``: the sample standard deviation of the
+    per-example values over :math:`\sqrt n`; None for one example).
+
+    ``draws`` averages each example's ELBO, rate and distortion over that many draws of
+    the guide before the mean and standard error are taken (the codes, active units and
+    reconstructions are the first draw's), so the standard error is that of the
+    per-example figures rather than of one noisy draw of each.
 
     ``rate``, ``kl_per_dim`` and ``active_units`` are ``None`` for a pair whose model masks
     out its latent prior (the deterministic autoencoders); its ``elbo`` is then the
@@ -94,11 +103,18 @@ def evaluate(
         for k, args in distributed.my_batches(batches(x, y, pair, batch_size)):
             with seeded(distributed.batch_seed(seed, k), x.device):
                 t, z, recon = traces.measure(pair, args)
-                part = {
-                    "distortion": (-t["log_lik"]).sum(0),
-                    "rate": sum(t[f"kl/{n}"] for n in pair.latent_sites).sum(0),
-                }
+                distortion = -t["log_lik"].double()
+                rate = sum(t[f"kl/{n}"] for n in pair.latent_sites).double()
                 dims = [t[f"kl_dims/{n}"] for n in pair.latent_sites]
+                for _ in range(draws - 1):  # more draws of the same examples
+                    more = traces.terms(pair, args)
+                    distortion = distortion - more["log_lik"].double()
+                    rate = rate + sum(more[f"kl/{n}"] for n in pair.latent_sites).double()
+                distortion, rate = distortion / draws, rate / draws
+                elbo = -(distortion + rate)
+                part = {"distortion": distortion.sum(0), "rate": rate.sum(0)}
+                for key, value in (("elbo", elbo), ("distortion", distortion), ("rate", rate)):
+                    part[f"{key}_sq"] = value.pow(2).sum(0)
                 if all(d is not None for d in dims):
                     part["kl_per_dim"] = torch.cat(dims, -1).sum(0)
                 part["codes"] = z
@@ -115,10 +131,18 @@ def evaluate(
     n = x.shape[0]
     out = {k: v / n for k, v in sums.items()}
     has_prior = pair.has_prior
+    means = {
+        "elbo": -(out["distortion"] + out["rate"]),
+        "distortion": out["distortion"],
+        "rate": out["rate"],
+    }
     result = {
-        "elbo": float(-(out["distortion"] + out["rate"])),
-        "distortion": float(out["distortion"]),
-        "rate": float(out["rate"]) if has_prior else None,
+        "elbo": float(means["elbo"]),
+        "elbo_stderr": stderr(means["elbo"], out["elbo_sq"], n),
+        "distortion": float(means["distortion"]),
+        "distortion_stderr": stderr(means["distortion"], out["distortion_sq"], n),
+        "rate": float(means["rate"]) if has_prior else None,
+        "rate_stderr": stderr(means["rate"], out["rate_sq"], n) if has_prior else None,
         "kl_per_dim": out["kl_per_dim"].tolist() if has_prior and per_dim_ok else None,
         "active_units": None,
         "recon_mse": float(out["recon_mse"]),
@@ -128,6 +152,15 @@ def evaluate(
         variance = codes.var(0) if n > 1 else torch.zeros_like(codes[0])
         result["active_units"] = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
     return result
+
+
+def stderr(mean: torch.Tensor, mean_sq: torch.Tensor, n: int) -> float | None:
+    r"""The standard error of a mean over ``n`` examples from the mean of the values and of
+    their squares: :math:`\sqrt{s^2 / n}` with the unbiased sample variance :math:`s^2`."""
+    if n < 2:
+        return None
+    variance = (float(mean_sq) - float(mean) ** 2) * n / (n - 1)
+    return math.sqrt(max(variance, 0.0) / n)
 
 
 #: Each epoch scores as many training examples as the test set holds, at least
@@ -148,22 +181,41 @@ EPOCH_RECORD = {
     "train_elbo": "ELBO per example on the training rows scored each epoch",
     "train_rate": "rate on those training rows",
     "train_distortion": "distortion on those training rows",
-    "test_elbo": "ELBO per example on the test set, at beta = 1",
+    "val_elbo": "ELBO per example on the validation rows (None without early stopping)",
+    "test_elbo": "ELBO per example on the test set, at beta = 1, each example's averaged "
+    "over TEST_DRAWS draws of the guide",
+    "test_elbo_stderr": "standard error of test_elbo over the test examples",
     "rate": "KL(q(z|x) || p(z)) per example (the log prior density where no KL applies)",
+    "rate_stderr": "standard error of rate over the test examples",
     "distortion": "-log p(x|z) per example",
+    "distortion_stderr": "standard error of distortion over the test examples",
     "kl_per_dim": "rate per latent dimension",
     "active_units": "latent dimensions whose posterior mean varies over x",
     "test_recon_mse": "squared reconstruction error per example, summed over pixels",
+    "stopped": "why training stopped after this epoch (STOP_REASONS), None while it went on",
+    "best_epoch": "the epoch whose weights the run keeps (the best on validation with "
+    "early stopping, else the last)",
 }
+#: Why training stopped (``stopped``): the epochs ran out; the relative change of a
+#: full-batch deterministic loss fell below ``tolerance``; the validation ELBO did not
+#: improve for ``patience`` epochs (``"no improvement for N epochs"``).
+STOP_REASONS = ("epochs reached", "converged", "no improvement for {patience} epochs")
+#: Draws of the guide averaged per test example in each epoch record.
+TEST_DRAWS = 4
 #: The figures of ``metrics.json`` read from the last epoch record under the same names.
 FINAL_METRICS = (
     "train_elbo",
     "test_elbo",
+    "test_elbo_stderr",
     "test_recon_mse",
     "rate",
+    "rate_stderr",
     "distortion",
+    "distortion_stderr",
     "kl_per_dim",
     "active_units",
+    "stopped",
+    "best_epoch",
 )
 
 
@@ -173,11 +225,17 @@ def train_eval_size(data) -> int:
     return min(data.x_train.shape[0], wanted, TRAIN_EVAL_LIMIT)
 
 
-def epoch_record(pair: Programs, data, config, epoch: int, step: int) -> dict:
-    """:data:`EPOCH_RECORD` of the pair at beta = 1: the test set and the first
-    :func:`train_eval_size` examples of the training set (``config`` gives the seed and
-    the evaluation batch size); ``beta`` and ``train_objective`` are the trainer's."""
-    test = evaluate(pair, data.x_test, data.y_test, config.eval_batch_size, seed=config.seed)
+def epoch_record(
+    pair: Programs, data, config, epoch: int, step: int, validation: tuple | None = None
+) -> dict:
+    """:data:`EPOCH_RECORD` of the pair at beta = 1: the test set (:data:`TEST_DRAWS`
+    draws per example), the first :func:`train_eval_size` examples of the training set
+    and, given ``validation`` = ``(x_val, y_val)``, the validation rows (``config`` gives
+    the seed and the evaluation batch size); ``beta``, ``train_objective``, ``stopped``
+    and ``best_epoch`` are the trainer's."""
+    size, seed = config.eval_batch_size, config.seed
+    test = evaluate(pair, data.x_test, data.y_test, size, seed=seed, draws=TEST_DRAWS)
+    val = evaluate(pair, *validation, size, seed=seed)["elbo"] if validation else None
     n = train_eval_size(data)
     y_train = data.y_train[:n] if data.y_train is not None else None
     train = evaluate(pair, data.x_train[:n], y_train, config.eval_batch_size, config.seed)
@@ -189,10 +247,16 @@ def epoch_record(pair: Programs, data, config, epoch: int, step: int) -> dict:
         "train_elbo": train["elbo"],
         "train_rate": train["rate"],
         "train_distortion": train["distortion"],
+        "val_elbo": val,
         "test_elbo": test["elbo"],
+        "test_elbo_stderr": test["elbo_stderr"],
         "rate": test["rate"],
+        "rate_stderr": test["rate_stderr"],
         "distortion": test["distortion"],
+        "distortion_stderr": test["distortion_stderr"],
         "kl_per_dim": test["kl_per_dim"],
         "active_units": test["active_units"],
         "test_recon_mse": test["recon_mse"],
+        "stopped": None,
+        "best_epoch": epoch,
     }

@@ -229,8 +229,8 @@ def final_evaluation(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
     number for number, rather than computed again. Without such a record (no epoch
     trained, a record from an older version) the pair is evaluated here the way the
     trainer does it each epoch."""
-    last = result.history[-1] if result.history else {}
-    if last.get("step") != result.step or any(key not in last for key in FINAL_METRICS):
+    last = result.final  # the best epoch's record where early stopping restored it
+    if last.get("step") != result.final_step or any(key not in last for key in FINAL_METRICS):
         last = epoch_record(result.pair, ds, result.config, len(result.history), result.step)
     return {key: last[key] for key in FINAL_METRICS}
 

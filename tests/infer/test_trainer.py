@@ -9,7 +9,7 @@ import torch
 
 from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
-from ppl_vae.measure.metrics import FINAL_METRICS, evaluate
+from ppl_vae.measure.metrics import FINAL_METRICS, TEST_DRAWS, evaluate
 from ppl_vae.runs import checkpoint
 from ppl_vae.runs.build import load_run
 from ppl_vae.runs.config import RunConfig
@@ -52,7 +52,7 @@ def test_checkpoint_round_trip_reproduces_the_test_elbo_exactly(tmp_path):
     job = train_run(config(epochs=2), out=tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     pair, ds, cfg = load_run(tmp_path / "run")
-    again = evaluate(pair, ds.x_test, seed=cfg.train.seed)
+    again = evaluate(pair, ds.x_test, seed=cfg.train.seed, draws=TEST_DRAWS)
     assert again["elbo"] == saved["test_elbo"] == job.metrics["test_elbo"]
     assert again["recon_mse"] == saved["test_recon_mse"]
     for k, v in weights(job.pair).items():
@@ -64,7 +64,7 @@ def test_final_metrics_are_the_last_records_and_a_fresh_evaluation_agrees():
     last = job.metrics["history"][-1]
     for key in FINAL_METRICS:
         assert job.metrics[key] == last[key], key
-    fresh = evaluate(job.pair, job.dataset.x_test, seed=job.config.train.seed)
+    fresh = evaluate(job.pair, job.dataset.x_test, seed=job.config.train.seed, draws=TEST_DRAWS)
     assert (fresh["elbo"], fresh["recon_mse"]) == (last["test_elbo"], last["test_recon_mse"])
     for key in ("rate", "distortion", "kl_per_dim", "active_units"):
         assert fresh[key] == last[key], key
@@ -73,7 +73,8 @@ def test_final_metrics_are_the_last_records_and_a_fresh_evaluation_agrees():
     for history in ([], [dict(last, step=last["step"] - 1)]):
         job.fit.history = history
         again = final_metrics(job.fit, job.dataset)
-        assert {k: again[k] for k in FINAL_METRICS} == {k: last[k] for k in FINAL_METRICS}
+        measured = [k for k in FINAL_METRICS if k not in ("stopped", "best_epoch")]
+        assert {k: again[k] for k in measured} == {k: last[k] for k in measured}
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -113,20 +114,21 @@ def test_bad_training_settings(field, value):
 
 
 #: A short run's numbers as the flat package of the last round gave them (same seed, same
-#: CPU stream): the layout move changed no number. (step, test ELBO, training objective)
-#: per epoch; the tolerance allows another CPU's last-bit rounding, nothing more.
+#: CPU stream): the layout move changed no number; the test ELBO averages TEST_DRAWS draws
+#: per example since issue 19 (the training objectives are unchanged). (step, test ELBO,
+#: training objective) per epoch; the tolerance allows another CPU's last-bit rounding.
 PINNED = {
     "elbo": [
-        (45, -29.194717407226562, 32.91275226165623),
-        (90, -28.049509048461914, 28.39468619519833),
+        (45, -29.140759074853523, 32.91275226165623),
+        (90, -28.02618325675527, 28.39468619519833),
     ],
     "capacity": [
-        (45, -29.291208267211914, 48.82724969554628),
-        (90, -28.506948471069336, 52.96794537230341),
+        (45, -29.251866063517003, 48.82724969554628),
+        (90, -28.555311297211382, 52.96794537230341),
     ],
     "tcvae": [
-        (45, -29.19377326965332, 47.45570198329854),
-        (90, -28.050981521606445, 42.93693186760613),
+        (45, -29.14042038048307, 47.45570198329854),
+        (90, -28.029262404976826, 42.93693186760613),
     ],
 }
 

@@ -1,0 +1,103 @@
+"""Training until converged: the validation split, early stopping with patience and the best
+weights restored, the tolerance of full-batch deterministic losses, resuming them exactly;
+pca's defaults against scikit-learn on data and splits the suite never tuned on."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA as SkPCA
+
+from ppl_vae.cli import main
+from ppl_vae.data.dataset import VALIDATION_FRACTION, Dataset, validation_split
+from ppl_vae.errors import UserError
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.measure.metrics import STOP_REASONS, evaluate
+from ppl_vae.runs.config import RunConfig
+from ppl_vae.runs.train import train_run
+
+
+def low_rank(seed: int, n: int = 400, width: int = 12, rank: int = 3) -> np.ndarray:
+    """Rows near a ``rank``-dimensional subspace, with a spread of eigenvalues."""
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(rank, width)) * np.linspace(3, 1, rank)[:, None]
+    return rng.normal(size=(n, rank)) @ basis + 0.3 * rng.normal(size=(n, width)) + 2.0
+
+
+def test_the_validation_split_is_fixed_and_leaves_the_test_set_alone():
+    x = torch.arange(200.0).reshape(100, 2)
+    ds = Dataset("toy", x, -x[:7], y_train=torch.arange(100))
+    rest, (x_val, y_val) = validation_split(ds)
+    again, (x_val2, _) = validation_split(ds)
+    assert x_val.shape[0] == round(100 * VALIDATION_FRACTION) and torch.equal(x_val, x_val2)
+    assert rest.x_train.shape[0] + x_val.shape[0] == 100
+    assert torch.equal(rest.x_test, ds.x_test)
+    kept = set(rest.y_train.tolist())
+    assert kept.isdisjoint(y_val.tolist()) and kept | set(y_val.tolist()) == set(range(100))
+    assert torch.equal(x_val[:, 0] / 2, y_val.float())  # rows keep their labels
+    with pytest.raises(UserError):
+        validation_split(Dataset("one", x[:1], x[:1]))
+
+
+def vae_run(tmp_path, **train) -> RunConfig:
+    cfg = TrainConfig(progress=False, device="cpu", early_stopping=True, **train)
+    return RunConfig(model="vae", model_args={"latent_dim": 2, "hidden": [16]}, train=cfg)
+
+
+def test_early_stopping_stops_on_the_validation_elbo_and_restores_the_best(tmp_path):
+    # A large lr overfits the digits fast; patience 1 stops at the first epoch without gain.
+    job = train_run(vae_run(tmp_path, epochs=30, patience=1, lr=0.02), out=tmp_path / "r")
+    history = job.metrics["history"]
+    last = history[-1]
+    assert last["stopped"] == STOP_REASONS[2].format(patience=1)
+    assert len(history) < 30 and all(r["stopped"] is None for r in history[:-1])
+    best = last["best_epoch"]
+    values = [r["val_elbo"] for r in history]
+    assert values[best - 1] == max(values) and len(history) - best == 1
+    # The run presents the best epoch's weights and figures, and says why it stopped.
+    saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert saved["stopped"] == last["stopped"] and saved["best_epoch"] == best
+    assert saved["test_elbo"] == history[best - 1]["test_elbo"]
+    x_val = validation_split(job.dataset)[1][0]
+    assert evaluate(job.pair, x_val, seed=0)["elbo"] == pytest.approx(values[best - 1])
+
+
+def test_an_early_stopped_run_resumes_exactly(tmp_path):
+    straight = train_run(vae_run(tmp_path, epochs=6, patience=2, lr=0.02), out=tmp_path / "a")
+    train_run(vae_run(tmp_path, epochs=2, patience=2, lr=0.02), out=tmp_path / "b")
+    resumed = train_run(
+        vae_run(tmp_path, epochs=6, patience=2, lr=0.02), out=tmp_path / "b", resume=True
+    )
+    assert resumed.metrics["history"] == straight.metrics["history"]
+    for key in ("test_elbo", "stopped", "best_epoch"):
+        assert resumed.metrics[key] == straight.metrics[key]
+    for a, b in zip(straight.pair.parameters(), resumed.pair.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("bad", [{"patience": 0}, {"tolerance": -1e-3}, {"early_stopping": 1}])
+def test_stopping_options_are_checked(bad):
+    with pytest.raises(UserError):
+        TrainConfig(**bad).validate()
+
+
+@pytest.mark.parametrize("seed,rank", [(11, 2), (12, 3), (13, 4)])
+def test_pca_with_no_flag_matches_sklearn_on_unseen_data(tmp_path, monkeypatch, seed, rank):
+    """`ppl-vae train pca --latent-dim d --data mine.npz` from a fresh folder: the test error
+    within 0.5% of scikit-learn's PCA, on data and splits no default was tuned on."""
+    x = low_rank(seed, rank=rank + 1).astype(np.float32)
+    perm = np.random.default_rng(seed).permutation(len(x))
+    x_train, x_test = x[perm[:300]], x[perm[300:]]
+    monkeypatch.chdir(tmp_path)
+    np.savez("mine.npz", x_train=x_train, x_test=x_test)
+    args = ["train", "pca", "--data", "mine.npz", "--latent-dim", str(rank), "--seed", str(seed)]
+    assert main([*args, "--out", "run", "--no-progress"]) == 0
+    metrics = json.loads(open(os.path.join("run", "metrics.json")).read())
+    sk = SkPCA(n_components=rank).fit(x_train)
+    sk_mse = float(((sk.inverse_transform(sk.transform(x_test)) - x_test) ** 2).sum(1).mean())
+    assert metrics["test_recon_mse"] == pytest.approx(sk_mse, rel=0.005)
+    assert metrics["stopped"] == STOP_REASONS[1]  # converged, not out of epochs
