@@ -3,10 +3,12 @@
 Writes ``DIR/evaluation.json`` (atomically) with, for ``--split test`` (the default),
 ``test_elbo``, ``test_log_likelihood`` (the importance-weighted estimate of the mean
 :math:`\\log p(x)` per example with ``--iwae-samples K`` draws, in nats),
-``test_log_likelihood_se`` (its standard error over examples), ``rate``, ``distortion``,
-``active_units``, ``kl_per_dim``, ``recon_mse``, ``iwae_samples``, ``split``, ``examples``,
+each beside its standard error over examples (``test_elbo_stderr``,
+``test_log_likelihood_stderr``; the ELBO averaged over several draws per example),
+``rate``, ``distortion`` (with ``rate_stderr``, ``distortion_stderr``), ``active_units``,
+``kl_per_dim``, ``recon_mse``, ``iwae_samples``, ``elbo_draws``, ``split``, ``examples``,
 ``seed`` and ``seconds``. With ``--split train`` the two split-specific keys are named
-``train_elbo`` and ``train_log_likelihood`` (and ``..._se``), and the diagnostics are on
+``train_elbo`` and ``train_log_likelihood`` (and ``..._stderr``), and the diagnostics are on
 the training set. ``DIR/evaluation-train.json`` keeps the train split apart from the
 test record, so the two never overwrite each other.
 

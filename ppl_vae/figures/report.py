@@ -130,6 +130,49 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+STDERR = "_stderr"  # ``<key>_stderr`` beside ``<key>`` is the standard error of its estimate
+
+
+def plus_minus(value: float, stderr: float | None) -> str:
+    """``value ± stderr`` with the value rounded to the standard error's precision (one
+    significant digit of the error, two when it starts with a 1), as physicists write it.
+
+    >>> plus_minus(-104.2271, 0.41)
+    '-104.2 ± 0.4'
+    >>> plus_minus(3.14159, 0.0123)
+    '3.142 ± 0.012'
+    >>> plus_minus(2.5, None)
+    '2.5'
+    """
+    ok = isinstance(stderr, int | float) and not isinstance(stderr, bool)
+    if not ok or not math.isfinite(stderr) or stderr <= 0 or not math.isfinite(value):
+        return fmt(value)
+    digits = -math.floor(math.log10(stderr))
+    if round(stderr * 10**digits) == 1:  # a leading 1 keeps a second digit
+        digits += 1
+    digits = max(digits, 0)
+    return f"{value:.{digits}f} ± {stderr:.{digits}f}"
+
+
+def with_errors(pairs: list[tuple[str, Any]]) -> list[tuple[str, Any, Any]]:
+    """``(key, value, stderr)`` rows of ``(key, value)`` pairs: a ``<key>_stderr`` that sits
+    beside its ``<key>`` is folded into that row (and not listed alone)."""
+    values = dict(pairs)
+    folded = {
+        k
+        for k in values
+        if k.endswith(STDERR) and isinstance(values.get(k[: -len(STDERR)]), int | float)
+    }
+    return [(k, v, values.get(k + STDERR)) for k, v in pairs if k not in folded]
+
+
+def cell(value: Any, stderr: Any = None) -> str:
+    """A table cell; a number with a standard error reads ``value ± stderr``."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and stderr is not None:
+        return plus_minus(value, stderr)
+    return fmt(value)
+
+
 def is_cell(value: Any) -> bool:
     """Scalars and short lists of numbers go in a table; anything bigger does not."""
     if isinstance(value, str | int | float | bool) or value is None:
@@ -182,11 +225,12 @@ def record_table(rows: list[dict]) -> str:
 
 def table(obj: Any) -> str:
     rows = []
-    for key, value in flatten(obj):
+    for key, value, stderr in with_errors(list(flatten(obj))):
         cls = (
             ' class="num"' if isinstance(value, int | float) and not isinstance(value, bool) else ""
         )
-        rows.append(f"<tr><th>{html.escape(key)}</th><td{cls}>{html.escape(fmt(value))}</td></tr>")
+        text = html.escape(cell(value, stderr))
+        rows.append(f"<tr><th>{html.escape(key)}</th><td{cls}>{text}</td></tr>")
     return "<table>\n" + "\n".join(rows) + "\n</table>" if rows else "<p>(no scalar values)</p>"
 
 
@@ -252,15 +296,18 @@ def summary_line(config: Any) -> str:
 
 
 def headline(*sources: Any) -> str:
-    """The headline numbers as a row of cards; the first source with a key wins."""
+    """The headline numbers as a row of cards; the first source with a key wins, and a
+    standard error it holds beside the key is shown with it (``-104.2 ± 0.4``)."""
     cards = []
     for key, label, note in HEADLINE:
-        value = next((s[key] for s in sources if isinstance(s, dict) and key in s), None)
+        source = next((s for s in sources if isinstance(s, dict) and key in s), {})
+        value = source.get(key)
         if not isinstance(value, int | float) or isinstance(value, bool):
             continue
+        shown = cell(value, source.get(key + STDERR))
         cards.append(
             f'<div class="card"><div class="label">{html.escape(label)}</div>'
-            f'<div class="value">{html.escape(fmt(value))}</div>'
+            f'<div class="value">{html.escape(shown)}</div>'
             f'<div class="note">{html.escape(note)}</div></div>'
         )
     return f'<div class="headline">{"".join(cards)}</div>' if cards else ""

@@ -11,7 +11,10 @@ comparison reports
 - ``code_sparsity``: the fraction of test code entries with
   :math:`|h_i| <` :data:`SPARSITY_THRESHOLD` (:math:`10^{-2}`), codes being the
   posterior means;
-- ``latent_dim``, ``parameters`` and training ``seconds``.
+- ``latent_dim``, ``parameters`` and training ``seconds``;
+- beside each estimate its standard error over the test examples
+  (``test_elbo_stderr``, ``test_log_likelihood_stderr``): its own CSV column, and
+  ``-104.2 ± 0.4`` in the Markdown table.
 
 :func:`write` turns the result into ``comparison.csv``, ``comparison.md`` and
 ``comparison.png`` (the same test images reconstructed by every model, one row each).
@@ -64,7 +67,9 @@ COLUMNS = (
     "model",
     "test_recon_mse",
     "test_elbo",
+    "test_elbo_stderr",
     "test_log_likelihood",
+    "test_log_likelihood_stderr",
     "code_sparsity",
     "latent_dim",
     "parameters",
@@ -219,17 +224,21 @@ def summarise(name: str, job: Run, iwae_samples: int | None = None) -> dict[str,
     pair, m = job.pair, job.metrics
     pair.eval()
     codes = test_codes(pair, job.dataset)
-    log_p = None
+    log_p = log_p_se = None
     if iwae_samples and pair.has_prior and not pair.point_mass:
         from ppl_vae.measure.importance import iw_log_likelihood
 
         ds, seed = job.dataset, job.config.train.seed
-        log_p = float(iw_log_likelihood(pair, ds.x_test, ds.y_test, iwae_samples, seed=seed).mean())
+        ll = iw_log_likelihood(pair, ds.x_test, ds.y_test, iwae_samples, seed=seed)
+        log_p = float(ll.mean())
+        log_p_se = float(ll.std() / math.sqrt(len(ll))) if len(ll) > 1 else None
     return {
         "model": name,
         "test_recon_mse": m["test_recon_mse"],
         "test_elbo": m["test_elbo"] if pair.has_prior else None,
+        "test_elbo_stderr": m.get("test_elbo_stderr") if pair.has_prior else None,
         "test_log_likelihood": log_p,
+        "test_log_likelihood_stderr": log_p_se,
         "code_sparsity": code_sparsity(codes),
         "latent_dim": pair.latent_dim,
         "parameters": m["parameters"],
@@ -264,9 +273,17 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def _cell(key: str, value: Any) -> str:
+#: The Markdown table's columns: each ``<key>_stderr`` is shown inside its ``<key>``'s cell.
+SHOWN = tuple(k for k in COLUMNS if not k.endswith("_stderr"))
+
+
+def _cell(key: str, value: Any, stderr: Any = None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
+    if stderr is not None:
+        from ppl_vae.figures.report import plus_minus
+
+        return plus_minus(value, stderr)
     if key in ("test_recon_mse", "test_elbo", "test_log_likelihood"):
         return f"{value:.3f}"
     if key == "code_sparsity":
@@ -290,7 +307,8 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        lines.append("| " + " | ".join(_cell(k, row[k]) for k in COLUMNS) + " |")
+        cells = (_cell(k, row[k], row.get(f"{k}_stderr")) for k in SHOWN)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -309,6 +327,8 @@ def write_markdown(result: Comparison, path: Path, figure: Path | None = None) -
     lines += [
         table(result.rows),
         "",
+        "- value ± standard error over the test examples (comparison.csv has each in its own "
+        "column).",
         "- test recon MSE: squared error per test example, summed over pixels, of the "
         "decoder mean at the posterior mean code.",
         "- test log p(x), IW: the importance-weighted estimate (--iwae-samples K) for models "

@@ -16,7 +16,7 @@ from PIL import Image
 from ppl_vae import cli
 from ppl_vae.errors import UserError
 from ppl_vae.figures import images as plots
-from ppl_vae.figures.report import REPORT, render, write_report
+from ppl_vae.figures.report import REPORT, plus_minus, render, write_report
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.runs.config import RunConfig
 from ppl_vae.runs.rundir import RunDir
@@ -69,7 +69,11 @@ def test_train_writes_every_figure_and_a_report_that_embeds_them(digits_run):
     assert "<img" in page and page.count("<img") == len(IMAGE_FIGURES)
     assert not re.search(r'src="(?!data:)', page)  # self-contained: nothing to fetch
     metrics = json.loads((digits_run / "metrics.json").read_text())
-    assert f"{metrics['test_elbo']:.5g}" in page and "train.epochs" in page
+    assert metrics["test_elbo_stderr"] > 0 and "train.epochs" in page
+    # the headline card and the table show the test ELBO with its standard error
+    shown = plus_minus(metrics["test_elbo"], metrics["test_elbo_stderr"])
+    assert page.count(f">{shown}<") == 2, shown
+    assert "<th>test_elbo_stderr</th>" not in page  # folded into the test_elbo row
 
 
 def test_non_image_data_gets_curves_and_scatter_only(tmp_path):
@@ -120,6 +124,46 @@ def test_report_shows_every_table_and_figure(tmp_path):
     assert "<th>point</th><th>w2</th><th>guide_sd</th>" in nuts
     assert '<td class="num">0.1765</td>' in nuts and "[0.3, 0.4]" in nuts and "None" in nuts
     assert page.index("samples.png") < page.index("analysis/khat.png")
+
+
+@pytest.mark.parametrize(
+    "value, stderr, shown",
+    [
+        (-104.2271, 0.41, "-104.2 ± 0.4"),  # one significant digit of the error
+        (-104.2271, 0.149, "-104.23 ± 0.15"),  # two when it starts with a 1
+        (3.14159, 0.0123, "3.142 ± 0.012"),
+        (1234.5, 37.0, "1234 ± 37"),  # never fewer digits than the units
+        (-24.5, 0.0, "-24.5"),  # no error to show
+        (-24.5, None, "-24.5"),
+        (-24.5, float("nan"), "-24.5"),
+    ],
+)
+def test_plus_minus_rounds_the_value_to_its_standard_error(value, stderr, shown):
+    assert plus_minus(value, stderr) == shown
+
+
+def test_report_shows_each_estimate_with_its_standard_error(tmp_path):
+    """A ``<key>_stderr`` beside ``<key>`` reads ``value ± stderr``, in the headline cards and
+    the tables alike; a stderr without its key, or a None one, stays as it is."""
+    d = fake_run(tmp_path / "run")
+    evaluation = {
+        "test_log_likelihood": -24.5123,
+        "test_log_likelihood_stderr": 0.31,
+        "rate": 4.0,
+        "rate_stderr": None,
+        "orphan_stderr": 0.5,
+    }
+    (d / "evaluation.json").write_text(json.dumps(evaluation))
+    metrics = {"test_elbo": -25.123456, "test_elbo_stderr": 0.0123}
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    page = write_report(d).read_text()
+    cards = page[page.index('<div class="headline">') : page.index("<h2>Figures")]
+    assert '<div class="value">-24.5 ± 0.3</div>' in cards
+    assert '<div class="value">-25.123 ± 0.012</div>' in cards
+    assert '<div class="value">4</div>' in cards  # rate: no standard error
+    assert "<th>test_log_likelihood</th><td class=\"num\">-24.5 ± 0.3</td>" in page
+    assert "<th>test_log_likelihood_stderr</th>" not in page
+    assert "<th>orphan_stderr</th>" in page and "<th>rate_stderr</th>" not in page
 
 
 def test_report_refuses_a_directory_that_is_not_a_run(tmp_path):

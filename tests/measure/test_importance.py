@@ -142,7 +142,10 @@ def test_cli_evaluate_writes_the_contract(tiny_run, capsys):
     assert main(["evaluate", str(tiny_run), "--iwae-samples", "200", "--no-progress"]) == 0
     rec = json.loads((tiny_run / "evaluation.json").read_text())
     page = (tiny_run / "report.html").read_text()  # the run's report now shows the record
-    assert "Evaluation (ppl-vae evaluate)" in page and f"{rec['test_log_likelihood']:.5g}" in page
+    from ppl_vae.figures.report import plus_minus
+
+    shown = plus_minus(rec["test_log_likelihood"], rec["test_log_likelihood_stderr"])
+    assert "Evaluation (ppl-vae evaluate)" in page and f">{shown}<" in page
     for key in (
         "test_elbo",
         "test_log_likelihood",
@@ -155,9 +158,14 @@ def test_cli_evaluate_writes_the_contract(tiny_run, capsys):
         "split",
     ):
         assert key in rec
+    # every estimate with its standard error over the test examples
+    for key in ("test_elbo", "test_log_likelihood", "rate", "distortion"):
+        assert 0 < rec[f"{key}_stderr"] < abs(rec[key]) / 2, key
+    assert rec["elbo_draws"] > 1  # the ELBO averaged over several draws per example
     assert rec["iwae_samples"] == 200 and rec["split"] == "test"
     assert rec["test_elbo"] < rec["test_log_likelihood"] < 0
-    assert "log p(x)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "log p(x)" in printed and f" {shown}" in printed
     assert (
         main(
             ["evaluate", str(tiny_run), "--iwae-samples", "5", "--split", "train", "--no-progress"]
@@ -166,6 +174,7 @@ def test_cli_evaluate_writes_the_contract(tiny_run, capsys):
     )
     train = json.loads((tiny_run / "evaluation-train.json").read_text())
     assert train["split"] == "train" and train["train_elbo"] < train["train_log_likelihood"]
+    assert train["train_elbo_stderr"] > 0 and train["train_log_likelihood_stderr"] > 0
 
 
 def test_cli_evaluate_refuses_bad_input(tiny_run, tmp_path, capsys):

@@ -13,6 +13,7 @@ from PIL import Image
 
 from ppl_vae.cli import main
 from ppl_vae.errors import UserError
+from ppl_vae.figures.report import plus_minus
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.runs import compare
 from ppl_vae.runs.config import RunConfig
@@ -43,11 +44,15 @@ def test_writes_one_run_per_model_and_a_table_of_their_metrics(compared):
         assert 0 <= float(row["code_sparsity"]) <= 1
         if row["model"] in ("ppca", "sparse-ae"):  # a latent prior: the ELBO is reported
             assert float(row["test_elbo"]) == pytest.approx(metrics["test_elbo"])
+            assert float(row["test_elbo_stderr"]) == pytest.approx(metrics["test_elbo_stderr"])
         else:
-            assert row["test_elbo"] == ""
+            assert row["test_elbo"] == "" == row["test_elbo_stderr"]
     assert "hidden" not in json.loads((compared / "pca" / "config.json").read_text())["model_args"]
     md = (compared / "comparison.md").read_text()
     assert "| sparse-ae |" in md and "Rows of the figure: input, ae, pca, ppca, sparse-ae" in md
+    ppca = next(r for r in rows if r["model"] == "ppca")
+    shown = plus_minus(float(ppca["test_elbo"]), float(ppca["test_elbo_stderr"]))
+    assert f"| ppca | {float(ppca['test_recon_mse']):.3f} | {shown} |" in md
 
 
 def test_figure_has_a_row_of_inputs_and_one_row_per_model(compared):
@@ -110,7 +115,12 @@ def test_objectives_and_iw_log_likelihood_in_one_table(tmp_path):
     assert set(rows) == {"vae", "vae@iwae", "ae"}
     for name in ("vae", "vae@iwae"):
         assert float(rows[name]["test_log_likelihood"]) >= float(rows[name]["test_elbo"]) - 0.05
-    assert rows["ae"]["test_log_likelihood"] == ""  # a point-mass guide: no estimate
+        assert 0 < float(rows[name]["test_log_likelihood_stderr"]) < 5
+    assert rows["ae"]["test_log_likelihood"] == "" == rows["ae"]["test_log_likelihood_stderr"]
+    md = (out / "comparison.md").read_text()
+    vae = rows["vae"]
+    ll = plus_minus(float(vae["test_log_likelihood"]), float(vae["test_log_likelihood_stderr"]))
+    assert f" | {ll} | " in md
     cfg = json.loads((out / "vae@iwae" / "config.json").read_text())
     assert cfg["train"]["objective"] == "iwae" and cfg["train"]["num_particles"] == 10
     # the training bound (IWAE with K = 10) on the test set lies below the K = 200 estimate

@@ -10,6 +10,7 @@ import pytest
 
 from ppl_vae.cli import main
 from ppl_vae.errors import UserError
+from ppl_vae.figures.report import plus_minus
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.runs import sweep
 from ppl_vae.runs.config import RunConfig
@@ -81,6 +82,11 @@ def test_sweep_cli_writes_table_and_figures(tmp_path, capsys):
     md = (out / "sweep.md").read_text().splitlines()
     assert md[0].startswith("| run | rate") and len(md) == 4
     assert md[3].startswith("| β=8 |")
+    for r, line in zip(rows, md[2:]):  # each estimate with its standard error
+        for key in ("rate", "distortion", "test_elbo"):
+            stderr = float(r[f"{key}_stderr"])
+            assert 0 < stderr < 5
+            assert f" {plus_minus(float(r[key]), stderr)} |" in line, (key, line)
 
     rd = matplotlib.image.imread(out / "rate_distortion.png")
     panels = matplotlib.image.imread(out / "samples_by_beta.png")
