@@ -161,7 +161,7 @@ def test_report_shows_each_estimate_with_its_standard_error(tmp_path):
     assert '<div class="value">-24.5 ± 0.3</div>' in cards
     assert '<div class="value">-25.123 ± 0.012</div>' in cards
     assert '<div class="value">4</div>' in cards  # rate: no standard error
-    assert "<th>test_log_likelihood</th><td class=\"num\">-24.5 ± 0.3</td>" in page
+    assert '<th>test_log_likelihood</th><td class="num">-24.5 ± 0.3</td>' in page
     assert "<th>test_log_likelihood_stderr</th>" not in page
     assert "<th>orphan_stderr</th>" in page and "<th>rate_stderr</th>" not in page
 
