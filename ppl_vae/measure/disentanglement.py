@@ -4,34 +4,38 @@ Every metric reads a representation ``represent(x) -> z`` (flattened images ``(n
 to codes ``(n, L)``, e.g. the guide's posterior means) and a
 :class:`ppl_vae.data.dsprites.FactorData` (discrete factors :math:`v_1..v_K` that it can
 sample and render). Each is defined as in its paper and estimated as
-disentanglement_lib (Locatello et al. 2019) estimates it; only the default sample sizes
-are smaller (theirs in brackets), so that all four run in seconds on a small model.
-Everything is deterministic given ``seed`` (one ``numpy.random.default_rng(seed)`` per
+disentanglement_lib (Locatello et al. 2019) estimates it, and by default with the sample
+sizes, batch sizes and classifiers of that library's study
+(``unsupervised_study_v1/metric_configs/*.gin``; :data:`REFERENCE`), so the scores are
+comparable with published ones. :data:`FAST` (``ppl-vae disentangle --fast``; its sizes in
+brackets below) takes 3 to 17 times fewer points and uses a random forest for DCI: all four run
+in seconds on a small model, at the price of more sampling noise and a DCI that is not the
+literature's. Everything is deterministic given ``seed`` (one ``numpy.random.default_rng(seed)`` per
 metric, ``random_state=seed`` for sklearn), provided ``represent`` is deterministic.
 
 MIG (Chen et al. 2018, "Isolating sources of disentanglement in VAEs")
     :math:`\\frac1K \\sum_k \\frac{I(z_{j^{(k)}}; v_k) - \\max_{j \\ne j^{(k)}} I(z_j; v_k)}
     {H(v_k)}`, with :math:`j^{(k)} = \\arg\\max_j I(z_j; v_k)`. Mutual information between
     each code dimension, discretised into ``num_bins`` = 20 equal-width histogram bins, and
-    each factor's classes (``sklearn.metrics.mutual_info_score``), on ``num_points`` = 3000
-    [10000] uniformly drawn combinations. 1 when each factor is captured by one dimension
+    each factor's classes (``sklearn.metrics.mutual_info_score``), on ``num_points`` = 10000
+    [3000] uniformly drawn combinations. 1 when each factor is captured by one dimension
     alone; 0 when no dimension knows more about a factor than the next best.
 beta-VAE score (Higgins et al. 2017, "beta-VAE", Sec. 3)
-    A training point: draw a factor :math:`k` uniformly, ``batch_size`` = 32 [64] pairs of
+    A training point: draw a factor :math:`k` uniformly, ``batch_size`` = 64 [32] pairs of
     combinations that share :math:`v_k` (and nothing else on purpose), and take the mean
     absolute difference of their codes, :math:`\\frac1B\\sum_b |z^{(1)}_b - z^{(2)}_b|`.
     A linear classifier (``LogisticRegression``, sklearn defaults but ``max_iter=1000``,
     on standardised features so that codes of any scale converge) predicts :math:`k` from
-    it; the score is its accuracy on ``num_eval`` = 300 [5000] fresh points after training
-    on ``num_train`` = 600 [10000]. Chance is :math:`1/K`.
+    it; the score is its accuracy on ``num_eval`` = 5000 [300] fresh points after training
+    on ``num_train`` = 10000 [600]. Chance is :math:`1/K`.
 FactorVAE score (Kim & Mnih 2018, "Disentangling by factorising", Sec. 4)
-    Each code dimension is divided by its standard deviation over ``num_variance`` = 3000
-    [10000] draws; dimensions with standard deviation below ``prune_threshold`` = 0.05
+    Each code dimension is divided by its standard deviation over ``num_variance`` = 10000
+    [3000] draws; dimensions with standard deviation below ``prune_threshold`` = 0.05
     are dropped. A point: fix a random factor :math:`k` at a random value, draw
     ``batch_size`` = 64 [64] combinations, and take the dimension with the least
     normalised variance. The classifier is a majority vote (each dimension predicts the
-    factor it was most often the argmin for on ``num_train`` = 600 [10000] points); the
-    score is its accuracy on ``num_eval`` = 300 [5000] points. Chance is about
+    factor it was most often the argmin for on ``num_train`` = 10000 [600] points); the
+    score is its accuracy on ``num_eval`` = 5000 [300] points. Chance is about
     :math:`1/K`. (Unlike disentanglement_lib, the argmin is mapped back to the
     dimension's own index when some dimensions are pruned.)
 DCI (Eastwood & Williams 2018, "A framework for the quantitative evaluation of
@@ -43,12 +47,12 @@ disentangled representations")
     (entropy in base :math:`K`), completeness the same with the roles of dimensions and
     factors exchanged (base :math:`L`), and informativeness the classifiers' mean accuracy
     (disentanglement_lib's choice; the paper reports prediction error). ``num_train`` =
-    1500 [10000], ``num_test`` = 500 [5000]. ``classifier="gbt"`` is disentanglement_lib's
-    ``GradientBoostingClassifier()`` (100 trees of depth 3 per class: tens of seconds
-    here); the default ``"forest"`` is a bagged forest of 30 fully grown trees that
-    consider every dimension at each split (``RandomForestClassifier(max_features=None)``),
-    which keeps the importances of dimensions unrelated to a factor near 0 and runs in
-    about a second.
+    10000 [1500], ``num_test`` = 5000 [500]. The default ``classifier="gbt"`` is
+    disentanglement_lib's ``GradientBoostingClassifier()`` (100 trees of depth 3 per class:
+    minutes on dSprites' 113 classes); ``"forest"`` [the fast choice] is a bagged forest of
+    30 fully grown trees that consider every dimension at each split
+    (``RandomForestClassifier(max_features=None)``), which keeps the importances of
+    dimensions unrelated to a factor near 0 and runs in about a second.
 
 Each latent's best factor (:func:`latent_factors`) is the factor of largest normalised
 mutual information :math:`I(z_j; v_k) / H(v_k)`, the quantity MIG ranks; it labels
@@ -60,7 +64,7 @@ Example: a code that copies the factors is disentangled by every measure::
     >>> from ppl_vae.data.dsprites import FactorData
     >>> vals = tuple(np.arange(s, dtype=float) for s in (3, 4, 5))
     >>> fd = FactorData("toy", ("a", "b", "c"), vals, (1, 3), lambda c: torch.tensor(c * 1.0))
-    >>> scores = evaluate_all(lambda x: x, fd, seed=0)
+    >>> scores = evaluate_all(lambda x: x, fd, seed=0, fast=True)
     >>> [round(scores[k], 2) for k in ("mig", "beta_vae", "factor_vae", "dci_disentanglement")]
     [1.0, 1.0, 1.0, 1.0]
     >>> [d["factor"] for d in scores["latents"]]
@@ -84,6 +88,67 @@ Represent = Callable[[torch.Tensor], torch.Tensor]
 
 
 CLASSIFIERS = ("forest", "gbt")
+
+
+#: disentanglement_lib's study settings (``beta_vae_sklearn.gin``, ``factor_vae_metric.gin``,
+#: ``mig.gin``, ``dci.gin`` of ``unsupervised_study_v1``); the functions' defaults.
+REFERENCE: dict[str, dict[str, Any]] = {
+    "mig": {"num_points": 10000, "num_bins": 20},
+    "beta_vae": {"num_train": 10000, "num_eval": 5000, "batch_size": 64},
+    "factor_vae": {
+        "num_variance": 10000,
+        "num_train": 10000,
+        "num_eval": 5000,
+        "batch_size": 64,
+        "prune_threshold": 0.05,
+    },
+    "dci": {"num_train": 10000, "num_test": 5000, "classifier": "gbt"},
+}
+
+
+#: ``--fast``: the same estimators on fewer points and a random forest for DCI (seconds,
+#: not comparable with published DCI scores).
+FAST: dict[str, dict[str, Any]] = {
+    "mig": {"num_points": 3000, "num_bins": 20},
+    "beta_vae": {"num_train": 600, "num_eval": 300, "batch_size": 32},
+    "factor_vae": {
+        "num_variance": 3000,
+        "num_train": 600,
+        "num_eval": 300,
+        "batch_size": 64,
+        "prune_threshold": 0.05,
+    },
+    "dci": {"num_train": 1500, "num_test": 500, "classifier": "forest"},
+}
+
+
+def settings(
+    sizes: dict[str, dict[str, Any]] | None = None, fast: bool = False
+) -> tuple[dict[str, dict[str, Any]], bool]:
+    """The estimator settings of every metric -- :data:`FAST` or :data:`REFERENCE`, with
+    ``sizes`` overriding single entries -- and whether they are the reference's.
+
+    >>> settings()[1], settings(fast=True)[1], settings({"dci": {"classifier": "forest"}})[1]
+    (True, False, False)
+    >>> settings({"mig": {"num_points": 10000}})[1]  # the reference's own value
+    True
+    """
+    sizes = dict(sizes or {})
+    unknown = set(sizes) - set(REFERENCE)
+    if unknown:
+        raise UserError(
+            f"unknown metric(s) {', '.join(sorted(unknown))}; use mig, beta_vae, factor_vae, dci"
+        )
+    base = FAST if fast else REFERENCE
+    for metric, given in sizes.items():
+        bad = set(given) - set(base[metric])
+        if bad:
+            raise UserError(
+                f"unknown setting(s) {', '.join(sorted(bad))} of {metric}; "
+                f"use {', '.join(base[metric])}"
+            )
+    chosen = {metric: {**base[metric], **sizes.get(metric, {})} for metric in base}
+    return chosen, chosen == REFERENCE
 
 
 def encode(
@@ -151,7 +216,7 @@ def mig(
     represent: Represent,
     factors: FactorData,
     seed: int = 0,
-    num_points: int = 3000,
+    num_points: int = 10000,
     num_bins: int = 20,
 ) -> dict[str, Any]:
     """The mutual information gap on ``num_points`` uniformly drawn combinations."""
@@ -173,9 +238,9 @@ def beta_vae_score(
     represent: Represent,
     factors: FactorData,
     seed: int = 0,
-    num_train: int = 600,
-    num_eval: int = 300,
-    batch_size: int = 32,
+    num_train: int = 10000,
+    num_eval: int = 5000,
+    batch_size: int = 64,
 ) -> dict[str, Any]:
     """Accuracy of a linear classifier that names the factor two batches share."""
     from sklearn.linear_model import LogisticRegression
@@ -207,9 +272,9 @@ def factor_vae_score(
     represent: Represent,
     factors: FactorData,
     seed: int = 0,
-    num_variance: int = 3000,
-    num_train: int = 600,
-    num_eval: int = 300,
+    num_variance: int = 10000,
+    num_train: int = 10000,
+    num_eval: int = 5000,
     batch_size: int = 64,
     prune_threshold: float = 0.05,
 ) -> dict[str, Any]:
@@ -273,9 +338,9 @@ def dci(
     represent: Represent,
     factors: FactorData,
     seed: int = 0,
-    num_train: int = 1500,
-    num_test: int = 500,
-    classifier: str = "forest",
+    num_train: int = 10000,
+    num_test: int = 5000,
+    classifier: str = "gbt",
 ) -> dict[str, Any]:
     """DCI disentanglement, completeness and informativeness (classifier accuracy)."""
     rng = np.random.default_rng(seed)
@@ -318,28 +383,27 @@ def evaluate_all(
     factors: FactorData,
     seed: int = 0,
     sizes: dict[str, dict[str, Any]] | None = None,
+    fast: bool = False,
 ) -> dict[str, Any]:
     """All four metrics and each latent's best factor, as one JSON-ready record.
 
-    ``sizes`` overrides estimator settings per metric, e.g.
-    ``{"mig": {"num_points": 10000}, "dci": {"classifier": "gbt"}}``; keys are
-    ``mig``, ``beta_vae``, ``factor_vae`` and ``dci``. The record holds the four scores
-    (``mig``, ``beta_vae``, ``factor_vae``, ``dci_disentanglement``), the DCI
-    completeness and informativeness, the train accuracies, the matrices behind them,
+    The estimator settings are disentanglement_lib's (:data:`REFERENCE`), or :data:`FAST`
+    with ``fast``; ``sizes`` overrides single settings per metric, e.g.
+    ``{"mig": {"num_points": 3000}, "dci": {"classifier": "forest"}}``; keys are
+    ``mig``, ``beta_vae``, ``factor_vae`` and ``dci`` (:func:`settings`). The record holds
+    the four scores (``mig``, ``beta_vae``, ``factor_vae``, ``dci_disentanglement``), the
+    DCI completeness and informativeness, the train accuracies, the matrices behind them,
     ``latents`` (best factor per latent, with ``active`` from the FactorVAE pruning),
-    ``factor_names`` and the ``settings`` used.
+    ``factor_names``, the ``settings`` used (every metric's, and the ``dataset``) and
+    ``reference_settings``: whether they are disentanglement_lib's, i.e. whether the
+    scores compare with published ones.
     """
-    sizes = dict(sizes or {})
-    unknown = set(sizes) - {"mig", "beta_vae", "factor_vae", "dci"}
-    if unknown:
-        raise UserError(
-            f"unknown metric(s) {', '.join(sorted(unknown))}; use mig, beta_vae, factor_vae, dci"
-        )
+    chosen, is_reference = settings(sizes, fast)
     record: dict[str, Any] = {"factor_names": list(factors.factor_names), "seed": seed}
-    record.update(mig(represent, factors, seed, **sizes.get("mig", {})))
-    record.update(beta_vae_score(represent, factors, seed, **sizes.get("beta_vae", {})))
-    record.update(factor_vae_score(represent, factors, seed, **sizes.get("factor_vae", {})))
-    record.update(dci(represent, factors, seed, **sizes.get("dci", {})))
+    record.update(mig(represent, factors, seed, **chosen["mig"]))
+    record.update(beta_vae_score(represent, factors, seed, **chosen["beta_vae"]))
+    record.update(factor_vae_score(represent, factors, seed, **chosen["factor_vae"]))
+    record.update(dci(represent, factors, seed, **chosen["dci"]))
     latents = latent_factors(
         np.array(record["mutual_info"]), np.array(record["factor_entropy"]), factors.factor_names
     )
@@ -347,5 +411,6 @@ def evaluate_all(
     for entry in latents:
         entry["active"] = entry["latent"] in active
     record["latents"] = latents
-    record["settings"] = {"dataset": factors.name, **sizes}
+    record["settings"] = {"dataset": factors.name, **chosen}
+    record["reference_settings"] = is_reference
     return record

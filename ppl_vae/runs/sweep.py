@@ -12,8 +12,9 @@ with a higher distortion (Alemi et al. 2018). Every run is evaluated at :math:`\
 target capacity asked for, one run of the capacity objective (Burgess et al. 2018) into
 ``DIR/capacity-<C>``, so both answers to the beta-VAE's trade-off sit in one table. On
 data with known generating factors (``dsprites-small``...) each run is also scored with
-the disentanglement metrics (:mod:`ppl_vae.runs.disentangle`: MIG, beta-VAE, FactorVAE, DCI),
-written into its run directory as ``disentanglement.json``. In ``DIR``:
+the disentanglement metrics (:mod:`ppl_vae.runs.disentangle`: MIG, beta-VAE, FactorVAE,
+DCI, at their fast settings), written into its run directory as ``disentanglement.json``.
+In ``DIR``:
 
 - ``sweep.csv`` and ``sweep.md`` -- objective, beta, capacity, rate, distortion, test
   ELBO (each with its standard error over the test examples: ``rate_stderr``... columns
@@ -242,11 +243,12 @@ def _sweep(base, runs: list[Variant], top: RunDir, overwrite, log, first) -> lis
 
 
 def disentanglement(job, path: Path, seed: int) -> dict[str, float]:
-    """Score a finished run with the disentanglement metrics; the full record goes into
-    its run directory as ``disentanglement.json``."""
+    """Score a finished run with the disentanglement metrics at their fast settings (one
+    sweep scores many runs; ``ppl-vae disentangle DIR`` rescores one at the reference's);
+    the full record goes into its run directory as ``disentanglement.json``."""
     from ppl_vae.runs import disentangle
 
-    record = disentangle.scores(job.pair, job.dataset, seed=seed)
+    record = disentangle.scores(job.pair, job.dataset, seed=seed, fast=True)
     with RunDir(path).lock() as run:
         run.write_json("disentanglement.json", record)
     return {k: record[k] for k in METRIC_COLUMNS}

@@ -31,9 +31,9 @@ from ppl_vae.measure import disentanglement as dis
 SIZES = (3, 6, 8, 8)
 K = len(SIZES)
 VALUES = tuple(np.linspace(0.0, 1.0, s) for s in SIZES)
-# Smaller than the defaults, to keep the file fast; the doctest and the dSprites test
-# below run the defaults.
-FAST = {
+# Over the module's FAST settings (fast=True: a random forest for DCI), and smaller still,
+# to keep the file fast; the defaults are disentanglement_lib's (tested below).
+QUICK = {
     "mig": {"num_points": 1500},
     "beta_vae": {"num_train": 300, "num_eval": 200},
     "factor_vae": {"num_variance": 1500, "num_train": 300, "num_eval": 200},
@@ -79,7 +79,9 @@ def scores() -> dict[str, dict]:
         "mixed": lambda x: standardised(x) @ HADAMARD,
         "noise": noise_code(),
     }
-    return {name: dis.evaluate_all(f, fd, seed=0, sizes=FAST) for name, f in codes.items()}
+    return {
+        name: dis.evaluate_all(f, fd, seed=0, sizes=QUICK, fast=True) for name, f in codes.items()
+    }
 
 
 METRICS = ("mig", "beta_vae", "factor_vae", "dci_disentanglement")
@@ -127,7 +129,7 @@ def test_permuted_and_dead_latents():
         return torch.cat([z, torch.full((len(x), 1), 0.3, dtype=z.dtype)], dim=1)
 
     fd = toy()
-    rec = dis.evaluate_all(code, fd, seed=1, sizes=FAST)
+    rec = dis.evaluate_all(code, fd, seed=1, sizes=QUICK, fast=True)
     names = [fd.factor_names[k] for k in perm]
     assert [d["factor"] for d in rec["latents"][:4]] == names
     assert rec["latents"][4]["active"] is False and rec["active_dims"] == [0, 1, 2, 3]
@@ -141,12 +143,14 @@ def test_deterministic_given_seed():
     small = {"mig": {"num_points": 500}, "dci": {"num_train": 300, "num_test": 100}}
     small |= {"beta_vae": {"num_train": 60, "num_eval": 40}}
     small |= {"factor_vae": {"num_variance": 300, "num_train": 60, "num_eval": 40}}
-    a = dis.evaluate_all(noise_code(), fd, seed=5, sizes=small)
-    b = dis.evaluate_all(noise_code(), fd, seed=5, sizes=small)
+    a = dis.evaluate_all(noise_code(), fd, seed=5, sizes=small, fast=True)
+    b = dis.evaluate_all(noise_code(), fd, seed=5, sizes=small, fast=True)
     assert a == b
     assert dis.mig(noise_code(), fd, seed=6, num_points=500)["mig"] != a["mig"]
     with pytest.raises(UserError, match="unknown metric"):
         dis.evaluate_all(noise_code(), fd, sizes={"sap": {}})
+    with pytest.raises(UserError, match="unknown setting.*num_pairs"):
+        dis.evaluate_all(noise_code(), fd, sizes={"mig": {"num_pairs": 5}})
     with pytest.raises(UserError, match="classifier"):
         dis.dci(noise_code(), fd, classifier="svm", num_train=50, num_test=10)
 
@@ -184,7 +188,7 @@ def test_dci_by_hand():
 
 
 def test_on_dsprites_small_with_a_centroid_code():
-    """Rendered images, default settings: a hand-made code (centroid x, centroid y, area)
+    """Rendered images, the --fast settings: a hand-made code (centroid x, centroid y, area)
     captures posX and posY alone and scale best, and scores in between copy and noise."""
     fd = factor_data("dsprites-small")
     grid = torch.arange(32, dtype=torch.float32) + 0.5
@@ -196,16 +200,18 @@ def test_on_dsprites_small_with_a_centroid_code():
         cy = (im.sum(2) * grid).sum(1) / mass
         return torch.stack([cx, cy, mass / 100], dim=1)
 
-    rec = dis.evaluate_all(centroid, fd, seed=0)
+    rec = dis.evaluate_all(centroid, fd, seed=0, fast=True)
     assert [d["factor"] for d in rec["latents"]] == ["posX", "posY", "scale"]
     assert rec["mig_per_factor"][3] > 0.9 and rec["mig_per_factor"][4] > 0.9
     assert rec["mig_per_factor"][2] < 0.05  # nothing in this code knows the orientation
     assert 0.3 < rec["mig"] < 0.9 and 0.2 < rec["dci_disentanglement"] < 0.9
-    assert rec["settings"] == {"dataset": "dsprites-small"}
+    assert rec["settings"] == {"dataset": "dsprites-small", **dis.FAST}
+    assert rec["reference_settings"] is False
 
 
-def test_disentangle_cli_writes_the_record_the_figure_and_the_report(tmp_path, capsys):
-    """`ppl-vae train ... --data dsprites-small`, then `ppl-vae disentangle DIR`."""
+def test_disentangle_cli_writes_the_record_the_figure_and_the_report(tmp_path, capsys, monkeypatch):
+    """`ppl-vae train ... --data dsprites-small`, then `ppl-vae disentangle DIR --fast`, and
+    without --fast the reference's settings (made small here, to keep the test fast)."""
     from ppl_vae.cli import main
 
     run = tmp_path / "run"
@@ -215,11 +221,19 @@ def test_disentangle_cli_writes_the_record_the_figure_and_the_report(tmp_path, c
         == 0
     )
     capsys.readouterr()
-    assert main(["disentangle", str(run)]) == 0
+    assert main(["disentangle", str(run), "--fast"]) == 0
     printed = capsys.readouterr().out
     record = json.loads((run / "disentanglement.json").read_text())
     for key in ("mig", "beta_vae", "factor_vae", "dci_disentanglement"):
         assert 0.0 <= record[key] <= 1.0 and key in printed
+    assert record["reference_settings"] is False and "not comparable" in printed
+    assert record["settings"]["dci"] == {"num_train": 1500, "num_test": 500, "classifier": "forest"}
+    small = {m: {**dis.FAST[m], **QUICK[m]} for m in QUICK}
+    monkeypatch.setattr(dis, "REFERENCE", small)
+    assert main(["disentangle", str(run)]) == 0
+    record = json.loads((run / "disentanglement.json").read_text())
+    assert record["reference_settings"] is True and record["settings"]["mig"] == small["mig"]
+    assert "disentanglement_lib's study settings" in capsys.readouterr().out
     assert len(record["latents"]) == 3 and record["data"] == "dsprites-small"
     assert (run / "disentanglement_traversals.png").stat().st_size > 1000
     page = (run / "report.html").read_text()
@@ -230,3 +244,70 @@ def test_disentangle_cli_writes_the_record_the_figure_and_the_report(tmp_path, c
     capsys.readouterr()
     assert main(["disentangle", str(other)]) == 2
     assert "no known generating factors" in capsys.readouterr().err
+
+
+# disentanglement_lib/config/unsupervised_study_v1/metric_configs/{beta_vae_sklearn,
+# factor_vae_metric,mig,dci}.gin, and dci.py's ensemble.GradientBoostingClassifier().
+STUDY = {
+    "mig": {"num_points": 10000, "num_bins": 20},
+    "beta_vae": {"num_train": 10000, "num_eval": 5000, "batch_size": 64},
+    "factor_vae": {
+        "num_variance": 10000,
+        "num_train": 10000,
+        "num_eval": 5000,
+        "batch_size": 64,
+        "prune_threshold": 0.05,
+    },
+    "dci": {"num_train": 10000, "num_test": 5000, "classifier": "gbt"},
+}
+
+
+def test_the_defaults_are_disentanglement_libs_study_settings():
+    """The metric functions' own defaults and evaluate_all's are the study's; --fast and
+    any change of a setting is recorded as not the reference's."""
+    import inspect
+
+    assert dis.REFERENCE == STUDY
+    functions = {
+        "mig": dis.mig,
+        "beta_vae": dis.beta_vae_score,
+        "factor_vae": dis.factor_vae_score,
+        "dci": dis.dci,
+    }
+    for metric, fn in functions.items():
+        params = inspect.signature(fn).parameters
+        assert {k: params[k].default for k in STUDY[metric]} == STUDY[metric], metric
+    assert dis.settings() == (STUDY, True)
+    assert dis.settings({"beta_vae": {"batch_size": 64}}) == (STUDY, True)
+    assert dis.settings(fast=True) == (dis.FAST, False)
+    chosen, is_reference = dis.settings({"dci": {"classifier": "forest"}})
+    assert chosen["dci"]["classifier"] == "forest" and chosen["mig"] == STUDY["mig"]
+    assert not is_reference
+    for metric in STUDY:  # --fast is smaller everywhere
+        for key, value in STUDY[metric].items():
+            if key.startswith("num_") and key != "num_bins":
+                assert dis.FAST[metric][key] <= value / 3, (metric, key)
+
+
+@pytest.mark.parametrize("code", ["copy", "permuted", "rotated", "noise"])
+def test_dci_with_the_references_gradient_boosted_trees(code):
+    """DCI as disentanglement_lib computes it (GradientBoostingClassifier) on known-answer
+    codes, at small sizes: a copy or a permutation is fully disentangled, a rotation
+    partly, noise not at all; its informativeness sees through the rotation."""
+    perm = [2, 0, 3, 1]
+    represent = {
+        "copy": standardised,
+        "permuted": lambda x: standardised(x)[:, perm],
+        "rotated": lambda x: standardised(x) @ ROTATION,
+        "noise": noise_code(),
+    }[code]
+    rec = dis.dci(represent, toy(), seed=0, num_train=600, num_test=300, classifier="gbt")
+    low, high = {"copy": (0.9, 1), "permuted": (0.9, 1), "rotated": (0.1, 0.5), "noise": (0, 0.1)}[
+        code
+    ]
+    assert low <= rec["dci_disentanglement"] <= high
+    assert low <= rec["dci_completeness"] <= high
+    if code != "noise":
+        assert rec["dci_informativeness_test"] > 0.75
+    if code == "permuted":  # each factor's importance on its own latent
+        assert np.argmax(np.array(rec["dci_importance"]), axis=1).tolist() == perm
