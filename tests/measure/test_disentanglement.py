@@ -289,22 +289,21 @@ def test_the_defaults_are_disentanglement_libs_study_settings():
                 assert dis.FAST[metric][key] <= value / 3, (metric, key)
 
 
-@pytest.mark.parametrize("code", ["copy", "permuted", "rotated", "noise"])
+@pytest.mark.parametrize("code", ["permuted", "rotated", "noise"])
 def test_dci_with_the_references_gradient_boosted_trees(code):
     """DCI as disentanglement_lib computes it (GradientBoostingClassifier) on known-answer
-    codes, at small sizes: a copy or a permutation is fully disentangled, a rotation
-    partly, noise not at all; its informativeness sees through the rotation."""
+    codes, at small sizes: a permuted copy is fully disentangled, a rotation partly, noise
+    not at all; its informativeness sees through the rotation. (The rotation's DCI
+    disentanglement is 0.30 here, 0.37 at the study's sizes and 0.15 with --fast's forest;
+    measured with seeds 0-2.)"""
     perm = [2, 0, 3, 1]
     represent = {
-        "copy": standardised,
         "permuted": lambda x: standardised(x)[:, perm],
         "rotated": lambda x: standardised(x) @ ROTATION,
         "noise": noise_code(),
     }[code]
     rec = dis.dci(represent, toy(), seed=0, num_train=600, num_test=300, classifier="gbt")
-    low, high = {"copy": (0.9, 1), "permuted": (0.9, 1), "rotated": (0.1, 0.5), "noise": (0, 0.1)}[
-        code
-    ]
+    low, high = {"permuted": (0.95, 1), "rotated": (0.2, 0.5), "noise": (0, 0.05)}[code]
     assert low <= rec["dci_disentanglement"] <= high
     assert low <= rec["dci_completeness"] <= high
     if code != "noise":
