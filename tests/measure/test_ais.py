@@ -7,6 +7,8 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from ppl_vae.models.ppca import PPCA
+from ppl_vae.models.vae import VAE
 from torch import nn
 
 from ppl_vae.errors import UserError
@@ -14,8 +16,6 @@ from ppl_vae.infer.config import TrainConfig
 from ppl_vae.infer.trainer import fit
 from ppl_vae.measure.ais import ais_log_likelihood, bdmc, sigmoid_schedule
 from ppl_vae.measure.importance import iw_log_likelihood
-from ppl_vae.models.ppca import PPCA
-from ppl_vae.models.vae import VAE
 from ppl_vae.programs import from_object
 
 

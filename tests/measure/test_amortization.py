@@ -9,14 +9,14 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from ppl_vae.models.ppca import PPCA
+from ppl_vae.models.vae import VAE
 from torch import nn
 
 from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.infer.trainer import fit
 from ppl_vae.measure.amortization import amortization_gap
-from ppl_vae.models.ppca import PPCA
-from ppl_vae.models.vae import VAE
 from ppl_vae.programs import Programs, from_object
 
 

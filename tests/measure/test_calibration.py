@@ -9,12 +9,12 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from ppl_vae.models.ppca import PPCA
 from torch import nn
 
 from ppl_vae.errors import UserError
 from ppl_vae.figures.calibration import rank_histograms
 from ppl_vae.measure.calibration import calibrate, ranks
-from ppl_vae.models.ppca import PPCA
 from ppl_vae.programs import from_object
 
 

@@ -9,14 +9,14 @@ import pyro.distributions as dist
 import pytest
 import torch
 from helpers import fit_module, pair_of
+from ppl_vae.models.blocks.autoencoder import Autoencoder
+from ppl_vae.models.ppca import PPCA
+from ppl_vae.models.vae import VAE
 
 from ppl_vae.cli import main
 from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.measure.importance import MAX_ROWS, default_chunk, iw_log_likelihood
-from ppl_vae.models.blocks.autoencoder import Autoencoder
-from ppl_vae.models.ppca import PPCA
-from ppl_vae.models.vae import VAE
 from ppl_vae.runs.evaluate import evaluation
 
 
