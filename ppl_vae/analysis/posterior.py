@@ -336,8 +336,8 @@ def analyze(
     the programs take them), written to the folder ``out``: ``posterior.nc``,
     ``summary.csv``, ``nuts.nc``, ``nuts_summary.csv``, ``report.json`` and PNG figures.
     The report's ``amortization`` holds the approximation and amortisation gaps of the
-    first ``amortization_points`` of them (:func:`amortization_record`). Returns the
-    report."""
+    first ``amortization_points`` of them (all, when fewer; :func:`amortization_record`).
+    Returns the report."""
     import json
     from pathlib import Path
 
@@ -347,10 +347,8 @@ def analyze(
         raise UserError(f"--nuts-points must lie in 0..--points ({points}), got {nuts_points}")
     if chains < 1:
         raise UserError(f"--chains must be at least 1, got {chains}")
-    if not 0 <= amortization_points <= points:
-        raise UserError(
-            f"--amortization-points must lie in 0..--points ({points}), got {amortization_points}"
-        )
+    if amortization_points < 0:
+        raise UserError(f"--amortization-points cannot be negative, got {amortization_points}")
     idx = choose_points(x_all.shape[0], points, seed)
     y = y_all[idx] if y_all is not None else None
     args = pair.args(x_all[idx], y)
@@ -391,7 +389,7 @@ def analyze(
         az.summary(nuts, var_names=list(pair.latent_sites)).to_csv(out / "nuts_summary.csv")
     report["nuts_settings"] = {"samples": nuts_samples, "warmup": nuts_warmup, "chains": chains}
     if amortization_points:
-        k = amortization_points
+        k = min(amortization_points, len(idx))
         report["amortization"] = amortization_record(pair, tuple(a[:k] for a in args), seed)
     report["figures"] = []
     for name, fig in figures(diag["khat"], idata, nuts, pair.latent_sites).items():

@@ -66,7 +66,8 @@ def ais_record(
     ``<split>_log_likelihood_upper`` with their ``_se`` (over examples) and an ``ais``
     record (settings, acceptance, model evaluations per example, the BDMC lower bound and
     the gap with its paired standard error; ``iw_same_points``: the mean of ``iw``, the
-    per-example IW estimates, on the AIS points). A program that cannot have the BDMC
+    per-example IW estimates, on the AIS points, and ``ais_minus_iw`` with its paired
+    standard error). A program that cannot have the BDMC
     bound (its data is not one site scoring x) keeps the AIS estimate and says why in
     ``ais_note``; one that cannot have AIS raises :class:`UserError`."""
     n = min(points, int(x.shape[0]))
@@ -83,8 +84,9 @@ def ais_record(
     record[f"{split}_log_likelihood_ais"], record[f"{split}_log_likelihood_ais_se"] = _mean_se(ais)
     settings["acceptance"] = float(sum(acc) / len(acc))
     settings["evaluations_per_example"] = r.evaluations
-    if iw is not None:
+    if iw is not None:  # the same points, so the difference has a paired standard error
         settings["iw_same_points"] = float(iw[:n].mean())
+        settings["ais_minus_iw"], settings["ais_minus_iw_se"] = _mean_se(ais - iw[:n].to(ais))
     record[f"{split}_log_likelihood_upper"] = None
     try:
         up, low = [], []

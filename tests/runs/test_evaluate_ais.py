@@ -40,6 +40,9 @@ def test_evaluate_with_ais_writes_the_sandwich(run, capsys):
     assert rec["test_log_likelihood_upper"] - ais["bdmc_lower"] == pytest.approx(
         ais["bdmc_gap"], abs=1e-4
     )
+    assert ais["ais_minus_iw"] == pytest.approx(
+        rec["test_log_likelihood_ais"] - ais["iw_same_points"], abs=1e-4
+    )
     assert "ais_note" not in rec and "AIS T=20" in printed and "upper" in printed
     page = (run / "report.html").read_text()
     assert "test log p(x), AIS" in page and "BDMC upper bound" in page
