@@ -301,6 +301,21 @@ def figures(
     return out
 
 
+# -- the amortisation gap -------------------------------------------------------------------
+def amortization_record(pair: Programs, args: tuple, seed: int = 0) -> dict[str, Any]:
+    """:func:`ppl_vae.measure.amortization.amortization_gap` of the points in ``args``
+    (encoder ELBO, best per-point ELBO, log p(x) under the optimised guide, the
+    approximation and amortisation gaps, each with ``_se``), or ``{"note": why}`` for a
+    program whose guide has no per-point family here (a site neither Normal nor Delta)."""
+    from ppl_vae.measure.amortization import amortization_gap
+
+    x, y = args[0], (args[1] if len(args) > 1 else None)
+    try:
+        return amortization_gap(pair, x, y, seed=seed)
+    except UserError as exc:
+        return {"points": int(x.shape[0]), "note": str(exc)}
+
+
 # -- the whole analysis ---------------------------------------------------------------------
 def analyze(
     pair: Programs,
@@ -315,10 +330,13 @@ def analyze(
     seed: int = 0,
     nuts_samples: int = 500,
     nuts_warmup: int = 300,
+    amortization_points: int = 10,
 ) -> dict[str, Any]:
     """The whole analysis of ``points`` examples of ``x_all`` (labels ``y_all`` passed where
     the programs take them), written to the folder ``out``: ``posterior.nc``,
     ``summary.csv``, ``nuts.nc``, ``nuts_summary.csv``, ``report.json`` and PNG figures.
+    The report's ``amortization`` holds the approximation and amortisation gaps of the
+    first ``amortization_points`` of them (all, when fewer; :func:`amortization_record`).
     Returns the report."""
     import json
     from pathlib import Path
@@ -329,6 +347,8 @@ def analyze(
         raise UserError(f"--nuts-points must lie in 0..--points ({points}), got {nuts_points}")
     if chains < 1:
         raise UserError(f"--chains must be at least 1, got {chains}")
+    if amortization_points < 0:
+        raise UserError(f"--amortization-points cannot be negative, got {amortization_points}")
     idx = choose_points(x_all.shape[0], points, seed)
     y = y_all[idx] if y_all is not None else None
     args = pair.args(x_all[idx], y)
@@ -368,6 +388,9 @@ def analyze(
         nuts.to_netcdf(str(out / "nuts.nc"))
         az.summary(nuts, var_names=list(pair.latent_sites)).to_csv(out / "nuts_summary.csv")
     report["nuts_settings"] = {"samples": nuts_samples, "warmup": nuts_warmup, "chains": chains}
+    if amortization_points:
+        k = min(amortization_points, len(idx))
+        report["amortization"] = amortization_record(pair, tuple(a[:k] for a in args), seed)
     report["figures"] = []
     for name, fig in figures(diag["khat"], idata, nuts, pair.latent_sites).items():
         with atomic.writing(out / name) as tmp:

@@ -50,6 +50,7 @@ TABLES = (
     ("evaluation.json", "Evaluation (ppl-vae evaluate)"),
     ("analysis/report.json", "Analysis (ppl-vae analyze)"),
     ("disentanglement.json", "Disentanglement (ppl-vae disentangle)"),
+    ("calibration.json", "Calibration of the guide (ppl-vae calibrate)"),
 )
 
 
@@ -64,6 +65,8 @@ CAPTIONS = {
     "traversals.png": "Traversals: one latent dimension varied per row, the others fixed",
     "disentanglement_traversals.png": "Traversals labelled by the factor each latent "
     "captures best (normalised mutual information)",
+    "calibration.png": "Simulation-based calibration: ranks of the true z among guide draws "
+    "per latent dimension (uniform within the band when q(z|x) is the posterior)",
 }
 
 
@@ -72,6 +75,9 @@ CAPTIONS = {
 HEADLINE = (
     ("test_elbo", "test ELBO", "nats per example, higher is better"),
     ("test_log_likelihood", "test log p(x)", "importance-weighted, nats"),
+    ("test_log_likelihood_ais", "test log p(x), AIS", "annealed importance sampling, nats"),
+    ("test_log_likelihood_upper", "BDMC upper bound", "log p(x) of simulated x, nats"),
+    ("amortization_gap", "amortisation gap", "per-point ELBO - encoder ELBO, nats"),
     ("rate", "rate", "KL(q || p), nats"),
     ("distortion", "distortion", "-log p(x|z), nats"),
     ("active_units", "active units", "latent dimensions in use"),
@@ -266,6 +272,12 @@ def headline(*sources: Any) -> str:
     return f'<div class="headline">{"".join(cards)}</div>' if cards else ""
 
 
+def amortization(tables: dict[str, Any]) -> Any:
+    """The amortisation-gap record of ``analyze`` (``analysis/report.json``), if any."""
+    analysis = tables.get("analysis/report.json")
+    return analysis.get("amortization") if isinstance(analysis, dict) else None
+
+
 def render(run_dir: str | Path) -> str:
     """The report page of ``run_dir`` as an HTML string."""
     run_dir = Path(run_dir)
@@ -283,7 +295,7 @@ def render(run_dir: str | Path) -> str:
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="what">{html.escape(summary_line(config))} '
         f"<code>{html.escape(str(run_dir))}</code></p>",
-        headline(tables["evaluation.json"], metrics),
+        headline(tables["evaluation.json"], metrics, amortization(tables)),
     ]
     pngs = figures(run_dir)
     figs = [figure_html(run_dir, p) for p in pngs] or ["<p>(no figures in this run)</p>"]
