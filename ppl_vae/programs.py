@@ -215,6 +215,12 @@ class Programs(nn.Module):
             return (x, y)
         return (x,)
 
+    def eval_args(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple:
+        """The arguments the measurements score a batch with: :meth:`args`, except that
+        programs whose labels are optional are scored on x alone (their guide draws the
+        labels), so what is measured is log p(x) as at test time in Pyro's SSVAE."""
+        return self.args(x, None if self.labels_optional else y)
+
     # -- discovery ------------------------------------------------------------------------
     def _run_once(self, args: tuple, labelled: bool) -> tuple:
         """Trace guide and model once on ``args``; a failure is one :class:`UserError`

@@ -17,7 +17,7 @@ from ppl_vae.cli import main
 
 HERE = Path(__file__).resolve().parent / "pyro_programs"
 TINY = ["--epochs", "1", "--batch-size", "50", "--no-progress"]
-ANALYZE = "--points 2 --draws 10 --nuts-points 1 --chains 1 --nuts-samples 10 --nuts-warmup 10"
+ANALYZE = "--points 2 --draws 20 --nuts-points 1 --chains 1 --nuts-samples 10 --nuts-warmup 10"
 
 #: name: (file, data, extra train flags, sample refused?)
 PROGRAMS = {

@@ -333,7 +333,7 @@ def analyze(
         raise UserError(f"--chains must be at least 1, got {chains}")
     idx = choose_points(x_all.shape[0], points, seed)
     y = y_all[idx] if y_all is not None else None
-    args = pair.args(x_all[idx], y)
+    args = pair.eval_args(x_all[idx], y)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     diag = psis(pair, args, draws, seed, idx)  # validates the pair and --draws first

@@ -67,11 +67,9 @@ def batches(x: torch.Tensor, y: torch.Tensor | None, pair: Programs, size: int):
     """The programs' argument tuples for consecutive batches of ``x`` (and ``y``). Programs
     whose labels are optional (``model(xs, ys=None)``) are scored on x alone, their labels
     drawn by the guide: the measure is of log p(x), as at test time in Pyro's SSVAE."""
-    if pair.labels_optional:
-        y = None
     for start in range(0, x.shape[0], size):
         yb = y[start : start + size] if y is not None else None
-        yield pair.args(x[start : start + size], yb)
+        yield pair.eval_args(x[start : start + size], yb)
 
 
 @torch.no_grad()
