@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 from ppl_vae import data, traces
 from ppl_vae.analysis import analyze
-from ppl_vae.importance import evaluation
-from ppl_vae.train import TrainConfig, fit, recommended
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.infer.trainer import fit, recommended
+from ppl_vae.runs.evaluate import evaluation
 
 HERE = Path(__file__).resolve().parent
 
