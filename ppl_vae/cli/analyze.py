@@ -105,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
             f"{'point':>6} {'R-hat':>6} {'ESS':>6} {'div':>4} {'shift/sd':>8} {'W2':>6} {'KL':>6}"
         )
         for row in r["nuts"]:
+            if "skipped" in row:
+                print(f"{row['point']:>6} NUTS skipped: {row['skipped']}")
+                continue
             rhat = "n/a" if row["rhat_max"] is None else f"{row['rhat_max']:.3f}"
             print(
                 f"{row['point']:>6} {rhat:>6} {row['ess_bulk_min']:>6.0f} {row['divergences']:>4} "

@@ -45,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
     pair, ds, _ = load_run(args.run_dir, args.device, args.trust)
     if ds.image_shape is None:
         raise UserError(f"{args.run_dir} was trained on non-image data; samples have no picture")
+    if not pair.x_shaped:
+        raise UserError(
+            f"{args.run_dir}'s model scores something other than x (its observed sites are "
+            f"{', '.join(pair.observed_sites)}); its samples are not images of the data"
+        )
     torch.manual_seed(args.seed)
     x = traces.generate(pair, placeholder(pair, ds, n))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -481,6 +481,10 @@ class RunDir:
         files ppl-vae did not write (they would be overwritten)."""
         with self.lock():
             path = self.resolve(folder)
+
+            def inside(p: Path) -> str:  # relative to the run, whether its path is or not
+                return (Path(folder) / p.relative_to(path)).as_posix()
+
             if (self.path / folder).is_symlink():
                 raise UserError(
                     f"{self.path / folder} is a symlink; ppl-vae writes only into "
@@ -488,23 +492,25 @@ class RunDir:
                 )
             if path.exists():
                 foreign = [
-                    p.relative_to(self.path).as_posix()
+                    inside(p)
                     for p in sorted(path.rglob("*"))
                     if (p.is_symlink() or p.is_file())
                     and not atomic.TMP_PATTERN.match(p.name)
-                    and not self.is_own_regular_file(p.relative_to(self.path).as_posix())
+                    and not self.is_own_regular_file(inside(p))
                 ]
                 if foreign:
                     raise UserError(
                         f"{path} holds files ppl-vae did not write ({_some(foreign)}); move "
                         "them away and run again"
                     )
-            yield path
-            self.record_all(
-                p.relative_to(self.path).as_posix()
-                for p in (sorted(path.rglob("*")) if path.exists() else [])
-                if not p.is_symlink() and p.is_file() and not atomic.TMP_PATTERN.match(p.name)
-            )
+            try:
+                yield path
+            finally:  # also when the body fails: what it wrote stays ppl-vae's own
+                self.record_all(
+                    inside(p)
+                    for p in (sorted(path.rglob("*")) if path.exists() else [])
+                    if not p.is_symlink() and p.is_file() and not atomic.TMP_PATTERN.match(p.name)
+                )
 
     def _rel(self, path: Path) -> str:
         return path.resolve().relative_to(self.path.resolve()).as_posix()
