@@ -316,6 +316,15 @@ def amortization_record(pair: Programs, args: tuple, seed: int = 0) -> dict[str,
         return amortization_gap(pair, x, y, seed=seed)
     except UserError as exc:
         return {"points": int(x.shape[0]), "note": str(exc)}
+    except (RuntimeError, ValueError, IndexError, NotImplementedError) as exc:
+        # analysis degrades, never dies: a program whose sites do not take a batch of
+        # particles (a mask of x's shape, BatchNorm over the batch) gets a note instead
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return {
+            "points": int(x.shape[0]),
+            "note": f"the amortisation gap could not be "
+            f"estimated for this program ({type(exc).__name__}: {first})",
+        }
 
 
 # -- the whole analysis ---------------------------------------------------------------------
