@@ -17,9 +17,15 @@ from ppl_vae.cli import main
 
 HERE = Path(__file__).resolve().parent / "pyro_programs"
 TINY = ["--epochs", "1", "--batch-size", "50", "--no-progress"]
-ANALYZE = "--points 2 --draws 20 --nuts-points 1 --chains 1 --nuts-samples 10 --nuts-warmup 10"
+ANALYZE = (
+    "--points 2 --draws 20 --nuts-points 1 --chains 1 --nuts-samples 10 --nuts-warmup 10 "
+    "--amortization-points 1"
+)
 
 #: name: (file, data, extra train flags, sample refused?)
+#: Programs whose analysis runs twice and whose run is then replaced by --overwrite (the
+#: run-directory behaviour is the same for all; the others stop after the report).
+REPEATED = {"tutorial_vae", "ss_vae_m2"}
 PROGRAMS = {
     "tutorial_vae": ("tutorial_vae.py", "mnist_small_x.npz", "--latent-dim 2 --hidden 32", False),
     "tutorial_vae_validated_dynamic": (
@@ -95,7 +101,8 @@ def test_every_command_on_pyros_program(name, fresh, capsys):
         assert not Path("s.png").exists()
     else:
         assert rc == 0 and Path("s.png").is_file(), text
-    for _ in range(2):  # relative path, twice: the second finds the first's files its own
+    # relative path; twice for two programs (CI time): the second finds the first's files its own
+    for _ in range(2 if name in REPEATED else 1):
         rc, text = run(f"analyze {out} {ANALYZE}", capsys)
         assert rc == 0, text
     report = json.loads(Path(out, "analysis", "report.json").read_text())
@@ -103,6 +110,8 @@ def test_every_command_on_pyros_program(name, fresh, capsys):
     assert all("skipped" in row or "nuts_mean" in row for row in report["nuts"])
     rc, text = run(f"report {out}", capsys)
     assert rc == 0 and Path(out, "report.html").is_file(), text
+    if name not in REPEATED:
+        return
     rc, text = run(
         f"train programs/{file} --data data/{data} {extra} --out {out} --overwrite", capsys
     )
