@@ -332,10 +332,10 @@ def load_npz(path: str | Path) -> Dataset:
             raise UserError(
                 f"{key} in {path} has shape {arr.shape}; use (N, D) rows or (N, H, W) images"
             )
-        if arr.shape[0] < 2 or math.prod(arr.shape[1:]) == 0:
+        if arr.shape[0] == 0 or math.prod(arr.shape[1:]) == 0:
             raise UserError(
-                f"{key} in {path} has shape {arr.shape}; it needs at least two examples with "
-                "at least one feature"
+                f"{key} in {path} has shape {arr.shape}; it needs at least one example with at "
+                "least one feature"
             )
     image_shape = None
     if x_tr.ndim == 3:

@@ -728,7 +728,6 @@ def hostile_data_and_options(tmp: Path) -> dict[str, tuple[list, str]]:
     rng = np.random.default_rng(0)
     x = rng.random((8, 4))
     minus5 = npz(tmp / "m5.npz", x_train=x, x_test=x[:3], y_train=np.full(8, -5))
-    one_row = npz(tmp / "one.npz", x_train=x[:1], x_test=x[:1])
     fifo = tmp / "fifo.npz"
     os.mkfifo(fifo)
     exits = tmp / "exits.py"
@@ -742,7 +741,6 @@ def hostile_data_and_options(tmp: Path) -> dict[str, tuple[list, str]]:
     (tmp / "cmp" / "ae").symlink_to(elsewhere)
     return {
         "labels all -5": ([*t, "--data", minus5, *out], "labels from -5"),
-        "one row each": ([*t, "--data", one_row, *out], "at least two examples"),
         "npz is a FIFO": ([*t, "--data", fifo, *out], "not a regular file"),
         "legacy pickled .pt": (
             [*t, "--data", "mnist", "--data-root", legacy_root(tmp / "legacy"), *out],
