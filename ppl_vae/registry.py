@@ -187,7 +187,16 @@ def resolve(name: str) -> Spec:
         return spec_of_module(module, name, f"models/{module_name}.py")
     plugins = _entry_points()
     if name in plugins:
-        target = plugins[name].load()
+        ep = plugins[name]
+        try:
+            target = ep.load()
+        except Exception as exc:  # a broken plug-in names its package, in one line
+            package = getattr(getattr(ep, "dist", None), "name", None) or ep.value
+            raise UserError(
+                f"model {name!r} of the installed package {package} cannot be loaded "
+                f"(entry point {ep.value}: {type(exc).__name__}: {str(exc)[:200]}); "
+                "reinstall or remove that package"
+            ) from None
         doc = inspect.getdoc(sys.modules.get(getattr(target, "__module__", ""), None)) or ""
         return Spec(name, target, f"entry point {plugins[name].value}", doc)
     raise UserError(

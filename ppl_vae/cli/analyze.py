@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ppl_vae import validate
 from ppl_vae.errors import UserError
 from ppl_vae.runs.rundir import RunDir
 
@@ -55,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if args.nuts_points < 0 or args.nuts_warmup < 0:
         raise UserError("--nuts-points and --nuts-warmup cannot be negative")
+    validate.draws(args.draws)
+    validate.seed(args.seed)
+    validate.device(args.device)
+    for name in ("points", "chains", "nuts_samples", "nuts_points", "nuts_warmup"):
+        validate.integer(name, getattr(args, name), 0, validate.MAX_SAMPLES)
     if args.amortization_points < 0:
         raise UserError("--amortization-points cannot be negative")
     run_dir = Path(args.run_dir)

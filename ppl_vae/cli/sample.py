@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     n = validate.sample_count(args.n)
     validate.seed(args.seed)
+    validate.device(args.device)
     out = Path(args.out)
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; name a .png file, e.g. {out / 'samples.png'}")

@@ -30,7 +30,12 @@ def keep_labels(y: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     classes = np.unique(y_np)
     if y.ndim != 1 or (y_np < 0).any():
         raise UserError("keep_labels needs a 1-D tensor of non-negative class labels")
-    if n >= len(y_np):
+    if n > len(y_np):
+        raise UserError(
+            f"--labels {n} is more than the {len(y_np)} training examples; keep at most "
+            f"{len(y_np)} (or leave --labels out to keep them all)"
+        )
+    if n == len(y_np):
         return y.clone()
     if n < len(classes):
         raise UserError(

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import struct
 from collections.abc import Iterator
@@ -116,12 +115,17 @@ div.wide { overflow-x: auto; }
 
 def read_json(path: Path, run: RunDir | None = None) -> Any:
     """The parsed file, or None when it is missing, not valid JSON or (with ``run``) not
-    a file the run wrote."""
-    if run is not None and not run.is_own_regular_file(path.relative_to(run.path).as_posix()):
-        return None
+    a file the run wrote with one link (:meth:`RunDir.embeddable`); read bounded in size
+    and depth, never through a link or from a FIFO."""
+    if run is None:
+        run, rel = RunDir(path.parent), path.name
+    else:
+        rel = path.relative_to(run.path).as_posix()
+        if not run.embeddable(rel):
+            return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return run.read_json(rel)
+    except UserError:
         return None
 
 
@@ -203,7 +207,7 @@ def figures(run_dir: Path) -> list[Path]:
     found = [
         p
         for p in sorted(run_dir.glob("*.png")) + sorted((run_dir / "analysis").glob("*.png"))
-        if run.is_own_regular_file(p.relative_to(run_dir).as_posix())
+        if run.embeddable(p.relative_to(run_dir).as_posix())
     ]
     order = list(CAPTIONS)
 
@@ -214,8 +218,12 @@ def figures(run_dir: Path) -> list[Path]:
     return sorted(found, key=key)
 
 
-def data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+#: The largest figure embedded in a report (a run's figures are a few hundred KiB).
+FIGURE_LIMIT = 64 * 2**20
+
+
+def data_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
 def png_size(data: bytes) -> tuple[int, int] | None:
@@ -229,13 +237,17 @@ def figure_html(run_dir: Path, path: Path) -> str:
     """One ``<figure>``: small image grids are shown at twice their size (pixelated)."""
     rel = path.relative_to(run_dir).as_posix()
     caption = CAPTIONS.get(rel, rel)
-    size = png_size(path.read_bytes())
+    try:
+        data = RunDir(run_dir).read_bytes(rel, FIGURE_LIMIT)
+    except UserError:
+        return ""
+    size = png_size(data)
     zoom = size is not None and size[0] < SMALL
     width = f' class="zoom" width="{2 * size[0]}"' if zoom else ""
     shown = (2 * size[0] if zoom else size[0]) if size is not None else None
     style = f' style="width: {shown}px"' if shown else ""  # the caption wraps to the image
     return (
-        f'<figure{style}><img src="{data_uri(path)}"{width} alt="{html.escape(rel)}">'
+        f'<figure{style}><img src="{data_uri(data)}"{width} alt="{html.escape(rel)}">'
         f"<figcaption>{html.escape(caption)} <code>{html.escape(rel)}</code></figcaption>"
         "</figure>"
     )
