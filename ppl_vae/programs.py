@@ -85,6 +85,41 @@ def takes_labels(fn: Program) -> bool:
     return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in positional)
 
 
+def labels_optional(fn: Program) -> bool:
+    """Whether ``fn``'s second positional parameter has a default (``model(xs, ys=None)``,
+    Pyro's convention: ``None`` means an unlabelled batch)."""
+    target = fn.forward if isinstance(fn, nn.Module) else fn
+    try:
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 and positional[1].default is not inspect.Parameter.empty
+
+
+LABEL_FORMS = ("ids", "onehot", "float")
+
+
+def label_form(model: Program, guide: Program | None = None) -> str:
+    """The form a program wants its labels in, declared as ``label_form`` on the program
+    or on the module it belongs to: ``"ids"`` (int64 class ids, ``-1`` for a hidden label,
+    mixed in one batch: the suite's convention, the default), ``"onehot"`` (one-hot float
+    rows, as Pyro's SSVAE) or ``"float"`` (the label as a float, as CEVAE's treatment
+    ``t``). With ``onehot`` or ``float`` a batch is all labelled or all unlabelled, and an
+    unlabelled one is passed as ``model(x)`` (its ``y`` left at the default ``None``)."""
+    for fn in (model, guide):
+        for where in (fn, owner_of(fn)):
+            form = getattr(where, "label_form", None)
+            if form is not None:
+                if form not in LABEL_FORMS:
+                    raise UserError(f"label_form {form!r} is not one of {', '.join(LABEL_FORMS)}")
+                return form
+    return "ids"
+
+
+_LABEL_HINT = "ids: int64 class ids; onehot: one-hot float rows; float: one float each"
+
+
 def _store_key(name: str) -> str:
     """A ``ParameterDict`` key for a param-store name (no dots allowed there)."""
     return name.replace(".", "__").replace("$$$", "__")
@@ -134,9 +169,18 @@ class Programs(nn.Module):
         self._depth = 0
         self._vectorizes: dict[str, bool] = {}  # per way of running: under a particle plate?
         self.takes_labels = takes_labels(model) and takes_labels(guide)
+        self.labels_optional = self.takes_labels and all(
+            labels_optional(f) for f in (model, guide) if takes_labels(f)
+        )
+        self.label_form = label_form(model, guide) if self.takes_labels else "ids"
         example = example if isinstance(example, tuple) else (example,)
         if self.takes_labels and (len(example) < 2 or example[1] is None):
-            self.args(example[0], None)  # the clear error: the programs need labels
+            self.args(example[0], None)  # the clear error where the programs need labels
+        if self.labels_optional and len(example) > 1 and example[1] is not None:
+            # a labelled batch must run too (its failure names the labels), but the sites
+            # are those of an unlabelled one: there the guide samples what labels observe
+            self._run_once(self.args(*example[:2]), labelled=True)
+            example = example[:1]
         self._trace_once(example[: 2 if self.takes_labels else 1])
 
     # -- the param-store scope ------------------------------------------------------------
@@ -158,8 +202,11 @@ class Programs(nn.Module):
                 self._depth = 0
 
     def args(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple:
-        """The positional arguments the programs take for a batch."""
+        """The positional arguments the programs take for a batch: ``(x, y)``, or ``(x,)``
+        when they take no labels or their labels are optional and ``y`` is None."""
         if self.takes_labels:
+            if y is None and self.labels_optional:
+                return (x,)
             if y is None:
                 raise UserError(
                     f"{self.name} takes labels (model(x, y)) but the data set has none; "
@@ -168,8 +215,16 @@ class Programs(nn.Module):
             return (x, y)
         return (x,)
 
+    def eval_args(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple:
+        """The arguments the measurements score a batch with: :meth:`args`, except that
+        programs whose labels are optional are scored on x alone (their guide draws the
+        labels), so what is measured is log p(x) as at test time in Pyro's SSVAE."""
+        return self.args(x, None if self.labels_optional else y)
+
     # -- discovery ------------------------------------------------------------------------
-    def _trace_once(self, args: tuple) -> None:
+    def _run_once(self, args: tuple, labelled: bool) -> tuple:
+        """Trace guide and model once on ``args``; a failure is one :class:`UserError`
+        line (Pyro's trace-shape table dropped) that names the labels when they were given."""
         with self.scope(), torch.no_grad():
             try:
                 guide_tr = poutine.trace(self.guide).get_trace(*args)
@@ -179,22 +234,32 @@ class Programs(nn.Module):
                 model_tr.compute_log_prob()  # the data must lie in the likelihood's support
             except UserError:
                 raise
-            except ValueError as exc:
-                if "Expected value argument" not in str(exc):
-                    raise UserError(
-                        f"running {self.name}'s model and guide on a batch of the data failed: "
-                        f"ValueError: {exc}"
-                    ) from None
-                raise UserError(
-                    f"{self.name}'s model cannot score this data: an observed value lies outside "
-                    "its likelihood's support (for a Bernoulli likelihood binarize the data with "
-                    "--binarize, use a gaussian likelihood, or pass validate_args=False)"
-                ) from None
             except Exception as exc:
+                first = (str(exc).strip().splitlines() or [""])[0]
+                if isinstance(exc, ValueError) and "Expected value argument" in first:
+                    raise UserError(
+                        f"{self.name}'s model cannot score this data: an observed value lies "
+                        "outside its likelihood's support (for a Bernoulli likelihood binarize "
+                        "the data with --binarize, use a gaussian likelihood, or pass "
+                        "validate_args=False)"
+                    ) from None
+                hint = "check that the programs fit the data's shape"
+                if labelled:
+                    hint = (
+                        f"the labels were passed as {self.label_form} ({_LABEL_HINT}); declare "
+                        "label_form = 'ids' | 'onehot' | 'float' on the model class if it "
+                        "wants another form"
+                    )
                 raise UserError(
-                    f"running {self.name}'s model and guide on a batch of the data failed: "
-                    f"{type(exc).__name__}: {exc}; check that the programs fit the data's shape"
+                    f"running {self.name}'s model and guide on a "
+                    f"{'labelled ' if labelled else ''}batch of the data failed: "
+                    f"{type(exc).__name__}: {first}; {hint}"
                 ) from None
+        return model_tr, guide_tr
+
+    def _trace_once(self, args: tuple) -> None:
+        labelled = len(args) > 1
+        model_tr, guide_tr = self._run_once(args, labelled)
         self._collect_parameters(model_tr, guide_tr)
         self._describe(model_tr, guide_tr, args[0])
 
@@ -242,7 +307,11 @@ class Programs(nn.Module):
         # The observed site(s) that score x itself (others may score labels, as in M2).
         numel = x.numel()
         data_sites = [n for n in observed if model_tr.nodes[n]["value"].numel() == numel]
+        # x_shaped: some observed site scores x itself, so reconstructions are x-shaped and
+        # can be compared with x and drawn as x (Pyro's CVAE scores 588 of 784 pixels)
+        self.x_shaped = bool(data_sites)
         self.data_sites = tuple(data_sites or observed)
+        self.label_sites = tuple(n for n in observed if n not in self.data_sites)
         self.latent_sizes = tuple(
             max(1, guide_tr.nodes[n]["value"].numel() // max(batch, 1)) for n in latent
         )
@@ -260,16 +329,16 @@ class Programs(nn.Module):
 
     def vectorized(self, key: str, fast: Callable[[], Any], slow: Callable[[], Any]) -> Any:
         """``fast()`` (the programs under an outer particle plate) where they allow it,
-        else ``slow()`` (one draw at a time). ``key`` names the way the programs run; the
-        first shape error decides for that key once, and a later error is raised."""
+        else ``slow()`` (one draw at a time). ``key`` names the way the programs run; a
+        shape error sends that key to ``slow()`` from then on, also after the fast path
+        once worked (a layer such as BatchNorm1d may accept one batch size under the
+        particle plate and not another), and ``slow()`` raises what is really wrong."""
         if self._vectorizes.get(key) is not False:
             try:
                 out = fast()
                 self._vectorizes[key] = True
                 return out
             except (RuntimeError, ValueError, IndexError):
-                if self._vectorizes.get(key):
-                    raise
                 self._vectorizes[key] = False
         return slow()
 

@@ -123,8 +123,23 @@ def spec_of_module(module, name: str, origin: str) -> Spec:
     return Spec(name, target, origin, doc or inspect.getdoc(target) or "")
 
 
-def load_file(path: str | Path) -> Spec:
-    """Import a user's model file and return its :class:`Spec`."""
+SELF_CONTAINED = (
+    "a model file must be self-contained: ppl-vae copies only that file into the run; "
+    "paste the module into the file, or install it as a package"
+)
+
+
+def load_file(path: str | Path, expected_sha256: str | None = None) -> Spec:
+    """Run a user's model file and return its :class:`Spec`.
+
+    The file's bytes are read once, checked against ``expected_sha256`` when given (a
+    run's copy, whose hash was trusted), compiled from those bytes and executed: the path
+    is never imported, so no ``__pycache__`` bytecode is read or written for it. A model
+    file is self-contained: a sibling module it imports (``from utils.custom_mlp import
+    MLP``, where ``utils/`` lies next to the file and is not installed) is refused with one
+    line, since the run keeps only the file itself."""
+    import hashlib
+
     path = Path(path)
     if path.is_dir():
         raise UserError(
@@ -133,17 +148,30 @@ def load_file(path: str | Path) -> Spec:
     if not path.is_file():
         raise UserError(f"model file {path} does not exist")
     path = path.resolve()
-    mod_name = f"ppl_vae_user_{path.stem}_{abs(hash(str(path))) % 10**8}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    if spec is None or spec.loader is None:
-        raise UserError(f"{path} is not a Python file; {WHAT_A_FILE_DEFINES}")
-    module = importlib.util.module_from_spec(spec)
+    try:
+        source = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+    if expected_sha256 is not None and hashlib.sha256(source).hexdigest() != expected_sha256:
+        raise UserError(f"{path} changed since its hash was checked; ppl-vae will not run it")
+    mod_name = f"ppl_vae_user_{path.stem}_{hashlib.sha256(source).hexdigest()[:12]}"
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(mod_name, None))
+    module.__file__ = str(path)
     sys.modules[mod_name] = module
     try:
-        spec.loader.exec_module(module)
+        code = compile(source, str(path), "exec", dont_inherit=True)
+        exec(code, module.__dict__)
     except Exception as exc:
         del sys.modules[mod_name]
-        raise UserError(f"could not import {path}: {type(exc).__name__}: {exc}") from None
+        missing = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
+        top = (missing or "").split(".")[0]
+        if top and ((path.parent / top).is_dir() or (path.parent / f"{top}.py").is_file()):
+            raise UserError(
+                f"{path} imports {missing}, a module next to it that is not installed; "
+                f"{SELF_CONTAINED}"
+            ) from None
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise UserError(f"could not import {path}: {type(exc).__name__}: {first}") from None
     return spec_of_module(module, str(path), str(path))
 
 
@@ -159,7 +187,16 @@ def resolve(name: str) -> Spec:
         return spec_of_module(module, name, f"models/{module_name}.py")
     plugins = _entry_points()
     if name in plugins:
-        target = plugins[name].load()
+        ep = plugins[name]
+        try:
+            target = ep.load()
+        except Exception as exc:  # a broken plug-in names its package, in one line
+            package = getattr(getattr(ep, "dist", None), "name", None) or ep.value
+            raise UserError(
+                f"model {name!r} of the installed package {package} cannot be loaded "
+                f"(entry point {ep.value}: {type(exc).__name__}: {str(exc)[:200]}); "
+                "reinstall or remove that package"
+            ) from None
         doc = inspect.getdoc(sys.modules.get(getattr(target, "__module__", ""), None)) or ""
         return Spec(name, target, f"entry point {plugins[name].value}", doc)
     raise UserError(

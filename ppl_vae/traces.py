@@ -275,8 +275,25 @@ def decode(pair: Programs, z: torch.Tensor, like: tuple) -> torch.Tensor:
     return _observed_mean(pair, model, like)
 
 
+class _UnconditionSites(poutine.messenger.Messenger):
+    """``poutine.uncondition`` for the named sites only: the others stay observed."""
+
+    def __init__(self, sites: tuple[str, ...]):
+        super().__init__()
+        self.sites = set(sites)
+
+    def _pyro_sample(self, msg: dict[str, Any]) -> None:
+        if msg["is_observed"] and msg["name"] in self.sites:
+            msg["is_observed"] = False
+            msg["infer"]["obs"] = msg["value"]
+            msg["infer"]["was_observed"] = True
+            msg["value"] = None
+            msg["done"] = False
+
+
 @torch.no_grad()
 def generate(pair: Programs, like: tuple) -> torch.Tensor:
-    """Means of :math:`p(x \\mid z)` at ``z ~ p(z)``: the model run with its observed
-    sites unconditioned, on a placeholder batch ``like`` (labels in it are kept)."""
-    return _observed_mean(pair, poutine.uncondition(pair.model), like)
+    """Means of :math:`p(x \\mid z)` at ``z ~ p(z)``: the model run with its data sites
+    unconditioned, on a placeholder batch ``like``; a label the model observes
+    (``pyro.sample("y", ..., obs=ys)``, Pyro's SSVAE) keeps the value ``like`` gives it."""
+    return _observed_mean(pair, _UnconditionSites(pair.data_sites)(pair.model), like)

@@ -12,7 +12,12 @@ option                 accepted                                 bound
 ``--latent-dim``       whole number                             ``1 <= d <= 4096``
 ``--lr``, ``--beta``   finite real                              ``> 0``
 ``--lr-final``         finite real (a fraction of ``--lr``)     ``0 < f <= 1``
-``--seed``             whole number                             ``0 <= s < 2**63``
+``--seed``             whole number                             ``0 <= s < 2**32``
+                                                                (Pyro's seeds)
+``--device``           ``auto``, ``cpu``, ``cuda``, ``cuda:N``
+``--labels``           whole number                             ``1 <= n <= 2**31``
+``analyze --draws``    whole number                             ``1 <= d <= 100000``
+``--out``              a path that is UTF-8, each name          ``<= 255`` bytes
 ``--warmup-steps``     whole number                             ``0 <= t <= 10**9``
 ``--cycles``           whole number                             ``1 <= c <= 10**6``
 ``--epochs``           whole number                             ``1 <= e <= 10**6``
@@ -60,7 +65,12 @@ from ppl_vae.errors import UserError
 MAX_WIDTH = 65536
 MAX_LAYERS = 64
 MAX_LATENT = 4096
-MAX_SEED = 2**63
+#: Pyro seeds NumPy too, which takes seeds below 2**32.
+MAX_SEED = 2**32
+MAX_LABELS = 2**31
+MAX_DRAWS = 100_000
+#: The longest file name (one component of a path) Linux file systems hold.
+MAX_NAME_BYTES = 255
 MAX_STEPS = 10**9
 MAX_CYCLES = 10**6
 MAX_EPOCHS = 10**6
@@ -148,6 +158,48 @@ def seed(value: Any) -> int:
     return integer("seed", value, 0, MAX_SEED - 1)
 
 
+def device(value: Any) -> str:
+    """``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``meta`` and the rest hold no
+    data to train on)."""
+    if isinstance(value, str) and (
+        value in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d{1,3}", value)
+    ):
+        return value
+    raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got {value!r}")
+
+
+def labels(value: Any) -> int:
+    """``--labels N``: training labels to keep."""
+    return integer("labels", value, 1, MAX_LABELS)
+
+
+def draws(value: Any) -> int:
+    """``analyze --draws``: guide draws per point."""
+    return integer("draws", value, 1, MAX_DRAWS)
+
+
+def out_path(value: Any, name: str = "--out") -> str:
+    """A path ppl-vae will create and record: UTF-8 text (JSON and the report hold it),
+    no NUL, each name at most :data:`MAX_NAME_BYTES` bytes."""
+    text = str(value)
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(
+            f"{name} {text.encode('utf-8', 'surrogateescape')!r} is not UTF-8 text; "
+            "choose a path of UTF-8 characters"
+        ) from None
+    if b"\x00" in encoded or not text:
+        raise UserError(f"{name} must be a non-empty path")
+    longest = max(len(part) for part in encoded.split(b"/"))
+    if longest > MAX_NAME_BYTES:
+        raise UserError(
+            f"{name} has a name of {longest} bytes; file systems hold at most "
+            f"{MAX_NAME_BYTES}; choose a shorter name"
+        )
+    return text
+
+
 def warmup_steps(value: Any) -> int:
     return integer("warmup_steps", value, 0, MAX_STEPS)
 
@@ -198,6 +250,7 @@ TRAIN_CHECKS = {
     "lr": lr,
     "lr_final": lr_final,
     "seed": seed,
+    "device": device,
     "num_particles": num_particles,
     "beta": beta,
     "warmup_steps": warmup_steps,

@@ -48,7 +48,7 @@ def snapshot(directory) -> dict[str, tuple]:
         rel = path.relative_to(root).as_posix()
         if stat.S_ISLNK(st_.st_mode):
             out[rel] = (st_.st_mode, os.readlink(path))
-        elif stat.S_ISDIR(st_.st_mode):
+        elif stat.S_ISDIR(st_.st_mode) or not stat.S_ISREG(st_.st_mode):  # a FIFO: not read
             out[rel] = (st_.st_mode, None)
         else:
             out[rel] = (st_.st_mode, path.read_bytes())

@@ -185,7 +185,9 @@ def inference_data(
         model_tr, _ = traces.trace_pair(pair, args)
     coords, dims = _coords(pair, points)
     observed = {}
-    for name in pair.observed_sites:
+    for name in pair.observed_sites:  # as recorded in training mode; eval mode may skip some
+        if name not in model_tr.nodes:
+            continue
         observed[name] = model_tr.nodes[name]["value"].reshape(batch, -1).cpu().numpy()
         coords[dim_name(name)] = list(range(observed[name].shape[1]))
         dims[name] = ["point", dim_name(name)]
@@ -301,6 +303,30 @@ def figures(
     return out
 
 
+# -- the amortisation gap -------------------------------------------------------------------
+def amortization_record(pair: Programs, args: tuple, seed: int = 0) -> dict[str, Any]:
+    """:func:`ppl_vae.measure.amortization.amortization_gap` of the points in ``args``
+    (encoder ELBO, best per-point ELBO, log p(x) under the optimised guide, the
+    approximation and amortisation gaps, each with ``_se``), or ``{"note": why}`` for a
+    program whose guide has no per-point family here (a site neither Normal nor Delta)."""
+    from ppl_vae.measure.amortization import amortization_gap
+
+    x, y = args[0], (args[1] if len(args) > 1 else None)
+    try:
+        return amortization_gap(pair, x, y, seed=seed)
+    except UserError as exc:
+        return {"points": int(x.shape[0]), "note": str(exc)}
+    except (RuntimeError, ValueError, IndexError, NotImplementedError) as exc:
+        # analysis degrades, never dies: a program whose sites do not take a batch of
+        # particles (a mask of x's shape, BatchNorm over the batch) gets a note instead
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return {
+            "points": int(x.shape[0]),
+            "note": f"the amortisation gap could not be "
+            f"estimated for this program ({type(exc).__name__}: {first})",
+        }
+
+
 # -- the whole analysis ---------------------------------------------------------------------
 def analyze(
     pair: Programs,
@@ -315,10 +341,13 @@ def analyze(
     seed: int = 0,
     nuts_samples: int = 500,
     nuts_warmup: int = 300,
+    amortization_points: int = 10,
 ) -> dict[str, Any]:
     """The whole analysis of ``points`` examples of ``x_all`` (labels ``y_all`` passed where
     the programs take them), written to the folder ``out``: ``posterior.nc``,
     ``summary.csv``, ``nuts.nc``, ``nuts_summary.csv``, ``report.json`` and PNG figures.
+    The report's ``amortization`` holds the approximation and amortisation gaps of the
+    first ``amortization_points`` of them (all, when fewer; :func:`amortization_record`).
     Returns the report."""
     import json
     from pathlib import Path
@@ -329,9 +358,11 @@ def analyze(
         raise UserError(f"--nuts-points must lie in 0..--points ({points}), got {nuts_points}")
     if chains < 1:
         raise UserError(f"--chains must be at least 1, got {chains}")
+    if amortization_points < 0:
+        raise UserError(f"--amortization-points cannot be negative, got {amortization_points}")
     idx = choose_points(x_all.shape[0], points, seed)
     y = y_all[idx] if y_all is not None else None
-    args = pair.args(x_all[idx], y)
+    args = pair.eval_args(x_all[idx], y)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     diag = psis(pair, args, draws, seed, idx)  # validates the pair and --draws first
@@ -357,19 +388,42 @@ def analyze(
     runs = {}
     for j in range(nuts_points):
         one = tuple(a[j : j + 1] for a in args)
-        runs[idx[j]] = reference.nuts_point(pair, one, nuts_samples, nuts_warmup, chains, seed + j)
-        q = reference.flat_draws(idata.posterior.sel(point=idx[j]), pair.latent_sites)
+        # Degrade, never die: NUTS enumerates discrete sites out of its draws (CEVAE's t, y)
+        # and cannot start on a prior without .support (a zuko flow): compare the sites it
+        # drew, and note a point it could not run, keeping the guide draws and PSIS above.
+        try:
+            run = reference.nuts_point(pair, one, nuts_samples, nuts_warmup, chains, seed + j)
+        except UserError:
+            raise
+        except Exception as exc:
+            why = (str(exc).strip().splitlines() or [""])[0][:200]
+            report["nuts"].append({"point": idx[j], "skipped": f"{type(exc).__name__}: {why}"})
+            continue
+        drawn = [n for n in pair.latent_sites if n in run.posterior]
         row = {"point": idx[j], "gap_kl_q_to_posterior": float(diag["gap"][j])}
-        row.update(khat=float(khat[j]), **reference.compare(q, runs[idx[j]], pair.latent_sites))
+        if not drawn:
+            row["skipped"] = "NUTS drew none of the latent sites (all discrete, enumerated out)"
+            report["nuts"].append(row)
+            continue
+        runs[idx[j]] = run
+        q = reference.flat_draws(idata.posterior.sel(point=idx[j]), drawn)
+        row.update(khat=float(khat[j]), **reference.compare(q, run, drawn))
+        not_drawn = [n for n in pair.latent_sites if n not in drawn]
+        if not_drawn:
+            row["sites_not_drawn"] = not_drawn  # enumerated out by NUTS
         report["nuts"].append(row)
     nuts = None
     if runs:
         nuts = reference.stack(pair, runs)
         nuts.to_netcdf(str(out / "nuts.nc"))
-        az.summary(nuts, var_names=list(pair.latent_sites)).to_csv(out / "nuts_summary.csv")
+        az.summary(nuts, var_names=list(nuts.posterior.data_vars)).to_csv(out / "nuts_summary.csv")
     report["nuts_settings"] = {"samples": nuts_samples, "warmup": nuts_warmup, "chains": chains}
+    if amortization_points:
+        k = min(amortization_points, len(idx))
+        report["amortization"] = amortization_record(pair, tuple(a[:k] for a in args), seed)
     report["figures"] = []
-    for name, fig in figures(diag["khat"], idata, nuts, pair.latent_sites).items():
+    compared = list(nuts.posterior.data_vars) if nuts is not None else list(pair.latent_sites)
+    for name, fig in figures(diag["khat"], idata, nuts, compared).items():
         with atomic.writing(out / name) as tmp:
             fig.savefig(tmp, dpi=110, format="png")
         report["figures"].append(name)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,7 +71,9 @@ def frozen(pair: Programs):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with eval_mode(pair):
+        with eval_mode(pair), warnings.catch_warnings():
+            # pyro.module inside a program skips parameters that need no gradient, and says so
+            warnings.filterwarnings("ignore", message=".*was not registered in the param store")
             for p in params:
                 p.requires_grad_(False)
             yield pair
@@ -123,17 +126,14 @@ def nuts_point(
         with pyro.validation_enabled(False):
             mcmc.run()
         idata = az.from_pyro(mcmc, log_likelihood=False)
-    missing = [n for n in pair.latent_sites if n not in idata.posterior]
-    if missing:  # pragma: no cover - NUTS samples every unobserved site of the model
-        raise RuntimeError(f"NUTS drew no values of {', '.join(missing)}")
-    return idata
+    return idata  # discrete sites are enumerated out: posterior holds the continuous ones
 
 
 def per_point(pair: Programs, idata: az.InferenceData) -> dict[str, np.ndarray]:
     """A one-example NUTS result as arrays ``(chain, draw, 1, k)`` per latent site."""
     post = idata.posterior
     c, d = post.sizes["chain"], post.sizes["draw"]
-    return {n: post[n].values.reshape(c, d, 1, -1) for n in pair.latent_sites}
+    return {n: post[n].values.reshape(c, d, 1, -1) for n in pair.latent_sites if n in post}
 
 
 def stack(pair: Programs, runs: dict[int, az.InferenceData]) -> az.InferenceData:
@@ -141,13 +141,18 @@ def stack(pair: Programs, runs: dict[int, az.InferenceData]) -> az.InferenceData
     ``(chain, draw, point, <site>_dim)`` and ``sample_stats.diverging`` ``(chain, draw,
     point)``."""
     arrays = [per_point(pair, r) for r in runs.values()]
-    posterior = {n: np.concatenate([a[n] for a in arrays], axis=2) for n in pair.latent_sites}
+    sites = [n for n in pair.latent_sites if all(n in a for a in arrays)]  # the drawn ones
+    posterior = {n: np.concatenate([a[n] for a in arrays], axis=2) for n in sites}
     diverging = np.stack([r.sample_stats["diverging"].values for r in runs.values()], axis=2)
-    dims = {n: ["point", dim_name(n)] for n in pair.latent_sites}
+    dims = {n: ["point", dim_name(n)] for n in sites}
     dims["diverging"] = ["point"]
     coords: dict[str, Any] = {"point": list(runs)}
     coords.update(
-        {dim_name(n): list(range(k)) for n, k in zip(pair.latent_sites, pair.latent_sizes)}
+        {
+            dim_name(n): list(range(k))
+            for n, k in zip(pair.latent_sites, pair.latent_sizes)
+            if n in sites
+        }
     )
     return az.from_dict(
         posterior=posterior, sample_stats={"diverging": diverging}, coords=coords, dims=dims

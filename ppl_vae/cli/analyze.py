@@ -6,7 +6,9 @@ the split's labels passed where the programs take them. Writes ``DIR/analysis/``
 ``posterior.nc`` (guide and prior draws of every latent site, dims ``chain, draw, point,
 <site>_dim``), ``summary.csv`` (``az.summary`` of the guide draws), ``nuts.nc`` and
 ``nuts_summary.csv`` (NUTS reference posteriors with R-hat and ESS), ``report.json``
-(PSIS k-hat per point and the shares above 0.5 and 0.7, the NUTS-vs-guide table) and
+(PSIS k-hat per point and the shares above 0.5 and 0.7, the NUTS-vs-guide table, and under
+``amortization`` the approximation and amortisation gaps of ``--amortization-points``
+points, Cremer et al. 2018) and
 ``khat.png``, ``density.png``, ``pair.png``.
 
 Example::
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ppl_vae import validate
 from ppl_vae.errors import UserError
 from ppl_vae.runs.rundir import RunDir
 
@@ -32,6 +35,12 @@ def register(sub) -> None:
     p.add_argument("--chains", type=int, default=2, help="NUTS chains per point (sequential)")
     p.add_argument("--nuts-samples", type=int, default=500, help="NUTS draws per chain")
     p.add_argument("--nuts-warmup", type=int, default=300, help="NUTS warm-up steps per chain")
+    p.add_argument(
+        "--amortization-points",
+        type=int,
+        default=10,
+        help="of the --points, those whose amortisation gap is measured (0: none)",
+    )
     p.add_argument("--split", default="test", choices=("test", "train"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -47,13 +56,22 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if args.nuts_points < 0 or args.nuts_warmup < 0:
         raise UserError("--nuts-points and --nuts-warmup cannot be negative")
+    validate.draws(args.draws)
+    validate.seed(args.seed)
+    validate.device(args.device)
+    for name in ("points", "chains", "nuts_samples", "nuts_points", "nuts_warmup"):
+        validate.integer(name, getattr(args, name), 0, validate.MAX_SAMPLES)
+    if args.amortization_points < 0:
+        raise UserError("--amortization-points cannot be negative")
     run_dir = Path(args.run_dir)
     from ppl_vae.analysis.posterior import analyze
     from ppl_vae.figures import report
 
     pair, x, y = load_split(run_dir, args.split, args.device, args.trust)
     out = run_dir / "analysis"
-    with RunDir(run_dir).recording("analysis"):  # the lock; the files go in the manifest
+    # the lock; the files go in the manifest (an absolute root: RunDir.recording lists the
+    # folder's files relative to it, which fails for a relative run directory)
+    with RunDir(run_dir.absolute()).recording("analysis"):
         r = analyze(
             pair,
             x,
@@ -66,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             nuts_samples=args.nuts_samples,
             nuts_warmup=args.nuts_warmup,
+            amortization_points=args.amortization_points,
         )
     print(
         f"PSIS k-hat over {len(r['points'])} {args.split} points ({args.draws} guide draws): "
@@ -74,11 +93,27 @@ def run(args: argparse.Namespace) -> int:
         f"{100 * r['khat_share_above_0.7']:.0f}% > 0.7"
     )
     print(f"mean gap log p(x) - ELBO (= KL(q || posterior)): {r['mean_gap_kl_q_to_posterior']:.3f}")
+    gap = r.get("amortization") or {}
+    if gap.get("amortization_gap") is not None:
+        approx = gap["approximation_gap"]
+        approx = (
+            "n/a" if approx is None else f"{approx:.3f} +- {gap['approximation_gap_se'] or 0:.3f}"
+        )
+        print(
+            f"amortisation gap over {gap['points']} points: "
+            f"{gap['amortization_gap']:.3f} +- {gap['amortization_gap_se'] or 0:.3f} nats; "
+            f"approximation gap {approx}"
+        )
+    elif gap.get("note"):
+        print(f"amortisation gap: n/a ({gap['note']})")
     if r["nuts"]:
         print(
             f"{'point':>6} {'R-hat':>6} {'ESS':>6} {'div':>4} {'shift/sd':>8} {'W2':>6} {'KL':>6}"
         )
         for row in r["nuts"]:
+            if "skipped" in row:
+                print(f"{row['point']:>6} NUTS skipped: {row['skipped']}")
+                continue
             rhat = "n/a" if row["rhat_max"] is None else f"{row['rhat_max']:.3f}"
             print(
                 f"{row['point']:>6} {rhat:>6} {row['ess_bulk_min']:>6.0f} {row['divergences']:>4} "

@@ -237,7 +237,7 @@ def run_config(args: argparse.Namespace, model: str) -> RunConfig:
         data_root=args.data_root,
         download=args.download,
         binarize=args.binarize,
-        labels=validate.integer("--labels", args.labels, 1) if args.labels is not None else None,
+        labels=validate.labels(args.labels) if args.labels is not None else None,
         train=train_config(args),
         train_explicit=explicit_train_flags(args),
         given=given + explicit_train_flags(args),

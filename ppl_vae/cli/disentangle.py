@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from ppl_vae.runs.rundir import RunDir
 
     validate.seed(args.seed)
+    validate.device(args.device)
     pair, ds, _ = load_run(args.run_dir, args.device, args.trust)
     sizes = {"dci": {"classifier": args.dci_classifier}} if args.dci_classifier else None
     record = disentangle.scores(pair, ds, seed=args.seed, sizes=sizes, fast=args.fast)

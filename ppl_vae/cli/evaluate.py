@@ -12,14 +12,26 @@ each beside its standard error over examples (``test_elbo_stderr``,
 the training set. ``DIR/evaluation-train.json`` keeps the train split apart from the
 test record, so the two never overwrite each other.
 
+``--ais-steps T`` adds annealed importance sampling with ``--ais-chains C`` chains of HMC
+on the first ``--ais-points N`` examples: ``test_log_likelihood_ais`` (a stochastic lower
+bound that tightens with T) and, by bidirectional Monte Carlo on N points simulated from
+the model, ``test_log_likelihood_upper`` (a stochastic upper bound on those points' mean
+log p(x)), each with its ``_se``, and the settings, the HMC acceptance, the IW estimate on
+the same points and the BDMC gap under ``ais``. A program that cannot have them (no
+prior, a point-mass guide, data not simulated as one site) gets ``ais_note`` instead.
+
 Example::
 
     ppl-vae evaluate runs/vae --iwae-samples 5000
+    ppl-vae evaluate runs/vae --ais-steps 1000 --ais-points 100
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from ppl_vae import validate
 
 SPLITS = ("test", "train")
 
@@ -29,6 +41,17 @@ def register(sub) -> None:
     p.add_argument("run_dir", help="a run directory written by `ppl-vae train --out`")
     p.add_argument(
         "--iwae-samples", type=int, default=1000, metavar="K", help="importance samples per example"
+    )
+    p.add_argument(
+        "--ais-steps", type=int, default=0, metavar="T", help="annealing steps of AIS (0: no AIS)"
+    )
+    p.add_argument("--ais-chains", type=int, default=16, metavar="C", help="AIS chains per point")
+    p.add_argument(
+        "--ais-points",
+        type=int,
+        default=100,
+        metavar="N",
+        help="examples (and simulations) in AIS",
     )
     p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--seed", type=int, default=0)
@@ -41,8 +64,15 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ppl_vae.runs.evaluate import evaluate_run, table  # heavy: imported only to run
+    from ppl_vae.figures.report import REPORT
+    from ppl_vae.runs.evaluate import evaluate_run, output_path, table  # heavy: only to run
+    from ppl_vae.runs.rundir import RunDir
 
+    validate.seed(args.seed)
+    validate.device(args.device)
+    validate.batch_size(args.batch_size)
+    # Every file the job will write, refused before it evaluates or writes anything.
+    RunDir(args.run_dir).check_writable([output_path(Path(), args.split).name, REPORT])
     record, out, page = evaluate_run(
         args.run_dir,
         args.split,
@@ -53,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         trust=args.trust,
         progress=not args.no_progress,
+        ais_steps=args.ais_steps,
+        ais_chains=args.ais_chains,
+        ais_points=args.ais_points,
     )
     print(table(record, args.split))
     print(f"wrote {out}")

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     n = validate.sample_count(args.n)
     validate.seed(args.seed)
+    validate.device(args.device)
     out = Path(args.out)
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; name a .png file, e.g. {out / 'samples.png'}")
@@ -45,6 +46,11 @@ def run(args: argparse.Namespace) -> int:
     pair, ds, _ = load_run(args.run_dir, args.device, args.trust)
     if ds.image_shape is None:
         raise UserError(f"{args.run_dir} was trained on non-image data; samples have no picture")
+    if not pair.x_shaped:
+        raise UserError(
+            f"{args.run_dir}'s model scores something other than x (its observed sites are "
+            f"{', '.join(pair.observed_sites)}); its samples are not images of the data"
+        )
     torch.manual_seed(args.seed)
     x = traces.generate(pair, placeholder(pair, ds, n))
     out.parent.mkdir(parents=True, exist_ok=True)

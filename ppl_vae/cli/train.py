@@ -42,9 +42,11 @@ def run(args: argparse.Namespace) -> int:
     )
     m = job.metrics
     first = m["history"][0]["test_elbo"] if m["history"] else float("nan")
+    mse = m["test_recon_mse"]
+    mse = f"test recon MSE {mse:.3f}" if mse is not None else "no recon MSE (y is not x-shaped)"
     print(
         f"{args.model}: test ELBO {m['test_elbo']:.3f} nats (epoch 1: {first:.3f}), "
-        f"train ELBO {m['train_elbo']:.3f}, test recon MSE {m['test_recon_mse']:.3f}, "
+        f"train ELBO {m['train_elbo']:.3f}, {mse}, "
         f"{m['epochs']} epochs in {m['seconds']:.1f}s"
     )
     for warning in m.get("warnings", []):

@@ -94,6 +94,15 @@ class Dataset:
             y_test=move(self.y_test),
         )
 
+    def scored_train(self, n: int | None = None) -> torch.Tensor:
+        """The first ``n`` training rows as the programs score them outside training (the
+        first trace, the per-epoch ``train_elbo``, ``evaluate --split train``): under dynamic
+        binarisation one fixed-seed binary draw, as the test set is, not the grey levels."""
+        x = self.x_train if n is None else self.x_train[:n]
+        if self.binarize == "dynamic":
+            return bernoulli_draw(x, torch.Generator().manual_seed(0))
+        return x
+
     def train_epoch(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """The training inputs for one epoch: resampled when binarisation is dynamic."""
         if self.binarize == "dynamic":

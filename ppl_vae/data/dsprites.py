@@ -343,17 +343,22 @@ def load_original(path_or_root: str | Path | None) -> FactorData:
         with np.load(path, allow_pickle=False) as npz:
             classes = np.asarray(npz["latents_classes"], dtype=np.int64)
             latent_values = np.asarray(npz["latents_values"], dtype=np.float64)
-        packed, image_shape = _read_packed_images(path)
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        if classes.ndim != 2 or classes.shape[1] != 6 or len(classes) == 0:
+            raise UserError(
+                f"{path}: latents_classes must be (N, 6) with N >= 1; got {classes.shape}"
+            )
+        if latent_values.shape != classes.shape or not np.isfinite(latent_values).all():
+            raise UserError(f"{path}: latents_values must be finite and shaped like the classes")
+        if classes.min() < 0:
+            raise UserError(f"{path}: latents_classes holds negative classes; classes count from 0")
+        packed, image_shape = _read_packed_images(path, expected=len(classes))
+    except UserError:
+        raise
+    except Exception as exc:  # a file from outside: any failure to parse it is a bad file
         raise UserError(
             f"could not read {path} as a dSprites .npz (imgs, latents_classes, "
-            f"latents_values): {exc}"
+            f"latents_values): {type(exc).__name__}: {str(exc)[:200]}"
         ) from None
-    if classes.ndim != 2 or classes.shape[1] != 6 or len(classes) != len(packed):
-        raise UserError(
-            f"{path}: latents_classes must be (N, 6) with one row per image; "
-            f"got {classes.shape} for {len(packed)} images"
-        )
     classes, latent_values = classes[:, 1:], latent_values[:, 1:]
     sizes = tuple(int(s) for s in classes.max(axis=0) + 1)
     flat = np.ravel_multi_index(tuple(classes.T), sizes)
@@ -374,9 +379,18 @@ def load_original(path_or_root: str | Path | None) -> FactorData:
     return FactorData("dsprites-original", FACTOR_NAMES, values, image_shape, render)
 
 
-def _read_packed_images(path: Path, chunk: int = 16384) -> tuple[np.ndarray, tuple[int, int]]:
-    """Stream ``imgs`` out of the archive ``chunk`` images at a time, bit-packed per image."""
+#: The most bytes the bit-packed images may take (the full dSprites file: 368 MB).
+PACKED_LIMIT = 4 * 2**30
+
+
+def _read_packed_images(
+    path: Path, expected: int, chunk: int = 16384
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Stream ``imgs`` out of the archive ``chunk`` images at a time, bit-packed per image.
+    The header must claim ``expected`` images that the archive entry really holds, within
+    :data:`PACKED_LIMIT`, before anything is allocated."""
     with zipfile.ZipFile(path) as archive, archive.open("imgs.npy") as f:
+        stored = archive.getinfo("imgs.npy").file_size
         version = np.lib.format.read_magic(f)
         read_header = (
             np.lib.format.read_array_header_1_0
@@ -388,6 +402,13 @@ def _read_packed_images(path: Path, chunk: int = 16384) -> tuple[np.ndarray, tup
             raise ValueError(f"imgs must be a C-ordered (N, H, W) array, got {shape}")
         n, h, w = shape
         per_image = h * w * dtype.itemsize
+        if n != expected or min(n, h, w) < 1:
+            raise UserError(f"{path}: imgs has shape {shape}, not one image per class row")
+        if n * per_image > stored or n * ((h * w + 7) // 8) > PACKED_LIMIT:
+            raise UserError(
+                f"{path}: imgs claims {shape} {dtype}, more than the archive holds or "
+                f"{PACKED_LIMIT >> 30} GiB packed; not a dSprites file"
+            )
         packed = np.empty((n, (h * w + 7) // 8), dtype=np.uint8)
         for start in range(0, n, chunk):
             k = min(chunk, n - start)

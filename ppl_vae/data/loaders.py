@@ -60,6 +60,7 @@ Example::
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -163,10 +164,19 @@ def load_torchvision(source: str, data_root: str | Path | None, download: bool) 
         )
     root = Path(data_root)
     cls = getattr(tvd, cls_name)
+    legacy = [root / cls_name / "processed" / f for f in ("training.pt", "test.pt")]
+    if any(os.path.lexists(p) for p in legacy):  # torchvision would torch.load (unpickle) them
+        raise UserError(
+            f"{root / cls_name / 'processed'} holds pickled .pt files of old torchvision "
+            "versions; ppl-vae never unpickles data: move processed/ away and keep raw/"
+        )
     try:
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)
+        h, w = train.data.shape[1:]
     except RuntimeError as exc:
+        if "not found" not in str(exc).lower() and "download" not in str(exc).lower():
+            raise _bad_root(source, root / cls_name, exc) from None
         raise UserError(
             f"{source} files not found under {root / cls_name / 'raw'} ({exc}); put the IDX files "
             "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
@@ -177,7 +187,8 @@ def load_torchvision(source: str, data_root: str | Path | None, download: bool) 
             f"could not download {source} ({exc}); "
             f"put the IDX files under {root / cls_name / 'raw'}"
         ) from None
-    h, w = train.data.shape[1:]
+    except Exception as exc:  # legacy pickled .pt files, bad IDX headers, a short file
+        raise _bad_root(source, root / cls_name, exc) from None
     return Dataset(
         source,
         train.data.reshape(len(train.data), -1).float() / 255.0,
@@ -185,6 +196,14 @@ def load_torchvision(source: str, data_root: str | Path | None, download: bool) 
         train.targets.long(),
         test.targets.long(),
         image_shape=(1, int(h), int(w)),
+    )
+
+
+def _bad_root(source: str, folder: Path, exc: BaseException) -> UserError:
+    first = (str(exc).splitlines() or [""])[0][:200]
+    return UserError(
+        f"could not read {source} from {folder} ({type(exc).__name__}: {first}); it needs "
+        "the four IDX files under raw/ (and no processed/*.pt of old torchvision versions)"
     )
 
 
@@ -222,11 +241,16 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
     if path.is_dir():
         raise UserError(f"data file {path} is a directory; pass a path to an .npz file")
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"data file {path} does not exist; pass a path to an .npz file")
+    if not path.is_file():
+        raise UserError(f"data file {path} is not a regular file; pass a path to an .npz file")
     how = "save arrays with np.savez(path, x_train=..., x_test=...)"
-    with open(path, "rb") as f:
-        head = f.read(6)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as exc:
+        raise UserError(f"cannot read data file {path} ({exc.strerror})") from None
     if head == b"\x93NUMPY":
         raise UserError(f"{path} is a single .npy array, not an .npz archive; {how}")
     if not zipfile.is_zipfile(path):
@@ -282,8 +306,13 @@ def _npz_labels(arrays: dict[str, np.ndarray], key: str, n: int, path: Path) -> 
     y = y.reshape(-1)
     if y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all()):
         raise UserError(f"{key} in {path} holds non-integer or NaN labels; labels are class ids")
-    if y.size and (y.min() < -(2**62) or y.max() > 2**62):
-        raise UserError(f"{key} in {path} holds labels out of range; labels are class ids")
+    if y.size and (y.min() < -1 or y.max() > 2**31):
+        raise UserError(
+            f"{key} in {path} holds labels from {y.min()} to {y.max()}; labels are class ids "
+            "0, 1, ... (and -1 for an unlabelled example)"
+        )
+    if y.size and key == "y_train" and y.max() < 0:
+        raise UserError(f"{key} in {path} labels no example; leave y_train out for unlabelled data")
     return torch.from_numpy(y.astype(np.int64))
 
 

@@ -3,7 +3,8 @@
 ``canvas.py`` is the one matplotlib canvas (no pyplot); ``images.py`` image grids,
 reconstructions, manifolds, interpolations and traversals; ``latent.py`` the scatter of
 codes; ``curves.py`` training curves from the epoch records; ``disentanglement.py`` the
-labelled traversals; ``run_figures.py`` a run's figure set (:data:`~ppl_vae.figures.
+labelled traversals; ``calibration.py`` the rank histograms of simulation-based
+calibration; ``run_figures.py`` a run's figure set (:data:`~ppl_vae.figures.
 run_figures.FIGURES`, the one list of their names); ``report.py`` the self-contained
 ``report.html``. A new figure is a function taking arrays and a path, added to
 ``run_figures.py`` and to :data:`FIGURES`.

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import struct
 from collections.abc import Iterator
@@ -50,6 +49,7 @@ TABLES = (
     ("evaluation.json", "Evaluation (ppl-vae evaluate)"),
     ("analysis/report.json", "Analysis (ppl-vae analyze)"),
     ("disentanglement.json", "Disentanglement (ppl-vae disentangle)"),
+    ("calibration.json", "Calibration of the guide (ppl-vae calibrate)"),
 )
 
 
@@ -64,6 +64,8 @@ CAPTIONS = {
     "traversals.png": "Traversals: one latent dimension varied per row, the others fixed",
     "disentanglement_traversals.png": "Traversals labelled by the factor each latent "
     "captures best (normalised mutual information)",
+    "calibration.png": "Simulation-based calibration: ranks of the true z among guide draws "
+    "per latent dimension (uniform within the band when q(z|x) is the posterior)",
 }
 
 
@@ -72,6 +74,9 @@ CAPTIONS = {
 HEADLINE = (
     ("test_elbo", "test ELBO", "nats per example, higher is better"),
     ("test_log_likelihood", "test log p(x)", "importance-weighted, nats"),
+    ("test_log_likelihood_ais", "test log p(x), AIS", "annealed importance sampling, nats"),
+    ("test_log_likelihood_upper", "BDMC upper bound", "log p(x) of simulated x, nats"),
+    ("amortization_gap", "amortisation gap", "per-point ELBO - encoder ELBO, nats"),
     ("rate", "rate", "KL(q || p), nats"),
     ("distortion", "distortion", "-log p(x|z), nats"),
     ("active_units", "active units", "latent dimensions in use"),
@@ -110,12 +115,17 @@ div.wide { overflow-x: auto; }
 
 def read_json(path: Path, run: RunDir | None = None) -> Any:
     """The parsed file, or None when it is missing, not valid JSON or (with ``run``) not
-    a file the run wrote."""
-    if run is not None and not run.is_own_regular_file(path.relative_to(run.path).as_posix()):
-        return None
+    a file the run wrote with one link (:meth:`RunDir.embeddable`); read bounded in size
+    and depth, never through a link or from a FIFO."""
+    if run is None:
+        run, rel = RunDir(path.parent), path.name
+    else:
+        rel = path.relative_to(run.path).as_posix()
+        if not run.embeddable(rel):
+            return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return run.read_json(rel)
+    except UserError:
         return None
 
 
@@ -130,7 +140,13 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-STDERR = "_stderr"  # ``<key>_stderr`` beside ``<key>`` is the standard error of its estimate
+#: ``<key>_stderr`` (or the AIS records' ``<key>_se``) beside ``<key>``: its standard error.
+STDERR = ("_stderr", "_se")
+
+
+def stderr_of(source: dict, key: str) -> Any:
+    """The standard error a record holds beside ``key``, or None."""
+    return next((source[key + s] for s in STDERR if key + s in source), None)
 
 
 def plus_minus(value: float, stderr: float | None) -> str:
@@ -161,9 +177,10 @@ def with_errors(pairs: list[tuple[str, Any]]) -> list[tuple[str, Any, Any]]:
     folded = {
         k
         for k in values
-        if k.endswith(STDERR) and isinstance(values.get(k[: -len(STDERR)]), int | float)
+        for s in STDERR
+        if k.endswith(s) and isinstance(values.get(k[: -len(s)]), int | float)
     }
-    return [(k, v, values.get(k + STDERR)) for k, v in pairs if k not in folded]
+    return [(k, v, stderr_of(values, k)) for k, v in pairs if k not in folded]
 
 
 def cell(value: Any, stderr: Any = None) -> str:
@@ -241,7 +258,7 @@ def figures(run_dir: Path) -> list[Path]:
     found = [
         p
         for p in sorted(run_dir.glob("*.png")) + sorted((run_dir / "analysis").glob("*.png"))
-        if run.is_own_regular_file(p.relative_to(run_dir).as_posix())
+        if run.embeddable(p.relative_to(run_dir).as_posix())
     ]
     order = list(CAPTIONS)
 
@@ -252,8 +269,12 @@ def figures(run_dir: Path) -> list[Path]:
     return sorted(found, key=key)
 
 
-def data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+#: The largest figure embedded in a report (a run's figures are a few hundred KiB).
+FIGURE_LIMIT = 64 * 2**20
+
+
+def data_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
 def png_size(data: bytes) -> tuple[int, int] | None:
@@ -267,13 +288,17 @@ def figure_html(run_dir: Path, path: Path) -> str:
     """One ``<figure>``: small image grids are shown at twice their size (pixelated)."""
     rel = path.relative_to(run_dir).as_posix()
     caption = CAPTIONS.get(rel, rel)
-    size = png_size(path.read_bytes())
+    try:
+        data = RunDir(run_dir).read_bytes(rel, FIGURE_LIMIT)
+    except UserError:
+        return ""
+    size = png_size(data)
     zoom = size is not None and size[0] < SMALL
     width = f' class="zoom" width="{2 * size[0]}"' if zoom else ""
     shown = (2 * size[0] if zoom else size[0]) if size is not None else None
     style = f' style="width: {shown}px"' if shown else ""  # the caption wraps to the image
     return (
-        f'<figure{style}><img src="{data_uri(path)}"{width} alt="{html.escape(rel)}">'
+        f'<figure{style}><img src="{data_uri(data)}"{width} alt="{html.escape(rel)}">'
         f"<figcaption>{html.escape(caption)} <code>{html.escape(rel)}</code></figcaption>"
         "</figure>"
     )
@@ -304,13 +329,19 @@ def headline(*sources: Any) -> str:
         value = source.get(key)
         if not isinstance(value, int | float) or isinstance(value, bool):
             continue
-        shown = cell(value, source.get(key + STDERR))
+        shown = cell(value, stderr_of(source, key))
         cards.append(
             f'<div class="card"><div class="label">{html.escape(label)}</div>'
             f'<div class="value">{html.escape(shown)}</div>'
             f'<div class="note">{html.escape(note)}</div></div>'
         )
     return f'<div class="headline">{"".join(cards)}</div>' if cards else ""
+
+
+def amortization(tables: dict[str, Any]) -> Any:
+    """The amortisation-gap record of ``analyze`` (``analysis/report.json``), if any."""
+    analysis = tables.get("analysis/report.json")
+    return analysis.get("amortization") if isinstance(analysis, dict) else None
 
 
 def render(run_dir: str | Path) -> str:
@@ -330,7 +361,7 @@ def render(run_dir: str | Path) -> str:
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="what">{html.escape(summary_line(config))} '
         f"<code>{html.escape(str(run_dir))}</code></p>",
-        headline(tables["evaluation.json"], metrics),
+        headline(tables["evaluation.json"], metrics, amortization(tables)),
     ]
     pngs = figures(run_dir)
     figs = [figure_html(run_dir, p) for p in pngs] or ["<p>(no figures in this run)</p>"]

@@ -44,6 +44,9 @@ def skipped_figures(pair: Programs, ds: data.Dataset) -> list[str]:
         return [
             f"{name}: the data are not images" for name in ("reconstructions.png", "samples.png")
         ] + [f"{name}: the data are not images" for name in latent]
+    if not pair.x_shaped:
+        why = "the model's observed sites do not score x itself"
+        return [f"{name}: {why}" for name in ("reconstructions.png", "samples.png", *latent)]
     if len(pair.latent_sites) != 1:
         sites = ", ".join(pair.latent_sites)
         return [
@@ -56,7 +59,7 @@ def placeholder(pair: Programs, ds: data.Dataset, n: int) -> tuple:
     """A batch of ``n`` test examples (repeated as needed) whose values the programs
     ignore when generating or decoding: it gives them their shapes (and labels)."""
     idx = torch.arange(n, device=ds.x_test.device) % ds.x_test.shape[0]
-    y = ds.y_test[idx] if ds.y_test is not None else None
+    y = ds.y_test[idx] if ds.y_test is not None and not pair.labels_optional else None
     return pair.args(ds.x_test[idx], y) if pair.takes_labels else (ds.x_test[idx],)
 
 
@@ -107,7 +110,7 @@ def _write_figures(pair, ds, path_for, seed, metrics, drawing: ThreadPoolExecuto
     scatter = path_for("latent_scatter.png")
     out["matplotlib"].append(drawing.submit(_scatter, codes, scatter, ds.y_test, kl))
     paths = out["images"]
-    if ds.image_shape is None:
+    if ds.image_shape is None or not pair.x_shaped:
         return out
     # Dimensions by information: KL where the model has a prior, code variance otherwise.
     rank = torch.tensor(kl) if kl else codes.var(0)
@@ -184,14 +187,16 @@ def _scatter(codes: torch.Tensor, path: Path, labels, kl) -> Path:
 def class_samples(pair: Programs, ds: data.Dataset, path: Path, per_class: int = 8) -> Path:
     """Class-conditional samples of programs that take labels (a CVAE, M2): one row per
     class of the test set (at most 10), ``per_class`` draws of :math:`p(x|z,y)` each."""
+    from ppl_vae.data.labels import as_form
     from ppl_vae.figures import images as plots
 
-    classes = torch.unique(ds.y_test[ds.y_test >= 0])[:10]
+    known = ds.y_test[ds.y_test >= 0]
+    classes, width = torch.unique(known)[:10], int(known.max()) + 1
     rows = []
     for k in classes:
         x = ds.x_test[:1].expand(per_class, -1)
         y = torch.full((per_class,), int(k), dtype=ds.y_test.dtype, device=ds.y_test.device)
-        rows.append(traces.generate(pair, pair.args(x, y)))
+        rows.append(traces.generate(pair, pair.args(x, as_form(y, pair.label_form, width))))
     return plots.image_grid(torch.cat(rows), ds.image_shape, path, nrow=per_class)
 
 

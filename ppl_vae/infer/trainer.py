@@ -45,13 +45,14 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ppl_vae.data.dataset import Dataset, minibatches, shuffle_generator, validation_split
+from ppl_vae.data import labels
+from ppl_vae.data.dataset import Dataset, shuffle_generator, validation_split
 from ppl_vae.errors import UserError
 from ppl_vae.infer import distributed, schedules
 from ppl_vae.infer.config import OBJECTIVES, TrainConfig
 from ppl_vae.infer.objective import Objective
 from ppl_vae.measure.metrics import STOP_REASONS, epoch_record
-from ppl_vae.programs import Program, Programs, owner_of
+from ppl_vae.programs import Program, Programs, label_form, owner_of
 
 LOG_EVERY = 50  # steps between reads of the running loss (progress bar, NaN check)
 
@@ -248,12 +249,12 @@ def fit(
     if config.early_stopping:  # a fixed slice of the training rows, never the test set
         data, validation = validation_split(data)
     if pair is None:
-        pair = Programs(model, guide, example_batch(data))
+        pair = Programs(model, guide, example_batch(data, model, guide))
     pair.to(device)
     objective = make_objective(pair, config, data.x_train.shape[0])
     elbo = objective.elbo  # it owns its per-step state (StepwiseELBO), if any
     at_step = getattr(elbo, "at_step", None)
-    loss_fn = distributed.wrap(objective, pair.args(*example_batch(data)))
+    loss_fn = distributed.wrap(objective, pair.args(*example_batch(data, model, guide)))
     optimizer = make_optimizer(pair.parameters(), config)
     shuffle = shuffle_generator(config.seed, device)
     result = FitResult(pair, optimizer, config)
@@ -261,7 +262,7 @@ def fit(
     steps_per_epoch = math.ceil(n / config.batch_size)
     schedule = beta_schedule(config, steps_per_epoch)
     total_steps = schedule_steps(config, steps_per_epoch)
-    labels = pair.takes_labels
+    plan = labels.EpochPlan(pair, data.y_train, n, config.batch_size)  # (x, y) or (x,)
     every = config.checkpoint_every if checkpointer is not None else 0
     # A mid-epoch checkpoint holds the shuffle generator as it was at the start of its
     # epoch, the steps taken in that epoch and the running loss: the epoch's permutation
@@ -298,13 +299,11 @@ def fit(
                     running = resumed_running.reshape(()).to(device)
                     first = result.step - skip
                 for i, idx in enumerate(
-                    distributed.shard(
-                        minibatches(n, config.batch_size, shuffle, device=device), loss_fn
-                    )
+                    distributed.shard(plan.batches(shuffle, device=device), loss_fn)
                 ):
                     if i < skip:
                         continue
-                    args = (x_epoch[idx], data.y_train[idx]) if labels else (x_epoch[idx],)
+                    args = plan.args(i, x_epoch, idx)
                     beta = schedule(result.step)
                     for group in optimizer.param_groups:
                         group["lr"] = schedules.learning_rate(
@@ -429,11 +428,12 @@ def jit_status(config: TrainConfig, traced) -> str:
     return "traced" if traced.reason is None else f"eager: {traced.reason}"
 
 
-def example_batch(data: Dataset) -> tuple:
-    """Two training examples (and their labels) for the programs' first trace."""
-    if data.y_train is None:
-        return (data.x_train[:2],)
-    return (data.x_train[:2], data.y_train[:2])
+def example_batch(data: Dataset, model: Program | None = None, guide: Program | None = None):
+    """Two training examples (and their labels, in the form the programs declare) for the
+    programs' first trace, as scored (a binary draw under dynamic binarisation)."""
+    form = label_form(model, guide) if model is not None else "ids"
+    n = data.x_train.shape[0] if data.y_train is not None and form != "ids" else 2
+    return labels.first_batch(form, data.scored_train(n), data.y_train)
 
 
 def recommended(model: Program, guide: Program | None = None) -> dict[str, Any]:

@@ -4,7 +4,10 @@
 the per-epoch record that the history, ``metrics.json``, the curves, the report, compare
 and sweep read) and :func:`~ppl_vae.measure.metrics.evaluate` (ELBO, rate, distortion, KL
 per dimension, active units over a data set); ``importance.py`` the importance-weighted
-log p(x); ``failure_modes.py`` the lecture notes' two failure modes; ``disentanglement.py``
-MIG, the beta-VAE and FactorVAE scores and DCI on data with known factors. A new
+log p(x); ``ais.py`` annealed importance sampling of log p(x) and its BDMC upper bound;
+``calibration.py`` simulation-based calibration of the guide; ``amortization.py`` the
+approximation and amortisation gaps; ``failure_modes.py`` the lecture notes' two failure
+modes; ``disentanglement.py`` MIG, the beta-VAE and FactorVAE scores and DCI on data with
+known factors. A new
 measurement is a function of ``(pair, x, y)`` here that works for any program pair.
 """

@@ -58,7 +58,7 @@ def marginal_kl_per_dim(pair: Programs, x: torch.Tensor, y: torch.Tensor | None 
     aggregate posterior over ``x``, from the traces; ``None`` when a guide site has no mean
     and variance or a prior site is not a standard normal."""
     with eval_mode(pair):
-        model_tr, guide_tr = traces.trace_pair(pair, pair.args(x, y))
+        model_tr, guide_tr = traces.trace_pair(pair, pair.eval_args(x, y))
     mus, variances = [], []
     try:
         for name in pair.latent_sites:

@@ -64,10 +64,12 @@ def eval_mode(pair: Programs):
 
 
 def batches(x: torch.Tensor, y: torch.Tensor | None, pair: Programs, size: int):
-    """The programs' argument tuples for consecutive batches of ``x`` (and ``y``)."""
+    """The programs' argument tuples for consecutive batches of ``x`` (and ``y``). Programs
+    whose labels are optional (``model(xs, ys=None)``) are scored on x alone, their labels
+    drawn by the guide: the measure is of log p(x), as at test time in Pyro's SSVAE."""
     for start in range(0, x.shape[0], size):
         yb = y[start : start + size] if y is not None else None
-        yield pair.args(x[start : start + size], yb)
+        yield pair.eval_args(x[start : start + size], yb)
 
 
 @torch.no_grad()
@@ -118,7 +120,9 @@ def evaluate(
                 if all(d is not None for d in dims):
                     part["kl_per_dim"] = torch.cat(dims, -1).sum(0)
                 part["codes"] = z
-                part["recon_mse"] = (recon - args[0].reshape(recon.shape)).pow(2).sum(-1).sum(0)
+                if pair.x_shaped:  # the observed site scores x itself (not Pyro's CVAE)
+                    err = recon - args[0].reshape(recon.shape)
+                    part["recon_mse"] = err.pow(2).sum(-1).sum(0)
                 parts[k] = part
     parts = distributed.gather(parts, x.device)
     per_dim_ok = all("kl_per_dim" in part for part in parts.values())
@@ -145,7 +149,7 @@ def evaluate(
         "rate_stderr": stderr(means["rate"], out["rate_sq"], n) if has_prior else None,
         "kl_per_dim": out["kl_per_dim"].tolist() if has_prior and per_dim_ok else None,
         "active_units": None,
-        "recon_mse": float(out["recon_mse"]),
+        "recon_mse": float(out["recon_mse"]) if "recon_mse" in out else None,
     }
     if has_prior:
         codes = torch.cat(codes)
@@ -238,7 +242,8 @@ def epoch_record(
     val = evaluate(pair, *validation, size, seed=seed)["elbo"] if validation else None
     n = train_eval_size(data)
     y_train = data.y_train[:n] if data.y_train is not None else None
-    train = evaluate(pair, data.x_train[:n], y_train, config.eval_batch_size, config.seed)
+    scored = data.scored_train(n)  # a binary draw under dynamic binarisation, as the test set
+    train = evaluate(pair, scored, y_train, config.eval_batch_size, config.seed)
     return {
         "epoch": epoch,
         "step": step,

@@ -54,7 +54,10 @@ def model_spec(cfg: RunConfig, source: str | Path | None = None) -> registry.Spe
     name = str(source or cfg.model)
     if source is None and cfg.is_user_file:
         rundir.read_model_source(name)  # a directory, a text file: one clear line
-    spec = registry.resolve(name)
+    if source is not None:  # the run's copy: run exactly the bytes whose hash was trusted
+        spec = registry.load_file(source, cfg.model_sha256)
+    else:
+        spec = registry.resolve(name)
     cfg.model_args = validate.model_options(spec.factory, cfg.model_args, cfg.model)
     return spec
 
@@ -73,7 +76,7 @@ def build_programs(cfg: RunConfig, ds: data.Dataset, spec: registry.Spec) -> Pro
         spec, x_dim=ds.x_dim, image_shape=ds.image_shape, **cfg.model_args
     )
     check_data(model, guide, ds)
-    pair = Programs(model, guide, example_batch(ds), name=Path(cfg.model).stem)
+    pair = Programs(model, guide, example_batch(ds, model, guide), name=Path(cfg.model).stem)
     if not any(True for _ in pair.parameters()):
         raise UserError(
             f"model {cfg.model} has no parameters to train; give its programs pyro.param or "
@@ -134,7 +137,7 @@ def load_run(
         spec, x_dim=ds.x_dim, image_shape=ds.image_shape, **cfg.model_args
     )
     move_programs(model, guide, dev)
-    pair = Programs(model, guide, example_batch(ds), name=Path(cfg.model).stem)
+    pair = Programs(model, guide, example_batch(ds, model, guide), name=Path(cfg.model).stem)
     state = checkpoint.load(run, map_location=dev)
     try:
         pair.load_state_dict(state["module"])

@@ -28,12 +28,15 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save_file
 
 from ppl_vae.errors import UserError
 from ppl_vae.runs import rundir
@@ -104,10 +107,9 @@ def save(directory: str | Path | RunDir, record: dict[str, Any]) -> Path:
 
 def _weights_name(run: RunDir) -> str | None:
     try:
-        body = json.loads(run.resolve(RECORD).read_text())
-        name = body["weights"]
+        name = run.read_json(RECORD)["weights"]
         return name if isinstance(name, str) else None
-    except (OSError, ValueError, KeyError, TypeError, UserError):
+    except (KeyError, TypeError, UserError):
         return None
 
 
@@ -115,21 +117,35 @@ def exists(directory: str | Path | RunDir) -> bool:
     return (as_run(directory).path / RECORD).is_file()
 
 
+#: The largest weights file a checkpoint may name (read whole, hashed, then parsed).
+WEIGHTS_LIMIT = 16 * 2**30
+
+
+#: The largest safetensors header (the JSON table of tensor names, dtypes and offsets).
+HEADER_LIMIT = 64 * 2**20
+
+
+#: Steps and epochs beyond this are not counts a run reached (floats lose integers here).
+COUNT_LIMIT = 2**53
+
+
 def load(
     directory: str | Path | RunDir, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
     """Read the record written by :func:`save`, checking the weights against their hash.
-    Every name the record holds must stay inside the run directory."""
+    Every name the record holds must stay inside the run directory; the files are read
+    only as regular files, bounded in size, and the record's fields are checked
+    (:func:`check_record`): any failure is one :class:`UserError` line."""
     run = as_run(directory)
     record_path = run.path / RECORD
-    if not record_path.is_file():
+    if not os.path.lexists(record_path):
         raise UserError(
             f"no checkpoint in {run.path} (missing {RECORD}); train a model there first"
         )
     bad = f"{record_path} is not a ppl-vae checkpoint record"
     try:
-        body = json.loads(run.resolve(RECORD).read_text())
-    except (OSError, ValueError) as exc:
+        body = run.read_json(RECORD)
+    except UserError as exc:
         raise UserError(f"{bad} ({exc}); train the run again") from None
     if (
         not isinstance(body, dict)
@@ -139,13 +155,119 @@ def load(
     ):
         raise UserError(f"{bad} (expected an object naming its weights); train the run again")
     weights = run.resolve(body["weights"])  # ../victim/... is refused here
-    if not weights.is_file() or rundir.sha256_file(weights) != body["sha256"]:
-        raise UserError(f"checkpoint weights {weights} are missing or do not match {record_path}")
     try:
-        tensors = load_file(str(weights), device=str(map_location))
-        return unflatten(body["record"], tensors)
+        data = rundir.read_regular(run._lexical(body["weights"]), WEIGHTS_LIMIT, "weights")
+    except UserError as exc:
+        raise UserError(f"checkpoint weights {weights} cannot be used ({exc})") from None
+    if hashlib.sha256(data).hexdigest() != body["sha256"]:
+        raise UserError(f"checkpoint weights {weights} are missing or do not match {record_path}")
+    tensors = parse_weights(data, weights)
+    try:
+        record = unflatten(body["record"], tensors)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UserError(f"{bad} ({type(exc).__name__}: {exc}); train the run again") from None
+    check_record(record, bad)
+    if str(map_location) != "cpu":
+        record = _to(record, map_location)
+    return record
+
+
+def parse_weights(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file's bytes: its header bounded and checked first
+    (a header claiming 2^40 elements is refused, nothing allocated), every failure of the
+    parser one line. Never unpickles."""
+    bad = f"checkpoint weights {path} are not a safetensors file"
+    if len(data) < 8:
+        raise UserError(f"{bad} (only {len(data)} bytes); train the run again")
+    n = int.from_bytes(data[:8], "little")
+    if n > min(HEADER_LIMIT, len(data) - 8):
+        raise UserError(f"{bad} (its header claims {n} bytes); train the run again")
+    header = rundir.parse_json(data[8 : 8 + n], f"the header of {path}")
+    body = len(data) - 8 - n
+    if not isinstance(header, dict):
+        raise UserError(f"{bad} (its header is not an object); train the run again")
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            start, end = info["data_offsets"]
+            count = 1
+            for d in info["shape"]:
+                if not isinstance(d, int) or d < 0:
+                    raise ValueError(f"shape {info['shape']}")
+                count *= d
+            if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= body):
+                raise ValueError(f"offsets {start}..{end} outside {body} bytes")
+            if count > end - start:  # every dtype takes at least one byte per element
+                raise ValueError(f"{count} elements in {end - start} bytes")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{bad} (tensor {key!r}: {exc}); train the run again") from None
+    try:
+        return safetensors_load(data)
+    except Exception as exc:  # SafetensorError and whatever else the parser raises
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{bad} ({first[:200]}); train the run again") from None
+
+
+def check_record(record: Any, bad: str) -> None:
+    """The fields of a checkpoint record, checked like options: counts are whole numbers
+    in range, the history is a list of records as long as the epochs, a mid-epoch position
+    comes with its running loss, the weights are finite."""
+    if not isinstance(record, dict):
+        raise UserError(f"{bad} (its record is not an object); train the run again")
+
+    def count(name: str) -> int | None:
+        if name not in record:
+            return None
+        v = record[name]
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < COUNT_LIMIT:
+            raise UserError(f"{bad} ({name} {v!r} is not a count); train the run again")
+        return v
+
+    step, epoch, position = count("step"), count("epoch"), count("position")
+    if "history" in record:
+        history = record["history"]
+        if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+            raise UserError(f"{bad} (history is not a list of records); train the run again")
+        if epoch is not None and epoch != len(history):
+            raise UserError(
+                f"{bad} (epoch {epoch} but {len(history)} history records); train the run again"
+            )
+    if position and not isinstance(record.get("running"), torch.Tensor):
+        raise UserError(f"{bad} (position {position} without its running loss); train again")
+    if step is not None and position is not None and position > step:
+        raise UserError(f"{bad} (position {position} past step {step}); train the run again")
+    if "seconds" in record:
+        v = record["seconds"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
+            raise UserError(f"{bad} (seconds {v!r}); train the run again")
+    module = record.get("module")
+    if module is not None:
+        if not isinstance(module, dict):
+            raise UserError(f"{bad} (module is not a table of tensors); train the run again")
+        for key, t in module.items():
+            if not isinstance(t, torch.Tensor):
+                raise UserError(f"{bad} (module.{key} is not a tensor); train the run again")
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise UserError(
+                    f"{bad}: its weight {key} holds NaN or infinite values; train the run again"
+                )
+    rng = record.get("rng")
+    if rng is not None and not (
+        isinstance(rng, dict)
+        and all(isinstance(rng.get(k), torch.Tensor) for k in ("torch", "shuffle"))
+    ):
+        raise UserError(f"{bad} (rng is not a set of generator states); train the run again")
+
+
+def _to(obj: Any, device: str | torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to(v, device) for v in obj]
+    return obj
 
 
 class RunCheckpointer:

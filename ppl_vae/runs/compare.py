@@ -165,7 +165,8 @@ def preflight(configs: Sequence[RunConfig], out: Path | None, overwrite: bool) -
     for cfg in configs:
         name = entry_name(cfg, configs[0])
         try:
-            run = prepare(cfg, out / name if out is not None else None, overwrite=overwrite, ds=ds)
+            where = rundir.check_member(out, name) if out is not None else None
+            run = prepare(cfg, where, overwrite=overwrite, ds=ds)
         except UserError as exc:
             raise UserError(f"{name}: {exc}") from None
         ds = run[1]  # one data set for all: the same split

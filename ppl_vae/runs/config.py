@@ -18,12 +18,14 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ppl_vae import registry
+from ppl_vae import registry, validate
+from ppl_vae.data.sources import parse_binarize
 from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.runs import rundir
@@ -90,21 +92,55 @@ def is_model_file(model: str) -> bool:
 
 
 def read_config(run_dir: str | Path | RunDir) -> RunConfig:
-    """The run's ``config.json`` (read inside the run directory, checked to be an object)."""
+    """The run's ``config.json``, read as a regular file inside the run (bounded in size and
+    depth) and every field checked the way the command line checks it
+    (:func:`check_saved`). A saved run never downloads: ``download`` is read as false."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     path = run.path / CONFIG
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise UserError(f"{run.path} is not a run directory (no {CONFIG}); train into it first")
     try:
-        body = json.loads(run.resolve(CONFIG).read_text())
+        body = run.read_json(CONFIG)
         if not isinstance(body, dict) or not isinstance(body.get("train", {}), dict):
             raise TypeError("expected a JSON object with a train object")
         cfg = RunConfig.from_dict(body)
-        if not isinstance(cfg.model, str) or not isinstance(cfg.model_args, dict):
-            raise TypeError("model must be a name and model_args an object")
+        check_saved(cfg)
         return cfg
-    except (OSError, ValueError, TypeError) as exc:
+    except (UserError, ValueError, TypeError) as exc:
         raise UserError(f"{path} is not a valid run configuration ({exc}); train again") from None
+
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_saved(cfg: RunConfig) -> None:
+    """A saved run's fields, checked like the options that made them (a received
+    ``config.json`` is input like any other): types, ranges, the training options through
+    :meth:`TrainConfig.validate`. Sets ``download`` false: a saved run reads its data, it
+    never fetches it or writes outside itself."""
+    for name in ("model", "data", "binarize"):
+        if not isinstance(getattr(cfg, name), str) or not getattr(cfg, name):
+            raise TypeError(f"{name} must be a non-empty string")
+    if not isinstance(cfg.model_args, dict):
+        raise TypeError("model_args must be an object")
+    for name in ("data_root", "model_file"):
+        if getattr(cfg, name) is not None and not isinstance(getattr(cfg, name), str):
+            raise TypeError(f"{name} must be a string or null")
+    for name in ("model_sha256", "data_sha256"):
+        value = getattr(cfg, name)
+        if value is not None and not (isinstance(value, str) and _HEX64.match(value)):
+            raise TypeError(f"{name} must be a SHA-256 hex digest or null")
+    if cfg.train_explicit is not None and not (
+        isinstance(cfg.train_explicit, list) and all(isinstance(k, str) for k in cfg.train_explicit)
+    ):
+        raise TypeError("train_explicit must be a list of option names")
+    if not isinstance(cfg.download, bool):
+        raise TypeError("download must be true or false")
+    cfg.download = False
+    parse_binarize(cfg.binarize)
+    if cfg.labels is not None:
+        cfg.labels = validate.integer("labels", cfg.labels, 1, validate.MAX_LABELS)
+    cfg.train.validate()
 
 
 #: Training options that may change on --resume (``epochs`` may only grow).

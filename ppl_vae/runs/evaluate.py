@@ -5,7 +5,17 @@ split (:func:`evaluation`: the ELBO, rate, distortion and active units of
 :func:`~ppl_vae.measure.metrics.evaluate` and the IW estimate of
 :func:`~ppl_vae.measure.importance.iw_log_likelihood`, each mean with its standard
 error over the examples beside it as ``<key>_stderr``), writes ``evaluation.json``
-(``evaluation-train.json`` for the training split) under the run's lock and refreshes the report.
+(``evaluation-train.json`` for the training split) under the run's lock and refreshes the
+report.
+
+With ``ais_steps > 0`` (``--ais-steps N``) the record adds annealed importance sampling
+(:func:`ais_record`, :mod:`ppl_vae.measure.ais`): ``<split>_log_likelihood_ais``, a
+stochastic lower bound on the mean log p(x) of the first ``ais_points`` examples, next to
+the IW estimate on the same examples; and bidirectional Monte Carlo on as many points
+simulated from the model: ``<split>_log_likelihood_upper`` (the reverse chains' stochastic
+upper bound) with the forward chains' lower bound on the same simulated points, so the
+gap between the two says how far this many steps are from exact. A program that cannot
+have either gets one ``ais_note`` saying why.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import torch
 
 from ppl_vae import validate
 from ppl_vae.errors import UserError
+from ppl_vae.measure.ais import ais_log_likelihood, bdmc
 from ppl_vae.measure.importance import MAX_SAMPLES, check_estimable, iw_log_likelihood
 from ppl_vae.measure.metrics import TEST_DRAWS, evaluate
 from ppl_vae.programs import Programs
@@ -28,6 +39,78 @@ from ppl_vae.runs.rundir import RunDir
 
 def output_path(run_dir: Path, split: str) -> Path:
     return run_dir / ("evaluation.json" if split == "test" else f"evaluation-{split}.json")
+
+
+#: The most annealing steps ``--ais-steps`` accepts (Wu et al. 2017 go to 10000).
+MAX_AIS_STEPS = 100_000
+
+
+def _mean_se(v: torch.Tensor) -> tuple[float, float | None]:
+    n = len(v)
+    return float(v.mean()), (float(v.std() / math.sqrt(n)) if n > 1 else None)
+
+
+def ais_record(
+    pair: Programs,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    steps: int = 1000,
+    chains: int = 16,
+    points: int = 100,
+    batch_size: int = 100,
+    split: str = "test",
+    seed: int = 0,
+    iw: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """AIS on the first ``points`` rows of ``x`` and BDMC on ``points`` rows simulated
+    from the model, ``batch_size`` rows at a time: ``<split>_log_likelihood_ais`` and
+    ``<split>_log_likelihood_upper`` with their ``_se`` (over examples) and an ``ais``
+    record (settings, acceptance, model evaluations per example, the BDMC lower bound and
+    the gap with its paired standard error; ``iw_same_points``: the mean of ``iw``, the
+    per-example IW estimates, on the AIS points, and ``ais_minus_iw`` with its paired
+    standard error). A program that cannot have the BDMC
+    bound (its data is not one site scoring x) keeps the AIS estimate and says why in
+    ``ais_note``; one that cannot have AIS raises :class:`UserError`."""
+    n = min(points, int(x.shape[0]))
+    settings = {"steps": steps, "chains": chains, "leapfrog": 5, "points": n}
+    lower, acc = [], []
+    for i, start in enumerate(range(0, n, batch_size)):
+        rows = slice(start, min(start + batch_size, n))
+        yb = None if y is None else y[rows]
+        r = ais_log_likelihood(pair, x[rows], yb, steps, chains, seed=seed + i)
+        lower.append(r.log_likelihood)
+        acc.append(r.acceptance)
+    ais = torch.cat(lower)
+    record: dict[str, Any] = {}
+    record[f"{split}_log_likelihood_ais"], record[f"{split}_log_likelihood_ais_se"] = _mean_se(ais)
+    settings["acceptance"] = float(sum(acc) / len(acc))
+    settings["evaluations_per_example"] = r.evaluations
+    if iw is not None:  # the same points, so the difference has a paired standard error
+        settings["iw_same_points"] = float(iw[:n].mean())
+        settings["ais_minus_iw"], settings["ais_minus_iw_se"] = _mean_se(ais - iw[:n].to(ais))
+    record[f"{split}_log_likelihood_upper"] = None
+    try:
+        up, low = [], []
+        for i, start in enumerate(range(0, n, batch_size)):
+            rows = slice(start, min(start + batch_size, n))
+            yb = None if y is None else y[rows]
+            b = bdmc(pair, x[rows], yb, steps=steps, chains=chains, seed=seed + 1000 + i)
+            up.append(b["upper"].log_likelihood)
+            low.append(b["lower"].log_likelihood)
+    except UserError as exc:
+        record["ais_note"] = f"no BDMC upper bound: {exc}"
+    else:
+        upper, sim_lower = torch.cat(up), torch.cat(low)
+        mean, se = _mean_se(upper)
+        record[f"{split}_log_likelihood_upper"], record[f"{split}_log_likelihood_upper_se"] = (
+            mean,
+            se,
+        )
+        settings["bdmc_lower"], settings["bdmc_lower_se"] = _mean_se(sim_lower)
+        settings["bdmc_gap"], settings["bdmc_gap_se"] = _mean_se(upper - sim_lower)
+        settings["bdmc_data"] = "simulated from the model"
+    record["ais"] = settings
+    return record
 
 
 def evaluation(
@@ -41,10 +124,14 @@ def evaluation(
     batch_size: int = 100,
     progress: bool = False,
     draws: int = TEST_DRAWS,
+    ais_steps: int = 0,
+    ais_chains: int = 16,
+    ais_points: int = 100,
 ) -> dict[str, Any]:
     """The record of ``ppl-vae evaluate``: ``<split>_elbo``, ``<split>_log_likelihood``
     (mean IW estimate, nats), ``rate``, ``distortion``, ``active_units``, ``kl_per_dim``,
-    ``recon_mse`` (all on ``split``), ``iwae_samples``, ``split``, ``seconds``.
+    ``recon_mse`` (all on ``split``), ``iwae_samples``, ``split``, ``seconds``; with
+    ``ais_steps`` the keys of :func:`ais_record`.
 
     Each estimate has its standard error over the examples beside it:
     ``<split>_elbo_stderr``, ``<split>_log_likelihood_stderr``, ``rate_stderr``,
@@ -53,11 +140,12 @@ def evaluation(
     their standard errors are those of the per-example figures, not of one noisy draw.
 
     ``<split>_log_likelihood`` is ``None`` for models it does not apply to (no prior,
-    point-mass guide), with the reason in ``log_likelihood_note``."""
+    point-mass guide), with the reason in ``log_likelihood_note`` (and ``ais_note``)."""
     if not 1 <= num_samples <= MAX_SAMPLES:
         raise UserError(
             f"--iwae-samples must lie in 1..{MAX_SAMPLES}, got {num_samples}; K=1 gives the ELBO"
         )
+    check_ais(ais_steps, ais_chains, ais_points)
     start = time.perf_counter()
     base = evaluate(pair, x, y, seed=seed, draws=draws)
     record: dict[str, Any] = {
@@ -70,17 +158,35 @@ def evaluation(
         check_estimable(pair)
     except UserError as exc:
         record["log_likelihood_note"] = str(exc)
+        if ais_steps:
+            record["ais_note"] = f"no AIS: {exc}"
     else:
         ll = iw_log_likelihood(pair, x, y, num_samples, chunk_size, batch_size, seed, progress)
         record[f"{split}_log_likelihood"] = float(ll.mean())
         se = float(ll.std() / math.sqrt(len(ll))) if len(ll) > 1 else None
         record[f"{split}_log_likelihood_stderr"] = se
+        if ais_steps:
+            try:
+                ais = ais_record(
+                    pair, x, y, ais_steps, ais_chains, ais_points, batch_size, split, seed, ll
+                )
+            except (UserError, NotImplementedError) as exc:  # e.g. a discrete latent site
+                record["ais_note"] = f"no AIS: {exc}"
+            else:
+                record.update(ais)
     keys = ("rate", "rate_stderr", "distortion", "distortion_stderr", "active_units")
     record.update({k: base[k] for k in (*keys, "kl_per_dim")})
     record.update(recon_mse=base["recon_mse"], iwae_samples=num_samples, split=split)
     record.update(elbo_draws=draws)
     record.update(examples=int(x.shape[0]), seed=seed, seconds=time.perf_counter() - start)
     return record
+
+
+def check_ais(steps: int, chains: int, points: int) -> None:
+    """The AIS options, checked before any work (``steps`` 0 turns AIS off)."""
+    validate.integer("ais_steps", steps, 0, MAX_AIS_STEPS)
+    validate.integer("ais_chains", chains, 1, 10_000)
+    validate.integer("ais_points", points, 1)
 
 
 def evaluate_run(
@@ -93,6 +199,9 @@ def evaluate_run(
     device: str = "cpu",
     trust: bool = False,
     progress: bool = False,
+    ais_steps: int = 0,
+    ais_chains: int = 16,
+    ais_points: int = 100,
 ) -> tuple[dict[str, Any], Path, Path | None]:
     """Score one split of a trained run and write its record; returns the record, the
     file written and the refreshed report (None when the run has none)."""
@@ -103,6 +212,7 @@ def evaluate_run(
     validate.seed(seed)
     if chunk_size is not None:
         validate.chunk_size(chunk_size)
+    check_ais(ais_steps, ais_chains, ais_points)
     pair, x, y = load_split(run_dir, split, device, trust)
     record = evaluation(
         pair,
@@ -114,6 +224,9 @@ def evaluate_run(
         chunk_size=chunk_size,
         batch_size=batch_size,
         progress=progress,
+        ais_steps=ais_steps,
+        ais_chains=ais_chains,
+        ais_points=ais_points,
     )
     run = RunDir(run_dir)
     with run.lock():  # one writer: not while a training run writes here
@@ -140,6 +253,26 @@ def table(record: dict, split: str) -> str:
             record.get(f"{split}_log_likelihood_stderr"),
         ),
         ("  minus ELBO", None if ll is None else ll - record[f"{split}_elbo"], None),
+    ]
+    if "ais" in record:
+        ais = record["ais"]
+        n, steps = ais["points"], ais["steps"]
+        rows += [
+            (
+                f"{split} log p(x), AIS T={steps} ({n} pts)",
+                record[f"{split}_log_likelihood_ais"],
+                record.get(f"{split}_log_likelihood_ais_se"),
+            ),
+            (f"  IW K={record['iwae_samples']}, same points", ais.get("iw_same_points"), None),
+            (
+                f"BDMC on {n} simulated x: upper",
+                record.get(f"{split}_log_likelihood_upper"),
+                record.get(f"{split}_log_likelihood_upper_se"),
+            ),
+            ("  lower (AIS)", ais.get("bdmc_lower"), ais.get("bdmc_lower_se")),
+            ("  gap (upper - lower)", ais.get("bdmc_gap"), ais.get("bdmc_gap_se")),
+        ]
+    rows += [
         ("rate (KL)", record["rate"], record.get("rate_stderr")),
         ("distortion", record["distortion"], record.get("distortion_stderr")),
         ("active units", record["active_units"], None),
@@ -148,6 +281,7 @@ def table(record: dict, split: str) -> str:
     ]
     width = max(len(k) for k, _, _ in rows)
     lines = [f"{k:<{width}}  {fmt(v, se):>18}" for k, v, se in rows]
-    if record.get("log_likelihood_note"):
-        lines.append(f"note: {record['log_likelihood_note']}")
+    for key in ("log_likelihood_note", "ais_note"):
+        if record.get(key):
+            lines.append(f"note: {record[key]}")
     return "\n".join(lines)

@@ -53,6 +53,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ppl_vae import validate
 from ppl_vae.errors import UserError
 from ppl_vae.runs import atomic
 
@@ -74,6 +75,99 @@ MODEL_FILE_LIMIT = 4 * 2**20
 
 
 _INTERNAL = {MANIFEST, LOCK}
+
+
+#: The most bytes ppl-vae reads from one JSON file of a run, a data root or the trusted
+#: list (a run's ``metrics.json`` with a long history is a few MiB).
+JSON_LIMIT = 64 * 2**20
+
+
+#: The deepest nesting ppl-vae accepts in such a JSON file (its own records nest < 10).
+JSON_DEPTH = 64
+
+
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+def read_regular(path: str | Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of ``path``, refused in one :class:`UserError` line unless it is a
+    regular file (opened without following a final symlink, without blocking on a FIFO)
+    of at most ``limit`` bytes. Nothing larger than ``limit`` is ever read."""
+    path = Path(path)
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UserError(
+                f"{what} {path} is a symlink; ppl-vae reads only regular files"
+            ) from None
+        raise UserError(f"cannot read {what} {path} ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(
+                f"{what} {path} is not a regular file; ppl-vae reads only regular files"
+            )
+        if st.st_size > limit:
+            raise UserError(
+                f"{what} {path} is {st.st_size} bytes, over the {limit >> 20} MiB ppl-vae reads"
+            )
+        chunks, left = [], limit + 1
+        while left > 0:
+            block = os.read(fd, min(left, 1 << 20))
+            if not block:
+                break
+            chunks.append(block)
+            left -= len(block)
+        data = b"".join(chunks)
+        if len(data) > limit:
+            raise UserError(f"{what} {path} grew over the {limit >> 20} MiB ppl-vae reads")
+        return data
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path} ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+
+
+def json_depth_ok(obj: Any, limit: int = JSON_DEPTH) -> bool:
+    """Whether ``obj`` nests lists and objects at most ``limit`` deep (iteratively: no
+    recursion to exhaust)."""
+    stack = [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, list):
+            continue
+        if depth > limit:
+            return False
+        stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
+    return True
+
+
+def parse_json(data: bytes, where: str) -> Any:
+    """JSON from bytes, every failure of the parser one :class:`UserError` line:
+    bad UTF-8, bad syntax, nesting deeper than :data:`JSON_DEPTH`, numbers too long."""
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        obj = None
+        deep = True
+    except (ValueError, MemoryError) as exc:  # JSONDecodeError, UnicodeDecodeError, int digits
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{where} is not valid JSON ({first[:200]})") from None
+    else:
+        deep = not json_depth_ok(obj)
+    if deep:
+        raise UserError(f"{where} nests deeper than {JSON_DEPTH} levels; not a ppl-vae record")
+    return obj
+
+
+def read_json(path: str | Path, limit: int = JSON_LIMIT, what: str = "file") -> Any:
+    """:func:`read_regular` then :func:`parse_json`: the one way ppl-vae reads JSON it did
+    not just write (a run's records, ``manifest.json``, ``trusted.json``, a data root's
+    metadata). Any failure is one :class:`UserError` line naming the file."""
+    return parse_json(read_regular(path, limit, what), f"{what} {path}")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -128,6 +222,7 @@ class RunDir:
     def check(self, resume: bool, overwrite: bool) -> None:
         """Refuse every state of the file system the run cannot start from. Writes nothing."""
         out = self.path
+        validate.out_path(out)
         if resume and overwrite:
             raise UserError("--resume and --overwrite exclude each other; pass one of them")
         if out.is_symlink() and not out.is_dir():
@@ -242,13 +337,7 @@ class RunDir:
             raise UserError(
                 f"--out {self.path} is a file, not a directory; choose a directory path"
             )
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as exc:
-            raise UserError(
-                f"cannot write into {self.path} ({exc.strerror}); choose another --out"
-            ) from None
+        fd = self._open_lock()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -269,6 +358,30 @@ class RunDir:
             self._lock_fd = None
             os.close(fd)  # releases the flock; the file stays (deleting it would race)
 
+    def _open_lock(self) -> int:
+        """``DIR/.lock``, opened without following a link and without blocking, and only
+        when it is a regular file with one link: a ``.lock -> ../thesis.tex`` (or a hard
+        link to it, or a FIFO) is refused before a byte of it is touched."""
+        lock = self.path / LOCK
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, flags, 0o666)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP or os.path.islink(lock):
+                raise UserError(
+                    f"{lock} is a symlink; ppl-vae never follows one; remove the link"
+                ) from None
+            raise UserError(
+                f"cannot write into {self.path} ({exc.strerror}); choose another --out"
+            ) from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            kind = "is not a regular file" if not stat.S_ISREG(st.st_mode) else "has other links"
+            raise UserError(f"{lock} {kind}; ppl-vae will not write it; remove it yourself")
+        return fd
+
     def _require_lock(self) -> None:
         if self._lock_fd is None:
             raise RuntimeError(f"write into {self.path} outside `with RunDir.lock()`")
@@ -276,10 +389,12 @@ class RunDir:
     # --------------------------------------------------------------------- manifest
     def _read_manifest(self) -> dict[str, Any]:
         path = self.path / MANIFEST
-        if not path.exists():
+        if not os.path.lexists(path):
             return {"files": {}, "dirs": []}
         try:
-            body = json.loads(path.read_text())
+            body = read_json(path, what="manifest")
+            if not isinstance(body, dict):
+                raise TypeError("expected an object")
             files, dirs = body["files"], body["dirs"]
             if not isinstance(files, dict) or not isinstance(dirs, list):
                 raise TypeError("files must be an object and dirs a list")
@@ -481,6 +596,10 @@ class RunDir:
         files ppl-vae did not write (they would be overwritten)."""
         with self.lock():
             path = self.resolve(folder)
+
+            def inside(p: Path) -> str:  # relative to the run, whether its path is or not
+                return (Path(folder) / p.relative_to(path)).as_posix()
+
             if (self.path / folder).is_symlink():
                 raise UserError(
                     f"{self.path / folder} is a symlink; ppl-vae writes only into "
@@ -488,23 +607,25 @@ class RunDir:
                 )
             if path.exists():
                 foreign = [
-                    p.relative_to(self.path).as_posix()
+                    inside(p)
                     for p in sorted(path.rglob("*"))
                     if (p.is_symlink() or p.is_file())
                     and not atomic.TMP_PATTERN.match(p.name)
-                    and not self.is_own_regular_file(p.relative_to(self.path).as_posix())
+                    and not self.is_own_regular_file(inside(p))
                 ]
                 if foreign:
                     raise UserError(
                         f"{path} holds files ppl-vae did not write ({_some(foreign)}); move "
                         "them away and run again"
                     )
-            yield path
-            self.record_all(
-                p.relative_to(self.path).as_posix()
-                for p in (sorted(path.rglob("*")) if path.exists() else [])
-                if not p.is_symlink() and p.is_file() and not atomic.TMP_PATTERN.match(p.name)
-            )
+            try:
+                yield path
+            finally:  # also when the body fails: what it wrote stays ppl-vae's own
+                self.record_all(
+                    inside(p)
+                    for p in (sorted(path.rglob("*")) if path.exists() else [])
+                    if not p.is_symlink() and p.is_file() and not atomic.TMP_PATTERN.match(p.name)
+                )
 
     def _rel(self, path: Path) -> str:
         return path.resolve().relative_to(self.path.resolve()).as_posix()
@@ -565,6 +686,24 @@ class RunDir:
             )
         return target
 
+    def read_bytes(self, name: str, limit: int = JSON_LIMIT) -> bytes:
+        """The bytes of the run's file ``name``: no symlink on the way, a regular file
+        inside the run, at most ``limit`` bytes (:func:`read_regular`)."""
+        return read_regular(self._lexical(name), limit, what="run file")
+
+    def read_json(self, name: str, limit: int = JSON_LIMIT) -> Any:
+        """The JSON record ``name`` of the run: no symlink on the way, a regular file inside
+        the run, at most ``limit`` bytes and :data:`JSON_DEPTH` deep; every failure one
+        :class:`UserError` line."""
+        return read_json(self._lexical(name), limit, what="run file")
+
+    def embeddable(self, name: str) -> bool:
+        """:meth:`is_own_regular_file`, and the file has no other hard link (a link to a
+        private file elsewhere is never shown in ``report.html``)."""
+        if not self.is_own_regular_file(name):
+            return False
+        return os.lstat(self.path / name).st_nlink == 1
+
     def is_own_regular_file(self, name: str) -> bool:
         """True when ``name`` is a regular file (no symlink anywhere on the way) inside the run
         that ppl-vae wrote: what a report may embed."""
@@ -604,6 +743,7 @@ def check_outputs(out: str | Path, names: list[str], overwrite: bool) -> None:
     that exists is a file ppl-vae wrote there (listed in ``out/manifest.json``) and may be
     replaced only with ``overwrite``. Writes nothing."""
     out = Path(out)
+    validate.out_path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory; choose a directory path")
     if not out.exists():
@@ -622,6 +762,21 @@ def check_outputs(out: str | Path, names: list[str], overwrite: bool) -> None:
             )
         if not overwrite:
             raise UserError(f"{path} exists; pass --overwrite to replace it, or another --out")
+
+
+def check_member(out: str | Path, name: str) -> Path:
+    """The run directory ``out/name`` of a ``compare`` or ``sweep`` folder, refused when
+    it is a symlink (a planted ``cmp/ae -> elsewhere`` would take a whole run, and with
+    ``--overwrite`` remove one, outside ``out``) or leaves ``out``. Writes nothing."""
+    path = Path(out) / name
+    if Path(name).is_absolute() or ".." in Path(name).parts or len(Path(name).parts) != 1:
+        raise UserError(f"{name!r} is not a run name inside {out}")
+    if path.is_symlink():
+        raise UserError(
+            f"{path} is a symlink; ppl-vae writes the runs of {out} only inside it; "
+            "remove the link or choose another --out"
+        )
+    return path
 
 
 def read_model_source(src: str | Path) -> bytes:

@@ -165,7 +165,7 @@ def check(
     rundir.check_outputs(out, OUTPUTS, overwrite)
     runs = variants(base, values, capacities)
     for variant in runs:
-        RunDir(Path(out) / variant.name).check(resume=False, overwrite=overwrite)
+        RunDir(rundir.check_member(out, variant.name)).check(resume=False, overwrite=overwrite)
         variant.config(base).train.validate()
     first = prepare(runs[0].config(base), Path(out) / runs[0].name, overwrite=overwrite)
     if not first[2].has_prior:

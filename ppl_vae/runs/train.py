@@ -172,12 +172,28 @@ def train_built(
     with run.lock():  # the one lock of the job: fit and the checkpointer take none
         run.prepare(resume, overwrite)
         run.cleanup_tmp()
+        saved = run.read_bytes(CONFIG) if resume else None
         try:
             return _train_into(run, cfg, pair, ds, checkpointer, tensorboard)
-        except (UserError, KeyboardInterrupt):
-            if not resume and not checkpoint.exists(run):
-                _roll_back(run, existed)
-            raise
+        except BaseException as exc:  # any failure: the run goes back to what it was
+            _roll_back(run, existed, resume, saved)
+            if isinstance(exc, (UserError, KeyboardInterrupt, SystemExit)):
+                raise
+            kept = resume or checkpoint.exists(run)
+            after = (
+                "its last checkpoint is kept: fix the cause, then --resume"
+                if kept
+                else "nothing of this run was kept"
+            )
+            raise UserError(f"training {cfg.model} failed ({failure_line(exc)}); {after}") from None
+
+
+def failure_line(exc: BaseException) -> str:
+    """``Type: first line`` of an exception from a program, Pyro's trace-shape table and
+    any later lines of the message left out."""
+    text = str(exc).split("Trace Shapes:")[0].strip()
+    first = text.splitlines()[0].strip() if text else ""
+    return f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
 
 
 def _train_into(
@@ -191,7 +207,9 @@ def _train_into(
     if cfg.is_user_file and not checkpointer.resume:
         cfg.model_file, cfg.model_sha256 = run.copy_model_file(cfg.model)
         trust.trust_hash(cfg.model_sha256)  # the user trained with it
-    run.check_writable(FIGURES)  # before training, not after it
+    from ppl_vae.figures.report import REPORT
+
+    run.check_writable([*FIGURES, METRICS, REPORT])  # before training, not after it
     run.write_json(CONFIG, cfg.to_dict())
     live = monitor.Monitor(run, cfg, ds, checkpointer.resume, tensorboard)
     try:
@@ -209,10 +227,25 @@ def _train_into(
     return job
 
 
-def _roll_back(run: RunDir, existed: bool) -> None:
-    """Remove what a fresh run wrote before it failed (no checkpoint yet: nothing to
-    resume), and the directory itself when this run created it."""
+def _roll_back(run: RunDir, existed: bool, resume: bool, saved: bytes | None) -> None:
+    """Undo a failed job: a resumed run gets its ``config.json`` back (its checkpoints
+    stay, each one whole, so ``--resume`` continues from the last); a fresh run that
+    reached no checkpoint loses what it wrote, and the directory itself when this run
+    created it (with a checkpoint it is kept, to be resumed)."""
+    try:
+        _undo(run, existed, resume, saved)
+    except (OSError, UserError):  # a full disk: the failure that matters is the job's
+        pass
+
+
+def _undo(run: RunDir, existed: bool, resume: bool, saved: bytes | None) -> None:
     run.cleanup_tmp()
+    if resume:
+        if saved is not None and run.read_bytes(CONFIG) != saved:
+            run.write_bytes(CONFIG, saved)
+        return
+    if checkpoint.exists(run):
+        return
     for name in list(run.manifest()):
         run.remove(name)
     if not existed:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ppl_vae.errors import UserError
 from ppl_vae.runs import atomic
-from ppl_vae.runs.rundir import RunDir, sha256_file
+from ppl_vae.runs.rundir import RunDir, read_json, sha256_file
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
@@ -32,13 +32,17 @@ def trusted_path() -> Path:
 def trusted_hashes() -> set[str]:
     """The SHA-256 hashes of model files this user trained with (or trusted explicitly)."""
     path = trusted_path()
-    if not path.exists():
+    if not os.path.lexists(path):
+        if path.parent.exists() and not path.parent.is_dir():
+            raise UserError(
+                f"{path.parent} is a file, not a folder; point XDG_CONFIG_HOME at a folder"
+            )
         return set()
     try:
-        hashes = json.loads(path.read_text())["sha256"]
+        hashes = read_json(path, limit=16 * 2**20, what="trusted list")["sha256"]
         if not isinstance(hashes, list):
             raise TypeError("sha256 must be a list")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (UserError, KeyError, TypeError) as exc:
         raise UserError(
             f"{path} is damaged ({exc}); delete it (you will be asked to trust again)"
         ) from None
@@ -50,8 +54,18 @@ def trust_hash(sha: str) -> None:
     if not isinstance(sha, str) or not _SHA.match(sha):
         raise UserError(f"{sha!r} is not a SHA-256 hex digest")
     path = trusted_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.parent / ".trusted.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(
+            path.parent / ".trusted.lock",
+            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+            0o666,
+        )
+    except OSError as exc:
+        raise UserError(
+            f"cannot write the trusted list in {path.parent} ({exc.strerror}); point "
+            "XDG_CONFIG_HOME at a folder you can write"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # short: concurrent trainers wait their turn
         hashes = trusted_hashes()

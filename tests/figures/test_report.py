@@ -152,6 +152,7 @@ def test_report_shows_each_estimate_with_its_standard_error(tmp_path):
         "rate": 4.0,
         "rate_stderr": None,
         "orphan_stderr": 0.5,
+        "ais": {"bdmc_gap": 1.234, "bdmc_gap_se": 0.05},  # the AIS records' spelling
     }
     (d / "evaluation.json").write_text(json.dumps(evaluation))
     metrics = {"test_elbo": -25.123456, "test_elbo_stderr": 0.0123}
@@ -164,6 +165,7 @@ def test_report_shows_each_estimate_with_its_standard_error(tmp_path):
     assert '<th>test_log_likelihood</th><td class="num">-24.5 ± 0.3</td>' in page
     assert "<th>test_log_likelihood_stderr</th>" not in page
     assert "<th>orphan_stderr</th>" in page and "<th>rate_stderr</th>" not in page
+    assert '<th>ais.bdmc_gap</th><td class="num">1.23 ± 0.05</td>' in page
 
 
 def test_report_refuses_a_directory_that_is_not_a_run(tmp_path):

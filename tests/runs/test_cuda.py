@@ -34,8 +34,9 @@ def cuda_run(tmp_path_factory):
 
 
 def test_a_training_step_runs_on_the_gpu_with_a_fused_adam(digits):
-    from ppl_vae.infer import trainer
     from ppl_vae.models.vae import VAE
+
+    from ppl_vae.infer import trainer
 
     vae = VAE(digits.x_dim, latent_dim=2, hidden=[32])
     result = trainer.fit(vae.model, vae.guide, digits, small("cuda", epochs=1).train)

@@ -138,8 +138,9 @@ def test_tensorboard_without_the_package_is_one_error_before_any_write(tmp_path,
 
 
 def test_tensorboard_learning_rate_is_the_one_the_trainer_stepped_with(digits):
-    from ppl_vae.infer.trainer import fit
     from ppl_vae.models.vae import VAE
+
+    from ppl_vae.infer.trainer import fit
 
     cfg = RunConfig(
         model="vae",

@@ -491,3 +491,422 @@ def test_a_zip_of_garbage_is_one_line(tmp_path, home):
     (r,) = cli_cases([{"argv": ["train", "vae", "--data", bad, "--out", tmp_path / "o"]}], home)
     one_error_line(r, "bad.npz")
     assert snapshot(tmp_path) == before
+
+
+# ----------------------------------------------------- issue 21: hostile runs and faults
+def unlocked(snap: dict) -> dict:
+    """A snapshot less the regular ``.lock`` files (a lock holds its holder's pid; a planted
+    link or FIFO named ``.lock`` stays in, and a hard link shows in its other name)."""
+    return {
+        k: v for k, v in snap.items() if not (k.split("/")[-1] == ".lock" and stat.S_ISREG(v[0]))
+    }
+
+
+def rewrite_json(path: Path, edit) -> None:
+    body = json.loads(path.read_text())
+    edit(body)
+    path.write_text(json.dumps(body))
+
+
+def deep(n: int = 100_000) -> str:
+    return "[" * n + "]" * n
+
+
+def reweigh(run: Path, data: bytes) -> None:
+    """Replace a run's weights file by ``data`` and update the hash the record holds (a
+    hostile edit that passes the hash check)."""
+    body = json.loads((run / "checkpoint.json").read_text())
+    (run / body["weights"]).write_bytes(data)
+    body["sha256"] = __import__("hashlib").sha256(data).hexdigest()
+    (run / "checkpoint.json").write_text(json.dumps(body))
+
+
+def nan_weights(run: Path) -> bytes:
+    from safetensors.torch import load, save
+
+    body = json.loads((run / "checkpoint.json").read_text())
+    tensors = load((run / body["weights"]).read_bytes())
+    key = next(k for k in tensors if k.startswith("module."))
+    tensors[key] = torch.full_like(tensors[key], float("nan"))
+    return save(tensors)
+
+
+def record_edit(key, value):
+    return lambda b: b["record"].__setitem__(key, value)
+
+
+def hostile_runs(tmp: Path, trained: Path) -> dict[str, tuple]:
+    """case -> (how the copied run is damaged, the command after the run's path, what the
+    one error line names)."""
+    thesis = tmp / "thesis.tex"
+    thesis.write_text("four years of work")
+    ev = ["evaluate", "{run}", "--iwae-samples", "2", "--no-progress"]
+    header = (2**40 * 4 * 8).to_bytes(8, "little")  # "2^40 floats" in the first 8 bytes
+    huge = json.dumps({"w": {"dtype": "F32", "shape": [2**40], "data_offsets": [0, 2**42]}})
+    huge_bytes = len(huge).to_bytes(8, "little") + huge.encode()
+    return {
+        "lock links to a thesis": (
+            lambda r: (r / ".lock").symlink_to(thesis),
+            ["train", "vae", *SMALL, "--out", "{run}", "--overwrite"],
+            ".lock is a symlink",
+        ),
+        "lock links to a thesis, evaluate": (
+            lambda r: (r / ".lock").symlink_to(thesis),
+            ev,
+            ".lock is a symlink",
+        ),
+        "lock links to a thesis, report": (
+            lambda r: (r / ".lock").symlink_to(thesis),
+            ["report", "{run}"],
+            ".lock is a symlink",
+        ),
+        "lock is a hard link": (
+            lambda r: os.link(thesis, r / ".lock"),
+            ["report", "{run}"],
+            "has other links",
+        ),
+        "lock is a FIFO": (lambda r: os.mkfifo(r / ".lock"), ["report", "{run}"], "regular file"),
+        "manifest is a FIFO": (
+            lambda r: ((r / "manifest.json").unlink(), os.mkfifo(r / "manifest.json")),
+            ["report", "{run}"],
+            "not a regular file",
+        ),
+        "manifest is /dev/zero": (
+            lambda r: (
+                (r / "manifest.json").unlink(),
+                (r / "manifest.json").symlink_to("/dev/zero"),
+            ),
+            ["report", "{run}"],
+            "symlink",
+        ),
+        "manifest deep": (
+            lambda r: (r / "manifest.json").write_text(deep()),
+            ["report", "{run}"],
+            "nests deeper",
+        ),
+        "config deep": (lambda r: (r / "config.json").write_text(deep()), ev, "nests deeper"),
+        "checkpoint deep": (
+            lambda r: (r / "checkpoint.json").write_text(deep()),
+            ev,
+            "nests deeper",
+        ),
+        "config 65 MiB sparse": (
+            lambda r: os.truncate(r / "config.json", 65 * 2**20),
+            ev,
+            "MiB ppl-vae reads",
+        ),
+        "weights garbage": (lambda r: reweigh(r, b"garbage" * 100), ev, "not a safetensors"),
+        "weights pickle": (
+            lambda r: reweigh(r, __import__("pickle").dumps({"a": 1})),
+            ev,
+            "not a safetensors",
+        ),
+        "weights header 2^40": (lambda r: reweigh(r, header + b"{}"), ev, "header claims"),
+        "weights claim 2^40 elements": (
+            lambda r: reweigh(r, huge_bytes),
+            ev,
+            "outside",
+        ),
+        "weights NaN": (lambda r: reweigh(r, nan_weights(r)), ev, "NaN"),
+        "seed -1": (
+            lambda r: rewrite_json(r / "config.json", lambda b: b["train"].update(seed=-1)),
+            ev,
+            "--seed",
+        ),
+        "seed 1e400": (
+            lambda r: (r / "config.json").write_text(
+                (r / "config.json").read_text().replace('"seed": 0', '"seed": 1e400')
+            ),
+            ev,
+            "--seed",
+        ),
+        "labels abc": (
+            lambda r: rewrite_json(r / "config.json", lambda b: b.update(labels="abc")),
+            ev,
+            "--labels",
+        ),
+        "step 1e308": (
+            lambda r: rewrite_json(r / "checkpoint.json", record_edit("step", 1e308)),
+            ev,
+            "step",
+        ),
+        "step abc": (
+            lambda r: rewrite_json(r / "checkpoint.json", record_edit("step", "abc")),
+            ["train", "vae", "--out", "{run}", "--resume", "--epochs", "2"],
+            "step",
+        ),
+        "history abc": (
+            lambda r: rewrite_json(r / "checkpoint.json", record_edit("history", "abc")),
+            ["train", "vae", "--out", "{run}", "--resume", "--epochs", "2"],
+            "history",
+        ),
+        "position without running": (
+            lambda r: rewrite_json(r / "checkpoint.json", record_edit("position", 7)),
+            ["train", "vae", "--out", "{run}", "--resume", "--epochs", "2"],
+            "running loss",
+        ),
+        "download from a received run": (
+            lambda r: rewrite_json(
+                r / "config.json",
+                lambda b: b.update(data="mnist", data_root=str(tmp / "fetched"), download=True),
+            ),
+            ev,
+            "not found",
+        ),
+        "evaluate with a linked report.html": (
+            lambda r: ((r / "report.html").unlink(), (r / "report.html").symlink_to(thesis)),
+            ev,
+            "report.html was not written by ppl-vae",
+        ),
+        "resume with a linked figure": (
+            lambda r: ((r / "samples.png").unlink(), (r / "samples.png").symlink_to(thesis)),
+            ["train", "vae", "--out", "{run}", "--resume", "--epochs", "2"],
+            "samples.png was not written by ppl-vae",
+        ),
+        "device meta on a run": (lambda r: None, [*ev, "--device", "meta"], "--device"),
+        "analyze seed -1": (lambda r: None, ["analyze", "{run}", "--seed", "-1"], "--seed"),
+        "analyze draws 1e9": (
+            lambda r: None,
+            ["analyze", "{run}", "--draws", "1000000000"],
+            "--draws",
+        ),
+    }
+
+
+def test_hostile_run_directories_are_one_line_and_change_nothing(tmp_path, trained, home):
+    cases = hostile_runs(tmp_path, trained)
+    argvs = []
+    for i, (name, (damage, argv, _)) in enumerate(cases.items()):
+        run = copy_run(trained, tmp_path / f"r{i}")
+        if name.startswith("lock"):
+            (run / ".lock").unlink()  # replaced by a planted one
+        damage(run)
+        argvs.append([str(run) if a == "{run}" else a for a in argv])
+    before = snapshot(tmp_path)
+    results = cli_cases([{"argv": a} for a in argvs], home)
+    for (name, (_, _, expect)), r in zip(cases.items(), results):
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2, (name, r.stderr[-2000:])
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, r.stderr[-2000:])
+        assert expect in lines[0], (name, lines[0])
+    assert unlocked(snapshot(tmp_path)) == unlocked(before)  # the thesis too; no fetched/
+    assert (tmp_path / "thesis.tex").read_text() == "four years of work"
+
+
+def idx_garbage(root: Path) -> Path:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images", "train-labels", "t10k-images", "t10k-labels"):
+        kind = "idx3" if "images" in name else "idx1"
+        (raw / f"{name}-{kind}-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\xff" * 12)
+    return root
+
+
+def legacy_root(root: Path) -> Path:
+    processed = root / "MNIST" / "processed"
+    processed.mkdir(parents=True)
+    (processed / "training.pt").write_bytes(__import__("pickle").dumps([1, 2]))
+    (processed / "test.pt").write_bytes(__import__("pickle").dumps([1, 2]))
+    return root
+
+
+def dsprites_file(path: Path, n_claimed: int, classes: np.ndarray) -> Path:
+    header = {"descr": "|u1", "fortran_order": False, "shape": (n_claimed, 64, 64)}
+    buf = __import__("io").BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    buf.write(b"\0" * 4096)
+    arrays = {"latents_classes": classes, "latents_values": classes.astype(float)}
+    np.savez(path, **arrays)
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("imgs.npy", buf.getvalue())
+    return path
+
+
+def hostile_data_and_options(tmp: Path) -> dict[str, tuple[list, str]]:
+    out = ["--out", tmp / "out"]
+    t = ["train", "vae", *SMALL]
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 4))
+    minus5 = npz(tmp / "m5.npz", x_train=x, x_test=x[:3], y_train=np.full(8, -5))
+    fifo = tmp / "fifo.npz"
+    os.mkfifo(fifo)
+    exits = tmp / "exits.py"
+    exits.write_text("import sys\nsys.exit(3)\n")
+    classes = np.zeros((1, 6), dtype=np.int64)
+    big = dsprites_file(tmp / "big.npz", 2**40, classes)
+    negative = dsprites_file(tmp / "neg.npz", 1, np.full((1, 6), -3, dtype=np.int64))
+    elsewhere = tmp / "elsewhere"
+    elsewhere.mkdir()
+    (tmp / "cmp").mkdir()
+    (tmp / "cmp" / "ae").symlink_to(elsewhere)
+    return {
+        "labels all -5": ([*t, "--data", minus5, *out], "labels from -5"),
+        "npz is a FIFO": ([*t, "--data", fifo, *out], "not a regular file"),
+        "legacy pickled .pt": (
+            [*t, "--data", "mnist", "--data-root", legacy_root(tmp / "legacy"), *out],
+            "never unpickles",
+        ),
+        "bad IDX headers": (
+            [*t, "--data", "mnist", "--data-root", idx_garbage(tmp / "idx"), *out],
+            "could not read mnist",
+        ),
+        "dsprites claims 2^40 images": (
+            ["train", "vae", *SMALL, "--data", "dsprites-original", "--data-root", big, *out],
+            "not one image per class row",
+        ),
+        "dsprites negative classes": (
+            ["train", "vae", *SMALL, "--data", "dsprites-original", "--data-root", negative, *out],
+            "negative classes",
+        ),
+        "seed 2^63-1": ([*t, "--seed", "9223372036854775807", *out], "--seed"),
+        "device meta": ([*t, "--device", "meta", *out], "--device"),
+        "out not UTF-8": ([*t, "--out", str(tmp) + "/r\udcff"], "not UTF-8"),
+        "out 300 characters": ([*t, "--out", tmp / ("r" * 300)], "300 bytes"),
+        "labels over the data": ([*t, "--labels", "100000", *out], "more than the 1437"),
+        "model calls sys.exit": (["train", exits, *SMALL, *out], "sys.exit(3)"),
+        "compare into a planted link": (
+            ["compare", "--models", "ae", *SMALL, "--out", tmp / "cmp", "--overwrite"],
+            "is a symlink",
+        ),
+    }
+
+
+def test_hostile_data_and_options_are_one_line_and_write_nothing(tmp_path, home):
+    cases = hostile_data_and_options(tmp_path)
+    before = snapshot(tmp_path)
+    results = cli_cases([{"argv": argv} for argv, _ in cases.values()], home)
+    for (name, (_, expect)), r in zip(cases.items(), results):
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2, (name, r.stderr[-2000:])
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, r.stderr[-2000:])
+        assert expect in lines[0], (name, lines[0])
+    assert snapshot(tmp_path) == before
+
+
+FAILING = """
+import pyro, pyro.distributions as dist, torch
+from torch import nn
+CALLS = [0]
+class Fails:
+    def __init__(self, x_dim):
+        self.net = nn.Linear(2, x_dim)
+    def model(self, x):
+        pyro.module("net", self.net)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(self.net(z), 1.0).to_event(1), obs=x)
+    def guide(self, x):
+        CALLS[0] += 1
+        if CALLS[0] > AFTER:
+            raise RuntimeError("the program broke at call %d" % CALLS[0])
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
+MODEL = Fails
+"""
+
+
+def test_any_failure_during_training_rolls_back_with_one_line(tmp_path, home):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "fails.py").write_text(FAILING.replace("AFTER", "20"))
+    before = snapshot(tmp_path)
+    opts = ["--epochs", "1", "--no-progress", "--no-jit"]
+    (r,) = cli_cases([{"argv": ["train", "fails.py", *opts, "--out", "run"], "cwd": work}], home)
+    one_error_line(r, "RuntimeError: the program broke at call")
+    assert snapshot(tmp_path) == before  # the run directory is gone again
+
+
+def test_environment_faults_are_one_line(tmp_path):
+    a_file = tmp_path / "xdg"
+    a_file.write_text("not a folder")
+    shutil.copy(ROOT / "examples" / "custom_model.py", tmp_path / "m.py")
+    npz(tmp_path / "d.npz", x_train=np.full((8, 4), 0.5), x_test=np.full((3, 4), 0.5))
+    before = snapshot(tmp_path)
+    argv = ["train", "m.py", "--data", "d.npz", *SMALL, "--out", "run"]
+    (r,) = cli_cases([{"argv": argv, "cwd": tmp_path}], {"XDG_CONFIG_HOME": str(a_file)})
+    one_error_line(r, "XDG_CONFIG_HOME")
+    assert snapshot(tmp_path) == before
+    with open("/dev/full", "w") as full:
+        p = subprocess.run(
+            [sys.executable, "-m", "ppl_vae", "models"], stdout=full, stderr=subprocess.PIPE
+        )
+    lines = p.stderr.decode().strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and "No space left" in lines[0], lines
+
+
+def test_a_broken_plugin_is_one_warning_and_the_suite_still_lists(tmp_path):
+    dist_info = tmp_path / "site" / "brokenplug-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenplug\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text("[ppl_vae.models]\nbroken = json:NoSuchThing\n")
+    path = f"{tmp_path / 'site'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    p = subprocess.run(
+        [sys.executable, "-m", "ppl_vae", "models"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "brokenplug" in lines[0]
+    assert "vae " in p.stdout and "broken" not in p.stdout
+
+
+# Random edits of a valid run's JSON: exit 0 or 2, one line when refused, nothing changed.
+EDIT_VALUES = st.sampled_from(
+    [-1, 0, 1e308, 2**64, "abc", "", None, True, [], {}, [[[[1]]]], float("nan"), "../x"]
+)
+
+
+def leaf_paths(obj, prefix=()):
+    if isinstance(obj, dict) and obj:
+        for k, v in obj.items():
+            yield from leaf_paths(v, (*prefix, k))
+    elif isinstance(obj, list) and obj and len(prefix) < 4:
+        yield from leaf_paths(obj[0], (*prefix, 0))
+    yield prefix
+
+
+RUN_COPIES: dict[str, Path] = {}
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    st.sampled_from(["config.json", "checkpoint.json", "manifest.json", "metrics.json"]),
+    st.integers(0, 10**6),
+    EDIT_VALUES,
+    st.sampled_from(["report", "evaluate", "sample"]),
+)
+def test_random_edits_of_a_runs_json_are_refused_in_one_line(
+    tmp_path_factory, trained, name, which, value, command
+):
+    import contextlib
+    import io
+
+    run = copy_run(trained, tmp_path_factory.mktemp("edit") / "run")
+    body = json.loads((run / name).read_text())
+    paths = [p for p in leaf_paths(body) if p]
+    where = paths[which % len(paths)]
+    target = body
+    for key in where[:-1]:
+        target = target[key]
+    target[where[-1]] = value
+    (run / name).write_text(json.dumps(body))
+    before = snapshot(run.parent)
+    argv = {
+        "report": ["report", str(run)],
+        "evaluate": ["evaluate", str(run), "--iwae-samples", "2", "--no-progress"],
+        "sample": ["sample", str(run), "-n", "4", "--out", str(run.parent / "s.png")],
+    }[command]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli.main(argv)
+    assert code in (0, 2), (where, value, err.getvalue())
+    if code == 2:
+        lines = err.getvalue().strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (where, value, lines)
+        assert unlocked(snapshot(run.parent)) == unlocked(before), (where, value)

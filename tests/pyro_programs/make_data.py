@@ -1,0 +1,96 @@
+"""Small .npz data sets for the conformance programs in this folder (issue 22).
+
+``python tests/pyro_programs/make_data.py OUT_DIR`` writes, each with ``x_train``/``x_test``
+(and ``y_train``/``y_test`` where said), all small enough for CI:
+
+``cvae.npz``
+    Pyro's examples/cvae quadrant task on ``mnist-5k`` digits (one quadrant as input, as in
+    Pyro's ``MaskImages(num_quadrant_inputs=1)``): each row is Pyro's ``input`` image (the
+    bottom-left quadrant, -1 elsewhere) stacked above its ``output`` image (the other three
+    quadrants, -1 in the input quadrant), ``(N, 56, 28)``; cvae.py splits them again.
+``mnist_small.npz``
+    A subset of ``mnist-5k`` (28x28, with digit labels) for the MNIST programs;
+    ``mnist_small_x.npz`` is the same without labels.
+``prodlda.npz``
+    Word counts ``(N, V)`` drawn from a small synthetic topic model (logistic-normal topic
+    proportions, Dirichlet topics, Multinomial documents of 30-80 words).
+``cevae_x.npz`` / ``cevae_xt.npz``
+    Louizos et al.'s synthetic causal data: a binary confounder z, x ~ N(z, ...) with 5
+    features, a binary treatment t ~ Bernoulli(0.75 z + 0.25 (1 - z)); ``cevae_xt`` holds t
+    as ``y_train``/``y_test`` (0/1 class ids), ``cevae_x`` has x only.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _mnist(n_train: int, n_test: int):
+    from ppl_vae import data
+
+    ds = data.load("mnist-5k")
+    x_tr = ds.x_train[:n_train].numpy().reshape(-1, 28, 28)
+    x_te = ds.x_test[:n_test].numpy().reshape(-1, 28, 28)
+    y_tr = ds.y_train[:n_train].numpy()
+    y_te = ds.y_test[:n_test].numpy()
+    return x_tr, y_tr, x_te, y_te
+
+
+def quadrants(images: np.ndarray, mask_with: float = -1.0) -> np.ndarray:
+    """Pyro's MaskImages(num_quadrant_inputs=1): ``input`` stacked above ``output``."""
+    out = images.copy()
+    h, w = images.shape[1:]
+    out[:, h // 2 :, : w // 2] = mask_with
+    inp = images.copy()
+    inp[out != mask_with] = mask_with
+    return np.concatenate([inp, out], axis=1).astype(np.float32)
+
+
+def topic_counts(n: int, vocab: int = 120, topics: int = 5, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    beta = np.random.default_rng(1000).dirichlet(  # the same topics for every split
+        np.full(vocab, 0.1), size=topics
+    )  # topics x vocab
+    logtheta = rng.normal(size=(n, topics))
+    theta = np.exp(logtheta) / np.exp(logtheta).sum(-1, keepdims=True)
+    lengths = rng.integers(30, 81, size=n)
+    return np.stack(
+        [rng.multinomial(m, p / p.sum()) for m, p in zip(lengths, theta @ beta)]
+    ).astype(np.float32)
+
+
+def causal(n: int, seed: int = 0, features: int = 5):
+    rng = np.random.default_rng(seed)
+    z = rng.binomial(1, 0.5, size=n)
+    x = rng.normal(z[:, None], 5 * z[:, None] + 3 * (1 - z[:, None]), size=(n, features))
+    t = rng.binomial(1, 0.75 * z + 0.25 * (1 - z))
+    return x.astype(np.float32), t.astype(np.int64)
+
+
+def main(out_dir: str | Path, n_train: int = 400, n_test: int = 100) -> dict[str, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    x_tr, y_tr, x_te, y_te = _mnist(n_train, n_test)
+    paths = {}
+
+    def save(name, **arrays):
+        paths[name] = out / f"{name}.npz"
+        np.savez(paths[name], **arrays)
+
+    save("mnist_small", x_train=x_tr, x_test=x_te, y_train=y_tr, y_test=y_te)
+    save("mnist_small_x", x_train=x_tr, x_test=x_te)
+    save("cvae", x_train=quadrants(x_tr), x_test=quadrants(x_te))
+    save("prodlda", x_train=topic_counts(n_train, seed=0), x_test=topic_counts(n_test, seed=1))
+    cx_tr, ct_tr = causal(n_train, seed=0)
+    cx_te, ct_te = causal(n_test, seed=1)
+    save("cevae_x", x_train=cx_tr, x_test=cx_te)
+    save("cevae_xt", x_train=cx_tr, x_test=cx_te, y_train=ct_tr, y_test=ct_te)
+    return paths
+
+
+if __name__ == "__main__":
+    for name, path in main(sys.argv[1] if len(sys.argv) > 1 else ".").items():
+        print(name, path)

@@ -1,0 +1,1 @@
+# ppl-vae: makes utils/ (Pyro's examples/vae/utils, custom_mlp.py only) a package
