@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pyro
 import pytest
@@ -13,6 +14,10 @@ from ppl_vae import data
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.runs.config import RunConfig
 from ppl_vae.runs.train import train_run
+
+#: Pyro's programs are data for tests/test_pyro_programs.py, not tests: collecting their
+#: doctests would import them (and put their folder, with its `utils` package, on sys.path).
+collect_ignore = ["pyro_programs"]
 
 # Property-based tests draw the same examples on every run (CI must not pass or fail by
 # luck); a bug they find is then found every time. HYPOTHESIS_PROFILE=explore searches
@@ -54,3 +59,12 @@ def tiny_run(tmp_path_factory):
     )
     train_run(cfg, out)
     return out
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path, monkeypatch):
+    """A copy of the shared tiny VAE run as ``run``, the working folder its parent: the
+    commands that read runs are called with the relative path ``run``, as a user would."""
+    shutil.copytree(tiny_run, tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "run"

@@ -29,7 +29,7 @@ Example::
     >>> vae = VAE(ds.x_dim, latent_dim=2)
     >>> result = fit(vae.model, vae.guide, ds, TrainConfig(epochs=1, progress=False))
     >>> sorted(result.history[-1])[:3]
-    ['active_units', 'beta', 'distortion']
+    ['active_units', 'best_epoch', 'beta']
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ Example::
     >>> x = torch.rand(50, 64)
     >>> out = evaluate(from_object(VAE(x_dim=64, latent_dim=2), x), x)
     >>> sorted(out)[:4]
-    ['active_units', 'distortion', 'elbo', 'kl_per_dim']
+    ['active_units', 'distortion', 'distortion_stderr', 'elbo']
 """
 
 from __future__ import annotations
@@ -112,7 +112,12 @@ def evaluate(
                     more = traces.terms(pair, args)
                     distortion = distortion - more["log_lik"].double()
                     rate = rate + sum(more[f"kl/{n}"] for n in pair.latent_sites).double()
+                    extra = [more.get(f"kl_dims/{n}") for n in pair.latent_sites]
+                    dims = [  # KL per dimension over the same draws as the rate
+                        None if d is None or e is None else d + e for d, e in zip(dims, extra)
+                    ]
                 distortion, rate = distortion / draws, rate / draws
+                dims = [None if d is None else d / draws for d in dims]
                 elbo = -(distortion + rate)
                 part = {"distortion": distortion.sum(0), "rate": rate.sum(0)}
                 for key, value in (("elbo", elbo), ("distortion", distortion), ("rate", rate)):

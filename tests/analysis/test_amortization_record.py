@@ -5,7 +5,6 @@ report, and the option refused when negative."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from helpers import snapshot
@@ -14,10 +13,8 @@ from ppl_vae.cli import main
 
 
 @pytest.fixture
-def run(tiny_run, tmp_path, monkeypatch):
-    shutil.copytree(tiny_run, tmp_path / "run")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path / "run"
+def run(run_copy):
+    return run_copy
 
 
 def test_analyze_reports_the_amortization_gap(run, capsys):

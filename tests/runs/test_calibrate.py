@@ -5,7 +5,6 @@ bad options refused with one line and nothing written."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from helpers import snapshot
@@ -14,11 +13,8 @@ from ppl_vae.cli import main
 
 
 @pytest.fixture
-def run(tiny_run, tmp_path, monkeypatch):
-    """A copy of the shared tiny VAE run, opened as ``run`` from its parent folder."""
-    shutil.copytree(tiny_run, tmp_path / "run")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path / "run"
+def run(run_copy):
+    return run_copy
 
 
 def test_calibrate_writes_the_record_the_figure_and_the_report(run, capsys):

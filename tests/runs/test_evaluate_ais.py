@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import pytest
 import torch
@@ -19,10 +18,8 @@ from ppl_vae.runs.evaluate import evaluation
 
 
 @pytest.fixture
-def run(tiny_run, tmp_path, monkeypatch):
-    shutil.copytree(tiny_run, tmp_path / "run")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path / "run"
+def run(run_copy):
+    return run_copy
 
 
 def test_evaluate_with_ais_writes_the_sandwich(run, capsys):
