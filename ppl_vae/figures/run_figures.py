@@ -63,7 +63,7 @@ def placeholder(pair: Programs, ds: data.Dataset, n: int) -> tuple:
     return pair.args(ds.x_test[idx], y) if pair.takes_labels else (ds.x_test[idx],)
 
 
-def test_codes(pair: Programs, ds: data.Dataset) -> torch.Tensor:
+def test_set_codes(pair: Programs, ds: data.Dataset) -> torch.Tensor:
     """The guide's codes of the whole test set, ``(N, latent_dim)``, on the CPU."""
     from ppl_vae.measure.metrics import batches
 
@@ -105,7 +105,7 @@ def _write_figures(pair, ds, path_for, seed, metrics, drawing: ThreadPoolExecuto
     else:
         drawing.submit(_import_latent)  # matplotlib's import, overlapping the codes
     pair.eval()
-    codes = test_codes(pair, ds)
+    codes = test_set_codes(pair, ds)
     kl = metrics.get("kl_per_dim")
     scatter = path_for("latent_scatter.png")
     out["matplotlib"].append(drawing.submit(_scatter, codes, scatter, ds.y_test, kl))
