@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pyro
+import pyro.distributions as dist
 import torch
+from torch import nn
 
 from ppl_vae import traces
 from ppl_vae.infer.config import TrainConfig
@@ -118,3 +121,29 @@ def cli_cases(cases: list[dict], env: dict | None = None) -> list:
         types.SimpleNamespace(returncode=rc, stdout=o, stderr=e)
         for rc, o, e in json.loads(r.stdout.strip().splitlines()[-1])
     ]
+
+
+class TwoSites(nn.Module):
+    """z1 ~ N(0, I), z2 | z1 ~ N(z1, 0.5^2 I), x | z2 ~ N(A z2, noise^2 I), with the prior as
+    guide (the AIS and amortisation-gap tests' program with two latent sites): log p(x) is
+    N(0, 1.25 A A^T + noise^2 I)."""
+
+    def __init__(self, noise: float = 0.6):
+        super().__init__()
+        self.register_buffer("A", torch.randn(5, 2))
+        self.noise = noise
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z1 = pyro.sample("z1", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
+            z2 = pyro.sample("z2", dist.Normal(z1, 0.5).to_event(1))
+            pyro.sample("x", dist.Normal(z2 @ self.A.T, self.noise).to_event(1), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z1 = pyro.sample("z1", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
+            pyro.sample("z2", dist.Normal(z1, 0.5).to_event(1))
+
+    def marginal(self):
+        cov = 1.25 * self.A @ self.A.T + self.noise**2 * torch.eye(5)
+        return dist.MultivariateNormal(torch.zeros(5), covariance_matrix=cov)

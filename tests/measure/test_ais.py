@@ -4,12 +4,11 @@ program, and a small trained VAE against the importance-weighted estimate."""
 from __future__ import annotations
 
 import pyro
-import pyro.distributions as dist
 import pytest
 import torch
+from helpers import TwoSites
 from ppl_vae.models.ppca import PPCA
 from ppl_vae.models.vae import VAE
-from torch import nn
 
 from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
@@ -56,30 +55,6 @@ def test_bdmc_sandwiches_the_closed_form_on_ppca():
     assert float(below.mean()) < 3 * float(below.std() / 4)  # 16 points: SE = sd / 4
     assert float(above.mean()) > -3 * float(above.std() / 4)
     assert 0.4 < lower.acceptance < 0.95 and 0.4 < upper.acceptance < 0.95
-
-
-class TwoSites(nn.Module):
-    """z1 ~ N(0, I), z2 | z1 ~ N(z1, 0.5^2 I), x | z2 ~ N(A z2, 0.6^2 I); the guide is the
-    prior, so AIS has all the work to do. log p(x) is N(0, 1.25 A A^T + 0.36 I)."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("A", torch.randn(5, 2))
-
-    def model(self, x):
-        with pyro.plate("data", x.shape[0]):
-            z1 = pyro.sample("z1", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
-            z2 = pyro.sample("z2", dist.Normal(z1, 0.5).to_event(1))
-            pyro.sample("x", dist.Normal(z2 @ self.A.T, 0.6).to_event(1), obs=x)
-
-    def guide(self, x):
-        with pyro.plate("data", x.shape[0]):
-            z1 = pyro.sample("z1", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
-            pyro.sample("z2", dist.Normal(z1, 0.5).to_event(1))
-
-    def marginal(self):
-        cov = 1.25 * self.A @ self.A.T + 0.36 * torch.eye(5)
-        return dist.MultivariateNormal(torch.zeros(5), covariance_matrix=cov)
 
 
 def test_two_latent_sites_are_annealed_jointly():
