@@ -2,15 +2,17 @@
 
 Issue 11's end-to-end figure: the command a user types, imports, per-epoch evaluation,
 checkpoints, figures and report included, against a script doing the same training the
-way one writes it by hand (the 784-400-20 MLP VAE, Bernoulli logits, Adam 1e-3, batch 128,
+way one writes it by hand, and against Pyro's tutorial loop (``SVI`` + ``Trace_ELBO`` +
+``pyro.optim.Adam`` on the same networks), each doing the same training (the 784-400-20 MLP VAE, Bernoulli logits, Adam 1e-3, batch 128,
 ``randperm`` minibatches of a preloaded tensor, the test ELBO printed each epoch). The
 data: 20000 training and 2000 test binary 28x28 images (noisy copies of 10 random
-prototypes), written to a temporary ``.npz``. The two commands alternate (A B, B A, ...)
+prototypes), written to a temporary ``.npz``. The three commands alternate (A B C, C B A, ...)
 and the medians of their wall-clock seconds compare::
 
     python benchmarks/whole_run.py --repeats 5 [--epochs 3] [--extra=--no-jit]
 
-It prints one line per run and a JSON record (``suite_s``, ``hand_s``, ``ratio``).
+It prints one line per run and a JSON record (``suite_s``, ``hand_s``, ``pyro_s``, ``ratio``
+= suite / hand, ``ratio_vs_pyro`` = suite / Pyro's loop).
 """
 
 from __future__ import annotations
@@ -55,6 +57,45 @@ HAND = textwrap.dedent(
     """
 )
 
+# Pyro's tutorial loop (tutorials' vae.ipynb / examples/vae/vae.py): the same networks as
+# HAND, written as a model and a guide, trained by ``SVI`` + ``Trace_ELBO`` +
+# ``pyro.optim.Adam`` over the same minibatches, the test ELBO from ``svi.evaluate_loss``.
+PYRO = textwrap.dedent(
+    """
+    import sys
+    import numpy as np, torch, torch.nn.functional as F
+    from torch import nn
+    import pyro, pyro.distributions as dist
+    from pyro.infer import SVI, Trace_ELBO
+    from pyro.optim import Adam
+    torch.manual_seed(0); pyro.set_rng_seed(0)
+    d = np.load(sys.argv[1]); epochs = int(sys.argv[2])
+    xtr, xte = torch.from_numpy(d["x_train"]), torch.from_numpy(d["x_test"])
+    class VAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Sequential(nn.Linear(784, 400), nn.ReLU(), nn.Linear(400, 40))
+            self.dec = nn.Sequential(nn.Linear(20, 400), nn.ReLU(), nn.Linear(400, 784))
+        def model(self, x):
+            pyro.module("decoder", self.dec)
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 20), 1.0).to_event(1))
+                pyro.sample("x", dist.Bernoulli(logits=self.dec(z)).to_event(1), obs=x)
+        def guide(self, x):
+            pyro.module("encoder", self.enc)
+            with pyro.plate("data", x.shape[0]):
+                loc, raw = self.enc(x).chunk(2, -1)
+                pyro.sample("z", dist.Normal(loc, F.softplus(raw) + 1e-4).to_event(1))
+    vae = VAE()
+    svi = SVI(vae.model, vae.guide, Adam({"lr": 1e-3}), loss=Trace_ELBO())
+    for epoch in range(epochs):
+        total = 0.0
+        for idx in torch.randperm(len(xtr)).split(128):
+            total += svi.step(xtr[idx])
+        print(epoch + 1, total / len(xtr), -svi.evaluate_loss(xte) / len(xte))
+    """
+)
+
 
 def make_data(path: Path) -> None:
     rng = np.random.default_rng(0)
@@ -79,9 +120,10 @@ def main() -> None:
     exe = Path(sys.executable)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data, hand = tmp / "mnistlike.npz", tmp / "hand.py"
+        data, hand, tutorial = tmp / "mnistlike.npz", tmp / "hand.py", tmp / "pyro_loop.py"
         make_data(data)
         hand.write_text(HAND)
+        tutorial.write_text(PYRO)
         suite_cmd = [
             str(exe.parent / "ppl-vae"),
             "train",
@@ -102,16 +144,27 @@ def main() -> None:
             str(tmp / "run"),
             *args.extra.split(),
         ]
-        hand_cmd = [str(exe), str(hand), str(data), str(args.epochs)]
-        times: dict[str, list[float]] = {"suite": [], "hand": []}
+        commands = {
+            "suite": suite_cmd,
+            "hand": [str(exe), str(hand), str(data), str(args.epochs)],
+            "pyro": [str(exe), str(tutorial), str(data), str(args.epochs)],
+        }
+        sides = list(commands)
+        times: dict[str, list[float]] = {side: [] for side in sides}
         for r in range(args.repeats):
-            order = ("suite", "hand") if r % 2 == 0 else ("hand", "suite")
-            for side in order:
-                seconds = timed(suite_cmd if side == "suite" else hand_cmd)
+            for side in sides if r % 2 == 0 else sides[::-1]:  # A B C, C B A, ...
+                seconds = timed(commands[side])
                 times[side].append(seconds)
                 print(f"repeat {r + 1} {side}: {seconds:.2f} s", flush=True)
-    suite_s, hand_s = statistics.median(times["suite"]), statistics.median(times["hand"])
-    record = {"suite_s": suite_s, "hand_s": hand_s, "ratio": suite_s / hand_s, **times}
+    med = {side: statistics.median(times[side]) for side in sides}
+    record = {
+        "suite_s": med["suite"],
+        "hand_s": med["hand"],
+        "pyro_s": med["pyro"],
+        "ratio": med["suite"] / med["hand"],
+        "ratio_vs_pyro": med["suite"] / med["pyro"],
+        **times,
+    }
     record["epochs"], record["extra"] = args.epochs, args.extra
     print(json.dumps(record))
 

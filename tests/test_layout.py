@@ -159,6 +159,17 @@ def test_the_parser_and_help_import_no_torch_or_pyro():
     assert out.stdout.strip() == "[]"
 
 
+def test_the_training_path_imports_no_sklearn_scipy_or_matplotlib():
+    # What a run needs to train: sklearn alone costs seconds of every command (issue 23).
+    code = (
+        "import sys, ppl_vae.runs.train, ppl_vae.infer.trainer, ppl_vae.data.labels; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'sklearn', 'scipy', 'matplotlib', 'arviz', 'torchvision'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_importing_the_package_and_its_lazy_exports():
     from ppl_vae import analysis, data, infer
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from ppl_vae.errors import UserError
 
@@ -42,6 +41,8 @@ def keep_labels(y: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
             f"cannot keep {n} labels stratified over {len(classes)} classes; "
             f"keep at least {len(classes)}"
         )
+    from sklearn.model_selection import train_test_split  # 3 s of import: only when hiding labels
+
     keep, _ = train_test_split(
         np.arange(len(y_np)), train_size=int(n), stratify=y_np, random_state=seed
     )

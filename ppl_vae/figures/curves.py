@@ -24,7 +24,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from ppl_vae.figures.canvas import DPI, new_figure, save_figure, tight_layout
+from ppl_vae.figures.canvas import DPI, fixed_layout, new_figure, save_figure
 
 CURVES_SIZE = (13.0, 7.0)  # inches: 1300 x 700 pixels at DPI
 
@@ -98,5 +98,6 @@ def curves_figure(history: Sequence[dict[str, Any]], figsize=CURVES_SIZE, dpi: i
                 va="center",
                 transform=ax.transAxes,
             )
-    tight_layout(fig)
+    # The panels and their titles are always these: margins for them, no measuring pass.
+    fixed_layout(fig, left=0.05, right=0.99, bottom=0.07, top=0.96, wspace=0.2, hspace=0.32)
     return fig

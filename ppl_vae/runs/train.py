@@ -58,7 +58,7 @@ from ppl_vae.figures.run_figures import FIGURES, skipped_figures, write_figures
 from ppl_vae.infer import distributed
 from ppl_vae.infer.trainer import FitResult, fit, resolve_device
 from ppl_vae.measure.failure_modes import diagnose
-from ppl_vae.measure.metrics import FINAL_METRICS, epoch_record
+from ppl_vae.measure.metrics import FINAL_METRICS, TEST_DRAWS, epoch_record, test_figures
 from ppl_vae.programs import Programs
 from ppl_vae.runs import atomic, checkpoint, monitor, rundir, trust
 from ppl_vae.runs.build import (
@@ -256,16 +256,19 @@ def _undo(run: RunDir, existed: bool, resume: bool, saved: bytes | None) -> None
 
 
 def final_evaluation(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
-    """:data:`~ppl_vae.measure.metrics.FINAL_METRICS` of the trained pair. The trainer's
-    last epoch record holds them when it was taken at the final step: it evaluated the
-    same weights under the same seed and batch size, so the figures are read from it,
-    number for number, rather than computed again. Without such a record (no epoch
-    trained, a record from an older version) the pair is evaluated here the way the
-    trainer does it each epoch."""
-    last = result.final  # the best epoch's record where early stopping restored it
+    """:data:`~ppl_vae.measure.metrics.FINAL_METRICS` of the trained pair: the test set's
+    figures evaluated again with :data:`~ppl_vae.measure.metrics.TEST_DRAWS` draws per
+    example (the epoch records average fewer), the training figures, ``stopped`` and
+    ``best_epoch`` read from the record of the weights held (the best epoch's where early
+    stopping restored it) when it was taken at their step; without such a record (no
+    epoch trained, a record from an older version) the whole record is computed here."""
+    last = result.final
     if last.get("step") != result.final_step or any(key not in last for key in FINAL_METRICS):
-        last = epoch_record(result.pair, ds, result.config, len(result.history), result.step)
-    return {key: last[key] for key in FINAL_METRICS}
+        epoch = last.get("best_epoch") or len(result.history)
+        fresh = epoch_record(result.pair, ds, result.config, epoch, result.final_step)
+        last = {**fresh, **{k: last[k] for k in ("stopped", "best_epoch") if k in last}}
+    figures = {**last, **test_figures(result.pair, ds, result.config, TEST_DRAWS)}
+    return {key: figures[key] for key in FINAL_METRICS}
 
 
 def final_metrics(result: FitResult, ds: data.Dataset) -> dict[str, Any]:

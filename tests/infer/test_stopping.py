@@ -16,7 +16,7 @@ from ppl_vae.cli import main
 from ppl_vae.data.dataset import VALIDATION_FRACTION, Dataset, validation_split
 from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
-from ppl_vae.measure.metrics import STOP_REASONS, evaluate
+from ppl_vae.measure.metrics import STOP_REASONS, TEST_DRAWS, evaluate
 from ppl_vae.runs.config import RunConfig
 from ppl_vae.runs.train import train_run
 
@@ -61,7 +61,9 @@ def test_early_stopping_stops_on_the_validation_elbo_and_restores_the_best(tmp_p
     # The run presents the best epoch's weights and figures, and says why it stopped.
     saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert saved["stopped"] == last["stopped"] and saved["best_epoch"] == best
-    assert saved["test_elbo"] == history[best - 1]["test_elbo"]
+    assert saved["train_elbo"] == history[best - 1]["train_elbo"]
+    again = evaluate(job.pair, job.dataset.x_test, seed=0, draws=TEST_DRAWS)["elbo"]
+    assert saved["test_elbo"] == again  # the best weights, TEST_DRAWS draws per example
     x_val = validation_split(job.dataset)[1][0]
     assert evaluate(job.pair, x_val, seed=0)["elbo"] == pytest.approx(values[best - 1])
 
