@@ -1,13 +1,14 @@
 """A whole ``ppl-vae train vae`` run against a hand-written PyTorch script, timed from outside.
 
-Issue 11's end-to-end figure: the command a user types, imports, per-epoch evaluation,
-checkpoints, figures and report included, against a script doing the same training the
-way one writes it by hand, and against Pyro's tutorial loop (``SVI`` + ``Trace_ELBO`` +
-``pyro.optim.Adam`` on the same networks), each doing the same training (the 784-400-20 MLP VAE, Bernoulli logits, Adam 1e-3, batch 128,
-``randperm`` minibatches of a preloaded tensor, the test ELBO printed each epoch). The
-data: 20000 training and 2000 test binary 28x28 images (noisy copies of 10 random
-prototypes), written to a temporary ``.npz``. The three commands alternate (A B C, C B A, ...)
-and the medians of their wall-clock seconds compare::
+Issue 11's and 23's end-to-end figure: the command a user types, imports, per-epoch
+evaluation, checkpoints, figures and report included, against a script doing the same
+training the way one writes it by hand, and against Pyro's tutorial loop (``SVI`` +
+``Trace_ELBO`` + ``pyro.optim.Adam`` on the same networks). All three train the 784-400-20
+MLP VAE (Bernoulli logits, Adam 1e-3, batch 128, ``randperm`` minibatches of a preloaded
+tensor) and print the test ELBO each epoch. The data: 20000 training and 2000 test binary
+28x28 images (noisy copies of 10 random prototypes), written to a temporary ``.npz``. The
+three commands alternate (A B C, C B A, ...) and the medians of their wall-clock seconds
+compare::
 
     python benchmarks/whole_run.py --repeats 5 [--epochs 3] [--extra=--no-jit]
 
