@@ -5,7 +5,8 @@ reconstructions, manifolds, interpolations and traversals; ``latent.py`` the sca
 codes; ``curves.py`` training curves from the epoch records; ``disentanglement.py`` the
 labelled traversals; ``calibration.py`` the rank histograms of simulation-based
 calibration; ``run_figures.py`` a run's figure set (:data:`~ppl_vae.figures.
-run_figures.FIGURES`, the one list of their names); ``report.py`` the self-contained
-``report.html``. A new figure is a function taking arrays and a path, added to
+run_figures.FIGURES`, the one list of their names); ``worker.py`` the second process that
+draws a run's two matplotlib figures while the first draws the rest; ``report.py`` the
+self-contained ``report.html``. A new figure is a function taking arrays and a path, added to
 ``run_figures.py`` and to :data:`FIGURES`.
 """

@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -47,8 +48,9 @@ def fixed_layout(fig: Figure, **margins: float) -> None:
     fig.set_layout_engine(None)
 
 
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Save at the figure's own size and dpi (no tight bounding box: the size is fixed)."""
-    path = Path(path)
-    fig.savefig(path, dpi=fig.dpi, format="png")  # the path may be a temporary name
+def save_figure(fig: Figure, path: str | Path | BinaryIO) -> Path | BinaryIO:
+    """Save at the figure's own size and dpi (no tight bounding box: the size is fixed),
+    to a path (it may be a temporary name) or a binary file object."""
+    path = path if hasattr(path, "write") else Path(path)
+    fig.savefig(path, dpi=fig.dpi, format="png")
     return path

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 
 from ppl_vae.figures.canvas import DPI, new_figure, save_figure, tight_layout
+
+if TYPE_CHECKING:
+    import torch
 
 SCATTER_SIZE = (7.0, 6.0)  # inches: 700 x 600 pixels at DPI
 
@@ -30,8 +33,9 @@ MAX_LEGEND = 20  # more distinct labels than this get a colour bar instead of a 
 
 
 def as_numpy(a: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
-    """A tensor, array or list as a NumPy array of the same dtype."""
-    if isinstance(a, torch.Tensor):
+    """A tensor, array or list as a NumPy array of the same dtype (torch is not imported
+    here: the figure worker draws without it)."""
+    if hasattr(a, "detach"):  # a torch.Tensor
         return a.detach().cpu().numpy()
     return np.asarray(a)
 

@@ -10,13 +10,13 @@ RunDir.staged`, so every figure arrives by rename and is listed in the manifest)
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ppl_vae import data, traces
+from ppl_vae.figures.worker import FigureWorker
 from ppl_vae.programs import Programs
 
 N_FIGURE = 32
@@ -52,6 +52,8 @@ def skipped_figures(pair: Programs, ds: data.Dataset) -> list[str]:
         return [
             f"{name}: decoding a code needs one latent site (this has {sites})" for name in latent
         ]
+    if ds.x_test.shape[0] < 2:
+        return ["interpolation.png: interpolating needs two test examples (this has one)"]
     return []
 
 
@@ -79,39 +81,55 @@ def write_figures(
     path_for: Callable[[str], Path],
     seed: int = 0,
     metrics: dict[str, Any] | None = None,
+    worker: FigureWorker | None = None,
 ) -> list[Path]:
     """Every figure the run supports. Any data: ``training_curves.png`` (from
     ``metrics["history"]``) and ``latent_scatter.png`` (the guide's codes of the test set).
     Image data also: ``reconstructions.png`` and ``samples.png`` (prior draws); with one
     latent site also ``latent_manifold.png``, ``interpolation.png`` and ``traversals.png``.
     Figures a program does not support are skipped; ``metrics.json`` names them, with the
-    reason, in ``figures_skipped`` (:func:`skipped_figures`)."""
-    with ThreadPoolExecutor(1, thread_name_prefix="ppl-vae-figures") as drawing:
-        plotted = _write_figures(pair, ds, path_for, seed, metrics or {}, drawing)
-        return [f.result() for f in plotted["matplotlib"]] + plotted["images"]
+    reason, in ``figures_skipped`` (:func:`skipped_figures`).
+
+    The two matplotlib figures are drawn by ``worker`` (a :class:`~ppl_vae.figures.worker.
+    FigureWorker` the caller started early; one is started here otherwise) while this
+    process draws the image figures; where the worker fails they are drawn here."""
+    metrics = metrics or {}
+    worker = worker if worker is not None else FigureWorker.start()
+    try:
+        history = metrics.get("history")
+        pair.eval()
+        codes = test_set_codes(pair, ds)
+        kl = metrics.get("kl_per_dim")
+        labels = ds.y_test.cpu().numpy() if ds.y_test is not None else None
+        worker.draw(history, codes.numpy(), labels, kl)
+        images = _image_figures(pair, ds, path_for, seed, codes, kl)
+        drawn = worker.result()
+    finally:
+        worker.close()
+    out = []
+    if history:
+        path = path_for("training_curves.png")
+        out.append(_write(path, drawn.get("training_curves.png")) or _curves(history, path))
+    path = path_for("latent_scatter.png")
+    out.append(_write(path, drawn.get("latent_scatter.png")) or _scatter(codes, path, labels, kl))
+    return out + images
 
 
-def _write_figures(pair, ds, path_for, seed, metrics, drawing: ThreadPoolExecutor) -> dict:
-    """:func:`write_figures`: the two matplotlib figures (and matplotlib's import) are
-    submitted to ``drawing``, a second thread, while this one computes the codes and the
-    image figures (torch and PIL, which release the interpreter lock while they work).
-    Each figure is the same file either way; only the time overlaps."""
+def _write(path: Path, png: bytes | None) -> Path | None:
+    """The worker's bytes of a figure written to ``path`` (None: draw it here instead)."""
+    if png is None:
+        return None
+    path.write_bytes(png)
+    return path
+
+
+def _image_figures(pair, ds, path_for, seed, codes, kl) -> list[Path]:
+    """:func:`write_figures`' image figures: torch draws them, Pillow saves them."""
     from ppl_vae.figures import images as plots
 
-    out: dict[str, list] = {"matplotlib": [], "images": []}
-    history = metrics.get("history")
-    if history:
-        out["matplotlib"].append(drawing.submit(_curves, history, path_for("training_curves.png")))
-    else:
-        drawing.submit(_import_latent)  # matplotlib's import, overlapping the codes
-    pair.eval()
-    codes = test_set_codes(pair, ds)
-    kl = metrics.get("kl_per_dim")
-    scatter = path_for("latent_scatter.png")
-    out["matplotlib"].append(drawing.submit(_scatter, codes, scatter, ds.y_test, kl))
-    paths = out["images"]
+    paths: list[Path] = []
     if ds.image_shape is None or not pair.x_shaped:
-        return out
+        return paths
     # Dimensions by information: KL where the model has a prior, code variance otherwise.
     rank = torch.tensor(kl) if kl else codes.var(0)
     dims = rank.argsort(descending=True, stable=True)[:10].tolist()
@@ -134,15 +152,15 @@ def _write_figures(pair, ds, path_for, seed, metrics, drawing: ThreadPoolExecuto
     if pair.takes_labels and ds.y_test is not None:
         paths.append(class_samples(pair, ds, path_for("class_samples.png")))
     if len(pair.latent_sites) != 1:
-        return out  # decoding a code needs a single latent site
+        return paths  # decoding a code needs a single latent site
     icdf = latent_icdf(pair, ds, codes[:, dims[:2]])
 
     def decode(z: torch.Tensor) -> torch.Tensor:
         like = placeholder(pair, ds, z.shape[0])
         return traces.decode(pair, z.to(ds.x_test.device), like).cpu()
 
-    pairs = min(8, len(ds.x_test) // 2)
-    paths += [
+    pairs = min(8, len(ds.x_test) // 2)  # none with one test example (skipped_figures)
+    paths.append(
         plots.latent_manifold(
             decode,
             pair.latent_dim,
@@ -150,25 +168,26 @@ def _write_figures(pair, ds, path_for, seed, metrics, drawing: ThreadPoolExecuto
             path_for("latent_manifold.png"),
             dims=sorted(dims[:2]),
             icdf=icdf,
-        ),
-        plots.interpolation(
-            decode,
-            codes[:pairs],
-            codes[pairs : 2 * pairs],
-            ds.image_shape,
-            path_for("interpolation.png"),
-            x_start=ds.x_test[:pairs],
-            x_end=ds.x_test[pairs : 2 * pairs],
-        ),
+        )
+    )
+    if pairs:
+        paths.append(
+            plots.interpolation(
+                decode,
+                codes[:pairs],
+                codes[pairs : 2 * pairs],
+                ds.image_shape,
+                path_for("interpolation.png"),
+                x_start=ds.x_test[:pairs],
+                x_end=ds.x_test[pairs : 2 * pairs],
+            )
+        )
+    paths.append(
         plots.traversals(
             decode, codes[0], ds.image_shape, path_for("traversals.png"), dims=dims, icdf=icdf
-        ),
-    ]
-    return out
-
-
-def _import_latent() -> None:
-    from ppl_vae.figures import latent  # noqa: F401  (imports matplotlib)
+        )
+    )
+    return paths
 
 
 def _curves(history: list[dict[str, Any]], path: Path) -> Path:

@@ -55,6 +55,7 @@ import torch
 from ppl_vae import data
 from ppl_vae.errors import UserError
 from ppl_vae.figures.run_figures import FIGURES, skipped_figures, write_figures
+from ppl_vae.figures.worker import FigureWorker
 from ppl_vae.infer import distributed
 from ppl_vae.infer.trainer import FitResult, fit, resolve_device
 from ppl_vae.measure.failure_modes import diagnose
@@ -212,15 +213,19 @@ def _train_into(
     run.check_writable([*FIGURES, METRICS, REPORT])  # before training, not after it
     run.write_json(CONFIG, cfg.to_dict())
     live = monitor.Monitor(run, cfg, ds, checkpointer.resume, tensorboard)
+    drawer = FigureWorker.start()  # imports matplotlib on the other core while this trains
     try:
-        result = fit(pair, None, ds, cfg.train, checkpointer, on_epoch=live)
+        try:
+            result = fit(pair, None, ds, cfg.train, checkpointer, on_epoch=live)
+        finally:
+            live.close()
+        live.close(result.history)  # history.jsonl committed as metrics.json's history
+        job = Run(result, final_metrics(result, ds), ds, cfg, run.path)
+        run.write_json(METRICS, job.metrics)
+        with run.staged() as path_for:  # every figure by rename, one manifest write
+            write_figures(pair, ds, path_for, cfg.train.seed, job.metrics, drawer)
     finally:
-        live.close()
-    live.close(result.history)  # history.jsonl committed as metrics.json's history
-    job = Run(result, final_metrics(result, ds), ds, cfg, run.path)
-    run.write_json(METRICS, job.metrics)
-    with run.staged() as path_for:  # every figure by rename, one manifest write
-        write_figures(pair, ds, path_for, cfg.train.seed, job.metrics)
+        drawer.close()
     from ppl_vae.figures import report
 
     report.write_report(run)

@@ -150,3 +150,19 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, case, expect):
     assert expect in lines[0]
     assert "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_one_training_and_one_test_image_train_and_skip_the_interpolation(tmp_path):
+    # The smallest data set there is: every figure that can be drawn is, the one that
+    # needs two test examples is named in figures_skipped, and the run is whole.
+    rng = np.random.default_rng(0)
+    data = bad_npz(tmp_path, "one", x_train=rng.random((1, 64)), x_test=rng.random((1, 64)))
+    r = cli(
+        "train", "vae", "--data", data, "--epochs", "1", "--out", tmp_path / "r", "--no-progress"
+    )
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert any(s.startswith("interpolation.png:") for s in metrics["figures_skipped"])
+    assert not (tmp_path / "r" / "interpolation.png").exists()
+    for name in ("training_curves.png", "latent_scatter.png", "samples.png", "report.html"):
+        assert (tmp_path / "r" / name).is_file(), name
