@@ -1,7 +1,8 @@
 """One self-contained HTML page per run directory: ``DIR/report.html``.
 
 The page reads the way a user looks at a run: first one line saying what was trained,
-then the headline numbers (test ELBO, importance-weighted log p(x) when evaluated, rate,
+then the headline numbers (test ELBO, importance-weighted log p(x) when evaluated, named
+log p(x, y) or log p(x | y) where ``evaluation.json``'s ``log_likelihood_of`` says so, rate,
 distortion, active units, reconstruction error, seconds), then every PNG figure of the
 directory and of ``DIR/analysis/`` side by side where they fit (latent manifold and
 reconstructions, samples and latent scatter, training curves), then the full tables of
@@ -320,6 +321,15 @@ def summary_line(config: Any) -> str:
     return " · ".join(parts)
 
 
+def likelihood_label(label: str, source: dict) -> str:
+    """``label`` with ``log p(x)`` naming what the record's likelihood is of
+    (``log_likelihood_of`` of ``ppl-vae evaluate``: ``log p(x, y)``, ``log p(x | y)``)."""
+    of = source.get("log_likelihood_of")
+    if isinstance(of, str) and of and of != "x":
+        return label.replace("log p(x)", f"log p({of})")
+    return label
+
+
 def headline(*sources: Any) -> str:
     """The headline numbers as a row of cards; the first source with a key wins, and a
     standard error it holds beside the key is shown with it (``-104.2 ± 0.4``)."""
@@ -329,6 +339,8 @@ def headline(*sources: Any) -> str:
         value = source.get(key)
         if not isinstance(value, int | float) or isinstance(value, bool):
             continue
+        if key.startswith("test_log_likelihood"):
+            label = likelihood_label(label, source)
         shown = cell(value, stderr_of(source, key))
         cards.append(
             f'<div class="card"><div class="label">{html.escape(label)}</div>'

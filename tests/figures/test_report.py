@@ -168,6 +168,23 @@ def test_report_shows_each_estimate_with_its_standard_error(tmp_path):
     assert '<th>ais.bdmc_gap</th><td class="num">1.23 ± 0.05</td>' in page
 
 
+@pytest.mark.parametrize(
+    "of, label",
+    [(None, "test log p(x)"), ("x", "test log p(x)"), ("x, y", "test log p(x, y)")]
+    + [("x | y", "test log p(x | y)")],
+)
+def test_the_headline_names_what_the_likelihood_is_of(tmp_path, of, label):
+    d = fake_run(tmp_path / "run")
+    record = {"test_log_likelihood": -24.5, "test_log_likelihood_ais": -24.0}
+    if of is not None:  # a record written before evaluate said so reads log p(x)
+        record["log_likelihood_of"] = of
+    (d / "evaluation.json").write_text(json.dumps(record))
+    page = write_report(d).read_text()
+    cards = page[page.index('<div class="headline">') : page.index("<h2>Figures")]
+    assert f'<div class="label">{label}</div>' in cards
+    assert f'<div class="label">{label}, AIS</div>' in cards
+
+
 def test_report_refuses_a_directory_that_is_not_a_run(tmp_path):
     with pytest.raises(UserError, match="not a run directory"):
         write_report(tmp_path)
