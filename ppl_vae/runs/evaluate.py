@@ -40,6 +40,7 @@ from ppl_vae.measure.ais import ais_log_likelihood, bdmc
 from ppl_vae.measure.importance import MAX_SAMPLES, check_estimable, iw_log_likelihood
 from ppl_vae.measure.metrics import TEST_DRAWS, eval_mode, evaluate
 from ppl_vae.programs import Programs
+from ppl_vae.runs import checkpoint
 from ppl_vae.runs.build import load_split
 from ppl_vae.runs.rundir import RunDir
 
@@ -269,6 +270,22 @@ def check_ais(steps: int, chains: int, points: int) -> None:
     validate.integer("ais_points", points, 1)
 
 
+def load_split_at_step(
+    run_dir: str | Path, split: str = "test", device: str = "cpu", trust: bool = False
+) -> tuple[Programs, torch.Tensor, torch.Tensor | None, int | None]:
+    """:func:`~ppl_vae.runs.build.load_split` and the step of the checkpoint it loaded
+    (:func:`~ppl_vae.runs.checkpoint.recorded_step`), which the results written from it
+    record; a checkpoint replaced while it was read (a training run saving) is refused."""
+    step = checkpoint.recorded_step(run_dir)
+    pair, x, y = load_split(run_dir, split, device, trust)
+    if checkpoint.recorded_step(run_dir) != step:
+        raise UserError(
+            f"the checkpoint in {run_dir} changed while it was read (a training run is "
+            "saving there); run this again once it has stopped"
+        )
+    return pair, x, y, step
+
+
 def evaluate_run(
     run_dir: str | Path,
     split: str = "test",
@@ -283,8 +300,9 @@ def evaluate_run(
     ais_chains: int = 16,
     ais_points: int = 100,
 ) -> tuple[dict[str, Any], Path, Path | None]:
-    """Score one split of a trained run and write its record; returns the record, the
-    file written and the refreshed report (None when the run has none)."""
+    """Score one split of a trained run and write its record, which starts with the
+    ``step`` of the checkpoint it scored; returns the record, the file written and the
+    refreshed report (None when the run has none)."""
     from ppl_vae.figures import report
 
     validate.iwae_samples(iwae_samples)
@@ -293,7 +311,7 @@ def evaluate_run(
     if chunk_size is not None:
         validate.chunk_size(chunk_size)
     check_ais(ais_steps, ais_chains, ais_points)
-    pair, x, y = load_split(run_dir, split, device, trust)
+    pair, x, y, step = load_split_at_step(run_dir, split, device, trust)
     record = evaluation(
         pair,
         x,
@@ -308,6 +326,7 @@ def evaluate_run(
         ais_chains=ais_chains,
         ais_points=ais_points,
     )
+    record = {"step": step, **record}
     run = RunDir(run_dir)
     with run.lock():  # one writer: not while a training run writes here
         out = run.write_json(output_path(Path(), split).name, record)
