@@ -211,8 +211,7 @@ def test_a_runs_model_copy_runs_from_its_hashed_bytes(tmp_path):
 def test_python_api(name, fresh):
     from ppl_vae import registry, traces
     from ppl_vae.data import load
-    from ppl_vae.infer.config import TrainConfig
-    from ppl_vae.infer.trainer import fit
+    from ppl_vae.infer.trainer import fit, recommended, recommended_config
     from ppl_vae.measure.metrics import evaluate
 
     file, data, extra, _ = PROGRAMS[name]
@@ -223,7 +222,12 @@ def test_python_api(name, fresh):
     if name != "cevae_xt":
         options["hidden"] = [32] if name != "tutorial_vae" else 32
     model, guide = registry.instantiate(spec, x_dim=ds.x_dim, **options)
-    result = fit(model, guide, ds, TrainConfig(epochs=1, batch_size=50, progress=False))
+    # Pyro's settings (SSVAE: TraceEnum_ELBO) with ours over them; a TrainConfig alone
+    # would be taken as is
+    config = recommended_config(model, guide, epochs=1, batch_size=50, progress=False)
+    result = fit(model, guide, ds, config)
+    assert result.config.elbo == recommended(model, guide).get("elbo", "trace")
+    assert result.config.elbo == ("enum" if name == "ss_vae_m2" else "trace")
     pair = result.pair
     out = evaluate(pair, ds.x_test, ds.y_test, 50)
     assert torch.isfinite(torch.tensor(out["elbo"]))
