@@ -30,7 +30,7 @@ from ppl_vae.infer.config import TrainConfig
 from ppl_vae.infer.elbo import make_elbo
 from ppl_vae.infer.latent_scale import LatentScaleMessenger
 from ppl_vae.infer.objective import Objective, scaled
-from ppl_vae.infer.trainer import fit
+from ppl_vae.infer.trainer import fit, recommended, recommended_config
 from ppl_vae.programs import Programs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,6 +208,35 @@ def test_programs_that_take_labels_get_the_batchs_labels():
     # Without labels in the data: a UserError that names the missing labels argument.
     with pytest.raises(UserError, match="labels|'y'"):
         fit(model, guide, toy_data(labels=False), TrainConfig(**CFG))
+
+
+class Recommends(TutorialVAE):
+    """A module that recommends training settings, as m2-vae and Pyro's SSVAE do."""
+
+    train_defaults = {"lr": 0.05, "batch_size": 24, "epochs": 1, "progress": False}
+
+
+def test_fit_takes_an_explicit_config_as_is_and_recommended_config_combines():
+    """Without a config the module's train_defaults apply; a TrainConfig passed is taken as
+    is; recommended_config(model, guide, **yours) is the first with yours over it."""
+    data = toy_data()
+    m = Recommends()
+    assert recommended(m.model, m.guide) == Recommends.train_defaults
+    pair = Programs(m.model, m.guide, data.x_train[:2])
+    assert recommended(pair) == Recommends.train_defaults  # a pair, as fit accepts
+    used = fit(m.model, m.guide, data).config  # no config: the recommended settings
+    assert (used.lr, used.batch_size, used.epochs) == (0.05, 24, 1)
+    assert used == recommended_config(m.model, m.guide)
+    m = Recommends()
+    used = fit(m.model, m.guide, data, TrainConfig(**CFG)).config  # as is: CFG's lr, batch
+    assert (used.lr, used.batch_size, used.epochs) == (CFG["lr"], CFG["batch_size"], 2)
+    combined = recommended_config(m.model, m.guide, epochs=3, lr=0.002)  # yours win
+    assert (combined.lr, combined.batch_size, combined.epochs) == (0.002, 24, 3)
+    assert combined == TrainConfig.from_dict(
+        {**recommended(m.model, m.guide), "epochs": 3, "lr": 0.002}
+    )  # the README's spelling
+    with pytest.raises(TypeError, match="'epoch'"):  # a typo is not dropped silently
+        recommended_config(m.model, m.guide, epoch=3)
 
 
 # -- beta: the latent-scale messenger and the oracle ------------------------------------------

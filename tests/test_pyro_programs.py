@@ -26,6 +26,8 @@ ANALYZE = (
 #: Programs whose analysis runs twice and whose run is then replaced by --overwrite (the
 #: run-directory behaviour is the same for all; the others stop after the report).
 REPEATED = {"tutorial_vae", "ss_vae_m2"}
+#: Programs whose module classifies x (SSVAE's ``classifier``): metrics.json has test_accuracy.
+CLASSIFIES = {"ss_vae_m2"}
 PROGRAMS = {
     "tutorial_vae": ("tutorial_vae.py", "mnist_small_x.npz", "--latent-dim 2 --hidden 32", False),
     "tutorial_vae_validated_dynamic": (
@@ -92,6 +94,9 @@ def test_every_command_on_pyros_program(name, fresh, capsys):
     assert rc == 0, text
     metrics = json.loads(Path(out, "metrics.json").read_text())
     assert torch.isfinite(torch.tensor(metrics["test_elbo"]))
+    assert ("test_accuracy" in metrics) == (name in CLASSIFIES)
+    if name in CLASSIFIES:
+        assert 0 <= metrics["test_accuracy"] <= 1 and metrics["train_labels_used"] == 20
     rc, text = run(f"evaluate {out} --iwae-samples 4", capsys)
     assert rc == 0, text
     assert Path(out, "evaluation.json").is_file()
@@ -145,6 +150,33 @@ def test_semi_supervised_ssvae_gets_homogeneous_one_hot_batches(fresh, capsys):
     assert seen.count(2) == 2 and seen.count(1) == 18 and seen[0] == 2
 
 
+@pytest.mark.parametrize("source", ["m2-vae", "programs/ss_vae_m2.py"])
+def test_test_accuracy_reads_classify_or_pyros_classifier(source, fresh):
+    """The suite's M2 ``classify(x)`` gives class ids; Pyro's SSVAE ``classifier(xs)``
+    one-hot rows: both become the same test_accuracy."""
+    from ppl_vae import registry
+    from ppl_vae.data import load
+    from ppl_vae.infer.trainer import example_batch
+    from ppl_vae.programs import Programs
+    from ppl_vae.runs.train import classification
+
+    spec = registry.resolve(source)
+    model, guide = registry.instantiate(spec, x_dim=784, latent_dim=2, hidden=[16])
+    ds = load("data/mnist_small.npz", binarize="threshold")
+    pair = Programs(model, guide, example_batch(ds, model, guide))
+    owner = pair.owners[0]
+    out = classification(pair, ds)
+    if hasattr(owner, "classify"):
+        predicted = owner.classify(ds.x_test)
+    else:
+        onehot = owner.classifier(ds.x_test)
+        assert onehot.shape == (ds.x_test.shape[0], 10) and (onehot.sum(-1) == 1).all()
+        predicted = onehot.argmax(-1)
+    expected = float((predicted == ds.y_test).float().mean())
+    assert out == {"test_accuracy": pytest.approx(expected), "train_labels_used": 200}
+    assert 0 <= out["test_accuracy"] <= 1
+
+
 def test_a_model_file_importing_its_sibling_module_is_refused_in_one_line(
     tmp_path, capsys, monkeypatch
 ):
@@ -179,8 +211,7 @@ def test_a_runs_model_copy_runs_from_its_hashed_bytes(tmp_path):
 def test_python_api(name, fresh):
     from ppl_vae import registry, traces
     from ppl_vae.data import load
-    from ppl_vae.infer.config import TrainConfig
-    from ppl_vae.infer.trainer import fit
+    from ppl_vae.infer.trainer import fit, recommended, recommended_config
     from ppl_vae.measure.metrics import evaluate
 
     file, data, extra, _ = PROGRAMS[name]
@@ -191,7 +222,12 @@ def test_python_api(name, fresh):
     if name != "cevae_xt":
         options["hidden"] = [32] if name != "tutorial_vae" else 32
     model, guide = registry.instantiate(spec, x_dim=ds.x_dim, **options)
-    result = fit(model, guide, ds, TrainConfig(epochs=1, batch_size=50, progress=False))
+    # Pyro's settings (SSVAE: TraceEnum_ELBO) with ours over them; a TrainConfig alone
+    # would be taken as is
+    config = recommended_config(model, guide, epochs=1, batch_size=50, progress=False)
+    result = fit(model, guide, ds, config)
+    assert result.config.elbo == recommended(model, guide).get("elbo", "trace")
+    assert result.config.elbo == ("enum" if name == "ss_vae_m2" else "trace")
     pair = result.pair
     out = evaluate(pair, ds.x_test, ds.y_test, 50)
     assert torch.isfinite(torch.tensor(out["elbo"]))

@@ -342,13 +342,15 @@ def analyze(
     nuts_samples: int = 500,
     nuts_warmup: int = 300,
     amortization_points: int = 10,
+    step: int | None = None,
 ) -> dict[str, Any]:
     """The whole analysis of ``points`` examples of ``x_all`` (labels ``y_all`` passed where
     the programs take them), written to the folder ``out``: ``posterior.nc``,
     ``summary.csv``, ``nuts.nc``, ``nuts_summary.csv``, ``report.json`` and PNG figures.
     The report's ``amortization`` holds the approximation and amortisation gaps of the
-    first ``amortization_points`` of them (all, when fewer; :func:`amortization_record`).
-    Returns the report."""
+    first ``amortization_points`` of them (all, when fewer; :func:`amortization_record`);
+    ``step``, the training step of the checkpoint analysed (``ppl-vae analyze`` passes
+    it), goes first in the report when given. Returns the report."""
     import json
     from pathlib import Path
 
@@ -370,7 +372,8 @@ def analyze(
     idata.to_netcdf(str(out / "posterior.nc"))
     az.summary(idata, kind="stats").to_csv(out / "summary.csv")
     khat = diag["khat"].values
-    report: dict[str, Any] = {
+    report: dict[str, Any] = {} if step is None else {"step": step}
+    report |= {
         "points": idx,
         "draws": draws,
         "latent_sites": list(pair.latent_sites),

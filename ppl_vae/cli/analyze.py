@@ -6,9 +6,9 @@ the split's labels passed where the programs take them. Writes ``DIR/analysis/``
 ``posterior.nc`` (guide and prior draws of every latent site, dims ``chain, draw, point,
 <site>_dim``), ``summary.csv`` (``az.summary`` of the guide draws), ``nuts.nc`` and
 ``nuts_summary.csv`` (NUTS reference posteriors with R-hat and ESS), ``report.json``
-(PSIS k-hat per point and the shares above 0.5 and 0.7, the NUTS-vs-guide table, and under
-``amortization`` the approximation and amortisation gaps of ``--amortization-points``
-points, Cremer et al. 2018) and
+(the ``step`` of the checkpoint analysed, PSIS k-hat per point and the shares above 0.5
+and 0.7, the NUTS-vs-guide table, and under ``amortization`` the approximation and
+amortisation gaps of ``--amortization-points`` points, Cremer et al. 2018) and
 ``khat.png``, ``density.png``, ``pair.png``.
 
 Example::
@@ -49,7 +49,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ppl_vae.runs.build import load_split  # heavy: imported only to run
+    from ppl_vae.runs.evaluate import load_split_at_step  # heavy: imported only to run
 
     for name in ("points", "draws", "chains", "nuts_samples"):
         if getattr(args, name) < 1:
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from ppl_vae.analysis.posterior import analyze
     from ppl_vae.figures import report
 
-    pair, x, y = load_split(run_dir, args.split, args.device, args.trust)
+    pair, x, y, step = load_split_at_step(run_dir, args.split, args.device, args.trust)
     out = run_dir / "analysis"
     # the lock; the files go in the manifest (an absolute root: RunDir.recording lists the
     # folder's files relative to it, which fails for a relative run directory)
@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
             nuts_samples=args.nuts_samples,
             nuts_warmup=args.nuts_warmup,
             amortization_points=args.amortization_points,
+            step=step,
         )
     print(
         f"PSIS k-hat over {len(r['points'])} {args.split} points ({args.draws} guide draws): "

@@ -7,7 +7,10 @@ each beside its standard error over examples (``test_elbo_stderr``,
 ``test_log_likelihood_stderr``; the ELBO averaged over several draws per example),
 ``rate``, ``distortion`` (with ``rate_stderr``, ``distortion_stderr``), ``active_units``,
 ``kl_per_dim``, ``recon_mse``, ``iwae_samples``, ``elbo_draws``, ``split``, ``examples``,
-``seed`` and ``seconds``. With ``--split train`` the two split-specific keys are named
+``seed`` and ``seconds``, and what the figures are of, read off the traces:
+``log_likelihood_of`` (``"x"``; ``"x, y"`` where the model scores the labels it is given,
+so the estimate is of log p(x, y); ``"x | y"`` where they only condition it) and
+``scored_sites``. With ``--split train`` the two split-specific keys are named
 ``train_elbo`` and ``train_log_likelihood`` (and ``..._stderr``), and the diagnostics are on
 the training set. ``DIR/evaluation-train.json`` keeps the train split apart from the
 test record, so the two never overwrite each other.

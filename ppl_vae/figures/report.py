@@ -1,14 +1,17 @@
 """One self-contained HTML page per run directory: ``DIR/report.html``.
 
 The page reads the way a user looks at a run: first one line saying what was trained,
-then the headline numbers (test ELBO, importance-weighted log p(x) when evaluated, rate,
+then the headline numbers (test ELBO, importance-weighted log p(x) when evaluated, named
+log p(x, y) or log p(x | y) where ``evaluation.json``'s ``log_likelihood_of`` says so, rate,
 distortion, active units, reconstruction error, seconds), then every PNG figure of the
 directory and of ``DIR/analysis/`` side by side where they fit (latent manifold and
 reconstructions, samples and latent scatter, training curves), then the full tables of
 ``metrics.json``, ``evaluation.json`` and ``analysis/report.json``, and last the whole
-configuration folded away in a ``<details>`` element. Images are embedded as base64 data
-URIs, so the file can be mailed or archived alone; the page has no scripts and loads
-nothing.
+configuration folded away in a ``<details>`` element. An evaluation or analysis written at
+another step than the run's checkpoint (``train --resume`` since) says so beside its table
+and its headline numbers, and gives way to ``metrics.json`` where both have a figure.
+Images are embedded as base64 data URIs, so the file can be mailed or archived alone; the
+page has no scripts and loads nothing.
 
 Only files the run wrote are read (:meth:`~ppl_vae.runs.rundir.RunDir.is_own_regular_file`:
 listed in the run's manifest, regular, no symlink on the way), so a link such as
@@ -85,6 +88,14 @@ HEADLINE = (
 )
 
 
+#: Records written from one checkpoint: file -> (what was done, the command that redoes it).
+#: Each records the ``step`` it describes; the page flags one the run has trained past.
+FROM_CHECKPOINT = {
+    "evaluation.json": ("evaluated", "ppl-vae evaluate"),
+    "analysis/report.json": ("analysed", "ppl-vae analyze"),
+}
+
+
 MAX_LIST = 20  # numeric lists up to this long are shown inline in the tables
 
 
@@ -110,6 +121,7 @@ figure { margin: 1em 0; max-width: 100%; } figcaption { color: #555; margin-top:
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 img.zoom { image-rendering: pixelated; }
 div.wide { overflow-x: auto; }
+p.stale, div.card .note.stale { color: #a33; }
 """
 
 
@@ -320,20 +332,71 @@ def summary_line(config: Any) -> str:
     return " · ".join(parts)
 
 
-def headline(*sources: Any) -> str:
+def likelihood_label(label: str, source: dict) -> str:
+    """``label`` with ``log p(x)`` naming what the record's likelihood is of
+    (``log_likelihood_of`` of ``ppl-vae evaluate``: ``log p(x, y)``, ``log p(x | y)``)."""
+    of = source.get("log_likelihood_of")
+    if isinstance(of, str) and of and of != "x":
+        return label.replace("log p(x)", f"log p({of})")
+    return label
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def run_step(run_dir: Path, run: RunDir, metrics: Any = None) -> int | None:
+    """The step the run has trained to: its checkpoint's (``checkpoint.json``), else the
+    ``steps`` of ``metrics.json``; None when neither says."""
+    body = read_json(run_dir / "checkpoint.json", run)
+    record = body.get("record") if isinstance(body, dict) else None
+    step = record.get("step") if isinstance(record, dict) else None
+    if not _is_count(step) and isinstance(metrics, dict):
+        step = metrics.get("steps")
+    return step if _is_count(step) else None
+
+
+def stale_note(name: str, obj: Any, step: int | None) -> str | None:
+    """For a record written from a checkpoint (:data:`FROM_CHECKPOINT`) that does not
+    describe the run's checkpoint at ``step``: what it describes and what to run, e.g.
+    ``(evaluated at step 90; the run has since trained to step 135 — run `ppl-vae
+    evaluate` again)``; None when it is current, or when the run's step is unknown."""
+    if name not in FROM_CHECKPOINT or not isinstance(obj, dict) or step is None:
+        return None
+    done, command = FROM_CHECKPOINT[name]
+    at = obj.get("step")
+    if not _is_count(at):  # written before records said which step
+        return (
+            f"({name} does not say which step it was {done} at, so it may describe an "
+            f"older checkpoint; the run is at step {step} — run `{command}` again)"
+        )
+    if at == step:
+        return None
+    since = "has since trained to" if step > at else "holds a checkpoint of"
+    return f"({done} at step {at}; the run {since} step {step} — run `{command}` again)"
+
+
+def headline(*sources: Any, notes: tuple[str | None, ...] = ()) -> str:
     """The headline numbers as a row of cards; the first source with a key wins, and a
-    standard error it holds beside the key is shown with it (``-104.2 ± 0.4``)."""
+    standard error it holds beside the key is shown with it (``-104.2 ± 0.4``). ``notes``,
+    one per source, replace the usual note of the cards taken from it (a stale record)."""
     cards = []
     for key, label, note in HEADLINE:
-        source = next((s for s in sources if isinstance(s, dict) and key in s), {})
+        i, source = next(
+            ((i, s) for i, s in enumerate(sources) if isinstance(s, dict) and key in s), (0, {})
+        )
         value = source.get(key)
         if not isinstance(value, int | float) or isinstance(value, bool):
             continue
+        if key.startswith("test_log_likelihood"):
+            label = likelihood_label(label, source)
+        stale = notes[i] if i < len(notes) else None
         shown = cell(value, stderr_of(source, key))
         cards.append(
             f'<div class="card"><div class="label">{html.escape(label)}</div>'
             f'<div class="value">{html.escape(shown)}</div>'
-            f'<div class="note">{html.escape(note)}</div></div>'
+            f'<div class="note{" stale" if stale else ""}">{html.escape(stale or note)}</div>'
+            "</div>"
         )
     return f'<div class="headline">{"".join(cards)}</div>' if cards else ""
 
@@ -357,11 +420,22 @@ def render(run_dir: str | Path) -> str:
         name: metrics if name == "metrics.json" else read_json(run_dir / name, run)
         for name, _ in TABLES
     }
+    step = run_step(run_dir, run, metrics)
+    stale = {name: stale_note(name, tables[name], step) for name in FROM_CHECKPOINT}
+    # A stale evaluation gives way to metrics.json (the weights the run holds) where both
+    # have a figure; what only it has is shown with its note.
+    sources = [
+        (tables["evaluation.json"], stale["evaluation.json"]),
+        (metrics, None),
+        (amortization(tables), stale["analysis/report.json"]),
+    ]
+    if stale["evaluation.json"]:
+        sources = [sources[1], sources[0], sources[2]]
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="what">{html.escape(summary_line(config))} '
         f"<code>{html.escape(str(run_dir))}</code></p>",
-        headline(tables["evaluation.json"], metrics, amortization(tables)),
+        headline(*(s for s, _ in sources), notes=tuple(n for _, n in sources)),
     ]
     pngs = figures(run_dir)
     figs = [figure_html(run_dir, p) for p in pngs] or ["<p>(no figures in this run)</p>"]
@@ -369,7 +443,10 @@ def render(run_dir: str | Path) -> str:
     for name, heading in TABLES:
         obj = tables[name]
         if obj is not None:
-            parts += [f"<h2>{html.escape(heading)}</h2>", table(obj)]
+            parts.append(f"<h2>{html.escape(heading)}</h2>")
+            if stale.get(name):
+                parts.append(f'<p class="stale">{html.escape(stale[name])}</p>')
+            parts.append(table(obj))
             for key, rows in records(obj):
                 parts += [
                     f"<h3>{html.escape(key)}</h3>",

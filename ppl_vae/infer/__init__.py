@@ -12,7 +12,8 @@ DDP) and ``trainer.py`` (:func:`fit`, which knows no files). To add an objective
 here with the ELBO class and a ``from_config(config, max_plate_nesting, dataset_size)``
 function, and one line in :data:`ppl_vae.infer.config.OBJECTIVES`.
 
-``from ppl_vae.infer import fit, TrainConfig`` loads the trainer on first use, so
+``from ppl_vae.infer import fit, TrainConfig`` (and ``recommended_config``, a model's
+recommended settings with yours over them) loads the trainer on first use, so
 importing this package imports no torch.
 """
 
@@ -24,6 +25,7 @@ from typing import Any
 _EXPORTS = {
     "TrainConfig": "config",
     "fit": "trainer",
+    "recommended_config": "trainer",
     "FitResult": "trainer",
     "Objective": "objective",
     "make_elbo": "elbo",

@@ -38,7 +38,7 @@ import importlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 import pyro
@@ -227,7 +227,13 @@ def fit(
     ``model`` and ``guide`` are any Pyro programs taking ``(x)`` or ``(x, y)``; a
     :class:`~ppl_vae.programs.Programs` pair may be passed as ``model`` with ``guide=None``.
     Without ``config`` the programs' own recommended settings (``train_defaults`` on the
-    module they belong to) apply over :class:`TrainConfig`'s defaults; a config is checked
+    module they belong to) apply over :class:`TrainConfig`'s defaults. A ``config`` you
+    pass is taken as is: every field is yours, the recommended settings are not merged
+    in (``TrainConfig(epochs=2)`` trains a model that recommends ``elbo="enum"`` with
+    ``Trace_ELBO``). To keep them and change some settings, pass
+    :func:`recommended_config` (``recommended_config(model, guide, epochs=2)``, the same as
+    ``TrainConfig.from_dict({**recommended(model, guide), "epochs": 2})``): your settings
+    win over the recommended ones, as the command line's flags do. A config is checked
     here unless the caller checked it already (:meth:`TrainConfig.validate`).
     ``checkpointer`` keeps the state between runs (see :class:`Checkpointer`);
     ``on_epoch(record, result)`` is called with each new epoch record once it is
@@ -436,12 +442,29 @@ def example_batch(data: Dataset, model: Program | None = None, guide: Program | 
     return labels.first_batch(form, data.scored_train(n), data.y_train)
 
 
-def recommended(model: Program, guide: Program | None = None) -> dict[str, Any]:
-    """The training settings the programs' module recommends (``train_defaults``)."""
+def recommended(model: Program | Programs, guide: Program | None = None) -> dict[str, Any]:
+    """The training settings the programs' module recommends (``train_defaults``); a
+    :class:`~ppl_vae.programs.Programs` pair may be passed as ``model``."""
+    if isinstance(model, Programs):
+        model, guide = model.model, model.guide
     out: dict[str, Any] = {}
     for fn in (model, guide):
         out.update(getattr(owner_of(fn), "train_defaults", {}) or {})
     return out
+
+
+def recommended_config(
+    model: Program | Programs, guide: Program | None = None, **settings: Any
+) -> TrainConfig:
+    """The config :func:`fit` uses without one -- the programs' recommended settings
+    (:func:`recommended`) over :class:`TrainConfig`'s defaults -- with ``settings`` over
+    both: ``fit(m, g, ds, recommended_config(m, g, epochs=30))``. A setting that is no
+    field of :class:`TrainConfig` is a ``TypeError``, as in ``TrainConfig(...)``."""
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(settings) - names)
+    if unknown:
+        raise TypeError(f"TrainConfig has no setting {', '.join(map(repr, unknown))}")
+    return TrainConfig.from_dict({**recommended(model, guide), **settings})
 
 
 def checkpoint_record(

@@ -117,6 +117,18 @@ def exists(directory: str | Path | RunDir) -> bool:
     return (as_run(directory).path / RECORD).is_file()
 
 
+def recorded_step(directory: str | Path | RunDir) -> int | None:
+    """The step of the checkpoint the run holds now, read from ``checkpoint.json`` alone
+    (no weights); None without a readable one. Results written from a checkpoint
+    (``evaluation.json``, ``analysis/report.json``) record it as their ``step``."""
+    try:
+        step = as_run(directory).read_json(RECORD)["record"]["step"]
+    except (KeyError, TypeError, UserError):
+        return None
+    ok = isinstance(step, int) and not isinstance(step, bool) and 0 <= step < COUNT_LIMIT
+    return step if ok else None
+
+
 #: The largest weights file a checkpoint may name (read whole, hashed, then parsed).
 WEIGHTS_LIMIT = 16 * 2**30
 

@@ -16,6 +16,13 @@ simulated from the model: ``<split>_log_likelihood_upper`` (the reverse chains' 
 upper bound) with the forward chains' lower bound on the same simulated points, so the
 gap between the two says how far this many steps are from exact. A program that cannot
 have either gets one ``ais_note`` saying why.
+
+What the figures are of is read off the traces (:func:`likelihood_of`): ``scored_sites``
+(each site the importance weights score as data, with the number of examples it scores)
+and ``log_likelihood_of``: ``"x"``, ``"x, y"`` where the model also scores the labels it
+is given (so ``<split>_log_likelihood`` estimates log p(x, y) and the ELBO bounds it), or
+``"x | y"`` where the labels are passed but only condition the model. ``step`` is the
+checkpoint's step the record describes (the report flags a record older than the run).
 """
 
 from __future__ import annotations
@@ -27,12 +34,13 @@ from typing import Any
 
 import torch
 
-from ppl_vae import validate
+from ppl_vae import traces, validate
 from ppl_vae.errors import UserError
 from ppl_vae.measure.ais import ais_log_likelihood, bdmc
 from ppl_vae.measure.importance import MAX_SAMPLES, check_estimable, iw_log_likelihood
-from ppl_vae.measure.metrics import TEST_DRAWS, evaluate
+from ppl_vae.measure.metrics import TEST_DRAWS, eval_mode, evaluate
 from ppl_vae.programs import Programs
+from ppl_vae.runs import checkpoint
 from ppl_vae.runs.build import load_split
 from ppl_vae.runs.rundir import RunDir
 
@@ -113,6 +121,76 @@ def ais_record(
     return record
 
 
+def _rows_scored(site: dict[str, Any], batch: int) -> torch.Tensor:
+    """Per example: whether an observed site's log-density counts (its mask is not False)."""
+    log_prob = site["log_prob"]
+    shape = log_prob.shape if torch.is_tensor(log_prob) else ()
+    mask = site["mask"]
+    if mask is None or mask is True:
+        on = torch.ones(shape)
+    elif mask is False:
+        on = torch.zeros(shape)
+    else:
+        on = torch.as_tensor(mask).to(torch.get_default_dtype()).cpu().expand(shape)
+    return traces.per_example({**site, "log_prob": on}, batch) > 0
+
+
+def _label_given(y: torch.Tensor | None, args: tuple, batch: int) -> torch.Tensor:
+    """Per example: whether the programs were given its label (ids of -1 are hidden)."""
+    if len(args) < 2:
+        return torch.zeros(batch, dtype=torch.bool)
+    if y is not None and y.dim() == 1 and not y.is_floating_point():
+        return (y >= 0).cpu()
+    return torch.ones(batch, dtype=torch.bool)
+
+
+@torch.no_grad()
+def likelihood_of(
+    pair: Programs, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 100
+) -> dict[str, Any]:
+    """What :func:`evaluation`'s ELBO and log-likelihood are of, read off the traces of the
+    pair on the batches as the measurements run them (``pair.eval_args``, eval mode):
+
+    - ``scored_sites``: ``{site: examples}`` for every site whose log-density the
+      importance weights score as data: the model's observed sites (where their mask
+      leaves them in), and a discrete latent site the guide pins to a label it was given
+      (log q = 0 there, as a guide that sets q(y|x) to the given label does: the weight
+      is then p(x, y, z) / q(z|x, y), a score of y, not a sum over it);
+    - ``log_likelihood_of``: ``"x"`` when only the data sites (:attr:`Programs.data_sites`)
+      are scored, ``"x, <site>"`` when a label site is too (``"x, y"``: the estimate is of
+      log p(x, y)), ``"x | y"`` when labels are passed to the programs but no site scores
+      them (a conditional model, log p(x | y))."""
+    counts: dict[str, int] = {}
+    passed = False
+    with eval_mode(pair):
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start : start + batch_size]
+            yb = None if y is None else y[start : start + batch_size]
+            args = pair.eval_args(xb, yb)
+            batch = xb.shape[0]
+            given = _label_given(yb, args, batch)
+            passed = passed or bool(given.any())
+            model_tr, guide_tr = traces.trace_pair(pair, args)
+            for name, site in model_tr.nodes.items():
+                if site["type"] != "sample":
+                    continue
+                if site["is_observed"]:
+                    rows = _rows_scored(site, batch)
+                else:
+                    q = guide_tr.nodes.get(name)
+                    if q is None or not getattr(q["fn"], "has_enumerate_support", False):
+                        continue
+                    rows = (traces.per_example(q, batch) == 0).cpu() & given
+                counts[name] = counts.get(name, 0) + int(rows.sum())
+    scored = {name: k for name, k in counts.items() if k > 0}
+    labels = [name for name in scored if name not in pair.data_sites]
+    if labels:
+        of = ", ".join(["x", *labels])
+    else:
+        of = "x | y" if passed else "x"
+    return {"scored_sites": scored, "log_likelihood_of": of}
+
+
 def evaluation(
     pair: Programs,
     x: torch.Tensor,
@@ -140,7 +218,9 @@ def evaluation(
     their standard errors are those of the per-example figures, not of one noisy draw.
 
     ``<split>_log_likelihood`` is ``None`` for models it does not apply to (no prior,
-    point-mass guide), with the reason in ``log_likelihood_note`` (and ``ais_note``)."""
+    point-mass guide), with the reason in ``log_likelihood_note`` (and ``ais_note``).
+    ``scored_sites`` and ``log_likelihood_of`` (:func:`likelihood_of`) say what the ELBO
+    and the estimate are of: log p(x), log p(x, y) or log p(x | y)."""
     if not 1 <= num_samples <= MAX_SAMPLES:
         raise UserError(
             f"--iwae-samples must lie in 1..{MAX_SAMPLES}, got {num_samples}; K=1 gives the ELBO"
@@ -178,6 +258,7 @@ def evaluation(
     record.update({k: base[k] for k in (*keys, "kl_per_dim")})
     record.update(recon_mse=base["recon_mse"], iwae_samples=num_samples, split=split)
     record.update(elbo_draws=draws)
+    record.update(likelihood_of(pair, x, y, batch_size))
     record.update(examples=int(x.shape[0]), seed=seed, seconds=time.perf_counter() - start)
     return record
 
@@ -187,6 +268,22 @@ def check_ais(steps: int, chains: int, points: int) -> None:
     validate.integer("ais_steps", steps, 0, MAX_AIS_STEPS)
     validate.integer("ais_chains", chains, 1, 10_000)
     validate.integer("ais_points", points, 1)
+
+
+def load_split_at_step(
+    run_dir: str | Path, split: str = "test", device: str = "cpu", trust: bool = False
+) -> tuple[Programs, torch.Tensor, torch.Tensor | None, int | None]:
+    """:func:`~ppl_vae.runs.build.load_split` and the step of the checkpoint it loaded
+    (:func:`~ppl_vae.runs.checkpoint.recorded_step`), which the results written from it
+    record; a checkpoint replaced while it was read (a training run saving) is refused."""
+    step = checkpoint.recorded_step(run_dir)
+    pair, x, y = load_split(run_dir, split, device, trust)
+    if checkpoint.recorded_step(run_dir) != step:
+        raise UserError(
+            f"the checkpoint in {run_dir} changed while it was read (a training run is "
+            "saving there); run this again once it has stopped"
+        )
+    return pair, x, y, step
 
 
 def evaluate_run(
@@ -203,8 +300,9 @@ def evaluate_run(
     ais_chains: int = 16,
     ais_points: int = 100,
 ) -> tuple[dict[str, Any], Path, Path | None]:
-    """Score one split of a trained run and write its record; returns the record, the
-    file written and the refreshed report (None when the run has none)."""
+    """Score one split of a trained run and write its record, which starts with the
+    ``step`` of the checkpoint it scored; returns the record, the file written and the
+    refreshed report (None when the run has none)."""
     from ppl_vae.figures import report
 
     validate.iwae_samples(iwae_samples)
@@ -213,7 +311,7 @@ def evaluate_run(
     if chunk_size is not None:
         validate.chunk_size(chunk_size)
     check_ais(ais_steps, ais_chains, ais_points)
-    pair, x, y = load_split(run_dir, split, device, trust)
+    pair, x, y, step = load_split_at_step(run_dir, split, device, trust)
     record = evaluation(
         pair,
         x,
@@ -228,6 +326,7 @@ def evaluate_run(
         ais_chains=ais_chains,
         ais_points=ais_points,
     )
+    record = {"step": step, **record}
     run = RunDir(run_dir)
     with run.lock():  # one writer: not while a training run writes here
         out = run.write_json(output_path(Path(), split).name, record)
@@ -245,10 +344,11 @@ def table(record: dict, split: str) -> str:
         return cell(v, se) if se is not None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
     ll = record[f"{split}_log_likelihood"]
+    of = record.get("log_likelihood_of", "x")
     rows = [
         (f"{split} ELBO (nats)", record[f"{split}_elbo"], record.get(f"{split}_elbo_stderr")),
         (
-            f"{split} log p(x), IW K={record['iwae_samples']}",
+            f"{split} log p({of}), IW K={record['iwae_samples']}",
             ll,
             record.get(f"{split}_log_likelihood_stderr"),
         ),
@@ -259,7 +359,7 @@ def table(record: dict, split: str) -> str:
         n, steps = ais["points"], ais["steps"]
         rows += [
             (
-                f"{split} log p(x), AIS T={steps} ({n} pts)",
+                f"{split} log p({of}), AIS T={steps} ({n} pts)",
                 record[f"{split}_log_likelihood_ais"],
                 record.get(f"{split}_log_likelihood_ais_se"),
             ),

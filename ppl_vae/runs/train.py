@@ -303,16 +303,44 @@ def final_metrics(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
 @torch.no_grad()
 def classification(pair: Programs, ds: data.Dataset) -> dict[str, Any]:
     """``test_accuracy`` (and the number of training labels used) for programs whose
-    module can ``classify(x)``, such as the semi-supervised M2 VAE; empty otherwise."""
-    classify = next(
-        (o.classify for o in pair.owners if callable(getattr(o, "classify", None))), None
-    )
-    if classify is None or ds.y_test is None:
+    module can classify x: ``classify(x)`` (the suite's M2 VAE) or, failing that, Pyro's
+    ``classifier(xs)`` (``ss_vae_M2.py``'s SSVAE). Either may return class ids ``(N,)`` or
+    one row per example ``(N, C)`` (one-hot, as SSVAE's, or scores: the largest is the
+    prediction). Empty without such a method or test labels; a ``classifier`` that does
+    not take x or gives another shape leaves ``test_accuracy_note`` instead."""
+    if ds.y_test is None:
         return {}
+    found = None
+    for name in ("classify", "classifier"):  # M2VAE's classifier is its logit network
+        found = next(
+            ((name, getattr(o, name)) for o in pair.owners if callable(getattr(o, name, None))),
+            None,
+        )
+        if found is not None:
+            break
+    if found is None:
+        return {}
+    name, predict = found
     pair.eval()
-    predicted = torch.cat([classify(xb) for xb in ds.x_test.split(1000)])
+    n = ds.y_test.shape[0]
+    try:
+        out = torch.cat([torch.as_tensor(predict(xb)) for xb in ds.x_test.split(1000)])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        if name == "classify":
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        return {"test_accuracy_note": f"{name}(x) failed: {type(exc).__name__}: {first}"}
+    if out.dim() == 2 and out.shape[0] == n:
+        predicted = out.argmax(-1)  # one-hot rows or per-class scores
+    elif out.shape == (n,):
+        predicted = out.long()
+    else:
+        return {
+            "test_accuracy_note": f"{name}(x) gave shape {tuple(out.shape)} for {n} examples; "
+            "expected class ids (N,) or one row per example (N, C)"
+        }
     labelled = int((ds.y_train >= 0).sum()) if ds.y_train is not None else 0
     return {
-        "test_accuracy": float((predicted == ds.y_test).float().mean()),
+        "test_accuracy": float((predicted.to(ds.y_test.device) == ds.y_test).float().mean()),
         "train_labels_used": labelled,
     }

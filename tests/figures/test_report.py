@@ -16,7 +16,7 @@ from PIL import Image
 from ppl_vae import cli
 from ppl_vae.errors import UserError
 from ppl_vae.figures import images as plots
-from ppl_vae.figures.report import REPORT, plus_minus, render, write_report
+from ppl_vae.figures.report import REPORT, plus_minus, render, stale_note, write_report
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.runs.config import RunConfig
 from ppl_vae.runs.rundir import RunDir
@@ -166,6 +166,79 @@ def test_report_shows_each_estimate_with_its_standard_error(tmp_path):
     assert "<th>test_log_likelihood_stderr</th>" not in page
     assert "<th>orphan_stderr</th>" in page and "<th>rate_stderr</th>" not in page
     assert '<th>ais.bdmc_gap</th><td class="num">1.23 ± 0.05</td>' in page
+
+
+@pytest.mark.parametrize(
+    "of, label",
+    [(None, "test log p(x)"), ("x", "test log p(x)"), ("x, y", "test log p(x, y)")]
+    + [("x | y", "test log p(x | y)")],
+)
+def test_the_headline_names_what_the_likelihood_is_of(tmp_path, of, label):
+    d = fake_run(tmp_path / "run")
+    record = {"test_log_likelihood": -24.5, "test_log_likelihood_ais": -24.0}
+    if of is not None:  # a record written before evaluate said so reads log p(x)
+        record["log_likelihood_of"] = of
+    (d / "evaluation.json").write_text(json.dumps(record))
+    page = write_report(d).read_text()
+    cards = page[page.index('<div class="headline">') : page.index("<h2>Figures")]
+    assert f'<div class="label">{label}</div>' in cards
+    assert f'<div class="label">{label}, AIS</div>' in cards
+
+
+def test_results_say_which_step_they_describe_and_the_report_flags_them_after_resume(
+    run_copy, capsys
+):
+    """evaluation.json and analysis/report.json record the checkpoint's step; after
+    ``train --resume`` the report says they describe an older one, until run again."""
+    from ppl_vae.runs import checkpoint
+
+    run = run_copy
+    first = checkpoint.recorded_step(run)
+    assert first == json.loads((run / "metrics.json").read_text())["steps"] > 0
+    assert cli.main(["evaluate", "run", "--iwae-samples", "2", "--no-progress"]) == 0
+    analyze = "analyze run --points 2 --draws 20 --nuts-points 0 --amortization-points 1"
+    assert cli.main(analyze.split()) == 0
+    assert json.loads((run / "evaluation.json").read_text())["step"] == first
+    assert json.loads((run / "analysis" / "report.json").read_text())["step"] == first
+    assert 'class="stale"' not in (run / REPORT).read_text()
+    assert (
+        cli.main(["train", "vae", "--out", "run", "--resume", "--epochs", "4", "--no-progress"])
+        == 0
+    )
+    now = checkpoint.recorded_step(run)
+    assert now > first
+    page = (run / REPORT).read_text()
+    for done, command in (("evaluated", "evaluate"), ("analysed", "analyze")):
+        note = (
+            f"({done} at step {first}; the run has since trained to step {now} — "
+            f"run `ppl-vae {command}` again)"
+        )
+        assert f'<p class="stale">{note}</p>' in page, note
+    # the headline's ELBO is the run's own (metrics.json), not the stale evaluation's
+    metrics = json.loads((run / "metrics.json").read_text())
+    cards = page[page.index('<div class="headline">') : page.index("<h2>Figures")]
+    assert plus_minus(metrics["test_elbo"], metrics["test_elbo_stderr"]) in cards
+    assert cli.main(["evaluate", "run", "--iwae-samples", "2", "--no-progress"]) == 0
+    page = (run / REPORT).read_text()
+    assert "(evaluated at step" not in page and "(analysed at step" in page
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "name, record, step, note",
+    [
+        ("evaluation.json", {"step": 90}, 90, None),
+        ("evaluation.json", {"step": 90}, None, None),  # the run's step unknown: no claim
+        ("evaluation.json", {"step": 90}, 135, "(evaluated at step 90; the run has since"),
+        ("analysis/report.json", {"step": 90}, 135, "run `ppl-vae analyze` again)"),
+        ("evaluation.json", {"step": 90}, 45, "the run holds a checkpoint of step 45"),
+        ("evaluation.json", {}, 135, "does not say which step it was evaluated at"),
+        ("metrics.json", {"steps": 90}, 135, None),  # not a record of one checkpoint
+    ],
+)
+def test_stale_note(name, record, step, note):
+    got = stale_note(name, record, step)
+    assert got is None if note is None else note in got
 
 
 def test_report_refuses_a_directory_that_is_not_a_run(tmp_path):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import math
 
+import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from helpers import fit_module, pair_of
 from ppl_vae.models.blocks.autoencoder import Autoencoder
+from ppl_vae.models.cvae import CVAE
+from ppl_vae.models.m2_vae import M2VAE
 from ppl_vae.models.ppca import PPCA
 from ppl_vae.models.vae import VAE
 
@@ -17,7 +20,8 @@ from ppl_vae.cli import main
 from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.measure.importance import MAX_ROWS, default_chunk, iw_log_likelihood
-from ppl_vae.runs.evaluate import evaluation
+from ppl_vae.programs import Programs
+from ppl_vae.runs.evaluate import evaluation, table
 
 
 def train_ppca(ds) -> PPCA:
@@ -137,6 +141,55 @@ def test_bad_input_is_a_user_error(digits):
     assert record["test_log_likelihood"] is None and "Delta" in record["log_likelihood_note"]
 
 
+class ObservesLabels(VAE):
+    """A VAE whose model also scores the labels it is given (-1: hidden, masked out)."""
+
+    def __init__(self, x_dim: int):
+        super().__init__(x_dim, latent_dim=2, hidden=(8,))
+        self.head = torch.nn.Linear(x_dim, 10)
+
+    def model(self, x, y):
+        pyro.module("head", self.head)
+        with pyro.plate("labels", x.shape[0]), pyro.poutine.mask(mask=y >= 0):
+            pyro.sample("label", dist.Categorical(logits=self.head(x)), obs=y.clamp(min=0))
+        return super().model(x)
+
+    def guide(self, x, y):
+        return super().guide(x)
+
+
+SCORED = [  # program, labels given, what it scores: (sites, log_likelihood_of)
+    ("vae", False, ({"x": 6}, "x")),
+    ("observes_labels", True, ({"label": 6, "x": 6}, "x, label")),
+    ("observes_labels", "hidden", ({"label": 4, "x": 6}, "x, label")),
+    ("cvae", True, ({"x": 6}, "x | y")),  # labels condition the model: log p(x | y)
+    ("m2_vae", True, ({"y": 6, "x": 6}, "x, y")),  # the guide pins y to the given label
+    ("m2_vae", "hidden", ({"y": 4, "x": 6}, "x, y")),  # ... where it is given (y >= 0)
+]
+
+
+@pytest.mark.parametrize("name, labels, expected", SCORED)
+def test_the_record_says_what_its_likelihood_is_of(name, labels, expected, digits):
+    """Read off the traces' observed sites (and the label sites the guide pins), not off the
+    class: log p(x), log p(x, y) or log p(x | y), in the record and in the printed table."""
+    x, y = digits.x_test[:6], digits.y_test[:6].clone()
+    if labels == "hidden":
+        y[4:] = -1
+    build = {
+        "vae": lambda: VAE(digits.x_dim, latent_dim=2, hidden=(8,)),
+        "observes_labels": lambda: ObservesLabels(digits.x_dim),
+        "cvae": lambda: CVAE(digits.x_dim, 10, latent_dim=2, hidden=(8,)),
+        "m2_vae": lambda: M2VAE(digits.x_dim, 10, latent_dim=2, hidden=(8,)),
+    }
+    module = build[name]()
+    example = (x[:2], y[:2]) if labels else (x[:2],)
+    pair = Programs(module.model, module.guide, example)
+    rec = evaluation(pair, x, y if labels else None, num_samples=3, batch_size=4)
+    sites, of = expected
+    assert rec["scored_sites"] == sites and rec["log_likelihood_of"] == of
+    assert f"test log p({of}), IW K=3" in table(rec, "test")
+
+
 def test_cli_evaluate_writes_the_contract(tiny_run, capsys):
     assert "Evaluation (ppl-vae evaluate)" not in (tiny_run / "report.html").read_text()
     assert main(["evaluate", str(tiny_run), "--iwae-samples", "200", "--no-progress"]) == 0
@@ -163,6 +216,7 @@ def test_cli_evaluate_writes_the_contract(tiny_run, capsys):
         assert 0 < rec[f"{key}_stderr"] < abs(rec[key]) / 2, key
     assert rec["elbo_draws"] > 1  # the ELBO averaged over several draws per example
     assert rec["iwae_samples"] == 200 and rec["split"] == "test"
+    assert rec["log_likelihood_of"] == "x" and rec["scored_sites"] == {"x": rec["examples"]}
     assert rec["test_elbo"] < rec["test_log_likelihood"] < 0
     printed = capsys.readouterr().out
     assert "log p(x)" in printed and f" {shown}" in printed
