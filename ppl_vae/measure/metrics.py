@@ -240,7 +240,7 @@ def train_eval_size(data) -> int:
     return min(data.x_train.shape[0], wanted, TRAIN_EVAL_LIMIT)
 
 
-def test_figures(pair: Programs, data, config, draws: int = TEST_DRAWS) -> dict:
+def evaluate_test_set(pair: Programs, data, config, draws: int = TEST_DRAWS) -> dict:
     """The test set's part of :data:`EPOCH_RECORD` (``draws`` draws per example), under
     ``config``'s seed and evaluation batch size."""
     size, seed = config.eval_batch_size, config.seed
@@ -268,13 +268,13 @@ def epoch_record(
     validation: tuple | None = None,
     draws: int = EPOCH_DRAWS,
 ) -> dict:
-    """:data:`EPOCH_RECORD` of the pair at beta = 1: the test set (:func:`test_figures`,
+    """:data:`EPOCH_RECORD` of the pair at beta = 1: the test set (:func:`evaluate_test_set`,
     ``draws`` draws per example), the first :func:`train_eval_size` examples of the
     training set and, given ``validation`` = ``(x_val, y_val)``, the validation rows
     (``config`` gives the seed and the evaluation batch size); ``beta``,
     ``train_objective``, ``stopped`` and ``best_epoch`` are the trainer's."""
     size, seed = config.eval_batch_size, config.seed
-    test = test_figures(pair, data, config, draws)
+    test = evaluate_test_set(pair, data, config, draws)
     val = evaluate(pair, *validation, size, seed=seed)["elbo"] if validation else None
     n = train_eval_size(data)
     y_train = data.y_train[:n] if data.y_train is not None else None

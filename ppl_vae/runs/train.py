@@ -59,7 +59,7 @@ from ppl_vae.figures.worker import FigureWorker
 from ppl_vae.infer import distributed
 from ppl_vae.infer.trainer import FitResult, fit, resolve_device
 from ppl_vae.measure.failure_modes import diagnose
-from ppl_vae.measure.metrics import FINAL_METRICS, TEST_DRAWS, epoch_record, test_figures
+from ppl_vae.measure.metrics import FINAL_METRICS, TEST_DRAWS, epoch_record, evaluate_test_set
 from ppl_vae.programs import Programs
 from ppl_vae.runs import atomic, checkpoint, monitor, rundir, trust
 from ppl_vae.runs.build import (
@@ -272,7 +272,7 @@ def final_evaluation(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
         epoch = last.get("best_epoch") or len(result.history)
         fresh = epoch_record(result.pair, ds, result.config, epoch, result.final_step)
         last = {**fresh, **{k: last[k] for k in ("stopped", "best_epoch") if k in last}}
-    figures = {**last, **test_figures(result.pair, ds, result.config, TEST_DRAWS)}
+    figures = {**last, **evaluate_test_set(result.pair, ds, result.config, TEST_DRAWS)}
     return {key: figures[key] for key in FINAL_METRICS}
 
 
