@@ -65,7 +65,7 @@ def placeholder(pair: Programs, ds: data.Dataset, n: int) -> tuple:
     return pair.args(ds.x_test[idx], y) if pair.takes_labels else (ds.x_test[idx],)
 
 
-def test_set_codes(pair: Programs, ds: data.Dataset) -> torch.Tensor:
+def codes_of_test_set(pair: Programs, ds: data.Dataset) -> torch.Tensor:
     """The guide's codes of the whole test set, ``(N, latent_dim)``, on the CPU."""
     from ppl_vae.measure.metrics import batches
 
@@ -98,7 +98,7 @@ def write_figures(
     try:
         history = metrics.get("history")
         pair.eval()
-        codes = test_set_codes(pair, ds)
+        codes = codes_of_test_set(pair, ds)
         kl = metrics.get("kl_per_dim")
         labels = ds.y_test.cpu().numpy() if ds.y_test is not None else None
         worker.draw(history, codes.numpy(), labels, kl)

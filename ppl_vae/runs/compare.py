@@ -44,7 +44,7 @@ import torch
 
 from ppl_vae import registry, traces
 from ppl_vae.errors import UserError
-from ppl_vae.figures.run_figures import placeholder, test_set_codes
+from ppl_vae.figures.run_figures import placeholder, codes_of_test_set
 from ppl_vae.infer.config import OBJECTIVES
 from ppl_vae.runs import rundir
 from ppl_vae.runs.config import DEFAULT_LATENT_DIM, DEFAULT_MODELS, RunConfig
@@ -224,7 +224,7 @@ def summarise(name: str, job: Run, iwae_samples: int | None = None) -> dict[str,
     """One row of the table from a finished run."""
     pair, m = job.pair, job.metrics
     pair.eval()
-    codes = test_set_codes(pair, job.dataset)
+    codes = codes_of_test_set(pair, job.dataset)
     log_p = log_p_se = None
     if iwae_samples and pair.has_prior and not pair.point_mass:
         from ppl_vae.measure.importance import iw_log_likelihood

@@ -54,7 +54,7 @@ def test_a_worker_that_fails_leaves_the_figures_to_this_process(tmp_path, monkey
     assert missing.result() == {}
     # write_figures then draws both itself: the same figures.
     monkeypatch.setattr(run_figures, "_image_figures", lambda *a: [])
-    monkeypatch.setattr(run_figures, "test_set_codes", lambda pair, ds: torch.zeros(4, 2))
+    monkeypatch.setattr(run_figures, "codes_of_test_set", lambda pair, ds: torch.zeros(4, 2))
 
     class Pair:
         def eval(self):
