@@ -44,7 +44,7 @@ import torch
 
 from ppl_vae import registry, traces
 from ppl_vae.errors import UserError
-from ppl_vae.figures.run_figures import placeholder, codes_of_test_set
+from ppl_vae.figures.run_figures import codes_of_test_set, placeholder
 from ppl_vae.infer.config import OBJECTIVES
 from ppl_vae.runs import rundir
 from ppl_vae.runs.config import DEFAULT_LATENT_DIM, DEFAULT_MODELS, RunConfig
