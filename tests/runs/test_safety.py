@@ -494,14 +494,6 @@ def test_a_zip_of_garbage_is_one_line(tmp_path, home):
 
 
 # ----------------------------------------------------- issue 21: hostile runs and faults
-def unlocked(snap: dict) -> dict:
-    """A snapshot less the regular ``.lock`` files (a lock holds its holder's pid; a planted
-    link or FIFO named ``.lock`` stays in, and a hard link shows in its other name)."""
-    return {
-        k: v for k, v in snap.items() if not (k.split("/")[-1] == ".lock" and stat.S_ISREG(v[0]))
-    }
-
-
 def rewrite_json(path: Path, edit) -> None:
     body = json.loads(path.read_text())
     edit(body)
@@ -689,7 +681,7 @@ def test_hostile_run_directories_are_one_line_and_change_nothing(tmp_path, train
         assert r.returncode == 2, (name, r.stderr[-2000:])
         assert len(lines) == 1 and lines[0].startswith("error: "), (name, r.stderr[-2000:])
         assert expect in lines[0], (name, lines[0])
-    assert unlocked(snapshot(tmp_path)) == unlocked(before)  # the thesis too; no fetched/
+    assert snapshot(tmp_path) == before  # the thesis and every .lock too; no fetched/
     assert (tmp_path / "thesis.tex").read_text() == "four years of work"
 
 
@@ -909,4 +901,89 @@ def test_random_edits_of_a_runs_json_are_refused_in_one_line(
     if code == 2:
         lines = err.getvalue().strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), (where, value, lines)
-        assert unlocked(snapshot(run.parent)) == unlocked(before), (where, value)
+        assert snapshot(run.parent) == before, (where, value)
+
+
+# ------------------------------------------- issue 21: the lock, failed resumes, faults
+def not_a_run(run: Path) -> None:
+    """Empty the folder but for ``.lock`` and leave one file of the user's in it."""
+    for p in run.iterdir():
+        if p.name != ".lock":
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    (run / "notes.txt").write_text("mine")
+
+
+def refused_under_the_lock(tmp: Path) -> dict[str, tuple]:
+    """case -> (how the copied run is prepared, the command, its environment, what the one
+    error line names): commands refused after they took the run's lock, or on a folder that
+    is not a run."""
+    thesis = tmp / "thesis.tex"
+    thesis.write_text("four years of work")
+    xdg_file = tmp / "xdg-file"
+    xdg_file.write_text("not a folder")
+    shutil.copy(ROOT / "examples" / "custom_model.py", tmp / "m.py")
+
+    def link(name):
+        return lambda r: ((r / name).unlink(), (r / name).symlink_to(thesis))
+
+    def empty(r):
+        not_a_run(r)
+        (r / "notes.txt").unlink()
+
+    return {
+        "resume finds a linked figure": (
+            link("samples.png"),
+            ["train", "vae", "--out", "{run}", "--resume", "--epochs", "2"],
+            {},
+            "samples.png was not written by ppl-vae",
+        ),
+        "analyze finds a file of the user's": (
+            lambda r: ((r / "analysis").mkdir(), (r / "analysis" / "mine.txt").write_text("x")),
+            ["analyze", "{run}", "--points", "2", "--nuts-points", "0"],
+            {},
+            "did not write (analysis/mine.txt)",
+        ),
+        "evaluate finds a linked report": (
+            link("report.html"),
+            ["evaluate", "{run}", "--iwae-samples", "2", "--no-progress"],
+            {},
+            "report.html was not written by ppl-vae",
+        ),
+        **{
+            f"{argv[0]} of a folder that is not a run": (
+                not_a_run,
+                argv,
+                {},
+                "is not a run directory",
+            )
+            for argv in [
+                ["report", "{run}"],
+                ["evaluate", "{run}", "--iwae-samples", "2"],
+                ["analyze", "{run}", "--points", "2"],
+                ["sample", "{run}", "-n", "4", "--out", tmp / "s.png"],
+            ]
+        },
+    }
+
+
+@pytest.mark.parametrize("lock", [None, b"1\n"], ids=["no lock", "a pid"])
+def test_a_refused_command_leaves_the_lock_as_it_was(tmp_path, trained, home, lock):
+    """No ``.lock`` created, an existing one's bytes unchanged (init's pid: never the
+    command's own), whether the command was refused before or after taking the lock."""
+    cases = refused_under_the_lock(tmp_path)
+    argvs = []
+    for i, (prepare, argv, env, _) in enumerate(cases.values()):
+        run = copy_run(trained, tmp_path / f"r{i}")
+        prepare(run)
+        (run / ".lock").unlink(missing_ok=True)
+        if lock is not None:
+            (run / ".lock").write_bytes(lock)
+        argvs.append({"argv": [run if a == "{run}" else a for a in argv], "env": env})
+    before = snapshot(tmp_path)
+    results = cli_cases(argvs, home)
+    for name, r in zip(cases, results):
+        assert r.returncode == 2, (name, r.stderr[-2000:])
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, r.stderr[-2000:])
+        assert cases[name][3] in lines[0], (name, lines[0])
+    assert snapshot(tmp_path) == before  # .lock included, byte for byte
