@@ -52,6 +52,7 @@ import json
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,15 @@ def check_fingerprint(
     if warn_only:
         return message
     raise UserError(message)
+
+
+@dataclass(frozen=True)
+class Savepoint:
+    """A run's state saved by :meth:`RunDir.savepoint`: the manifest's bytes (None when it
+    had none) and the bytes of the files saved, in the order they are put back."""
+
+    manifest: bytes | None
+    files: dict[str, bytes]
 
 
 class RunDir:
@@ -525,12 +535,8 @@ class RunDir:
         self._require_lock()
         path, created = self._target(name)
         rel = path.relative_to(self.path.resolve()).as_posix()
-        fd, tmp = atomic.new_tmp(path.parent, path.name)
+        tmp = atomic.write_tmp(path.parent, path.name, data)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             entry = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
             self._add_to_manifest(rel, entry, created)  # listed before it exists
             os.replace(tmp, path)
@@ -722,6 +728,62 @@ class RunDir:
                     p.unlink()
                     removed.append(p.relative_to(self.path).as_posix())
         return sorted(removed)
+
+    # -------------------------------------------------------------------- roll-back
+    def savepoint(self, names: Iterable[str] = ()) -> Savepoint:
+        """What :meth:`roll_back` needs to put the run back as it is now: the manifest's
+        bytes and those of each of ``names`` that is a file ppl-vae wrote here, read once
+        (a job's start; nothing is done per step). A job names the files it may replace
+        or append to (the checkpoint's weights before its record, so that a whole
+        checkpoint exists at every step of a roll-back); the files it creates need no
+        saving: a roll-back removes whatever the manifest lists that it did not then."""
+        self._require_lock()
+        manifest = self.read_bytes(MANIFEST) if os.path.lexists(self.path / MANIFEST) else None
+        files: dict[str, bytes] = {}
+        for name in names:
+            if name not in files and self.is_own_regular_file(name):
+                files[name] = self.read_bytes(name, os.lstat(self.path / name).st_size)
+        return Savepoint(manifest, files)
+
+    def roll_back(self, saved: Savepoint) -> None:
+        """Put the run back as it was at :meth:`savepoint`: temporaries removed, each saved
+        file given its bytes back (in the order saved, and only where they changed), every
+        file listed since removed, the folders listed since removed when empty, and the
+        manifest given its old bytes (removed if there was none). The manifest lists every
+        file of ours throughout (the union of then and now comes first), so an interruption
+        midway leaves no file of ours looking foreign."""
+        self._require_lock()
+        self.cleanup_tmp()
+        now = self._read_manifest()
+        then = {"files": {}, "dirs": []}
+        if saved.manifest is not None:
+            then = parse_json(saved.manifest, f"the saved {MANIFEST}")
+        union = {
+            "files": {**now["files"], **then["files"]},
+            "dirs": sorted(set(now["dirs"]) | set(then["dirs"])),
+        }
+        if union != now:  # a fresh run's roll-back writes nothing here (a full disk)
+            self._write_manifest(union)
+        for name, data in saved.files.items():
+            path, _ = self._target(name)
+            try:
+                same = read_regular(path, len(data)) == data
+            except UserError:
+                same = False
+            if not same:
+                atomic.replace(path.parent, path.name, data)
+        for name in now["files"]:
+            if name not in then["files"]:
+                self.resolve(name)
+                path = self.path / name  # the name itself: a link is removed, never its target
+                if path.is_symlink() or path.is_file():
+                    path.unlink()
+        new_dirs = set(now["dirs"]) - set(then["dirs"])
+        _remove_empty(self.resolve(d) for d in sorted(new_dirs, key=lambda d: -d.count("/")))
+        if saved.manifest is None:
+            (self.path / MANIFEST).unlink(missing_ok=True)
+        else:
+            atomic.replace(self.path, MANIFEST, saved.manifest)
 
     # ------------------------------------------------------------------------ reads
     def resolve(self, relative: str) -> Path:

@@ -949,6 +949,12 @@ def refused_under_the_lock(tmp: Path) -> dict[str, tuple]:
             {},
             "report.html was not written by ppl-vae",
         ),
+        "train cannot keep its trust list": (
+            empty,
+            ["train", tmp / "m.py", *SMALL, "--out", "{run}"],
+            {"XDG_CONFIG_HOME": str(xdg_file)},
+            "XDG_CONFIG_HOME",
+        ),
         **{
             f"{argv[0]} of a folder that is not a run": (
                 not_a_run,
@@ -987,3 +993,108 @@ def test_a_refused_command_leaves_the_lock_as_it_was(tmp_path, trained, home, lo
         assert len(lines) == 1 and lines[0].startswith("error: "), (name, r.stderr[-2000:])
         assert cases[name][3] in lines[0], (name, lines[0])
     assert snapshot(tmp_path) == before  # .lock included, byte for byte
+
+
+def raise_at_step(step: int) -> str:
+    """``setup`` of a CLI case: training raises at optimizer step ``step``, as a program
+    that breaks there would."""
+    return (
+        "import ppl_vae.infer.trainer as t\n"
+        "real = t.training_loss\n"
+        "def loss(fn, args, beta, step):\n"
+        f"    if step == {step}:\n"
+        f"        raise RuntimeError('the program broke at step {step}')\n"
+        "    return real(fn, args, beta, step)\n"
+        "t.training_loss = loss\n"
+    )
+
+
+def disk_full(name: str, nth: int = 1, persistent: bool = False) -> str:
+    """``setup`` of a CLI case: the ``nth`` write of ``name`` fails with ENOSPC at the
+    one low-level write (:func:`ppl_vae.runs.atomic.write_tmp`), and with ``persistent``
+    every write after it too."""
+    return (
+        "import errno, os, ppl_vae.runs.atomic as a\n"
+        "real, seen = a.write_tmp, [0, False]\n"
+        "def write_tmp(folder, name, data):\n"
+        f"    seen[0] += name == {name!r}\n"
+        f"    if seen[1] or seen[0] == {nth} and name == {name!r}:\n"
+        f"        seen[1] = {persistent}\n"
+        "        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n"
+        "    return real(folder, name, data)\n"
+        "a.write_tmp = write_tmp\n"
+    )
+
+
+RESUME_3 = ["--resume", "--epochs", "3", "--checkpoint-every", "10", "--no-progress"]
+
+
+def test_a_failed_resume_puts_the_run_back_byte_for_byte(tmp_path, trained, home):
+    """A resume from epoch 1 to 3 that fails -- the program raises in epoch 3 (after
+    mid-epoch and epoch-end checkpoints and a history line), the disk fills at a
+    checkpoint or at metrics.json -- leaves the file system as it was before the command;
+    the same resume then continues exactly like one that never failed."""
+    faults = {
+        "the program raises in epoch 3": (raise_at_step(2 * STEPS + 5), "the program broke"),
+        "the disk fills at a checkpoint": (disk_full("checkpoint.json", 3), "No space left"),
+        "the disk fills at metrics.json": (disk_full("metrics.json"), "No space left"),
+    }
+    reference = copy_run(trained, tmp_path / "reference")
+    runs = [copy_run(trained, tmp_path / f"f{i}") for i in range(len(faults))]
+    before = snapshot(tmp_path)
+    cases = [
+        {"argv": ["train", "vae", "--out", run, *RESUME_3], "setup": setup}
+        for run, (setup, _) in zip(runs, faults.values())
+    ]
+    for (name, (_, expect)), r in zip(faults.items(), cli_cases(cases, home)):
+        one_error_line(r, expect)
+        assert "as it was before this command" in r.stderr, (name, r.stderr)
+    assert snapshot(tmp_path) == before
+    results = cli_cases(
+        [{"argv": ["train", "vae", "--out", r, *RESUME_3]} for r in [reference, *runs]], home
+    )
+    for r in results:
+        assert r.returncode == 0, r.stderr
+    wa, oa, ha, sa = weights_and_history(reference)
+    assert sa == 3 * STEPS
+    for run in runs:
+        wb, ob, hb, sb = weights_and_history(run)
+        assert ha == hb and sa == sb
+        for k in wa:
+            assert torch.equal(wa[k], wb[k]), (run, k)
+        for k, v in oa["state"].items():
+            for name, t in v.items():
+                assert torch.equal(t, ob["state"][k][name]), (run, k, name)
+        assert sorted(RunDir(run).manifest()) == sorted(RunDir(reference).manifest())
+
+
+def test_a_full_disk_during_train_is_one_line_and_rolls_back(tmp_path, trained, home):
+    """ENOSPC at the first checkpoint of a fresh run, once or from then on: one line,
+    exit 2, nothing left (no byte needs writing to remove a fresh run). From then on during
+    a resume: the run cannot be put back, and says so, but its checkpoint stays whole."""
+    resumed = copy_run(trained, tmp_path / "resumed")
+    before = snapshot(tmp_path)
+    fresh = ["train", "vae", *SMALL]
+    cases = [
+        {"argv": [*fresh, "--out", tmp_path / "once"], "setup": disk_full("checkpoint.json")},
+        {
+            "argv": [*fresh, "--out", tmp_path / "full"],
+            "setup": disk_full("checkpoint.json", persistent=True),
+        },
+    ]
+    for r in cli_cases(cases, home):
+        one_error_line(r, "No space left on device")
+        assert "nothing of this run was kept" in r.stderr
+    assert snapshot(tmp_path) == before
+    (r,) = cli_cases(
+        [
+            {
+                "argv": ["train", "vae", "--out", resumed, *RESUME_3],
+                "setup": disk_full("checkpoint.json", 3, persistent=True),
+            }
+        ],
+        home,
+    )
+    one_error_line(r, "No space left on device")
+    assert "putting the run back failed too" in r.stderr
+    assert checkpoint.load(resumed)["step"] == 60  # the one before the write that failed (70)
