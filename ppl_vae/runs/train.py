@@ -135,7 +135,7 @@ def prepare(
         distributed.on_main(run.check, resume, overwrite)  # writes nothing; rank 0 decides
         if resume:
             cfg.train.validate()  # the options given, before comparing them with the run's
-            cfg = resumed_config(run, cfg)
+            cfg = resumed_config(run, cfg, trust)
             source = model_source(run, cfg, trust)
     spec = model_spec(cfg, source)
     apply_recommended(cfg, spec)

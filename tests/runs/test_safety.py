@@ -1098,3 +1098,91 @@ def test_a_full_disk_during_train_is_one_line_and_rolls_back(tmp_path, trained, 
     one_error_line(r, "No space left on device")
     assert "putting the run back failed too" in r.stderr
     assert checkpoint.load(resumed)["step"] == 60  # the one before the write that failed (70)
+
+
+@pytest.fixture(scope="module")
+def user_run(tmp_path_factory, home) -> Path:
+    """A small finished run of a user's model file (``my_model.py``, trusted here as it
+    was trained here) on a small data file, both beside it in ``work/``."""
+    work = tmp_path_factory.mktemp("user") / "work"
+    work.mkdir()
+    shutil.copy(ROOT / "examples" / "custom_model.py", work / "my_model.py")
+    rng = np.random.default_rng(0)
+    npz(work / "d.npz", x_train=rng.random((64, 6, 6)), x_test=rng.random((16, 6, 6)))
+    argv = ["train", "my_model.py", "--data", "d.npz", *SMALL, "--out", "run"]
+    (r,) = cli_cases([{"argv": argv, "cwd": work}], home)
+    assert r.returncode == 0, r.stderr
+    return work
+
+
+def plant_model(run: Path, source: str, rehash: bool) -> None:
+    """Replace the run's model.py; with ``rehash`` also the hash config.json records (a
+    received run whose sender edited both)."""
+    (run / "model.py").write_text(source)
+    if rehash:
+        sha = __import__("hashlib").sha256(source.encode()).hexdigest()
+        rewrite_json(run / "config.json", lambda b: b.update(model_sha256=sha))
+
+
+def test_model_code_runs_only_from_the_runs_checked_copy(
+    tmp_path, tmp_path_factory, user_run, home
+):
+    """A run's model.py that calls sys.exit(3) at import is one line under --trust; an
+    edited or untrusted model.py -- named as the model of a --resume too -- is refused
+    before anything imports it; the file a --resume names is never imported: the run's
+    own copy runs."""
+    marker = tmp_path / "ran"
+    stranger = {"XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("stranger"))}  # trusts none
+    original = (user_run / "my_model.py").read_text()
+    side_effect = f"open({str(marker)!r}, 'w').write('ran')\n"
+    work = {}
+    for name in ("exits", "edited", "received", "renamed"):
+        work[name] = tmp_path / name
+        shutil.copytree(user_run, work[name], symlinks=True)
+    exits = "import sys\nsys.exit(3)\n"
+    plant_model(work["exits"] / "run", exits, rehash=True)
+    plant_model(work["edited"] / "run", original + side_effect, rehash=False)
+    plant_model(work["received"] / "run", original + side_effect, rehash=True)
+    (work["renamed"] / "my_model.py").write_text(original + side_effect)  # edited since
+    resume = ["--out", "run", "--resume", "--no-progress"]
+    ev = ["evaluate", "run", "--iwae-samples", "2", "--no-progress", "--trust"]
+    cases = {
+        "evaluate, exits": ({"argv": ev, "cwd": work["exits"]}, "sys.exit(3)"),
+        "sample, exits": (
+            {"argv": ["sample", "run", "-n", "4", "--out", "s.png", "--trust"]},
+            "sys.exit(3)",
+        ),
+        "resume, exits": ({"argv": ["train", "my_model.py", *resume, "--trust"]}, "sys.exit(3)"),
+        "resume from the edited copy": (
+            {"argv": ["train", "run/model.py", *resume]},
+            "model my_model.py -> run/model.py",
+        ),
+        "resume from the edited copy, trusted": (
+            {"argv": ["train", "run/model.py", *resume, "--trust"]},
+            "model my_model.py -> run/model.py",
+        ),
+        "resume of the edited copy": ({"argv": ["train", "my_model.py", *resume]}, "changed since"),
+        "resume from a received copy": (
+            {"argv": ["train", "run/model.py", *resume], "env": stranger},
+            "pass --trust",
+        ),
+        "evaluate a received copy": (
+            {"argv": ev[:-1], "env": stranger},
+            "pass --trust",
+        ),
+    }
+    where = ["exits", "exits", "exits", "edited", "edited", "edited", "received", "received"]
+    for (case, _), folder in zip(cases.values(), where):
+        case["cwd"] = work[folder]
+    before = snapshot(tmp_path)
+    results = cli_cases([case for case, _ in cases.values()], home)
+    for (name, (_, expect)), r in zip(cases.items(), results):
+        assert r.returncode == 2, (name, r.stderr[-2000:])
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, r.stderr[-2000:])
+        assert expect in lines[0], (name, lines[0])
+    assert not marker.exists()
+    assert snapshot(tmp_path) == before
+    (r,) = cli_cases([{"argv": ["train", "my_model.py", *resume], "cwd": work["renamed"]}], home)
+    assert r.returncode == 0, r.stderr
+    assert not marker.exists()  # the run's own copy ran, not the edited file named
