@@ -59,8 +59,10 @@ def snapshot(directory) -> dict[str, tuple]:
 
 
 #: Runs ``ppl_vae.cli.main`` once per case, each in its own forked process (the imports
-#: are paid once): a case is ``{"argv": [...], "cwd": ..., "exit_at_step": N}``; the last
-#: makes the process die like ``kill -9`` when training reaches step N.
+#: are paid once): a case is ``{"argv": [...], "cwd": ..., "exit_at_step": N, "env": {...},
+#: "setup": "python source"}``; ``exit_at_step`` makes the process die like ``kill -9``
+#: when training reaches step N, ``env`` is added to the environment and ``setup`` is
+#: executed first (a fault planted in the process: a full disk, a program that raises).
 _DRIVER = r"""
 import json, os, sys
 import ppl_vae.cli, ppl_vae.runs.train, ppl_vae.infer.trainer  # noqa
@@ -76,6 +78,8 @@ for i, case in enumerate(cases):
             for fd, name in ((1, out), (2, err)):
                 f = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 os.dup2(f, fd)
+            os.environ.update(case.get("env") or {})
+            exec(case.get("setup") or "", {})
             if case.get("exit_at_step") is not None:
                 real = ppl_vae.infer.trainer.training_loss
                 def loss(fn, args, beta, step, real=real, at=case["exit_at_step"]):

@@ -69,13 +69,26 @@ def fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def replace(folder: Path, name: str, data: bytes) -> None:
+def write_tmp(folder: Path, name: str, data: bytes) -> Path:
+    """A new temporary file next to ``name`` holding ``data``, flushed and ``fsync``-ed:
+    the one place ppl-vae writes bytes it holds (a full disk fails here, and the temporary
+    is removed). The caller renames it into place or removes it."""
     fd, tmp = new_tmp(folder, name)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def replace(folder: Path, name: str, data: bytes) -> None:
+    """Write ``data`` to ``folder/name`` atomically (:func:`write_tmp`, then rename)."""
+    tmp = write_tmp(folder, name, data)
+    try:
         os.replace(tmp, folder / name)
     except BaseException:
         tmp.unlink(missing_ok=True)

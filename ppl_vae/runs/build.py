@@ -30,7 +30,13 @@ from ppl_vae.infer.trainer import (
 from ppl_vae.programs import Programs
 from ppl_vae.runs import checkpoint, rundir
 from ppl_vae.runs import trust as trust_module
-from ppl_vae.runs.config import CONFIG, RunConfig, read_config, resume_differences
+from ppl_vae.runs.config import (
+    CONFIG,
+    RunConfig,
+    read_config,
+    resume_differences,
+    same_model,
+)
 from ppl_vae.runs.rundir import RunDir
 
 
@@ -161,13 +167,21 @@ def load_split(
     return pair, ds.x_train, ds.y_train
 
 
-def resumed_config(run: RunDir, cfg: RunConfig) -> RunConfig:
+def resumed_config(run: RunDir, cfg: RunConfig, trust: bool = False) -> RunConfig:
     """The saved configuration of the run in ``run``, after checking that ``cfg`` asks for
     the same run; only the length (``epochs``, which may grow), the device, the progress
-    bar and ``checkpoint_every`` are taken from ``cfg``."""
+    bar and ``checkpoint_every`` are taken from ``cfg``. The model options given are
+    normalised (hidden ``"64"`` is ``[64]``) before the comparison against the model's
+    signature; for a user's model file that is the run's own copy, after its trust check
+    (:func:`model_source`): the file named on the command line is never imported."""
     saved = read_config(run)
     cfg = copy.deepcopy(cfg)
-    check_model_options(cfg)  # normalised (hidden "64" is [64]) before comparing
+    if not cfg.is_user_file:
+        check_model_options(cfg)
+    elif same_model(saved, cfg):
+        source = model_source(run, saved, trust)
+        cfg.model_sha256 = saved.model_sha256  # load_file runs exactly the bytes checked
+        check_model_options(cfg, source)
     diffs = resume_differences(saved, cfg)
     if diffs:
         raise UserError(

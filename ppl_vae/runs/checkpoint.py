@@ -113,6 +113,17 @@ def _weights_name(run: RunDir) -> str | None:
         return None
 
 
+def files(directory: str | Path | RunDir) -> list[str]:
+    """The names of the run's checkpoint: its weights, then its record (the order in which
+    a roll-back puts them back, so that the record never names missing weights); none
+    without a checkpoint."""
+    run = as_run(directory)
+    if not exists(run):
+        return []
+    weights = _weights_name(run)
+    return [weights, RECORD] if weights is not None else [RECORD]
+
+
 def exists(directory: str | Path | RunDir) -> bool:
     return (as_run(directory).path / RECORD).is_file()
 

@@ -151,16 +151,23 @@ RESUME_FREE = {"epochs", "device", "progress", "checkpoint_every", "schedule_epo
 BOOKKEEPING = {"train", "train_explicit", "model_file", "model_sha256", "data_sha256", "given"}
 
 
+def same_model(saved: RunConfig, new: RunConfig) -> bool:
+    """Whether ``new`` names the saved run's model: the same name, or a model file whose
+    bytes hash to the run's ``model_sha256`` (read, never imported)."""
+    if saved.model == new.model:
+        return True
+    if not saved.model_sha256 or not is_model_file(new.model):
+        return False
+    path = Path(new.model)
+    return path.is_file() and rundir.sha256_file(path) == saved.model_sha256
+
+
 def resume_differences(saved: RunConfig, new: RunConfig) -> list[str]:
     """Each option of ``new`` that differs from the saved run, as ``name saved -> new``.
     With ``new.given`` (the CLI) only the options the user typed are compared."""
     given = None if new.given is None else set(new.given)
     diffs = []
-    same_model = saved.model == new.model
-    if not same_model and saved.model_sha256 and is_model_file(new.model):
-        path = Path(new.model)
-        same_model = path.is_file() and rundir.sha256_file(path) == saved.model_sha256
-    if not same_model:
+    if not same_model(saved, new):
         diffs.append(f"model {saved.model} -> {new.model}")
     for key in sorted(set(saved.model_args) | set(new.model_args)):
         if given is not None and key not in new.model_args:

@@ -15,6 +15,8 @@ user and is never replaced or removed. The rules, each enforced here:
   (only names matching :data:`atomic.TMP_PATTERN`).
 - **one writer**: :meth:`RunDir.lock` holds ``fcntl.flock(LOCK_EX | LOCK_NB)`` on
   ``DIR/.lock``; a second writer gets a :class:`~ppl_vae.errors.UserError` naming the pid.
+  A command that fails or refuses under the lock leaves ``.lock`` as it found it (gone
+  if it was not there, else its old bytes).
 - **confined paths**: :meth:`RunDir.resolve` maps a relative name read from a run's JSON to
   a path inside ``DIR`` (no absolute paths, no ``..``, no symlink leaving ``DIR``).
 - **uniform modes**: every file is created with mode ``0o666 & ~umask`` (0644 under the
@@ -50,6 +52,7 @@ import json
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +78,11 @@ MODEL_FILE_LIMIT = 4 * 2**20
 
 
 _INTERNAL = {MANIFEST, LOCK}
+
+
+#: The most bytes of an existing ``.lock`` that :meth:`RunDir.lock` rewrites (and puts back
+#: when the command fails); a pid takes a few.
+LOCK_LIMIT = 4096
 
 
 #: The most bytes ppl-vae reads from one JSON file of a run, a data root or the trusted
@@ -207,6 +215,15 @@ def check_fingerprint(
     raise UserError(message)
 
 
+@dataclass(frozen=True)
+class Savepoint:
+    """A run's state saved by :meth:`RunDir.savepoint`: the manifest's bytes (None when it
+    had none) and the bytes of the files saved, in the order they are put back."""
+
+    manifest: bytes | None
+    files: dict[str, bytes]
+
+
 class RunDir:
     """One run directory: validation, the lock, atomic recorded writes, confined reads."""
 
@@ -325,6 +342,17 @@ class RunDir:
 
         A second process gets a :class:`UserError`; the lock dies with its process, so a
         crash never leaves the directory locked. Re-entrant within one :class:`RunDir`.
+
+        The holder's pid is written into ``.lock`` (a second writer's error names it), and
+        it stays there when the body succeeds: that command wrote the run. When the body
+        raises -- a command refused after taking the lock (``report``, ``evaluate``,
+        ``analyze`` or a ``--resume`` that finds a foreign file), or a job that failed and
+        rolled back -- the lock is put back as it was found: a ``.lock`` this call created
+        is removed, with the folders it created when they are empty again, and an existing
+        one gets its old bytes back. A refused command thus changes no byte of the run. A
+        ``.lock`` over :data:`LOCK_LIMIT` bytes is not a pid of ours: it is locked but never
+        rewritten. Since a lock file may now be removed, one is held only when, once
+        locked, it is still the file named ``.lock`` (else the lock is taken again).
         """
         if self._lock_fd is not None:
             self._lock_depth += 1
@@ -337,50 +365,95 @@ class RunDir:
             raise UserError(
                 f"--out {self.path} is a file, not a directory; choose a directory path"
             )
-        fd = self._open_lock()
+        made = _missing_folders(self.path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise UserError(
-                    f"{self.path} is being written by another ppl-vae process (pid {holder}); "
-                    "wait for it or choose another --out"
-                ) from None
+            fd, created, found = self._take_lock()
+        except BaseException:
+            _remove_empty(made)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
         try:
             yield self
+        except BaseException:
+            self._put_back_lock(fd, created, found, made)
+            raise
         finally:
             self._lock_fd = None
-            os.close(fd)  # releases the flock; the file stays (deleting it would race)
+            os.close(fd)  # releases the flock
 
-    def _open_lock(self) -> int:
+    def _take_lock(self) -> tuple[int, bool, bytes | None]:
+        """Open and flock ``.lock``; returns the descriptor, whether this call created the
+        file, and its bytes before the pid was written (None when created)."""
+        lock = self.path / LOCK
+        while True:
+            fd, created = self._open_lock()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise UserError(
+                        f"{self.path} is being written by another ppl-vae process "
+                        f"(pid {holder}); wait for it or choose another --out"
+                    ) from None
+                raise
+            try:
+                current = os.lstat(lock)
+            except FileNotFoundError:
+                current = None
+            if current is not None and os.path.samestat(os.fstat(fd), current):
+                break
+            os.close(fd)  # its holder removed that file as it let go: lock the one there now
+        found = None if created else os.pread(fd, LOCK_LIMIT + 1, 0)
+        if found is None or len(found) <= LOCK_LIMIT:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd, created, found
+
+    def _put_back_lock(self, fd: int, created: bool, found: bytes | None, made: list[Path]) -> None:
+        """``.lock`` as :meth:`lock` found it (see there), while still holding it."""
+        lock = self.path / LOCK
+        with contextlib.suppress(OSError):
+            if created:
+                if os.path.samestat(os.fstat(fd), os.lstat(lock)):
+                    os.unlink(lock)
+                _remove_empty(made)
+            elif found is not None and len(found) <= LOCK_LIMIT:
+                os.ftruncate(fd, len(found))
+                os.pwrite(fd, found, 0)
+
+    def _open_lock(self) -> tuple[int, bool]:
         """``DIR/.lock``, opened without following a link and without blocking, and only
         when it is a regular file with one link: a ``.lock -> ../thesis.tex`` (or a hard
-        link to it, or a FIFO) is refused before a byte of it is touched."""
+        link to it, or a FIFO) is refused before a byte of it is touched. Returns the
+        descriptor and whether this call created the file."""
         lock = self.path / LOCK
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock, flags, 0o666)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP or os.path.islink(lock):
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        while True:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                try:
+                    fd, created = os.open(lock, flags | os.O_CREAT | os.O_EXCL, 0o666), True
+                except FileExistsError:
+                    fd, created = os.open(lock, flags), False
+                break
+            except FileNotFoundError:
+                continue  # removed between the two opens: create it
+            except OSError as exc:
+                if exc.errno == errno.ELOOP or os.path.islink(lock):
+                    raise UserError(
+                        f"{lock} is a symlink; ppl-vae never follows one; remove the link"
+                    ) from None
                 raise UserError(
-                    f"{lock} is a symlink; ppl-vae never follows one; remove the link"
+                    f"cannot write into {self.path} ({exc.strerror}); choose another --out"
                 ) from None
-            raise UserError(
-                f"cannot write into {self.path} ({exc.strerror}); choose another --out"
-            ) from None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
             os.close(fd)
             kind = "is not a regular file" if not stat.S_ISREG(st.st_mode) else "has other links"
             raise UserError(f"{lock} {kind}; ppl-vae will not write it; remove it yourself")
-        return fd
+        return fd, created
 
     def _require_lock(self) -> None:
         if self._lock_fd is None:
@@ -462,12 +535,8 @@ class RunDir:
         self._require_lock()
         path, created = self._target(name)
         rel = path.relative_to(self.path.resolve()).as_posix()
-        fd, tmp = atomic.new_tmp(path.parent, path.name)
+        tmp = atomic.write_tmp(path.parent, path.name, data)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             entry = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
             self._add_to_manifest(rel, entry, created)  # listed before it exists
             os.replace(tmp, path)
@@ -660,6 +729,62 @@ class RunDir:
                     removed.append(p.relative_to(self.path).as_posix())
         return sorted(removed)
 
+    # -------------------------------------------------------------------- roll-back
+    def savepoint(self, names: Iterable[str] = ()) -> Savepoint:
+        """What :meth:`roll_back` needs to put the run back as it is now: the manifest's
+        bytes and those of each of ``names`` that is a file ppl-vae wrote here, read once
+        (a job's start; nothing is done per step). A job names the files it may replace
+        or append to (the checkpoint's weights before its record, so that a whole
+        checkpoint exists at every step of a roll-back); the files it creates need no
+        saving: a roll-back removes whatever the manifest lists that it did not then."""
+        self._require_lock()
+        manifest = self.read_bytes(MANIFEST) if os.path.lexists(self.path / MANIFEST) else None
+        files: dict[str, bytes] = {}
+        for name in names:
+            if name not in files and self.is_own_regular_file(name):
+                files[name] = self.read_bytes(name, os.lstat(self.path / name).st_size)
+        return Savepoint(manifest, files)
+
+    def roll_back(self, saved: Savepoint) -> None:
+        """Put the run back as it was at :meth:`savepoint`: temporaries removed, each saved
+        file given its bytes back (in the order saved, and only where they changed), every
+        file listed since removed, the folders listed since removed when empty, and the
+        manifest given its old bytes (removed if there was none). The manifest lists every
+        file of ours throughout (the union of then and now comes first), so an interruption
+        midway leaves no file of ours looking foreign."""
+        self._require_lock()
+        self.cleanup_tmp()
+        now = self._read_manifest()
+        then = {"files": {}, "dirs": []}
+        if saved.manifest is not None:
+            then = parse_json(saved.manifest, f"the saved {MANIFEST}")
+        union = {
+            "files": {**now["files"], **then["files"]},
+            "dirs": sorted(set(now["dirs"]) | set(then["dirs"])),
+        }
+        if union != now:  # a fresh run's roll-back writes nothing here (a full disk)
+            self._write_manifest(union)
+        for name, data in saved.files.items():
+            path, _ = self._target(name)
+            try:
+                same = read_regular(path, len(data)) == data
+            except UserError:
+                same = False
+            if not same:
+                atomic.replace(path.parent, path.name, data)
+        for name in now["files"]:
+            if name not in then["files"]:
+                self.resolve(name)
+                path = self.path / name  # the name itself: a link is removed, never its target
+                if path.is_symlink() or path.is_file():
+                    path.unlink()
+        new_dirs = set(now["dirs"]) - set(then["dirs"])
+        _remove_empty(self.resolve(d) for d in sorted(new_dirs, key=lambda d: -d.count("/")))
+        if saved.manifest is None:
+            (self.path / MANIFEST).unlink(missing_ok=True)
+        else:
+            atomic.replace(self.path, MANIFEST, saved.manifest)
+
     # ------------------------------------------------------------------------ reads
     def resolve(self, relative: str) -> Path:
         """A name read from the run's JSON, as a path that stays inside the run.
@@ -800,6 +925,22 @@ def read_model_source(src: str | Path) -> bytes:
             f"model file {src} is not a Python program ({exc}); pass a .py file that defines MODEL"
         ) from None
     return data
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist, deepest first."""
+    missing = []
+    while not os.path.lexists(path):
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_empty(folders: Iterable[Path]) -> None:
+    """Remove each folder (deepest first as given) that is empty; leave the others."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _some(names: list[str], k: int = 5) -> str:

@@ -19,7 +19,9 @@ The run directory (``--out``) holds:
 :func:`train_run` checks everything first -- the run directory, the options, the data,
 the model (built and traced once) and the device -- and only then takes the directory's
 lock and writes; a run that fails those checks leaves the file system as it was. A fresh
-run that fails before its first checkpoint removes what it wrote.
+run that fails before its first checkpoint removes what it wrote; a resumed run that fails
+(the program raises in a later epoch, the disk fills) is put back as it was before the
+command, its checkpoint files and records byte for byte (:func:`_roll_back`).
 
 ``resume=True`` continues the run in ``out`` with its saved configuration. Options given
 again must match it (:func:`resume_differences` lists every one that does not); only
@@ -44,7 +46,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +136,7 @@ def prepare(
         distributed.on_main(run.check, resume, overwrite)  # writes nothing; rank 0 decides
         if resume:
             cfg.train.validate()  # the options given, before comparing them with the run's
-            cfg = resumed_config(run, cfg)
+            cfg = resumed_config(run, cfg, trust)
             source = model_source(run, cfg, trust)
     spec = model_spec(cfg, source)
     apply_recommended(cfg, spec)
@@ -169,24 +170,36 @@ def train_built(
         result = fit(pair, None, ds, cfg.train, checkpointer)
         metrics = final_metrics(result, ds) | {"warnings": []}  # rank 0 reports them
         return Run(result, metrics, ds, cfg, None)
-    existed = run.path.exists()
     with run.lock():  # the one lock of the job: fit and the checkpointer take none
         run.prepare(resume, overwrite)
         run.cleanup_tmp()
-        saved = run.read_bytes(CONFIG) if resume else None
+        saved = run.savepoint(resumed_files(run) if resume else ())
         try:
             return _train_into(run, cfg, pair, ds, checkpointer, tensorboard)
         except BaseException as exc:  # any failure: the run goes back to what it was
-            _roll_back(run, existed, resume, saved)
+            rolled = _roll_back(run, resume, saved, exc)
             if isinstance(exc, (UserError, KeyboardInterrupt, SystemExit)):
                 raise
-            kept = resume or checkpoint.exists(run)
-            after = (
-                "its last checkpoint is kept: fix the cause, then --resume"
-                if kept
-                else "nothing of this run was kept"
-            )
+            if resume:
+                after = (
+                    "the run is as it was before this command: fix the cause, then --resume"
+                    if rolled
+                    else "putting the run back failed too; its last checkpoint is whole"
+                )
+            elif checkpoint.exists(run):
+                after = "its last checkpoint is kept: fix the cause, then --resume"
+            else:
+                after = "nothing of this run was kept" if rolled else "removing it failed too"
             raise UserError(f"training {cfg.model} failed ({failure_line(exc)}); {after}") from None
+
+
+def resumed_files(run: RunDir) -> list[str]:
+    """The files of a run that a resumed job may replace or append to, saved at its start
+    (:meth:`RunDir.savepoint`): the checkpoint (weights first), the configuration, the
+    history and the records, figures and page written at the end."""
+    from ppl_vae.figures.report import REPORT
+
+    return [*checkpoint.files(run), CONFIG, monitor.HISTORY, METRICS, *FIGURES, REPORT]
 
 
 def failure_line(exc: BaseException) -> str:
@@ -232,32 +245,21 @@ def _train_into(
     return job
 
 
-def _roll_back(run: RunDir, existed: bool, resume: bool, saved: bytes | None) -> None:
-    """Undo a failed job: a resumed run gets its ``config.json`` back (its checkpoints
-    stay, each one whole, so ``--resume`` continues from the last); a fresh run that
-    reached no checkpoint loses what it wrote, and the directory itself when this run
-    created it (with a checkpoint it is kept, to be resumed)."""
+def _roll_back(run: RunDir, resume: bool, saved: rundir.Savepoint, exc: BaseException) -> bool:
+    """Undo a failed job; True when that worked. A resumed run is put back as it was
+    before the command (:meth:`RunDir.roll_back`: checkpoint, configuration, history,
+    records; what the job created is removed). A fresh run loses what it wrote (and
+    :meth:`RunDir.lock` the directory, when it created it), unless it reached a
+    checkpoint: that is kept, to be resumed. An interrupted job (Ctrl-C) keeps its
+    checkpoints, as a crash would: ``--resume`` continues from the last."""
     try:
-        _undo(run, existed, resume, saved)
+        run.cleanup_tmp()
+        if isinstance(exc, KeyboardInterrupt) or (not resume and checkpoint.exists(run)):
+            return True
+        run.roll_back(saved)
+        return True
     except (OSError, UserError):  # a full disk: the failure that matters is the job's
-        pass
-
-
-def _undo(run: RunDir, existed: bool, resume: bool, saved: bytes | None) -> None:
-    run.cleanup_tmp()
-    if resume:
-        if saved is not None and run.read_bytes(CONFIG) != saved:
-            run.write_bytes(CONFIG, saved)
-        return
-    if checkpoint.exists(run):
-        return
-    for name in list(run.manifest()):
-        run.remove(name)
-    if not existed:
-        for name in (rundir.MANIFEST, rundir.LOCK):
-            (run.path / name).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            run.path.rmdir()
+        return False
 
 
 def final_evaluation(result: FitResult, ds: data.Dataset) -> dict[str, Any]:

@@ -494,14 +494,6 @@ def test_a_zip_of_garbage_is_one_line(tmp_path, home):
 
 
 # ----------------------------------------------------- issue 21: hostile runs and faults
-def unlocked(snap: dict) -> dict:
-    """A snapshot less the regular ``.lock`` files (a lock holds its holder's pid; a planted
-    link or FIFO named ``.lock`` stays in, and a hard link shows in its other name)."""
-    return {
-        k: v for k, v in snap.items() if not (k.split("/")[-1] == ".lock" and stat.S_ISREG(v[0]))
-    }
-
-
 def rewrite_json(path: Path, edit) -> None:
     body = json.loads(path.read_text())
     edit(body)
@@ -689,7 +681,7 @@ def test_hostile_run_directories_are_one_line_and_change_nothing(tmp_path, train
         assert r.returncode == 2, (name, r.stderr[-2000:])
         assert len(lines) == 1 and lines[0].startswith("error: "), (name, r.stderr[-2000:])
         assert expect in lines[0], (name, lines[0])
-    assert unlocked(snapshot(tmp_path)) == unlocked(before)  # the thesis too; no fetched/
+    assert snapshot(tmp_path) == before  # the thesis and every .lock too; no fetched/
     assert (tmp_path / "thesis.tex").read_text() == "four years of work"
 
 
@@ -909,4 +901,288 @@ def test_random_edits_of_a_runs_json_are_refused_in_one_line(
     if code == 2:
         lines = err.getvalue().strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), (where, value, lines)
-        assert unlocked(snapshot(run.parent)) == unlocked(before), (where, value)
+        assert snapshot(run.parent) == before, (where, value)
+
+
+# ------------------------------------------- issue 21: the lock, failed resumes, faults
+def not_a_run(run: Path) -> None:
+    """Empty the folder but for ``.lock`` and leave one file of the user's in it."""
+    for p in run.iterdir():
+        if p.name != ".lock":
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    (run / "notes.txt").write_text("mine")
+
+
+def refused_under_the_lock(tmp: Path) -> dict[str, tuple]:
+    """case -> (how the copied run is prepared, the command, its environment, what the one
+    error line names): commands refused after they took the run's lock, or on a folder that
+    is not a run."""
+    thesis = tmp / "thesis.tex"
+    thesis.write_text("four years of work")
+    xdg_file = tmp / "xdg-file"
+    xdg_file.write_text("not a folder")
+    shutil.copy(ROOT / "examples" / "custom_model.py", tmp / "m.py")
+
+    def link(name):
+        return lambda r: ((r / name).unlink(), (r / name).symlink_to(thesis))
+
+    def empty(r):
+        not_a_run(r)
+        (r / "notes.txt").unlink()
+
+    return {
+        "resume finds a linked figure": (
+            link("samples.png"),
+            ["train", "vae", "--out", "{run}", "--resume", "--epochs", "2"],
+            {},
+            "samples.png was not written by ppl-vae",
+        ),
+        "analyze finds a file of the user's": (
+            lambda r: ((r / "analysis").mkdir(), (r / "analysis" / "mine.txt").write_text("x")),
+            ["analyze", "{run}", "--points", "2", "--nuts-points", "0"],
+            {},
+            "did not write (analysis/mine.txt)",
+        ),
+        "evaluate finds a linked report": (
+            link("report.html"),
+            ["evaluate", "{run}", "--iwae-samples", "2", "--no-progress"],
+            {},
+            "report.html was not written by ppl-vae",
+        ),
+        "train cannot keep its trust list": (
+            empty,
+            ["train", tmp / "m.py", *SMALL, "--out", "{run}"],
+            {"XDG_CONFIG_HOME": str(xdg_file)},
+            "XDG_CONFIG_HOME",
+        ),
+        **{
+            f"{argv[0]} of a folder that is not a run": (
+                not_a_run,
+                argv,
+                {},
+                "is not a run directory",
+            )
+            for argv in [
+                ["report", "{run}"],
+                ["evaluate", "{run}", "--iwae-samples", "2"],
+                ["analyze", "{run}", "--points", "2"],
+                ["sample", "{run}", "-n", "4", "--out", tmp / "s.png"],
+            ]
+        },
+    }
+
+
+@pytest.mark.parametrize("lock", [None, b"1\n"], ids=["no lock", "a pid"])
+def test_a_refused_command_leaves_the_lock_as_it_was(tmp_path, trained, home, lock):
+    """No ``.lock`` created, an existing one's bytes unchanged (init's pid: never the
+    command's own), whether the command was refused before or after taking the lock."""
+    cases = refused_under_the_lock(tmp_path)
+    argvs = []
+    for i, (prepare, argv, env, _) in enumerate(cases.values()):
+        run = copy_run(trained, tmp_path / f"r{i}")
+        prepare(run)
+        (run / ".lock").unlink(missing_ok=True)
+        if lock is not None:
+            (run / ".lock").write_bytes(lock)
+        argvs.append({"argv": [run if a == "{run}" else a for a in argv], "env": env})
+    before = snapshot(tmp_path)
+    results = cli_cases(argvs, home)
+    for name, r in zip(cases, results):
+        assert r.returncode == 2, (name, r.stderr[-2000:])
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, r.stderr[-2000:])
+        assert cases[name][3] in lines[0], (name, lines[0])
+    assert snapshot(tmp_path) == before  # .lock included, byte for byte
+
+
+def raise_at_step(step: int) -> str:
+    """``setup`` of a CLI case: training raises at optimizer step ``step``, as a program
+    that breaks there would."""
+    return (
+        "import ppl_vae.infer.trainer as t\n"
+        "real = t.training_loss\n"
+        "def loss(fn, args, beta, step):\n"
+        f"    if step == {step}:\n"
+        f"        raise RuntimeError('the program broke at step {step}')\n"
+        "    return real(fn, args, beta, step)\n"
+        "t.training_loss = loss\n"
+    )
+
+
+def disk_full(name: str, nth: int = 1, persistent: bool = False) -> str:
+    """``setup`` of a CLI case: the ``nth`` write of ``name`` fails with ENOSPC at the
+    one low-level write (:func:`ppl_vae.runs.atomic.write_tmp`), and with ``persistent``
+    every write after it too."""
+    return (
+        "import errno, os, ppl_vae.runs.atomic as a\n"
+        "real, seen = a.write_tmp, [0, False]\n"
+        "def write_tmp(folder, name, data):\n"
+        f"    seen[0] += name == {name!r}\n"
+        f"    if seen[1] or seen[0] == {nth} and name == {name!r}:\n"
+        f"        seen[1] = {persistent}\n"
+        "        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n"
+        "    return real(folder, name, data)\n"
+        "a.write_tmp = write_tmp\n"
+    )
+
+
+RESUME_3 = ["--resume", "--epochs", "3", "--checkpoint-every", "10", "--no-progress"]
+
+
+def test_a_failed_resume_puts_the_run_back_byte_for_byte(tmp_path, trained, home):
+    """A resume from epoch 1 to 3 that fails -- the program raises in epoch 3 (after
+    mid-epoch and epoch-end checkpoints and a history line), the disk fills at a
+    checkpoint or at metrics.json -- leaves the file system as it was before the command;
+    the same resume then continues exactly like one that never failed."""
+    faults = {
+        "the program raises in epoch 3": (raise_at_step(2 * STEPS + 5), "the program broke"),
+        "the disk fills at a checkpoint": (disk_full("checkpoint.json", 3), "No space left"),
+        "the disk fills at metrics.json": (disk_full("metrics.json"), "No space left"),
+    }
+    reference = copy_run(trained, tmp_path / "reference")
+    runs = [copy_run(trained, tmp_path / f"f{i}") for i in range(len(faults))]
+    before = snapshot(tmp_path)
+    cases = [
+        {"argv": ["train", "vae", "--out", run, *RESUME_3], "setup": setup}
+        for run, (setup, _) in zip(runs, faults.values())
+    ]
+    for (name, (_, expect)), r in zip(faults.items(), cli_cases(cases, home)):
+        one_error_line(r, expect)
+        assert "as it was before this command" in r.stderr, (name, r.stderr)
+    assert snapshot(tmp_path) == before
+    results = cli_cases(
+        [{"argv": ["train", "vae", "--out", r, *RESUME_3]} for r in [reference, *runs]], home
+    )
+    for r in results:
+        assert r.returncode == 0, r.stderr
+    wa, oa, ha, sa = weights_and_history(reference)
+    assert sa == 3 * STEPS
+    for run in runs:
+        wb, ob, hb, sb = weights_and_history(run)
+        assert ha == hb and sa == sb
+        for k in wa:
+            assert torch.equal(wa[k], wb[k]), (run, k)
+        for k, v in oa["state"].items():
+            for name, t in v.items():
+                assert torch.equal(t, ob["state"][k][name]), (run, k, name)
+        assert sorted(RunDir(run).manifest()) == sorted(RunDir(reference).manifest())
+
+
+def test_a_full_disk_during_train_is_one_line_and_rolls_back(tmp_path, trained, home):
+    """ENOSPC at the first checkpoint of a fresh run, once or from then on: one line,
+    exit 2, nothing left (no byte needs writing to remove a fresh run). From then on during
+    a resume: the run cannot be put back, and says so, but its checkpoint stays whole."""
+    resumed = copy_run(trained, tmp_path / "resumed")
+    before = snapshot(tmp_path)
+    fresh = ["train", "vae", *SMALL]
+    cases = [
+        {"argv": [*fresh, "--out", tmp_path / "once"], "setup": disk_full("checkpoint.json")},
+        {
+            "argv": [*fresh, "--out", tmp_path / "full"],
+            "setup": disk_full("checkpoint.json", persistent=True),
+        },
+    ]
+    for r in cli_cases(cases, home):
+        one_error_line(r, "No space left on device")
+        assert "nothing of this run was kept" in r.stderr
+    assert snapshot(tmp_path) == before
+    (r,) = cli_cases(
+        [
+            {
+                "argv": ["train", "vae", "--out", resumed, *RESUME_3],
+                "setup": disk_full("checkpoint.json", 3, persistent=True),
+            }
+        ],
+        home,
+    )
+    one_error_line(r, "No space left on device")
+    assert "putting the run back failed too" in r.stderr
+    assert checkpoint.load(resumed)["step"] == 60  # the one before the write that failed (70)
+
+
+@pytest.fixture(scope="module")
+def user_run(tmp_path_factory, home) -> Path:
+    """A small finished run of a user's model file (``my_model.py``, trusted here as it
+    was trained here) on a small data file, both beside it in ``work/``."""
+    work = tmp_path_factory.mktemp("user") / "work"
+    work.mkdir()
+    shutil.copy(ROOT / "examples" / "custom_model.py", work / "my_model.py")
+    rng = np.random.default_rng(0)
+    npz(work / "d.npz", x_train=rng.random((64, 6, 6)), x_test=rng.random((16, 6, 6)))
+    argv = ["train", "my_model.py", "--data", "d.npz", *SMALL, "--out", "run"]
+    (r,) = cli_cases([{"argv": argv, "cwd": work}], home)
+    assert r.returncode == 0, r.stderr
+    return work
+
+
+def plant_model(run: Path, source: str, rehash: bool) -> None:
+    """Replace the run's model.py; with ``rehash`` also the hash config.json records (a
+    received run whose sender edited both)."""
+    (run / "model.py").write_text(source)
+    if rehash:
+        sha = __import__("hashlib").sha256(source.encode()).hexdigest()
+        rewrite_json(run / "config.json", lambda b: b.update(model_sha256=sha))
+
+
+def test_model_code_runs_only_from_the_runs_checked_copy(
+    tmp_path, tmp_path_factory, user_run, home
+):
+    """A run's model.py that calls sys.exit(3) at import is one line under --trust; an
+    edited or untrusted model.py -- named as the model of a --resume too -- is refused
+    before anything imports it; the file a --resume names is never imported: the run's
+    own copy runs."""
+    marker = tmp_path / "ran"
+    stranger = {"XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("stranger"))}  # trusts none
+    original = (user_run / "my_model.py").read_text()
+    side_effect = f"open({str(marker)!r}, 'w').write('ran')\n"
+    work = {}
+    for name in ("exits", "edited", "received", "renamed"):
+        work[name] = tmp_path / name
+        shutil.copytree(user_run, work[name], symlinks=True)
+    exits = "import sys\nsys.exit(3)\n"
+    plant_model(work["exits"] / "run", exits, rehash=True)
+    plant_model(work["edited"] / "run", original + side_effect, rehash=False)
+    plant_model(work["received"] / "run", original + side_effect, rehash=True)
+    (work["renamed"] / "my_model.py").write_text(original + side_effect)  # edited since
+    resume = ["--out", "run", "--resume", "--no-progress"]
+    ev = ["evaluate", "run", "--iwae-samples", "2", "--no-progress", "--trust"]
+    cases = {
+        "evaluate, exits": ({"argv": ev, "cwd": work["exits"]}, "sys.exit(3)"),
+        "sample, exits": (
+            {"argv": ["sample", "run", "-n", "4", "--out", "s.png", "--trust"]},
+            "sys.exit(3)",
+        ),
+        "resume, exits": ({"argv": ["train", "my_model.py", *resume, "--trust"]}, "sys.exit(3)"),
+        "resume from the edited copy": (
+            {"argv": ["train", "run/model.py", *resume]},
+            "model my_model.py -> run/model.py",
+        ),
+        "resume from the edited copy, trusted": (
+            {"argv": ["train", "run/model.py", *resume, "--trust"]},
+            "model my_model.py -> run/model.py",
+        ),
+        "resume of the edited copy": ({"argv": ["train", "my_model.py", *resume]}, "changed since"),
+        "resume from a received copy": (
+            {"argv": ["train", "run/model.py", *resume], "env": stranger},
+            "pass --trust",
+        ),
+        "evaluate a received copy": (
+            {"argv": ev[:-1], "env": stranger},
+            "pass --trust",
+        ),
+    }
+    where = ["exits", "exits", "exits", "edited", "edited", "edited", "received", "received"]
+    for (case, _), folder in zip(cases.values(), where):
+        case["cwd"] = work[folder]
+    before = snapshot(tmp_path)
+    results = cli_cases([case for case, _ in cases.values()], home)
+    for (name, (_, expect)), r in zip(cases.items(), results):
+        assert r.returncode == 2, (name, r.stderr[-2000:])
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, r.stderr[-2000:])
+        assert expect in lines[0], (name, lines[0])
+    assert not marker.exists()
+    assert snapshot(tmp_path) == before
+    (r,) = cli_cases([{"argv": ["train", "my_model.py", *resume], "cwd": work["renamed"]}], home)
+    assert r.returncode == 0, r.stderr
+    assert not marker.exists()  # the run's own copy ran, not the edited file named
