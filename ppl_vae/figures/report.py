@@ -470,8 +470,11 @@ def render(run_dir: str | Path) -> str:
 def write_report(run_dir: str | Path | RunDir) -> Path:
     """Write ``run_dir/report.html`` (under the run's lock) and return its path."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    if not (run.path / "config.json").is_file() and not (run.path / "metrics.json").is_file():
-        raise UserError(f"{run.path} is not a run directory (no config.json or metrics.json)")
+    if not any(run.is_own_regular_file(name) for name in ("config.json", "metrics.json")):
+        raise UserError(
+            f"{run.path} is not a run directory (no config.json or metrics.json that "
+            "ppl-vae wrote); name a folder `ppl-vae train --out` made"
+        )
     with run.lock():
         return run.write_text(REPORT, render(run.path))
 

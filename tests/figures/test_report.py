@@ -314,3 +314,17 @@ def test_report_renders_in_chromium_with_all_images_loaded(digits_run, tmp_path)
     assert im.size == (1200, 3000)
     # A rendered page, not a blank one: many grey levels from the digit grids and plots.
     assert len(im.convert("L").getcolors(256)) > 50
+
+
+def test_report_refuses_a_folder_that_ppl_vae_did_not_write(tmp_path, capsys):
+    # A user's own folder that happens to hold a config.json: no report, no manifest, no lock.
+    from helpers import snapshot
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model": "vae"}\n')
+    before = snapshot(folder)
+    assert cli.main(["report", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "not a run directory" in err[0]
+    assert snapshot(folder) == before
