@@ -470,6 +470,7 @@ def render(run_dir: str | Path) -> str:
 def write_report(run_dir: str | Path | RunDir) -> Path:
     """Write ``run_dir/report.html`` (under the run's lock) and return its path."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    run.manifest()  # a manifest that cannot be read is its own one-line error
     if not any(run.is_own_regular_file(name) for name in ("config.json", "metrics.json")):
         raise UserError(
             f"{run.path} is not a run directory (no config.json or metrics.json that "
