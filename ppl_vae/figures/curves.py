@@ -1,8 +1,9 @@
 """Training curves from a run's ``history``: ELBO, rate, distortion, beta, loss per epoch.
 
 Matplotlib draws on an Agg canvas owned by each figure (no pyplot, no global state), and
-figures are saved at a fixed size, ``figsize * dpi`` pixels, laid out once by
-:func:`tight_layout` so that saving draws them once.
+figures are saved at a fixed size, ``figsize * dpi`` pixels, laid out once with fixed
+margins (:func:`~ppl_vae.figures.canvas.fixed_layout`: the six panels never change) so that
+saving draws them once.
 
 Example::
 
