@@ -39,14 +39,8 @@ def ppca(synthetic) -> Programs:
     training oracles live in the suite's own tests)."""
     m = PPCA(synthetic.x_dim, latent_dim=2)
     mu, w, sigma2 = maximum_likelihood(synthetic.x_train, 2)
-    w, mu = w.float(), mu.float()
-    m_inv = torch.linalg.inv(w.T @ w + sigma2 * torch.eye(2))
-    with torch.no_grad():
-        m.W.copy_(w)
-        m.mu.copy_(mu)
-        m.enc.weight.copy_(m_inv @ w.T)
-        m.log_s.copy_(0.5 * torch.log(sigma2 * torch.diagonal(m_inv)))
-    m.sigma = torch.tensor(sigma2**0.5)
+    m.set_parameters(w.float(), mu.float(), sigma2**0.5)
+    m.set_exact_guide()
     return from_object(m, synthetic.x_test[:4]).eval()
 
 
