@@ -67,7 +67,7 @@ def main() -> None:
     for row in report["nuts"]:
         print(
             f"point {row['point']}: NUTS mean {row['nuts_mean']}, guide mean {row['guide_mean']}, "
-            f"W2 {row['w2']:.3f}, R-hat {row['rhat_max']}"
+            f"PSIS gap {row['gap_kl_q_to_posterior']:.3f}, R-hat {row['rhat_max']}"
         )
     print(f"files in {out}: {', '.join(report['figures'])}, posterior.nc, ...")
 

@@ -19,8 +19,8 @@ sites, everything read off the programs' traces:
    The same weights give the per-point gap :math:`\\log \\hat p(x) -
    \\widehat{\\mathrm{ELBO}}(x) \\approx \\mathrm{KL}(q(z|x) \\,\\|\\, p(z|x))`.
 3. **How far is it from the true posterior?** NUTS on :math:`p(z|x)` for one point at a
-   time, parameters fixed, several chains (:mod:`ppl_vae.analysis.reference`); the guide against
-   Gaussian fits of the NUTS draws by W2 and KL over all latent sites concatenated.
+   time, parameters fixed, several chains (:mod:`ppl_vae.analysis.reference`); the guide's
+   moments against the NUTS draws' over all latent sites concatenated, beside the PSIS gap.
 
 Figures are ArviZ's own (``az.plot_khat``, ``az.plot_density`` of guide against NUTS,
 ``az.plot_pair``), drawn on ``matplotlib.figure.Figure`` objects made here: no pyplot

@@ -11,24 +11,23 @@ the latent sites. Chains run one after another in this process through
 ``pyro.infer.MCMC(num_chains=...)`` (see :class:`SequentialMCMC`), converted by
 ``az.from_pyro``; R-hat and ESS come from ``az.summary``.
 
-The guide :math:`q(z|x)` is compared with a Gaussian fit of the NUTS draws over all latent
-sites concatenated (the guide's moments are those of its draws, so a hierarchical guide's
-dependence between sites counts) by the 2-Wasserstein distance
-
-.. math::
-
-    W_2^2 = \\|m_1 - m_2\\|^2 + \\operatorname{tr}\\big(S_1 + S_2
-            - 2 (S_2^{1/2} S_1 S_2^{1/2})^{1/2}\\big)
-
-and by :math:`\\mathrm{KL}(q \\,\\|\\, \\mathcal{N}_{\\text{NUTS}})`
-(``torch.distributions.kl_divergence`` of the two Gaussian fits): the amortisation gap
-made visible.
+The guide :math:`q(z|x)` is compared with the NUTS draws over all latent sites
+concatenated (the guide's moments are those of its draws, so a hierarchical guide's
+dependence between sites counts) by their moments: the largest mean shift in NUTS
+standard deviations and the ratio of the standard deviations, with R-hat, ESS and
+divergences. The gap itself, :math:`\\mathrm{KL}(q \\,\\|\\, p(z|x)) = \\log p(x) -
+\\mathrm{ELBO}`, is the PSIS estimate beside each row (:func:`ppl_vae.analysis.posterior.psis`,
+with its :math:`\\hat k`). The 2-Wasserstein distance and KL between Gaussian fits of the
+two sets of draws are not reported: at the default sizes (1000 guide draws, 2 x 500 NUTS
+draws) their sampling bias is as large as the gap they measure (8 dimensions, a true KL of
+0.027 nats: the fitted KL averages 0.067, the fitted W2 0.30 for a true 0.20).
 
 Example::
 
     >>> import numpy as np
-    >>> round(gaussian_w2(np.zeros(2), np.eye(2), np.ones(2), np.eye(2)), 4)
-    1.4142
+    >>> mean, cov = moments(np.array([[0.0, 1.0], [2.0, 3.0]]))
+    >>> mean.tolist(), cov.tolist()
+    ([1.0, 2.0], [[2.0, 2.0], [2.0, 2.0]])
 """
 
 from __future__ import annotations
@@ -45,7 +44,6 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 from pyro.infer.mcmc.api import _UnarySampler
-from torch.distributions import MultivariateNormal, kl_divergence
 
 from ppl_vae.errors import UserError
 from ppl_vae.measure.metrics import eval_mode, seeded
@@ -167,25 +165,6 @@ def flat_draws(posterior, sites: Sequence[str]) -> np.ndarray:
     return np.concatenate(parts, -1).astype(np.float64)
 
 
-def gaussian_w2(m1: np.ndarray, s1: np.ndarray, m2: np.ndarray, s2: np.ndarray) -> float:
-    """2-Wasserstein distance between :math:`\\mathcal{N}(m_1, S_1)` and
-    :math:`\\mathcal{N}(m_2, S_2)`."""
-    from scipy.linalg import sqrtm
-
-    r2 = sqrtm(s2)
-    cross = np.real(sqrtm(r2 @ s1 @ r2))
-    w2 = float(np.sum((m1 - m2) ** 2) + np.trace(s1 + s2 - 2 * cross))
-    return math.sqrt(max(w2, 0.0))
-
-
-def gaussian_kl(m1: np.ndarray, s1: np.ndarray, m2: np.ndarray, s2: np.ndarray) -> float:
-    """:math:`\\mathrm{KL}(\\mathcal{N}(m_1, S_1) \\,\\|\\, \\mathcal{N}(m_2, S_2))`, by
-    ``torch.distributions.kl_divergence``."""
-    p = MultivariateNormal(torch.as_tensor(m1), covariance_matrix=torch.as_tensor(s1))
-    q = MultivariateNormal(torch.as_tensor(m2), covariance_matrix=torch.as_tensor(s2))
-    return float(kl_divergence(p, q))
-
-
 def moments(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance ``(D,)``, ``(D, D)`` of draws ``(N, D)``."""
     return draws.mean(0), np.atleast_2d(np.cov(draws, rowvar=False))
@@ -199,11 +178,10 @@ def _num(v: Any) -> float | None:
 def compare(guide_draws: np.ndarray, nuts: az.InferenceData, sites: Sequence[str]) -> dict:
     """The guide against NUTS for one point, over all latent sites concatenated:
     ``guide_draws`` ``(N, D)`` are draws of :math:`q(z|x)`, ``nuts`` is
-    :func:`nuts_point`'s result. Moments, R-hat, ESS, divergences, W2 and KL."""
+    :func:`nuts_point`'s result. Moments, R-hat, ESS and divergences."""
     m_n, s_n = moments(flat_draws(nuts.posterior, sites))
     m_q, s_q = moments(np.asarray(guide_draws, dtype=np.float64))
     sd_n, sd_q = np.sqrt(np.diag(s_n)), np.sqrt(np.diag(s_q))
-    ridge = 1e-9 * np.eye(len(m_n))
     diag = az.summary(nuts, var_names=list(sites), kind="diagnostics")
     chains = nuts.posterior.sizes["chain"]
     return {
@@ -213,8 +191,6 @@ def compare(guide_draws: np.ndarray, nuts: az.InferenceData, sites: Sequence[str
         "guide_sd": sd_q.tolist(),
         "mean_shift_in_nuts_sd": float(np.max(np.abs(m_q - m_n) / sd_n)),
         "sd_ratio_guide_over_nuts": (sd_q / sd_n).tolist(),
-        "w2": gaussian_w2(m_q, s_q, m_n, s_n),
-        "kl_guide_to_nuts_fit": gaussian_kl(m_q, s_q + ridge, m_n, s_n + ridge),
         "rhat_max": _num(diag["r_hat"].max()) if chains > 1 else None,
         "ess_bulk_min": _num(diag["ess_bulk"].min()),
         "ess_tail_min": _num(diag["ess_tail"].min()),

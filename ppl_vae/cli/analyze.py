@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"amortisation gap: n/a ({gap['note']})")
     if r["nuts"]:
         print(
-            f"{'point':>6} {'R-hat':>6} {'ESS':>6} {'div':>4} {'shift/sd':>8} {'W2':>6} {'KL':>6}"
+            f"{'point':>6} {'R-hat':>6} {'ESS':>6} {'div':>4} {'shift/sd':>8} {'k-hat':>6} "
+            f"{'gap':>6}"
         )
         for row in r["nuts"]:
             if "skipped" in row:
@@ -118,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
             rhat = "n/a" if row["rhat_max"] is None else f"{row['rhat_max']:.3f}"
             print(
                 f"{row['point']:>6} {rhat:>6} {row['ess_bulk_min']:>6.0f} {row['divergences']:>4} "
-                f"{row['mean_shift_in_nuts_sd']:>8.2f} {row['w2']:>6.3f} "
-                f"{row['kl_guide_to_nuts_fit']:>6.3f}"
+                f"{row['mean_shift_in_nuts_sd']:>8.2f} {row['khat']:>6.2f} "
+                f"{row['gap_kl_q_to_posterior']:>6.3f}"
             )
     print(f"wrote {out}")
     if (page := report.refresh(run_dir)) is not None:

@@ -183,6 +183,18 @@ def check_data(model: Program, guide: Program, data: Dataset) -> None:
             return
 
 
+def init_from_data(model: Program, guide: Program, data: Dataset) -> None:
+    """A module that defines ``init_from_data(x)`` sees the training rows once before the
+    first step (the suite's ppca takes its centre and scale from them); a resumed run's
+    checkpoint then replaces whatever it set."""
+    for fn in (model, guide):
+        init = getattr(owner_of(fn), "init_from_data", None)
+        if callable(init):
+            with torch.no_grad():
+                init(data.x_train)
+            return
+
+
 def make_objective(pair: Programs, config: TrainConfig, dataset_size: int = 1) -> Objective:
     """The configured loss module: the objective named in ``config`` (its ELBO built by
     the ``from_config`` that :data:`~ppl_vae.infer.config.OBJECTIVES` names), traced
@@ -254,6 +266,7 @@ def fit(
     validation = None
     if config.early_stopping:  # a fixed slice of the training rows, never the test set
         data, validation = validation_split(data)
+    init_from_data(model, guide, data)
     if pair is None:
         pair = Programs(model, guide, example_batch(data, model, guide))
     pair.to(device)

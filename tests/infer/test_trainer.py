@@ -157,3 +157,34 @@ def test_a_short_run_gives_the_pinned_numbers(objective):
     for (step, elbo, loss), (s, e, obj) in zip(PINNED[objective], got, strict=True):
         assert s == step
         assert e == pytest.approx(elbo, rel=1e-5) and obj == pytest.approx(loss, rel=1e-5)
+
+
+def test_init_from_data_sees_the_training_rows_once_and_a_resume_is_exact(tmp_path):
+    """A module's ``init_from_data(x)`` gets the rows it trains on (the validation slice held
+    out), before the first step; ppca's (centre and scale) leaves a resumed run exact."""
+    from ppl_vae import data
+    from ppl_vae.data.dataset import validation_split
+    from ppl_vae.infer.trainer import fit
+    from ppl_vae.models.ppca import PPCA
+
+    ds = data.load("synthetic")
+    seen = []
+    m = PPCA(ds.x_dim, latent_dim=2)
+    m.init_from_data = lambda x: seen.append(x.clone())
+    cfg = TrainConfig(epochs=1, batch_size=500, early_stopping=True, progress=False, device="cpu")
+    fit(m.model, m.guide, ds, cfg)
+    (x,) = seen
+    assert torch.equal(x, validation_split(ds)[0].x_train)
+
+    def ppca(epochs: int) -> RunConfig:
+        train = TrainConfig(epochs, batch_size=2000, lr=0.1, elbo="meanfield", progress=False)
+        return RunConfig(model="ppca", data="synthetic", train=train)
+
+    straight = train_run(ppca(3), out=tmp_path / "a")
+    train_run(ppca(2), out=tmp_path / "b")
+    resumed = train_run(ppca(3), out=tmp_path / "b", resume=True)
+    assert resumed.metrics["history"] == straight.metrics["history"]
+    for k, v in weights(straight.pair).items():
+        assert torch.equal(v, weights(resumed.pair)[k]), k
+    (m,) = resumed.pair.owners
+    assert bool(m.data_seen) and torch.equal(m.center, ds.x_train.mean(0))

@@ -3,7 +3,6 @@ per-point parameters for every site of a two-site program."""
 
 from __future__ import annotations
 
-import math
 
 import pyro
 import pyro.distributions as dist
@@ -23,10 +22,7 @@ from ppl_vae.programs import Programs, from_object
 def exact_ppca(x_dim: int = 5, latent_dim: int = 2, sigma: float = 0.5) -> PPCA:
     """pPCA whose guide is its exact posterior (orthogonal W makes it diagonal)."""
     m = PPCA(x_dim, latent_dim, init_scale=sigma).eval()
-    with torch.no_grad():
-        wtw = float((m.W.T @ m.W)[0, 0])
-        m.enc.weight.copy_(m.W.T / (wtw + sigma**2))
-        m.log_s.fill_(0.5 * math.log(sigma**2 / (wtw + sigma**2)))
+    m.set_exact_guide()
     return m
 
 

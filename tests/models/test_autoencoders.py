@@ -83,9 +83,8 @@ def test_pca_matches_sklearn_error_and_subspace(digits):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_ppca_elbo_reaches_the_closed_form_maximum_likelihood(synthetic, seed):
     x = synthetic.x_train
-    init_w = float(x.std(0).mean())  # W's entries start at the data's per-feature scale
     pyro.set_rng_seed(seed)
-    m = PPCA(x_dim=synthetic.x_dim, latent_dim=2, init_w=init_w)
+    m = PPCA(x_dim=synthetic.x_dim, latent_dim=2)  # fit starts it at the data's scale
     # Cosine-annealed steps settle the Monte Carlo noise of the gradient (the likelihood is
     # flat in W's scale near the optimum). Seeds 0-5 land 0.2-0.4% from the maximum.
     cfg = TrainConfig(
@@ -211,20 +210,65 @@ def test_pca_with_its_defaults_matches_sklearn(digits):
     assert job.metrics["test_recon_mse"] == pytest.approx(sk_mse, rel=0.01)
 
 
-def test_ppca_with_its_defaults_reaches_the_maximum_likelihood():
-    """`ppl-vae train ppca --latent-dim 3 --data synthetic`: the trained model's exact test
-    log-likelihood within 0.05 nats of the closed-form maximum-likelihood solution's."""
+def ppca_rows(seed: int, n: int, width: int, rank: int, noise: float) -> np.ndarray:
+    """Draws of a pPCA of its own (not ``data.load("synthetic")``): columns of decreasing
+    length, a mean away from 0, isotropic noise."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(width, rank)) * np.linspace(2.5, 1.0, rank)
+    z, eps = rng.normal(size=(n, rank)), rng.normal(size=(n, width))
+    return (z @ w.T + rng.normal(size=width) + noise * eps).astype(np.float32)
+
+
+def digit_rows(seed: int) -> np.ndarray:
+    """The 1797 digits in an order of their own: its own train/test split, not the suite's."""
+    from sklearn.datasets import load_digits
+
+    x = load_digits().data.astype(np.float32) / 16
+    return x[np.random.default_rng(seed).permutation(len(x))]
+
+
+#: (data, latent dimension or None for the default, training seed). Sizes, seeds and splits
+#: the defaults were not tuned on; gaps measured: -0.001 to 0.014 nats.
+PPCA_CASES = {
+    "suite-synthetic": ("synthetic", 3, 1),
+    "ppca-700x14-rank3": (lambda: ppca_rows(31, 900, 14, 3, 0.5), 3, 5),
+    "ppca-1200x18-rank4": (lambda: ppca_rows(32, 1500, 18, 4, 0.7), 4, 6),
+    "digits-own-split": (lambda: digit_rows(33), None, 7),
+    "digits-own-split-5d": (lambda: digit_rows(34), 5, 8),
+}
+
+
+@pytest.mark.parametrize("case", list(PPCA_CASES))
+def test_ppca_with_its_defaults_reaches_the_maximum_likelihood(tmp_path, case):
+    """`ppl-vae train ppca [--latent-dim d] --data DATA --seed S`, no training flag: the
+    trained model's exact log-likelihood within 0.05 nats of the closed-form maximum
+    likelihood's (Tipping & Bishop, fitted to the same training rows), on the held-out rows
+    and on the training rows."""
     from ppl_vae.models.ppca import maximum_likelihood
 
     from ppl_vae import data
 
-    job = defaults_run("ppca", "synthetic", seed=1, latent_dim=3)
-    ds = data.load("synthetic", seed=1)  # the split the run trained on
-    mu, w, s2 = maximum_likelihood(ds.x_train, 3)
-    c = w @ w.T + s2 * torch.eye(ds.x_dim, dtype=torch.float64)
-    best = float(torch.distributions.MultivariateNormal(mu, c).log_prob(ds.x_test.double()).mean())
+    source, latent, seed = PPCA_CASES[case]
+    if callable(source):
+        x = source()
+        n_test = len(x) // 5
+        np.savez(tmp_path / "mine.npz", x_train=x[n_test:], x_test=x[:n_test])
+        source = str(tmp_path / "mine.npz")
+    args = {} if latent is None else {"latent_dim": latent}
+    job = defaults_run("ppca", source, seed=seed, **args)
+    ds = data.load(source, seed=seed)  # the split the run trained on
     m = job.pair.owners[0]
+    latent = m.latent_dim
+    mu, w, s2 = maximum_likelihood(ds.x_train, latent)
+    best = torch.distributions.MultivariateNormal(mu, w @ w.T + s2 * torch.eye(ds.x_dim).double())
     with torch.no_grad():
-        trained = float(m.marginal().log_prob(ds.x_test).mean())
-    assert trained == pytest.approx(best, abs=0.05)
+        mm = m.marginal()
+        trained = torch.distributions.MultivariateNormal(
+            mm.loc.double(), mm.covariance_matrix.double()
+        )
+        gaps = [
+            float((best.log_prob(x) - trained.log_prob(x)).mean())
+            for x in (ds.x_test.double(), ds.x_train.double())
+        ]
+    assert abs(gaps[0]) < 0.05 and -1e-6 < gaps[1] < 0.05, gaps
     assert job.config.train.elbo == "meanfield"  # the model's recommendation applied
