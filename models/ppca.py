@@ -7,22 +7,17 @@ Generative story, for each example :math:`n`:
     z_n \\sim \\mathcal{N}(0, I_d), \\qquad
     x_n \\mid z_n \\sim \\mathcal{N}(W z_n + \\mu, \\sigma^2 I_D),
 
-so the marginal is :math:`x_n \\sim \\mathcal{N}(\\mu, C)` with :math:`C = W W^\\top +
-\\sigma^2 I` and the exact posterior is Gaussian,
-:math:`z \\mid x \\sim \\mathcal{N}(M^{-1} W^\\top (x - \\mu),\\, \\sigma^2 M^{-1})`,
-:math:`M = W^\\top W + \\sigma^2 I`.
+so :math:`x_n \\sim \\mathcal{N}(\\mu, W W^\\top + \\sigma^2 I)` and the exact posterior
+is :math:`\\mathcal{N}(M^{-1} W^\\top (x - \\mu), \\sigma^2 M^{-1})`, :math:`M = W^\\top W +
+\\sigma^2 I`.
 
-Guide: :math:`q(z|x) = \\mathcal{N}(B\\, W^{+} (x - \\mu), \\operatorname{diag} s^2)`: the
-least-squares code :math:`W^{+} (x - \\mu)`, :math:`W^{+} = (W^\\top W)^{-1} W^\\top`, mapped
-by a learned :math:`d \\times d` matrix :math:`B`. At the maximum-likelihood solution
-:math:`W^\\top W` is diagonal, so :math:`B = M^{-1} W^\\top W` makes the guide the exact
-posterior and the ELBO can reach :math:`\\log p(x)`: the suite's correctness oracle. The
-code goes through the decoder's own :math:`W^{+}`, so the guide follows :math:`W`'s scale
-(a free encoder must shrink as :math:`W` grows: a valley SVI crosses at rate
-:math:`\\sigma^2 / \\lambda`). Parameters live in the data's units, :math:`W = s W_u`,
-:math:`\\mu = c + s \\mu_u`, :math:`\\sigma = s \\sigma_u`, with :math:`c, s` the training
-rows' mean and root mean variance, set on the first fit (:meth:`PPCA.init_from_data`):
-Adam's steps are the same for data of any scale.
+Guide: :math:`q(z|x) = \\mathcal{N}(B\\, W^{+} (x - \\mu), \\operatorname{diag} s^2)`. At the
+optimum :math:`W^\\top W` is diagonal, so :math:`B = M^{-1} W^\\top W` makes it the exact
+posterior and the ELBO reaches :math:`\\log p(x)`: the suite's oracle. Through the decoder's
+own pseudo-inverse the guide follows :math:`W`'s scale (a free encoder must shrink as :math:`W`
+grows, a valley SVI crosses slowly). :math:`W = s W_u`, :math:`\\mu = c + s \\mu_u`,
+:math:`\\sigma = s \\sigma_u` with :math:`c, s` the data's mean and scale
+(:meth:`PPCA.init_from_data`), so Adam's steps suit data of any scale.
 
 Example::
 
@@ -46,8 +41,7 @@ RIDGE = 1e-4  # keeps W^T W invertible (in the data's units); B absorbs it
 class PPCA(Autoencoder):
     """Linear Gaussian decoder with learned noise :math:`\\sigma`, linear Gaussian guide."""
 
-    #: Full-batch Adam, analytic KL, cosine-annealed steps: within 0.05 nats of the closed-form
-    #: maximum likelihood on data and splits no default was tuned on (tests/models).
+    #: Within 0.05 nats of the closed-form maximum likelihood on untuned data (tests/models).
     train_defaults = dict(
         elbo="meanfield", lr=0.1, batch_size=65536, lr_schedule="cosine", epochs=300
     )
@@ -60,8 +54,7 @@ class PPCA(Autoencoder):
         self.register_buffer("center", torch.zeros(x_dim))
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("data_seen", torch.zeros((), dtype=torch.bool))
-        # Until data is seen: orthogonal columns with entries of size ~1, sigma = init_scale,
-        # a random (untrained) guide.
+        # Until data is seen: orthogonal columns, entries ~1, sigma = init_scale, random guide.
         w = nn.init.orthogonal_(torch.empty(x_dim, latent_dim)) * x_dim**0.5
         self.W_unit, self.mu_unit = nn.Parameter(w), nn.Parameter(torch.zeros(x_dim))
         self.sigma_unit = PyroParam(torch.tensor(float(init_scale)), constraints.positive)
@@ -80,9 +73,8 @@ class PPCA(Autoencoder):
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor) -> None:
-        """Before the first fit's first step (:func:`~ppl_vae.infer.trainer.fit`): the data's
-        centre and scale, unit columns in W's random directions, sigma = the scale, and the
-        guide the exact posterior of that start (not of the data: W is still random)."""
+        """Before the first step (:func:`~ppl_vae.infer.trainer.fit`): c, s from ``x``, unit
+        random columns, sigma = s, the guide exact for that start."""
         if not self.data_seen:
             self.center.copy_(x.mean(0))
             self.scale.fill_(float(x.var(0).mean().sqrt()) or 1.0)
@@ -101,14 +93,12 @@ class PPCA(Autoencoder):
 
     @torch.no_grad()
     def set_exact_guide(self) -> None:
-        """The guide at the exact posterior of the current parameters (its mean map and
-        marginal standard deviations where :math:`W^\\top W` is not diagonal)."""
+        """The guide at the exact posterior's mean map and marginal sds for this decoder."""
         w, eye, s2 = self.W_unit, torch.eye(self.latent_dim).to(self.W_unit), self.sigma_unit**2
         m_inv = torch.linalg.inv(w.T @ w + s2 * eye)
         self.B.copy_(m_inv @ (w.T @ w + RIDGE * eye))
         self.log_s.copy_(0.5 * torch.log(s2 * m_inv.diagonal()))
 
-    # -- closed forms ---------------------------------------------------------------
     def marginal(self) -> dist.MultivariateNormal:
         """The marginal :math:`p(x) = \\mathcal{N}(\\mu, W W^\\top + \\sigma^2 I)`."""
         cov = self.W @ self.W.T + self.sigma**2 * torch.eye(self.x_dim, device=self.W.device)
@@ -119,30 +109,26 @@ class PPCA(Autoencoder):
         w, s2 = self.W, self.sigma**2
         m_inv = torch.linalg.inv(w.T @ w + s2 * torch.eye(self.latent_dim).to(w))
         loc = (x - self.mu) @ w @ m_inv.T
-        return dist.MultivariateNormal(
-            loc, covariance_matrix=(s2 * m_inv).expand(*loc.shape[:-1], -1, -1)
-        )
+        cov = (s2 * m_inv).expand(*loc.shape[:-1], -1, -1)
+        return dist.MultivariateNormal(loc, covariance_matrix=cov)
 
 
 def maximum_likelihood(
     x: torch.Tensor, latent_dim: int
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Closed-form maximum-likelihood PPCA (Tipping & Bishop 1999, eqs. 7-8):
-    :math:`\\mu` = the sample mean, :math:`\\sigma^2` = the mean of the discarded
-    eigenvalues of the sample covariance, :math:`W = U_d (\\Lambda_d - \\sigma^2 I)^{1/2}`."""
+    """Tipping & Bishop's eqs. 7-8: :math:`\\mu` the mean, :math:`\\sigma^2` the mean discarded
+    eigenvalue of the covariance, :math:`W = U_d (\\Lambda_d - \\sigma^2 I)^{1/2}`."""
     x = x.double()
     mu = x.mean(0)
     cov = (x - mu).T @ (x - mu) / x.shape[0]
-    evals, evecs = torch.linalg.eigh(cov)
-    evals, evecs = evals.flip(0), evecs.flip(1)
+    evals, evecs = (t.flip(-1) for t in torch.linalg.eigh(cov))
     sigma2 = float(evals[latent_dim:].mean())
     w = evecs[:, :latent_dim] * (evals[:latent_dim] - sigma2).clamp_min(0).sqrt()
     return mu, w, sigma2
 
 
 def max_log_likelihood(x: torch.Tensor, latent_dim: int) -> float:
-    """Mean per-example :math:`\\log p(x)` of ``x``, in nats, at the maximum-likelihood
-    parameters of ``x`` itself: :math:`-\\tfrac12 [D \\log 2\\pi + \\log|C| + D]` there."""
+    """Mean :math:`\\log p(x)` of ``x`` (nats) at the maximum-likelihood parameters of ``x``."""
     mu, w, sigma2 = maximum_likelihood(x, latent_dim)
     c = w @ w.T + sigma2 * torch.eye(x.shape[1], dtype=torch.float64)
     return float(dist.MultivariateNormal(mu, c).log_prob(x.double()).mean())
