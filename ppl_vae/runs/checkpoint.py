@@ -99,7 +99,8 @@ def save(directory: str | Path | RunDir, record: dict[str, Any]) -> Path:
             save_file(tensors, str(tmp))
         path = run.resolve(weights)
         body = {"weights": weights, "sha256": rundir.sha256_file(path), "record": skeleton}
-        record_path = run.write_text(RECORD, json.dumps(body, indent=1) + "\n")
+        # Compact: the C encoder (indent= falls back to pure Python, 60% of a save at 300 epochs).
+        record_path = run.write_text(RECORD, json.dumps(body, separators=(",", ":")) + "\n")
         if previous and previous in run.manifest():
             run.remove(previous)
         return record_path
