@@ -54,6 +54,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.poutine.messenger import unwrap
 from pyro.poutine.util import prune_subsample_sites
 from torch import nn
 
@@ -63,11 +64,26 @@ Program = Callable[..., Any]
 
 
 def owner_of(fn: Program) -> nn.Module | None:
-    """The ``nn.Module`` a program belongs to: itself, or a bound method's ``self``."""
+    """The ``nn.Module`` a program belongs to: itself, a bound method's ``self`` (under any
+    Pyro handler: ``config_enumerate(vae.guide)``), or the one module a function closes
+    over (a factory's ``def model(xs, ys=None): vae.model(xs, ys); vae.model_classify(xs,
+    ys)``); None for a plain function or one closing over several modules."""
+    fn = unwrap(fn)
     if isinstance(fn, nn.Module):
         return fn
     self = getattr(fn, "__self__", None)
-    return self if isinstance(self, nn.Module) else None
+    if isinstance(self, nn.Module):
+        return self
+    found: dict[int, nn.Module] = {}
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # a cell not yet filled
+            continue
+        value = getattr(unwrap(value), "__self__", value) if callable(value) else value
+        if isinstance(value, nn.Module):
+            found[id(value)] = value
+    return next(iter(found.values())) if len(found) == 1 else None
 
 
 def takes_labels(fn: Program) -> bool:

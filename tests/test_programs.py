@@ -242,6 +242,30 @@ def test_fit_takes_an_explicit_config_as_is_and_recommended_config_combines():
 # -- beta: the latent-scale messenger and the oracle ------------------------------------------
 
 
+def test_the_module_is_found_behind_handlers_and_in_a_factorys_closure():
+    """Pyro's ss_vae_M2.py wraps the guide in config_enumerate, and a factory may return a
+    closure that calls two of a module's programs (main()'s model + model_classify): the
+    module (its train_defaults, classifier, parameters) is found in each case."""
+    from pyro.infer import config_enumerate
+
+    from ppl_vae.programs import owner_of
+
+    m, other = Recommends(), Recommends()
+
+    def model(x):  # a factory's closure over one module
+        m.model(x)
+
+    def two(x):  # over two modules: no single owner
+        m.model(x), other.model(x)
+
+    assert owner_of(config_enumerate(m.guide, "parallel", expand=True)) is m
+    assert owner_of(model) is m and owner_of(poutine.scale(model, 2.0)) is m
+    assert owner_of(two) is None and owner_of(fn_model) is None
+    assert recommended(model, config_enumerate(m.guide)) == Recommends.train_defaults
+    pair = Programs(model, m.guide, toy_data().x_train[:2])
+    assert list(pair.owners) == [m] and pair.name == "Recommends"
+
+
 def hierarchical_model(x):
     w = pyro.param("w", torch.zeros(Z, D))
     with pyro.plate("data", x.shape[0]):

@@ -40,7 +40,7 @@ PROGRAMS = {
     "ss_vae_m2": (
         "ss_vae_m2.py",
         "mnist_small.npz",
-        "--labels 20 --binarize threshold --latent-dim 2 --hidden 32",
+        "--labels 20 --binarize threshold --latent-dim 2 --hidden 32 --set aux_loss_multiplier=46",
         False,
     ),
     "cvae": ("cvae.py", "cvae.npz", "--latent-dim 2 --hidden 32", True),
@@ -97,6 +97,10 @@ def test_every_command_on_pyros_program(name, fresh, capsys):
     assert ("test_accuracy" in metrics) == (name in CLASSIFIES)
     if name in CLASSIFIES:
         assert 0 <= metrics["test_accuracy"] <= 1 and metrics["train_labels_used"] == 20
+        # MODEL() returns a closure over the SSVAE (main()'s two losses): its module's
+        # train_defaults (TraceEnum_ELBO) still apply, and nothing warns about enumeration
+        config = json.loads(Path(out, "config.json").read_text())
+        assert config["train"]["elbo"] == "enum" and "enumerat" not in text, text
     rc, text = run(f"evaluate {out} --iwae-samples 4", capsys)
     assert rc == 0, text
     assert Path(out, "evaluation.json").is_file()

@@ -124,10 +124,14 @@ def make_elbo(kind: str = "trace", num_particles: int = 1, max_plate_nesting: in
     """A Pyro ELBO by name (see the module docstring); particles are vectorised."""
     if kind not in ELBOS:
         raise UserError(f"unknown ELBO {kind!r}; choose one of {', '.join(ELBOS)}")
+    options = {}
+    if kind == "enum":  # a labelled batch (y observed) has nothing to enumerate
+        options["strict_enumeration_warning"] = False
     return ELBOS[kind](
         num_particles=num_particles,
         vectorize_particles=num_particles > 1,
         max_plate_nesting=max_plate_nesting,
+        **options,
     )
 
 

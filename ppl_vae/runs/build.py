@@ -91,13 +91,18 @@ def build_programs(cfg: RunConfig, ds: data.Dataset, spec: registry.Spec) -> Pro
     return pair
 
 
-def apply_recommended(cfg: RunConfig, spec: registry.Spec) -> None:
+def apply_recommended(cfg: RunConfig, spec: registry.Spec, pair: Programs | None = None) -> None:
     """Let the model's recommended training settings (``train_defaults`` on the class or
-    factory that builds it) replace those the user left at their defaults
-    (``cfg.train_explicit`` lists what the user set)."""
+    factory that builds it, and with ``pair`` on the module its programs belong to: a
+    ``MODEL()`` function returning an SSVAE's programs) replace those the user left at
+    their defaults (``cfg.train_explicit`` lists what the user set)."""
     if cfg.train_explicit is None:
         return
-    recommended = getattr(spec.factory, "train_defaults", None) or {}
+    recommended = dict(getattr(spec.factory, "train_defaults", None) or {})
+    if pair is not None:
+        from ppl_vae.infer.trainer import recommended as of_programs
+
+        recommended.update(of_programs(pair))
     merged = cfg.train.__dict__ | {
         k: v for k, v in recommended.items() if k not in cfg.train_explicit
     }

@@ -143,7 +143,10 @@ def prepare(
     cfg.train.validate()  # the one check of the training options (fit sees it was done)
     resolve_device(cfg.train.device)  # --device cuda without a GPU: before any write
     ds = load_data(cfg) if ds is None else ds
-    return cfg, ds, build_programs(cfg, ds, spec), run
+    pair = build_programs(cfg, ds, spec)
+    apply_recommended(cfg, spec, pair)  # a factory's module recommends too (Pyro's SSVAE)
+    cfg.train.validate()
+    return cfg, ds, pair, run
 
 
 def train_built(
