@@ -70,6 +70,7 @@ COLUMNS = (
     "test_elbo_stderr",
     "test_log_likelihood",
     "test_log_likelihood_stderr",
+    "log_likelihood_of",
     "code_sparsity",
     "latent_dim",
     "parameters",
@@ -225,14 +226,16 @@ def summarise(name: str, job: Run, iwae_samples: int | None = None) -> dict[str,
     pair, m = job.pair, job.metrics
     pair.eval()
     codes = codes_of_test_set(pair, job.dataset)
-    log_p = log_p_se = None
+    log_p = log_p_se = of = None
     if iwae_samples and pair.has_prior and not pair.point_mass:
         from ppl_vae.measure.importance import iw_log_likelihood
+        from ppl_vae.runs.evaluate import likelihood_of
 
         ds, seed = job.dataset, job.config.train.seed
         ll = iw_log_likelihood(pair, ds.x_test, ds.y_test, iwae_samples, seed=seed)
         log_p = float(ll.mean())
         log_p_se = float(ll.std() / math.sqrt(len(ll))) if len(ll) > 1 else None
+        of = likelihood_of(pair, ds.x_test, ds.y_test)["log_likelihood_of"]  # m2-vae: "x, y"
     return {
         "model": name,
         "test_recon_mse": m["test_recon_mse"],
@@ -240,6 +243,7 @@ def summarise(name: str, job: Run, iwae_samples: int | None = None) -> dict[str,
         "test_elbo_stderr": m.get("test_elbo_stderr") if pair.has_prior else None,
         "test_log_likelihood": log_p,
         "test_log_likelihood_stderr": log_p_se,
+        "log_likelihood_of": of,
         "code_sparsity": code_sparsity(codes),
         "latent_dim": pair.latent_dim,
         "parameters": m["parameters"],
@@ -274,8 +278,9 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-#: The Markdown table's columns: each ``<key>_stderr`` is shown inside its ``<key>``'s cell.
-SHOWN = tuple(k for k in COLUMNS if not k.endswith("_stderr"))
+#: The Markdown table's columns: each ``<key>_stderr`` is shown inside its ``<key>``'s cell,
+#: and ``log_likelihood_of`` inside the log-likelihood's where it is not of x alone.
+SHOWN = tuple(k for k in COLUMNS if not k.endswith("_stderr") and k != "log_likelihood_of")
 
 
 def _cell(key: str, value: Any, stderr: Any = None) -> str:
@@ -308,7 +313,10 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        cells = (_cell(k, row[k], row.get(f"{k}_stderr")) for k in SHOWN)
+        cells = [_cell(k, row[k], row.get(f"{k}_stderr")) for k in SHOWN]
+        of = row.get("log_likelihood_of")
+        if of not in (None, "x") and row.get("test_log_likelihood") is not None:
+            cells[SHOWN.index("test_log_likelihood")] += f" (log p({of}))"
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -333,7 +341,8 @@ def write_markdown(result: Comparison, path: Path, figure: Path | None = None) -
         "- test recon MSE: squared error per test example, summed over pixels, of the "
         "decoder mean at the posterior mean code.",
         "- test log p(x), IW: the importance-weighted estimate (--iwae-samples K) for models "
-        "with a prior and a stochastic guide; blank otherwise.",
+        "with a prior and a stochastic guide; blank otherwise. A model that also scores the "
+        "labels it is given (m2-vae) is marked log p(x, y): not comparable with log p(x).",
         "- test ELBO: mean per-example ELBO in nats for models with a latent prior; blank for "
         "models whose prior term is masked. For `sparse-ae` (a point-mass guide) it is the "
         "MAP objective log p(x|h) + log p(h), not a bound on log p(x). ELBOs compare only "

@@ -105,14 +105,16 @@ def test_python_api_without_an_output_folder():
 def test_objectives_and_iw_log_likelihood_in_one_table(tmp_path):
     """`--models vae,vae@iwae --iwae-samples K`: the same model on two objectives, each
     scored by the importance-weighted test log p(x), at or above its test ELBO; an
-    IWAE-trained model's IW estimate is at or above its own training bound's test value."""
+    IWAE-trained model's IW estimate is at or above its own training bound's test value.
+    m2-vae scores the test labels it is given: its column says log p(x, y)."""
     from ppl_vae.cli import main
 
     out = tmp_path / "cmp"
-    argv = ["compare", "--models", "vae,vae@iwae,ae", "--epochs", "2", "--hidden", "32"]
+    argv = ["compare", "--models", "vae,vae@iwae,ae,m2-vae", "--epochs", "2", "--hidden", "32"]
     assert main([*argv, "--iwae-samples", "200", "--no-progress", "--out", str(out)]) == 0
     rows = {r["model"]: r for r in csv.DictReader((out / "comparison.csv").open())}
-    assert set(rows) == {"vae", "vae@iwae", "ae"}
+    assert set(rows) == {"vae", "vae@iwae", "ae", "m2-vae"}
+    assert [rows[m]["log_likelihood_of"] for m in ("vae", "ae", "m2-vae")] == ["x", "", "x, y"]
     for name in ("vae", "vae@iwae"):
         assert float(rows[name]["test_log_likelihood"]) >= float(rows[name]["test_elbo"]) - 0.05
         assert 0 < float(rows[name]["test_log_likelihood_stderr"]) < 5
@@ -121,6 +123,9 @@ def test_objectives_and_iw_log_likelihood_in_one_table(tmp_path):
     vae = rows["vae"]
     ll = plus_minus(float(vae["test_log_likelihood"]), float(vae["test_log_likelihood_stderr"]))
     assert f" | {ll} | " in md
+    m2 = rows["m2-vae"]
+    m2_ll = plus_minus(float(m2["test_log_likelihood"]), float(m2["test_log_likelihood_stderr"]))
+    assert f" | {m2_ll} (log p(x, y)) | " in md
     cfg = json.loads((out / "vae@iwae" / "config.json").read_text())
     assert cfg["train"]["objective"] == "iwae" and cfg["train"]["num_particles"] == 10
     # the training bound (IWAE with K = 10) on the test set lies below the K = 200 estimate
