@@ -41,15 +41,18 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ppl_vae import validate
     from ppl_vae.figures import report
-    from ppl_vae.runs import disentangle
+    from ppl_vae.runs import checkpoint, disentangle
     from ppl_vae.runs.build import load_run
     from ppl_vae.runs.rundir import RunDir
 
     validate.seed(args.seed)
     validate.device(args.device)
-    pair, ds, _ = load_run(args.run_dir, args.device, args.trust)
+    (pair, ds, _), step = checkpoint.read_at_step(
+        args.run_dir, lambda: load_run(args.run_dir, args.device, args.trust)
+    )
     sizes = {"dci": {"classifier": args.dci_classifier}} if args.dci_classifier else None
     record = disentangle.scores(pair, ds, seed=args.seed, sizes=sizes, fast=args.fast)
+    record["step"] = step  # the checkpoint scored (the report flags a run trained since)
     figure = disentangle.traversals(pair, ds, record)
     run_dir = RunDir(args.run_dir)
     with run_dir.lock():

@@ -93,6 +93,8 @@ HEADLINE = (
 FROM_CHECKPOINT = {
     "evaluation.json": ("evaluated", "ppl-vae evaluate"),
     "analysis/report.json": ("analysed", "ppl-vae analyze"),
+    "calibration.json": ("calibrated", "ppl-vae calibrate"),
+    "disentanglement.json": ("scored", "ppl-vae disentangle"),
 }
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from ppl_vae import validate
 from ppl_vae.figures.calibration import rank_histogram_figure, save_figure
 from ppl_vae.measure.calibration import calibrate
+from ppl_vae.runs import checkpoint
 from ppl_vae.runs.build import load_split
 from ppl_vae.runs.rundir import RunDir
 
@@ -51,12 +52,14 @@ def calibrate_run(
 
     check(simulations, draws, bins, seed)
     start = time.perf_counter()
-    pair, x, y = load_split(run_dir, "test", device, trust)
+    (pair, x, y), step = checkpoint.read_at_step(
+        run_dir, lambda: load_split(run_dir, "test", device, trust)
+    )
     like = x[: min(len(x), 1000)]
     labels = None if y is None or not pair.takes_labels else y[: len(like)]
     record = calibrate(pair, like, labels, n=simulations, draws=draws, bins=bins, seed=seed)
     record["summary"] = summary(record)
-    record.update(seed=seed, seconds=time.perf_counter() - start)
+    record.update(seed=seed, step=step, seconds=time.perf_counter() - start)
     figure = rank_histogram_figure(record)
     run = RunDir(run_dir)
     with run.lock():  # one writer: not while a training run writes here

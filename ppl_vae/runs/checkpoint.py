@@ -31,8 +31,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load as safetensors_load
@@ -43,6 +44,7 @@ from ppl_vae.runs import rundir
 from ppl_vae.runs.rundir import RunDir
 
 RECORD = "checkpoint.json"
+T = TypeVar("T")
 
 
 def flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "") -> Any:
@@ -139,6 +141,21 @@ def recorded_step(directory: str | Path | RunDir) -> int | None:
         return None
     ok = isinstance(step, int) and not isinstance(step, bool) and 0 <= step < COUNT_LIMIT
     return step if ok else None
+
+
+def read_at_step(directory: str | Path | RunDir, read: Callable[[], T]) -> tuple[T, int | None]:
+    """``read()`` (a function loading the run) and the step of the checkpoint it loaded,
+    which the results written from it record (``evaluation.json``, ``analysis/report.json``,
+    ``calibration.json``, ``disentanglement.json``); a checkpoint replaced while it was read
+    (a training run saving) is refused."""
+    step = recorded_step(directory)
+    out = read()
+    if recorded_step(directory) != step:
+        raise UserError(
+            f"the checkpoint in {as_run(directory).path} changed while it was read (a training "
+            "run is saving there); run this again once it has stopped"
+        )
+    return out, step
 
 
 #: The largest weights file a checkpoint may name (read whole, hashed, then parsed).

@@ -276,13 +276,9 @@ def load_split_at_step(
     """:func:`~ppl_vae.runs.build.load_split` and the step of the checkpoint it loaded
     (:func:`~ppl_vae.runs.checkpoint.recorded_step`), which the results written from it
     record; a checkpoint replaced while it was read (a training run saving) is refused."""
-    step = checkpoint.recorded_step(run_dir)
-    pair, x, y = load_split(run_dir, split, device, trust)
-    if checkpoint.recorded_step(run_dir) != step:
-        raise UserError(
-            f"the checkpoint in {run_dir} changed while it was read (a training run is "
-            "saving there); run this again once it has stopped"
-        )
+    (pair, x, y), step = checkpoint.read_at_step(
+        run_dir, lambda: load_split(run_dir, split, device, trust)
+    )
     return pair, x, y, step
 
 

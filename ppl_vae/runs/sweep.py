@@ -249,6 +249,7 @@ def disentanglement(job, path: Path, seed: int) -> dict[str, float]:
     from ppl_vae.runs import disentangle
 
     record = disentangle.scores(job.pair, job.dataset, seed=seed, fast=True)
+    record["step"] = job.fit.step  # the run's checkpoint: it just trained to here
     with RunDir(path).lock() as run:
         run.write_json("disentanglement.json", record)
     return {k: record[k] for k in METRIC_COLUMNS}

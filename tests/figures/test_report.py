@@ -188,8 +188,9 @@ def test_the_headline_names_what_the_likelihood_is_of(tmp_path, of, label):
 def test_results_say_which_step_they_describe_and_the_report_flags_them_after_resume(
     run_copy, capsys
 ):
-    """evaluation.json and analysis/report.json record the checkpoint's step; after
-    ``train --resume`` the report says they describe an older one, until run again."""
+    """evaluation.json, analysis/report.json and calibration.json record the checkpoint's
+    step; after ``train --resume`` the report says they describe an older one, until run
+    again."""
     from ppl_vae.runs import checkpoint
 
     run = run_copy
@@ -198,8 +199,9 @@ def test_results_say_which_step_they_describe_and_the_report_flags_them_after_re
     assert cli.main(["evaluate", "run", "--iwae-samples", "2", "--no-progress"]) == 0
     analyze = "analyze run --points 2 --draws 20 --nuts-points 0 --amortization-points 1"
     assert cli.main(analyze.split()) == 0
-    assert json.loads((run / "evaluation.json").read_text())["step"] == first
-    assert json.loads((run / "analysis" / "report.json").read_text())["step"] == first
+    assert cli.main("calibrate run --simulations 20 --draws 9 --bins 5".split()) == 0
+    for name in ("evaluation.json", "analysis/report.json", "calibration.json"):
+        assert json.loads((run / name).read_text())["step"] == first, name
     assert 'class="stale"' not in (run / REPORT).read_text()
     assert (
         cli.main(["train", "vae", "--out", "run", "--resume", "--epochs", "4", "--no-progress"])
@@ -208,7 +210,11 @@ def test_results_say_which_step_they_describe_and_the_report_flags_them_after_re
     now = checkpoint.recorded_step(run)
     assert now > first
     page = (run / REPORT).read_text()
-    for done, command in (("evaluated", "evaluate"), ("analysed", "analyze")):
+    for done, command in (
+        ("evaluated", "evaluate"),
+        ("analysed", "analyze"),
+        ("calibrated", "calibrate"),
+    ):
         note = (
             f"({done} at step {first}; the run has since trained to step {now} — "
             f"run `ppl-vae {command}` again)"

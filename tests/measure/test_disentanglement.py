@@ -227,6 +227,7 @@ def test_disentangle_cli_writes_the_record_the_figure_and_the_report(tmp_path, c
     for key in ("mig", "beta_vae", "factor_vae", "dci_disentanglement"):
         assert 0.0 <= record[key] <= 1.0 and key in printed
     assert record["reference_settings"] is False and "not comparable" in printed
+    assert record["step"] == json.loads((run / "metrics.json").read_text())["steps"]
     assert record["settings"]["dci"] == {"num_train": 1500, "num_test": 500, "classifier": "forest"}
     small = {m: {**dis.FAST[m], **QUICK[m]} for m in QUICK}
     monkeypatch.setattr(dis, "REFERENCE", small)

@@ -4,6 +4,7 @@ rate--distortion table and figures."""
 from __future__ import annotations
 
 import csv
+import json
 
 import matplotlib.image
 import pytest
@@ -107,5 +108,6 @@ def test_sweep_on_known_factors_reports_metrics_and_capacity_in_one_table(tmp_pa
     for r in rows:
         for key in ("mig", "beta_vae", "factor_vae", "dci_disentanglement"):
             assert 0.0 <= float(r[key]) <= 1.0, key
-    assert (out / "capacity-2" / "disentanglement.json").is_file()
+    scored = json.loads((out / "capacity-2" / "disentanglement.json").read_text())
+    assert scored["step"] == json.loads((out / "capacity-2" / "metrics.json").read_text())["steps"]
     assert "| C=2 |" in (out / "sweep.md").read_text()
