@@ -177,7 +177,7 @@ def inference_data(
     """Guide draws (``posterior``) and prior draws (``prior``, independent per point) of
     every latent site, dims ``(chain, draw, point, <site>_dim)``, plus the observed
     sites' values (``observed_data``, dims ``(point, <site>_dim)``). ``args`` are the
-    programs' arguments for the points (``pair.args(x, y)``)."""
+    programs' arguments for the points (``pair.eval_args(x, y)``)."""
     batch = args[0].shape[0]
     with eval_mode(pair), seeded(seed, args[0].device):
         q = draw_sites(pair, guide_trace_fn(pair, args), batch, draws, "guide")

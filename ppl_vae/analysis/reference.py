@@ -2,7 +2,7 @@
 
 For one data point at a time, NUTS samples :math:`p(z|x) \\propto p(x|z)\\,p(z)` over
 *every* latent site of the program pair: the pair's own ``model`` applied to that one
-example (``pair.model(*pair.args(x[j:j+1], y[j:j+1]))``), run inside the pair's
+example (``pair.model(*pair.eval_args(x[j:j+1], y[j:j+1]))``), run inside the pair's
 param-store scope. The parameters are held fixed: NUTS differentiates the potential
 energy with respect to the latent sites only and never steps a parameter; they are also
 taken out of autograd for the run (``requires_grad`` off, restored afterwards) so the

@@ -192,7 +192,7 @@ def ais_log_likelihood(
     check_estimable(pair)
     if steps < 1 or chains < 1 or leapfrog < 1:
         raise UserError("AIS needs steps, chains and leapfrog steps of at least 1")
-    args = pair.args(x, y)
+    args = pair.eval_args(x, y)
     with frozen(pair), seeded(seed, x.device), pyro.validation_enabled(False):
         ann = Annealed(pair, args, chains, start)
         log_w, _, acc = _sweep(ann, ann.u0, sigmoid_schedule(steps), step_size, leapfrog)
@@ -234,8 +234,8 @@ def bdmc(
     like, y = like[rows], (None if y is None else y[rows])
     betas = sigmoid_schedule(steps)
     with frozen(pair), seeded(seed, like.device), pyro.validation_enabled(False):
-        z, x = simulate(pair, pair.args(like, y))
-        ann = Annealed(pair, pair.args(x, y), chains, start)
+        z, x = simulate(pair, pair.eval_args(like, y))
+        ann = Annealed(pair, pair.eval_args(x, y), chains, start)
         log_w, used, acc = _sweep(ann, ann.u0, betas, step_size, leapfrog)
         exact = {k: v.expand(chains, *v.shape) for k, v in z.items()}
         back = _sweep(ann, ann.flatten(exact), betas.flip(0), step_size, leapfrog, used[::-1])

@@ -112,8 +112,8 @@ def calibrate(
     like, y = like[rows], (None if y is None else y[rows])
     with eval_mode(pair), seeded(seed, like.device), torch.no_grad():
         with pyro.validation_enabled(False):
-            z, x = simulate(pair, pair.args(like, y))
-            q = guide_draws(pair, pair.args(x, y), draws)
+            z, x = simulate(pair, pair.eval_args(like, y))
+            q = guide_draws(pair, pair.eval_args(x, y), draws)
         if any(z[s].shape[0] != n for s in pair.latent_sites):
             raise UserError(f"{pair.name} has a latent site outside the data plate")
         per_site = {s: ranks(z[s].reshape(n, -1), q[s]).cpu().numpy() for s in pair.latent_sites}

@@ -62,6 +62,39 @@ def test_two_latent_sites_are_annealed_jointly():
     assert abs(r.mean - exact) < 0.3, (r.mean, exact)
 
 
+class OptionalLabel(torch.nn.Module):
+    """The exact pPCA as a program with an optional label (``model(x, ys=None)``, as Pyro's
+    SSVAE): given a label it scores x + 5 instead, so a label passed shows in log p."""
+
+    def __init__(self):
+        super().__init__()
+        self.m = exact_ppca()
+
+    def model(self, x, ys=None):
+        self.m.model(x if ys is None else x + 5)
+
+    def guide(self, x, ys=None):
+        self.m.guide(x if ys is None else x + 5)
+
+
+def test_ais_scores_the_same_arguments_as_the_iw_estimate():
+    """For a program whose labels are optional, IW scores x alone (``eval_args``, as Pyro's
+    SSVAE is tested); AIS and BDMC must estimate the same log p(x), not that of (x, y)."""
+    prog = OptionalLabel().eval()
+    x = prog.m.marginal().sample([6]).detach()
+    y = torch.arange(6) % 2
+    pair = from_object(prog, (x[:2], y[:2]))
+    assert pair.labels_optional
+    exact = prog.m.marginal().log_prob(x).detach()
+    iw = iw_log_likelihood(pair, x, y, num_samples=4, seed=0)
+    r = ais_log_likelihood(pair, x, y, steps=10, chains=3, leapfrog=1)
+    assert torch.allclose(iw, exact, atol=1e-3) and torch.allclose(
+        r.log_likelihood, exact, atol=1e-3
+    )
+    out = bdmc(pair, x, y, steps=10, chains=3, leapfrog=1)
+    assert torch.isfinite(out["lower"].log_likelihood).all()
+
+
 def test_ais_is_at_least_iw_at_equal_compute_on_a_trained_vae(digits):
     pyro.set_rng_seed(0)
     m = VAE(digits.x_dim, latent_dim=8, hidden=(32,))
