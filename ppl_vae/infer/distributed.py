@@ -230,22 +230,31 @@ def wrap(objective: nn.Module, example: tuple) -> nn.Module:
     )
 
 
-def shard(batches: Iterable[torch.Tensor], objective: nn.Module | None = None):
-    """This rank's slice of each global batch of indices (all of it in one process).
+def shard(
+    batches: Iterable[torch.Tensor],
+    objective: nn.Module | None = None,
+    world: int | None = None,
+    me: int | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(i, part)``: this rank's slice of global batch ``i`` (all of it in one process).
 
     Every rank iterates the same global batches (the same seeded permutation), so they take
-    the same number of steps. A global batch with fewer examples than ranks is skipped.
+    the same number of steps. A global batch with fewer examples than ranks is skipped, and
+    ``i`` stays the global batch's own index, so what the epoch's plan says of batch ``i``
+    (labelled or not: :class:`~ppl_vae.data.labels.EpochPlan`) is said of this part.
+    ``world`` and ``me`` default to the process group's.
     """
-    if not active():
-        yield from batches
-        return
-    world, me = dist.get_world_size(), dist.get_rank()
-    for idx in batches:
+    world = world_size() if world is None else world
+    me = rank() if me is None else me
+    for i, idx in enumerate(batches):
+        if world == 1:
+            yield i, idx
+            continue
         if idx.shape[0] < world:
             continue
         if isinstance(objective, DistributedObjective):
             objective.global_batch = idx.shape[0]
-        yield idx.tensor_split(world)[me]
+        yield i, idx.tensor_split(world)[me]
 
 
 def sum_across(value: torch.Tensor) -> torch.Tensor:

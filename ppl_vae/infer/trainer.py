@@ -317,9 +317,7 @@ def fit(
                 if skip:  # resumed from a mid-epoch checkpoint
                     running = resumed_running.reshape(()).to(device)
                     first = result.step - skip
-                for i, idx in enumerate(
-                    distributed.shard(plan.batches(shuffle, device=device), loss_fn)
-                ):
+                for i, idx in distributed.shard(plan.batches(shuffle, device=device), loss_fn):
                     if i < skip:
                         continue
                     args = plan.args(i, x_epoch, idx)

@@ -162,9 +162,37 @@ def test_two_processes_match_one_process_with_the_same_global_batch(launched):
 def test_one_process_helpers_are_no_ops():
     assert not distributed.active() and distributed.is_main() and distributed.world_size() == 1
     batches = [torch.arange(5), torch.arange(5, 7)]
-    assert list(distributed.shard(batches)) == batches
+    assert list(distributed.shard(batches)) == list(enumerate(batches))
     assert list(distributed.my_batches("abc")) == [(0, "a"), (1, "b"), (2, "c")]
     assert distributed.batch_seed(7, 0) == 7 and distributed.batch_seed(7, 1) != 7
     assert distributed.on_main(lambda a: a + 1, 1) == 2
     parts = {0: torch.ones(2)}
     assert distributed.gather(parts, "cpu") is parts
+
+
+def test_a_skipped_short_batch_keeps_the_plan_of_the_batches_after_it():
+    """Pyro's SSVAE convention: homogeneous labelled / unlabelled batches. Under 4 ranks a
+    labelled batch of 2 is skipped; each rank's part of every other batch keeps its global
+    index, so the plan still says which batches are labelled (before, the index shifted
+    and unlabelled rows were passed as labelled ones)."""
+    from ppl_vae.data.labels import EpochPlan
+
+    class Pair:
+        takes_labels, label_form = True, "onehot"
+
+    y = torch.full((40,), -1)
+    y[:10] = torch.arange(10) % 2  # 10 labelled rows in batches of 8: the last has 2
+    plan = EpochPlan(Pair(), y, 40, 8)
+    g = torch.Generator().manual_seed(0)
+    batches = list(plan.batches(g))
+    assert sorted(b.shape[0] for b, f in zip(batches, plan.flags) if f) == [2, 8]
+    x = torch.arange(40.0).unsqueeze(1)
+    for me in range(4):
+        seen = 0
+        for i, part in distributed.shard(batches, world=4, me=me):
+            args = plan.args(i, x, part)
+            labelled = bool((y[part] >= 0).all())
+            assert (len(args) == 2) == labelled and labelled == plan.flags[i]
+            assert (y[part] >= 0).all() or (y[part] < 0).all()
+            seen += 1
+        assert seen == len(batches) - 1  # the batch of 2 is skipped on every rank

@@ -162,10 +162,11 @@ def test_a_short_run_gives_the_pinned_numbers(objective):
 def test_init_from_data_sees_the_training_rows_once_and_a_resume_is_exact(tmp_path):
     """A module's ``init_from_data(x)`` gets the rows it trains on (the validation slice held
     out), before the first step; ppca's (centre and scale) leaves a resumed run exact."""
+    from ppl_vae.models.ppca import PPCA
+
     from ppl_vae import data
     from ppl_vae.data.dataset import validation_split
     from ppl_vae.infer.trainer import fit
-    from ppl_vae.models.ppca import PPCA
 
     ds = data.load("synthetic")
     seen = []

@@ -3,7 +3,6 @@ per-point parameters for every site of a two-site program."""
 
 from __future__ import annotations
 
-
 import pyro
 import pyro.distributions as dist
 import pytest
