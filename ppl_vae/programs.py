@@ -61,6 +61,8 @@ from torch import nn
 from ppl_vae.errors import UserError
 
 Program = Callable[..., Any]
+#: Layers whose reading of the input's dimensions an outer particle dimension changes.
+NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 
 
 def owner_of(fn: Program) -> nn.Module | None:
@@ -348,7 +350,15 @@ class Programs(nn.Module):
         else ``slow()`` (one draw at a time). ``key`` names the way the programs run; a
         shape error sends that key to ``slow()`` from then on, also after the fast path
         once worked (a layer such as BatchNorm1d may accept one batch size under the
-        particle plate and not another), and ``slow()`` raises what is really wrong."""
+        particle plate and not another), and ``slow()`` raises what is really wrong.
+        Programs with a batch- or instance-norm layer always run ``slow()``: BatchNorm1d
+        reads ``(particles, batch, features)`` as ``(N, C, L)``, so where the batch size
+        equals its features (ProdLDA: 100 words, a batch of 100) the fast path runs without
+        error and normalises example ``j`` with feature ``j``'s statistics."""
+        if self._vectorizes.get(key) is None and any(
+            isinstance(m, NORM_LAYERS) for m in self.modules()
+        ):
+            self._vectorizes[key] = False
         if self._vectorizes.get(key) is not False:
             try:
                 out = fast()

@@ -542,3 +542,22 @@ def test_help_imports_no_arviz_matplotlib_or_torchvision(tmp_path):
     assert r.returncode == 0 and "usage" in r.stdout
     assert "import time:" in r.stderr
     assert heavy_imports(r.stderr) == set()
+
+
+def test_programs_with_batch_norm_never_run_under_a_particle_plate():
+    """BatchNorm1d reads (particles, batch, features) as (N, C, L): with a batch as large
+    as its features the fast path would run without error and normalise example j with
+    feature j's statistics (ProdLDA, 100 words, a test batch of 100). Such programs are
+    measured one draw at a time."""
+
+    class Normed(TutorialVAE):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.BatchNorm1d(2)
+
+    normed, vae, x = Normed(), TutorialVAE(), toy_data().x_train[:2]
+    pair, plain = Programs(normed.model, normed.guide, x), Programs(vae.model, vae.guide, x)
+    called = []
+    assert pair.vectorized("k", lambda: called.append("fast"), lambda: "slow") == "slow"
+    assert called == [] and pair._vectorizes["k"] is False
+    assert plain.vectorized("k", lambda: "fast", lambda: "slow") == "fast"
