@@ -6,8 +6,11 @@ mean of the guide's densities; the flow's log-density against a numerical Jacobi
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -217,14 +220,32 @@ def test_cvae_generation_depends_on_the_label(digits):
     assert m.generate(20).shape == (20, 64)
 
 
-def test_m2_with_100_labels_classifies_better_than_chance(digits):
-    torch.manual_seed(0)
-    y = keep_labels(digits.y_train, 100, seed=0)
-    m = M2VAE(digits.x_dim, 10, latent_dim=4, hidden=(64,))
-    fit(m, pyro.infer.TraceEnum_ELBO(max_plate_nesting=1), (digits.x_train, y), 200, lr=3e-3)
-    m.eval()
-    acc = float((m.classify(digits.x_test) == digits.y_test).float().mean())
-    assert acc > 0.8, acc  # measured 0.91 (chance 0.1; a classifier on the 100 labels: 0.91)
+def test_m2_at_its_defaults_beats_logistic_regression_on_the_same_labels(tmp_path, monkeypatch):
+    """What M2 is for: with 100 labels among 2000 MNIST rows (a seeded subset of mnist-5k,
+    500 test rows), `ppl-vae train m2-vae --labels 100` at its defaults classifies better
+    than a logistic regression fit on the same 100 labelled rows, which ignores the rest.
+    Measured on this subset: 82.4 vs 77.8% (seed 0); seeds 1 and 2 of the subset and of
+    the labels: 82.6 vs 76.6, 81.2 vs 73.0. On the whole of mnist-5k (the README's
+    command): 85.4 / 82.2 / 80.1 vs 73.5 / 75.2 / 74.3."""
+    from sklearn.linear_model import LogisticRegression
+
+    from ppl_vae import data
+    from ppl_vae.cli import main
+
+    ds = data.load("mnist-5k")
+    rows = np.random.default_rng(0).permutation(len(ds.x_train))[:2000]
+    x, y = ds.x_train[rows].numpy(), ds.y_train[rows].numpy()
+    x_test, y_test = ds.x_test[:500].numpy(), ds.y_test[:500].numpy()
+    monkeypatch.chdir(tmp_path)
+    np.savez("mnist2k.npz", x_train=x, x_test=x_test, y_train=y, y_test=y_test)
+    argv = ["train", "m2-vae", "--data", "mnist2k.npz", "--labels", "100", "--no-progress"]
+    assert main([*argv, "--out", "m2"]) == 0
+    m2 = json.loads(Path("m2", "metrics.json").read_text())
+    assert m2["train_labels_used"] == 100
+    kept = keep_labels(torch.as_tensor(y), 100, seed=0).numpy()  # the run's own labels
+    known = kept >= 0
+    baseline = LogisticRegression(max_iter=5000).fit(x[known], kept[known]).score(x_test, y_test)
+    assert m2["test_accuracy"] > baseline + 0.02, (m2["test_accuracy"], baseline)
 
 
 def test_keep_labels_is_stratified_and_refuses_too_few():
