@@ -103,6 +103,7 @@ def make_data(path: Path) -> None:
     prototypes = rng.random((10, 784)) < 0.2
     which = rng.integers(0, 10, 22000)
     x = (prototypes[which] ^ (rng.random((22000, 784)) < 0.05)).astype(np.float32)
+    x = x.reshape(-1, 28, 28)  # images: (N, H, W) (rows would be drawn as no figures)
     np.savez(path, x_train=x[:20000], x_test=x[20000:])
 
 

@@ -45,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out}: cannot write in {folder}; choose another --out")
     pair, ds, _ = load_run(args.run_dir, args.device, args.trust)
     if ds.image_shape is None:
-        raise UserError(f"{args.run_dir} was trained on non-image data; samples have no picture")
+        raise UserError(
+            f"{args.run_dir} was trained on non-image data; samples have no picture (an .npz "
+            "of images holds x_train and x_test as (N, H, W) arrays, not (N, D) rows)"
+        )
     if not pair.x_shaped:
         raise UserError(
             f"{args.run_dir}'s model scores something other than x (its observed sites are "

@@ -317,7 +317,8 @@ def _npz_labels(arrays: dict[str, np.ndarray], key: str, n: int, path: Path) -> 
 
 
 def load_npz(path: str | Path) -> Dataset:
-    """Arrays from an ``.npz`` file; ``(N, H, W)`` images are flattened and keep their shape.
+    """Arrays from an ``.npz`` file; ``(N, H, W)`` images are flattened and keep their shape,
+    ``(N, D)`` rows are not images (save images as ``x.reshape(-1, H, W)`` for their figures).
 
     Every defect is one :class:`UserError`: not an archive (empty, truncated, a renamed
     ``.npy``), missing keys, object or non-numeric arrays (read with
@@ -342,9 +343,7 @@ def load_npz(path: str | Path) -> Dataset:
         image_shape = tuple(int(s) for s in x_tr.shape[1:])
         if x_te.ndim != 3 or x_te.shape[1:] != x_tr.shape[1:]:
             raise UserError(f"x_test in {path} must have the image shape of x_train {image_shape}")
-    else:
-        side = math.isqrt(x_tr.shape[1])
-        image_shape = (side, side) if side * side == x_tr.shape[1] and side > 1 else None
+    # (N, D) rows are not images, whatever D is: 100 word counts are not a 10x10 picture
 
     def rows(a):
         with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is caught below

@@ -156,7 +156,7 @@ def test_one_training_and_one_test_image_train_and_skip_the_interpolation(tmp_pa
     # The smallest data set there is: every figure that can be drawn is, the one that
     # needs two test examples is named in figures_skipped, and the run is whole.
     rng = np.random.default_rng(0)
-    data = bad_npz(tmp_path, "one", x_train=rng.random((1, 64)), x_test=rng.random((1, 64)))
+    data = bad_npz(tmp_path, "one", x_train=rng.random((1, 8, 8)), x_test=rng.random((1, 8, 8)))
     r = cli(
         "train", "vae", "--data", data, "--epochs", "1", "--out", tmp_path / "r", "--no-progress"
     )
