@@ -54,6 +54,32 @@ def test_a_new_save_replaces_the_old_weights_file(tmp_path):
     assert torch.equal(checkpoint.load(tmp_path)["w"], torch.ones(2))
 
 
+def test_weights_a_crash_left_before_the_record_go_at_the_next_save(tmp_path, monkeypatch):
+    """Killed between the new weights and the record: the record still names the old
+    weights; the next save removes both older files (ppl-vae wrote them), and a user's file
+    of the same pattern, not in the manifest, stays."""
+    checkpoint.save(tmp_path, {"step": 1, "w": torch.zeros(2)})
+    (tmp_path / "checkpoint-7.safetensors").write_bytes(b"the user's")
+    real = RunDir.write_text
+
+    def killed(self, name, text):
+        if name == checkpoint.RECORD:
+            raise KeyboardInterrupt  # the weights of step 2 are written and recorded
+        return real(self, name, text)
+
+    monkeypatch.setattr(RunDir, "write_text", killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(tmp_path, {"step": 2, "w": torch.ones(2)})
+    monkeypatch.setattr(RunDir, "write_text", real)
+    assert torch.equal(checkpoint.load(tmp_path)["w"], torch.zeros(2))
+    checkpoint.save(tmp_path, {"step": 3, "w": torch.full((2,), 3.0)})
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == [
+        "checkpoint-3.safetensors",
+        "checkpoint-7.safetensors",
+    ]
+    assert torch.equal(checkpoint.load(tmp_path)["w"], torch.full((2,), 3.0))
+
+
 def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
     checkpoint.save(tmp_path, {"step": 1, "w": torch.zeros(2)})
 
