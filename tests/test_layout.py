@@ -150,21 +150,30 @@ def test_the_readme_layout_names_every_module_and_folder_and_nothing_else():
     assert folders == dirs, (sorted(folders - dirs), sorted(dirs - folders))
 
 
-def test_the_parser_and_help_import_no_torch_or_pyro():
-    code = (
-        "import sys, ppl_vae.cli as c; c.parser(); "
-        "print(sorted(m for m in ('torch', 'pyro', 'numpy', 'matplotlib') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+#: (what is imported, what it must not pull in, why): each subcommand imports only what it
+#: needs, and the figure worker process starts without torch.
+LEAN_IMPORTS = {
+    "parser": (
+        "import ppl_vae.cli as c; c.parser()",
+        ("torch", "pyro", "numpy", "matplotlib"),
+    ),
+    "training path": (  # sklearn alone costs seconds of every command (issue 23)
+        "import ppl_vae.runs.train, ppl_vae.infer.trainer, ppl_vae.data.labels",
+        ("sklearn", "scipy", "matplotlib", "arviz", "torchvision"),
+    ),
+    "figure worker": (
+        "import ppl_vae.figures.worker, ppl_vae.figures.curves, ppl_vae.figures.latent",
+        ("torch", "pyro"),
+    ),
+}
 
 
-def test_the_training_path_imports_no_sklearn_scipy_or_matplotlib():
-    # What a run needs to train: sklearn alone costs seconds of every command (issue 23).
+@pytest.mark.parametrize("case", list(LEAN_IMPORTS))
+def test_imports_pull_in_only_what_they_need(case):
+    imports, forbidden = LEAN_IMPORTS[case]
     code = (
-        "import sys, ppl_vae.runs.train, ppl_vae.infer.trainer, ppl_vae.data.labels; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'sklearn', 'scipy', 'matplotlib', 'arviz', 'torchvision'}))"
+        f"import sys; {imports}; "
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(forbidden)!r}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
