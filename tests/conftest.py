@@ -27,6 +27,20 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_config_home(tmp_path_factory):
+    """The suite never reads or writes the user's own trust list: every process it starts
+    (CLI cases, subprocesses) inherits a private ``XDG_CONFIG_HOME``; a test that needs
+    another one sets it with monkeypatch. Per xdist worker, so workers never share it."""
+    old = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("xdg-config"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = old
+
+
 @pytest.fixture(autouse=True)
 def clean_pyro():
     """Every test starts with an empty param store and a fixed seed."""
@@ -68,3 +82,10 @@ def run_copy(tiny_run, tmp_path, monkeypatch):
     shutil.copytree(tiny_run, tmp_path / "run")
     monkeypatch.chdir(tmp_path)
     return tmp_path / "run"
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests marked ``slow`` are handed out first (a stable sort), so that under
+    ``pytest -n`` the long ones start at once and the short ones fill the gaps after them:
+    the run ends when the last short test does, not when a long one started late does."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -33,6 +33,9 @@ from ppl_vae.infer.config import TrainConfig
 from ppl_vae.infer.trainer import fit
 from ppl_vae.programs import Programs
 
+#: One module fixture does the expensive work: its tests run on one xdist worker.
+pytestmark = [pytest.mark.xdist_group("examples"), pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 BIN = Path(sys.executable).parent / "ppl-vae"

@@ -86,6 +86,7 @@ def run(line: str, capsys) -> tuple[int, str]:
     return rc, captured.out + captured.err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PROGRAMS))
 def test_every_command_on_pyros_program(name, fresh, capsys):
     file, data, extra, refuses_samples = PROGRAMS[name]

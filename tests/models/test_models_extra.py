@@ -220,6 +220,7 @@ def test_cvae_generation_depends_on_the_label(digits):
     assert m.generate(20).shape == (20, 64)
 
 
+@pytest.mark.slow
 def test_m2_at_its_defaults_beats_logistic_regression_on_the_same_labels(tmp_path, monkeypatch):
     """What M2 is for: with 100 labels among 2000 MNIST rows (a seeded subset of mnist-5k,
     500 test rows), `ppl-vae train m2-vae --labels 100` at its model defaults classifies

@@ -15,6 +15,9 @@ from ppl_vae.runs.config import RunConfig
 from ppl_vae.runs.rundir import RunDir
 from ppl_vae.runs.train import train_run
 
+#: One module fixture does the expensive work: its tests run on one xdist worker.
+pytestmark = [pytest.mark.xdist_group("monitor"), pytest.mark.slow]
+
 # digits: 1437 training examples, batch 32 -> 45 steps an epoch; epoch 2 is steps 46..90.
 TRAIN = ["train", "vae", "--latent-dim", "2", "--hidden", "16", "--epochs", "2"]
 TRAIN += ["--no-progress", "--device", "cpu", "--checkpoint-every", "10", "--tensorboard"]

@@ -129,6 +129,7 @@ def weights_and_history(run: Path):
     return state["module"], state["optimizer"], metrics["history"], state["step"]
 
 
+@pytest.mark.slow
 def test_a_crash_mid_epoch_resumes_exactly_with_the_schedules(tmp_path, home):
     """kill -9 in epoch 2 of a 3-epoch run with a cosine lr and a cyclical beta: the
     checkpoint every 10 steps (step 80, mid-epoch) keeps all but 7 steps, temporaries are
@@ -222,6 +223,7 @@ def test_a_config_naming_code_outside_the_run_never_runs_it(tmp_path, trained, h
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_a_users_model_is_copied_hashed_trusted_and_portable(tmp_path, home):
     work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
     work.mkdir()
@@ -665,6 +667,7 @@ def hostile_runs(tmp: Path, trained: Path) -> dict[str, tuple]:
     }
 
 
+@pytest.mark.slow
 def test_hostile_run_directories_are_one_line_and_change_nothing(tmp_path, trained, home):
     cases = hostile_runs(tmp_path, trained)
     argvs = []
@@ -972,6 +975,7 @@ def refused_under_the_lock(tmp: Path) -> dict[str, tuple]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lock", [None, b"1\n"], ids=["no lock", "a pid"])
 def test_a_refused_command_leaves_the_lock_as_it_was(tmp_path, trained, home, lock):
     """No ``.lock`` created, an existing one's bytes unchanged (init's pid: never the
@@ -1029,6 +1033,7 @@ def disk_full(name: str, nth: int = 1, persistent: bool = False) -> str:
 RESUME_3 = ["--resume", "--epochs", "3", "--checkpoint-every", "10", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_a_failed_resume_puts_the_run_back_byte_for_byte(tmp_path, trained, home):
     """A resume from epoch 1 to 3 that fails -- the program raises in epoch 3 (after
     mid-epoch and epoch-end checkpoints and a history line), the disk fills at a
