@@ -58,27 +58,28 @@ def snapshot(directory) -> dict[str, tuple]:
     return out
 
 
-#: Runs ``ppl_vae.cli.main`` once per case, each in its own forked process (the imports
-#: are paid once): a case is ``{"argv": [...], "cwd": ..., "exit_at_step": N, "env": {...},
-#: "setup": "python source"}``; ``exit_at_step`` makes the process die like ``kill -9``
-#: when training reaches step N, ``env`` is added to the environment and ``setup`` is
-#: executed first (a fault planted in the process: a full disk, a program that raises).
-_DRIVER = r"""
+#: A CLI server: one process per test process imports the CLI once, then runs each case
+#: of a :func:`cli_cases` request in its own forked child (so every case starts from the
+#: same freshly imported state, as a new ``ppl-vae`` process would, without paying the
+#: imports again). A request is one JSON line ``{"cases", "logs", "env", "cwd"}``; a case is
+#: ``{"argv": [...], "cwd": ..., "exit_at_step": N, "setup": "python source"}``: the child
+#: takes the caller's environment and working folder, then ``cwd``; ``exit_at_step`` makes it
+#: die like ``kill -9`` when training reaches step N, and ``setup`` is executed first (a
+#: fault planted in the process: a full disk, a program that raises). The answer is one
+#: JSON line of ``[returncode, stdout, stderr]`` per case.
+_SERVER = r"""
 import json, os, sys
 import ppl_vae.cli, ppl_vae.runs.train, ppl_vae.infer.trainer  # noqa
 import ppl_vae.runs.compare, ppl_vae.runs.sweep  # noqa
-cases = json.loads(sys.argv[1])
-results = []
-for i, case in enumerate(cases):
-    out, err = (os.path.join(sys.argv[2], f"{i}.{k}") for k in ("out", "err"))
+def run(case, out, err, env, cwd):
     pid = os.fork()
     if pid == 0:
         try:
-            os.chdir(case.get("cwd") or ".")
+            os.environ.clear(); os.environ.update(env)
+            os.chdir(cwd); os.chdir(case.get("cwd") or ".")
             for fd, name in ((1, out), (2, err)):
                 f = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 os.dup2(f, fd)
-            os.environ.update(case.get("env") or {})
             exec(case.get("setup") or "", {})
             if case.get("exit_at_step") is not None:
                 real = ppl_vae.infer.trainer.training_loss
@@ -93,37 +94,63 @@ for i, case in enumerate(cases):
             import traceback; traceback.print_exc(); code = 99
         os._exit(code)
     _, status = os.waitpid(pid, 0)
-    rc = os.waitstatus_to_exitcode(status)
-    results.append([rc, open(out).read(), open(err).read()])
-print(json.dumps(results))
+    return [os.waitstatus_to_exitcode(status), open(out).read(), open(err).read()]
+for line in sys.stdin:
+    req = json.loads(line)
+    results = []
+    for i, case in enumerate(req["cases"]):
+        out, err = (os.path.join(req["logs"], f"{i}.{k}") for k in ("out", "err"))
+        results.append(run(case, out, err, req["env"], req["cwd"]))
+    sys.stdout.write(json.dumps(results) + "\n"); sys.stdout.flush()
 """
+_server = None
 
 
-def cli_cases(cases: list[dict], env: dict | None = None) -> list:
-    """Run the CLI once per case in a subprocess (one forked process per case) and return
-    ``subprocess.CompletedProcess``-like records with ``returncode``, ``stdout``, ``stderr``."""
-    import json
+def _cli_server():
+    """This test process's CLI server, started on first use and ended at exit."""
+    import atexit
     import os
     import subprocess
     import sys
+
+    global _server
+    if _server is None or _server.poll() is not None:
+        _server = subprocess.Popen(
+            [sys.executable, "-c", _SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        atexit.register(_server.kill)
+    return _server
+
+
+def cli_cases(cases: list[dict], env: dict | None = None, timeout: float = 900) -> list:
+    """Run the CLI once per case, each in a fresh forked process of the CLI server, with
+    this process's environment plus ``env``; return records with ``returncode``,
+    ``stdout``, ``stderr`` (like ``subprocess.CompletedProcess``)."""
+    import json
+    import os
+    import select
     import tempfile
     import types
 
     cases = [
         {**c, "argv": [str(a) for a in c["argv"]], "cwd": str(c.get("cwd") or ".")} for c in cases
     ]
+    server = _cli_server()
     with tempfile.TemporaryDirectory() as logs:
-        r = subprocess.run(
-            [sys.executable, "-c", _DRIVER, json.dumps(cases), logs],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env={**os.environ, **(env or {}), "OMP_NUM_THREADS": "1"},
-        )
-        assert r.returncode == 0, r.stderr
+        request = {"cases": cases, "logs": logs, "cwd": os.getcwd()}
+        request["env"] = {**os.environ, **(env or {}), "OMP_NUM_THREADS": "1"}
+        server.stdin.write(json.dumps(request) + "\n")
+        server.stdin.flush()
+        ready, _, _ = select.select([server.stdout], [], [], timeout)
+        assert ready, f"the CLI server gave no answer in {timeout} s"
+        answer = server.stdout.readline()
+        assert answer, "the CLI server died"
     return [
-        types.SimpleNamespace(returncode=rc, stdout=o, stderr=e)
-        for rc, o, e in json.loads(r.stdout.strip().splitlines()[-1])
+        types.SimpleNamespace(returncode=rc, stdout=o, stderr=e) for rc, o, e in json.loads(answer)
     ]
 
 
