@@ -43,7 +43,6 @@ from typing import Any, Protocol
 
 import pyro
 import torch
-from tqdm.auto import tqdm
 
 from ppl_vae.data import labels
 from ppl_vae.data.dataset import Dataset, shuffle_generator, validation_split
@@ -296,9 +295,9 @@ def fit(
         start_epoch = config.epochs  # converged or stopped early: a resume trains no more
     elif start_epoch < config.epochs and result.history:
         result.last["stopped"] = None  # resumed with more epochs: it goes on after all
-    bar = tqdm(
+    bar = distributed.progress(
+        config.progress,
         total=max(0, (config.epochs - start_epoch) * steps_per_epoch - position),
-        disable=not config.progress or not distributed.is_main(),
         desc="train",
         unit="step",
         dynamic_ncols=True,
