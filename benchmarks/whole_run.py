@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import io
 import json
+import resource
 import runpy
 import statistics
 import subprocess
@@ -116,17 +117,22 @@ def make_data(path: Path, n_train: int = 20000, n_test: int = 2000) -> None:
     np.savez(path, x_train=x[:n_train], x_test=x[n_train:])
 
 
-def run(argv: list[str], in_process: bool = False) -> tuple[float, str]:
-    """Wall seconds and standard output of one side: a fresh process, as a user runs it, or
+def run(argv: list[str], in_process: bool = False) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system, the process and what it waited for: the
+    figure worker) and standard output of one side: a fresh process, as a user runs it, or
     (``in_process``, the smoke mode) the same script or command line in this interpreter."""
     t0 = time.perf_counter()
     if not in_process:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run(argv, check=True, capture_output=True, text=True)
-        return time.perf_counter() - t0, done.stdout
-    out, saved = io.StringIO(), sys.argv
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        return wall, cpu, done.stdout
+    out, saved, cpu0 = io.StringIO(), sys.argv, time.process_time()
     try:
         with contextlib.redirect_stdout(out):
-            if Path(argv[0]).name == "ppl-vae":
+            if argv[0] == "ppl-vae":
                 from ppl_vae.cli import main as cli
 
                 if cli(argv[1:]) != 0:
@@ -136,7 +142,7 @@ def run(argv: list[str], in_process: bool = False) -> tuple[float, str]:
                 runpy.run_path(argv[1], run_name="__main__")
     finally:
         sys.argv = saved
-    return time.perf_counter() - t0, out.getvalue()
+    return time.perf_counter() - t0, time.process_time() - cpu0, out.getvalue()
 
 
 def last_test_elbo(side: str, stdout: str, run_dir: Path) -> float:
@@ -154,6 +160,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--train-rows", type=int, default=20000)
     p.add_argument("--extra", default="", help="more ppl-vae train flags, space-separated")
     p.add_argument(
+        "--suite-cmd",
+        default="",
+        help="the command that stands for ppl-vae, space-separated (another version: "
+        "'env PYTHONPATH=OLD_TREE python -m ppl_vae'); default: the ppl-vae beside python",
+    )
+    p.add_argument(
         "--smoke",
         action="store_true",
         help="check that it works, not a timing: 1 repeat of 1 epoch on 512 rows, each side "
@@ -170,8 +182,9 @@ def main(argv: list[str] | None = None) -> dict:
         make_data(data, n_train, n_test)
         hand.write_text(HAND)
         tutorial.write_text(PYRO)
+        suite = args.suite_cmd.split() or [str(exe.parent / "ppl-vae")]
         suite_cmd = [
-            str(exe.parent / "ppl-vae"),
+            *(["ppl-vae"] if args.smoke else suite),
             "train",
             "vae",
             "--data",
@@ -197,14 +210,17 @@ def main(argv: list[str] | None = None) -> dict:
         }
         sides = list(commands)
         times: dict[str, list[float]] = {side: [] for side in sides}
+        cpu: dict[str, list[float]] = {side: [] for side in sides}
         elbo: dict[str, float] = {}
         for r in range(args.repeats):
             for side in sides if r % 2 == 0 else sides[::-1]:  # A B C, C B A, ...
-                seconds, stdout = run(commands[side], args.smoke)
+                seconds, cpu_s, stdout = run(commands[side], args.smoke)
                 times[side].append(seconds)
+                cpu[side].append(cpu_s)
                 elbo[side] = last_test_elbo(side, stdout, tmp / "run")
-                print(f"repeat {r + 1} {side}: {seconds:.2f} s", flush=True)
+                print(f"repeat {r + 1} {side}: {seconds:.2f} s ({cpu_s:.2f} s CPU)", flush=True)
     med = {side: statistics.median(times[side]) for side in sides}
+    med_cpu = {side: statistics.median(cpu[side]) for side in sides}
     record = {
         "suite_s": med["suite"],
         "hand_s": med["hand"],
@@ -212,10 +228,13 @@ def main(argv: list[str] | None = None) -> dict:
         "ratio": med["suite"] / med["hand"],
         "ratio_vs_pyro": med["suite"] / med["pyro"],
         **times,
+        "cpu_s": med_cpu,  # medians; on a shared machine steadier than wall seconds
+        "cpu_ratio": med_cpu["suite"] / med_cpu["hand"],
+        "cpu_ratio_vs_pyro": med_cpu["suite"] / med_cpu["pyro"],
         "test_elbo": elbo,  # the last epoch's, per side: the same workload lands alike
     }
     record["epochs"], record["train_rows"], record["extra"] = args.epochs, n_train, args.extra
-    record["smoke"] = args.smoke
+    record["smoke"], record["suite_cmd"] = args.smoke, args.suite_cmd
     print(json.dumps(record))
     return record
 
