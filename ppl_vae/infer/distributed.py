@@ -37,8 +37,11 @@ default 600).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
+import gc
+import importlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -48,6 +51,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
 
 from ppl_vae.errors import UserError
 
@@ -58,6 +62,9 @@ TIMEOUT_ENV = "PPL_VAE_DIST_TIMEOUT"
 
 
 DEFAULT_TIMEOUT = 600.0
+
+
+_close_at_exit = None
 
 
 EXIT_PEER_FAILED = 3
@@ -119,12 +126,48 @@ def init() -> None:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available() and local < torch.cuda.device_count():
         torch.cuda.set_device(local)  # "cuda" means this rank's GPU from here on
+    # torch.distributed.nn.functional binds ``group=group.WORLD`` as default arguments when
+    # it is first imported -- which DDP's constructor does, lazily. Imported while a group
+    # is open, it holds that group for the life of the interpreter: destroy_process_group
+    # then cannot free it, gloo's threads outlive close() and are torn down with the
+    # interpreter (where a rank can abort: see close). Imported here, it binds None.
+    importlib.import_module("torch.distributed.nn.functional")
+
     dist.init_process_group(backend(), timeout=timeout())
+    global _close_at_exit
+    if not _close_at_exit:  # a Python caller (train_run under torchrun) that never closes
+        _close_at_exit = atexit.register(close)
 
 
 def close() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Close the process group now, while the interpreter is whole (idempotent): free the
+    group and join gloo's threads here, in the main thread.
+
+    ``destroy_process_group`` only drops torch's own references to the group. Two more kept
+    it alive after training, so its threads (``gloo_tcp_loop``, ``pt_gloo_runloop``) ran on
+    into interpreter shutdown and the group was torn down there, in whatever order the
+    interpreter clears modules -- where a rank could abort at exit (``terminate called
+    without an active exception``, SIGABRT) after a run that succeeded: the import that
+    :func:`init` now makes first, and the :class:`DistributedObjective` that trained, which
+    holds the group through its reducer and sits in reference cycles (freed by whichever
+    cycle collection comes next). Collecting them first leaves ``_world`` the group's last
+    owner."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    gc.collect()  # DDP and its reducer (cycles) go now, not at interpreter shutdown
+    dist.destroy_process_group()
+    gc.collect()
+
+
+def progress(enabled: bool, **options: Any) -> tqdm:
+    """A progress bar shown by rank 0 only (``enabled`` there), a silent one elsewhere.
+    It starts no monitor thread: tqdm's monitor, started by every bar even a disabled one,
+    would otherwise stay alive until the interpreter exits."""
+    return _Bar(disable=not enabled or not is_main(), **options)
+
+
+class _Bar(tqdm):
+    monitor_interval = 0  # no "tqdm_monitor" thread (it only tunes miniters of slow loops)
 
 
 def peer_failed(exc: BaseException) -> bool:

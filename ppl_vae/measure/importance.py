@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 
 import torch
-from tqdm.auto import tqdm
 
 from ppl_vae import traces
 from ppl_vae.errors import UserError
@@ -114,11 +113,11 @@ def iw_log_likelihood(
     chunk = chunk_size or default_chunk(num_samples, min(batch_size, x.shape[0]))
     sizes = [min(chunk, num_samples - k) for k in range(0, num_samples, chunk)]
     n_batches = math.ceil(x.shape[0] / batch_size)
-    bar = tqdm(
+    bar = distributed.progress(
+        progress,
         total=n_batches * len(sizes),
         desc=f"IW K={num_samples}",
         unit="chunk",
-        disable=not progress or not distributed.is_main(),
         leave=False,
     )
     out = {}
