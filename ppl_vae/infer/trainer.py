@@ -13,6 +13,14 @@ programs by the beta it returns. The running loss stays on the device and is rea
 :data:`LOG_EVERY` steps (progress bar and NaN check). After each epoch the pair is scored
 into one :func:`~ppl_vae.measure.metrics.epoch_record`.
 
+Full-batch programs may train with L-BFGS (``optimizer="lbfgs"``, Nocedal & Wright 2006):
+an epoch is one ``torch.optim.LBFGS.step`` of :data:`LBFGS_ITERATIONS` iterations with a
+strong-Wolfe line search, every evaluation the same loss module with the same beta, its
+random draws fixed for the whole run (:func:`closure_of`), so the objective is one
+deterministic function. ``grad_tolerance`` stops a full-batch run once the gradient's norm
+is that fraction of its norm before the first step (:func:`full_gradient`), a test that
+a flat stretch of an ill-conditioned loss does not pass, unlike a small change of the loss.
+
 :func:`fit` knows no files. It returns a :class:`FitResult` (the trained pair, the
 optimizer, the per-epoch history, the seconds); persistence is a :class:`Checkpointer`
 passed in -- the run layer's (:class:`ppl_vae.runs.checkpoint.RunCheckpointer`) writes a
