@@ -301,7 +301,7 @@ def closure_of(
         if not torch.isfinite(loss):  # L-BFGS reads every loss to the host anyway
             return torch.full((), math.inf, device=device)
         loss.backward()
-        return loss
+        return loss.detach()
 
     return closure
 
@@ -325,7 +325,7 @@ def train_step(
     :data:`LBFGS_ITERATIONS` iterations on the loss with draws fixed by ``seed``
     (:func:`closure_of`) and returns the loss it started from."""
     if isinstance(optimizer, torch.optim.LBFGS):
-        return optimizer.step(closure_of(loss_fn, optimizer, args, beta, step, seed)).detach()
+        return optimizer.step(closure_of(loss_fn, optimizer, args, beta, step, seed))
     loss = training_loss(loss_fn, args, beta, step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -494,8 +494,10 @@ def full_gradient(
     seed: int,
 ) -> float:
     """The norm of the full-batch gradient at the weights held now: one evaluation of the
-    fixed-draw objective (:func:`closure_of`), the global random stream left as it was."""
-    closure_of(loss_fn, optimizer, args, beta, step, seed)()
+    fixed-draw objective (:func:`closure_of`), the global random stream left as it was.
+    Weights where the loss is not finite are a :class:`UserError`, never a zero gradient."""
+    if not math.isfinite(float(closure_of(loss_fn, optimizer, args, beta, step, seed)())):
+        raise UserError(f"training diverged by step {step} (the loss became NaN); {ADVICE}")
     return gradient_norm(optimizer.param_groups[0]["params"])
 
 
