@@ -66,7 +66,7 @@ from ppl_vae.programs import Program, Programs, label_form, owner_of
 LOG_EVERY = 50  # steps between reads of the running loss (progress bar, NaN check)
 #: ``optimizer="lbfgs"``: iterations of one ``torch.optim.LBFGS.step`` (one epoch) and the
 #: curvature pairs it keeps.
-LBFGS_ITERATIONS, LBFGS_HISTORY = 20, 20
+LBFGS_ITERATIONS, LBFGS_HISTORY = 20, 50
 
 
 class Checkpointer(Protocol):
