@@ -242,6 +242,25 @@ def capacity_max(value: Any) -> float:
     return value
 
 
+def tolerance(name: str, value: Any) -> float:
+    """A stopping tolerance (``--tolerance``, ``--grad-tolerance``): 0 (off) up to 1."""
+    value = real(name, value, positive=False, high=1.0)
+    if value < 0:
+        raise UserError(f"{flag(name)} must be 0 (off) or positive, got {value}")
+    return value
+
+
+#: ``--optimizer`` names (:data:`ppl_vae.infer.config.OPTIMIZERS`).
+OPTIMIZERS = ("adam", "lbfgs")
+
+
+def optimizer(value: Any) -> str:
+    """``--optimizer``: Adam (any batch) or full-batch L-BFGS."""
+    if value not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer {value!r}; choose one of {', '.join(OPTIMIZERS)}")
+    return value
+
+
 #: TrainConfig field -> check; :func:`train_fields` runs the ones present.
 TRAIN_CHECKS = {
     "epochs": epochs,
@@ -259,6 +278,9 @@ TRAIN_CHECKS = {
     "capacity_max": lambda v: capacity_max(v),
     "capacity_steps": lambda v: integer("capacity_steps", v, 0, MAX_STEPS),
     "checkpoint_every": lambda v: integer("checkpoint_every", v, 0, MAX_STEPS),
+    "tolerance": lambda v: tolerance("tolerance", v),
+    "grad_tolerance": lambda v: tolerance("grad_tolerance", v),
+    "optimizer": optimizer,
 }
 
 

@@ -19,6 +19,7 @@ from ppl_vae.infer.config import (
     ELBO_KINDS,
     LR_SCHEDULES,
     OBJECTIVES,
+    OPTIMIZERS,
     TrainConfig,
 )
 from ppl_vae.runs.config import RunConfig
@@ -170,6 +171,23 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         default=d.tolerance,
         help="full-batch deterministic losses: stop once the relative change of the loss "
         "stays below this for --patience epochs (0: off)",
+    )
+    g.add_argument(
+        "--optimizer",
+        action=Given,
+        default=d.optimizer,
+        choices=OPTIMIZERS,
+        help="adam, or lbfgs: full-batch L-BFGS with a strong-Wolfe line search, 20 "
+        "iterations an epoch, the programs' random draws fixed for the run (needs "
+        "--batch-size at least the training rows and an objective without schedules)",
+    )
+    g.add_argument(
+        "--grad-tolerance",
+        action=Given,
+        type=float,
+        default=d.grad_tolerance,
+        help="full-batch losses: stop once the gradient's norm falls below this fraction "
+        "of its norm before the first step (0: off)",
     )
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     g.add_argument(

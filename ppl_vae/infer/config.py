@@ -43,6 +43,9 @@ OBJECTIVES = {
 ELBO_KINDS = ("trace", "meanfield", "enum")
 #: ``--lr-schedule`` and ``--beta-schedule`` names (:mod:`ppl_vae.infer.schedules`).
 LR_SCHEDULES = ("constant", "cosine")
+#: ``--optimizer`` names: Adam (minibatches, any objective) or L-BFGS (full batch, a fixed
+#: objective; :func:`ppl_vae.infer.trainer.make_optimizer`).
+OPTIMIZERS = validate.OPTIMIZERS
 BETA_SCHEDULES = ("constant", "linear", "cyclical", "sigmoid")
 
 
@@ -93,6 +96,14 @@ class TrainConfig:
     #: epoch's loss, ``|L_{t-1} - L_t| / |L_t|``, stays below ``tolerance`` (0: off) for
     #: ``patience`` epochs in a row.
     tolerance: float = 0.0
+    #: ``adam``, or ``lbfgs``: full-batch L-BFGS with a strong-Wolfe line search, one
+    #: ``LBFGS.step`` of :data:`~ppl_vae.infer.trainer.LBFGS_ITERATIONS` iterations per epoch,
+    #: the random draws of the programs fixed for the whole run (the same noise at every
+    #: evaluation, so the objective is deterministic). ``lr`` scales its first trial step.
+    optimizer: str = "adam"
+    #: For a full-batch deterministic objective: stop once the gradient of the epoch's loss
+    #: is this small (0: off), measured as in :func:`~ppl_vae.infer.trainer.gradient_size`.
+    grad_tolerance: float = 0.0
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
@@ -110,8 +121,6 @@ class TrainConfig:
         if not isinstance(self.early_stopping, bool):
             raise UserError(f"early_stopping must be true or false, got {self.early_stopping!r}")
         validate.integer("patience", self.patience, 1, validate.MAX_EPOCHS)
-        if validate.real("tolerance", self.tolerance, positive=False, high=1.0) < 0:
-            raise UserError(f"--tolerance must be 0 (off) or positive, got {self.tolerance}")
         if self.schedule_epochs is not None:
             validate.integer("schedule_epochs", self.schedule_epochs, 1, validate.MAX_EPOCHS)
         choices = {
@@ -139,6 +148,8 @@ class TrainConfig:
             )
         if self.objective == "capacity" and (self.beta != 1 or self.beta_schedule != "constant"):
             raise UserError("--objective capacity replaces beta by gamma; drop --beta options")
+        if self.optimizer == "lbfgs":
+            check_lbfgs(self)
         object.__setattr__(self, "_checked", True)
         return self
 
@@ -146,3 +157,20 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def check_lbfgs(config: TrainConfig) -> None:
+    """L-BFGS builds its curvature from differences of gradients of one function: the
+    objective must be the same at every step (no schedule, no per-step settings). That
+    the batch is the whole training set is checked where its size is known
+    (:func:`ppl_vae.infer.trainer.check_optimizer`)."""
+    fixed = "--optimizer lbfgs needs an objective that stays the same at every step"
+    if config.objective in ("capacity", "tcvae"):
+        raise UserError(f"{fixed}; --objective {config.objective} changes every step: use adam")
+    if config.beta_schedule != "constant":
+        raise UserError(f"{fixed}; drop --beta-schedule {config.beta_schedule} or use adam")
+    if config.lr_schedule != "constant":
+        raise UserError(
+            f"{fixed}; --lr-schedule {config.lr_schedule} is for adam (L-BFGS's line search "
+            "chooses each step): drop it"
+        )

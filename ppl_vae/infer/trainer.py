@@ -13,6 +13,14 @@ programs by the beta it returns. The running loss stays on the device and is rea
 :data:`LOG_EVERY` steps (progress bar and NaN check). After each epoch the pair is scored
 into one :func:`~ppl_vae.measure.metrics.epoch_record`.
 
+Full-batch programs may train with L-BFGS (``optimizer="lbfgs"``, Nocedal & Wright 2006):
+an epoch is one ``torch.optim.LBFGS.step`` of :data:`LBFGS_ITERATIONS` iterations with a
+strong-Wolfe line search, every evaluation the same loss module with the same beta, its
+random draws fixed for the whole run (:func:`closure_of`), so the objective is one
+deterministic function. ``grad_tolerance`` stops a full-batch run once the gradient's norm
+is that fraction of its norm before the first step (:func:`full_gradient`), a test that
+a flat stretch of an ill-conditioned loss does not pass, unlike a small change of the loss.
+
 :func:`fit` knows no files. It returns a :class:`FitResult` (the trained pair, the
 optimizer, the per-epoch history, the seconds); persistence is a :class:`Checkpointer`
 passed in -- the run layer's (:class:`ppl_vae.runs.checkpoint.RunCheckpointer`) writes a
@@ -34,6 +42,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import time
@@ -54,6 +63,9 @@ from ppl_vae.measure.metrics import STOP_REASONS, epoch_record
 from ppl_vae.programs import Program, Programs, label_form, owner_of
 
 LOG_EVERY = 50  # steps between reads of the running loss (progress bar, NaN check)
+#: ``optimizer="lbfgs"``: iterations of one ``torch.optim.LBFGS.step`` (one epoch) and the
+#: curvature pairs it keeps.
+LBFGS_ITERATIONS, LBFGS_HISTORY = 20, 50
 
 
 class Checkpointer(Protocol):
@@ -85,6 +97,9 @@ class FitResult:
     #: With early stopping, the best epoch so far: ``{"epoch", "value"`` (its validation
     #: ELBO) ``, "module"`` (its weights, a state dict kept in memory)``}``.
     best: dict[str, Any] | None = field(default=None, repr=False)
+    #: With ``grad_tolerance``: the norm of the full-batch gradient before the first step,
+    #: which the epochs' ``grad_norm`` is relative to.
+    grad_start: float | None = None
 
     @property
     def last(self) -> dict[str, Any]:
@@ -204,15 +219,97 @@ def make_objective(pair: Programs, config: TrainConfig, dataset_size: int = 1) -
     return Objective(pair, elbo, jit=config.jit and getattr(elbo, "traceable", True))
 
 
-def make_optimizer(params, config: TrainConfig) -> torch.optim.Adam | adam.Adam:
-    """The trainer's Adam: ``torch.optim.Adam(fused=True)`` on CUDA; elsewhere
+def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer | adam.Adam:
+    """The trainer's optimizer. Adam: ``torch.optim.Adam(fused=True)`` on CUDA; elsewhere
     :class:`ppl_vae.infer.adam.Adam`, the multi-tensor (``foreach``) update of
     ``torch.optim.Adam`` bit for bit, which spares a run the import of ``torch._dynamo``
-    that every ``torch.optim`` optimizer makes (~1.6 s of CPU)."""
+    that every ``torch.optim`` optimizer makes (~1.6 s of CPU). ``lbfgs``: torch's L-BFGS
+    with a strong-Wolfe line search (Nocedal & Wright 2006, alg. 7.5 and 3.5),
+    :data:`LBFGS_ITERATIONS` iterations per step; its own stopping tests are off but for a
+    loss that no longer changes at all (the trainer's ``grad_tolerance`` decides)."""
     params = list(params)
+    if config.optimizer == "lbfgs":
+        return torch.optim.LBFGS(
+            params,
+            lr=config.lr,
+            max_iter=LBFGS_ITERATIONS,
+            history_size=LBFGS_HISTORY,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=0.0,
+            tolerance_change=1e-12,
+        )
     if params and all(p.is_cuda and p.is_floating_point() for p in params):
         return torch.optim.Adam(params, lr=config.lr, fused=True)
     return adam.Adam(params, lr=config.lr)
+
+
+def check_optimizer(config: TrainConfig, data: Dataset) -> None:
+    """What :meth:`TrainConfig.validate` cannot see: L-BFGS and ``grad_tolerance`` need the
+    whole training set in every step (a fixed objective, an exact gradient), and L-BFGS
+    the same rows at every step (no dynamic binarisation) in one process."""
+    n = data.x_train.shape[0]
+    for wanted, name in (
+        (config.optimizer == "lbfgs", "--optimizer lbfgs"),
+        (config.grad_tolerance > 0, "--grad-tolerance"),
+    ):
+        if wanted and config.batch_size < n:
+            raise UserError(
+                f"{name} needs full-batch training: --batch-size {config.batch_size} is less "
+                f"than the {n} training rows; give --batch-size {n} or more"
+            )
+    if config.optimizer == "lbfgs" and data.binarize == "dynamic":
+        raise UserError(
+            "--optimizer lbfgs needs the same training rows at every step; --binarize dynamic "
+            "draws new ones each epoch: use adam or a static binarisation"
+        )
+    if config.optimizer == "lbfgs" and distributed.active():
+        raise UserError("--optimizer lbfgs runs in one process; run it without torchrun")
+
+
+@contextlib.contextmanager
+def fixed_noise(seed: int, device: torch.device):
+    """The programs' random draws made the same at every call (common random numbers):
+    the global generator reseeded inside, put back as it was outside."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def closure_of(
+    loss_fn: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    args: tuple,
+    beta: float,
+    step: int,
+    seed: int,
+) -> Callable[[], torch.Tensor]:
+    """The full-batch loss and its gradient as L-BFGS evaluates them: the same draws at
+    every evaluation (:func:`fixed_noise`), so the objective is a deterministic function of
+    the parameters (a sample-average approximation for a stochastic guide). A trial point
+    of the line search where the loss is not finite, or where a distribution refuses its
+    parameters, scores ``inf``: the line search then bisects back towards the last good
+    point (a loss that is not finite where training stands is caught by :func:`fit`)."""
+    device = args[0].device
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        with fixed_noise(seed, device):
+            try:
+                loss = training_loss(loss_fn, args, beta, step)
+            except UserError:
+                return torch.full((), math.inf, device=device)
+        if not torch.isfinite(loss):  # L-BFGS reads every loss to the host anyway
+            return torch.full((), math.inf, device=device)
+        loss.backward()
+        return loss.detach()
+
+    return closure
+
+
+def gradient_norm(params) -> float:
+    """The Euclidean norm of the gradient held in ``params``' ``.grad``."""
+    grads = [p.grad.reshape(-1) for p in params if p.grad is not None]
+    return float(torch.cat(grads).norm()) if grads else 0.0
 
 
 def train_step(
@@ -221,9 +318,14 @@ def train_step(
     args: tuple,
     beta: float,
     step: int,
+    seed: int = 0,
 ) -> torch.Tensor:
     """One optimizer step on one batch, as :func:`fit` runs it (and ``ppl-vae bench``
-    times it); returns the detached mean loss, left on the device."""
+    times it); returns the detached mean loss, left on the device. L-BFGS takes its
+    :data:`LBFGS_ITERATIONS` iterations on the loss with draws fixed by ``seed``
+    (:func:`closure_of`) and returns the loss it started from."""
+    if isinstance(optimizer, torch.optim.LBFGS):
+        return optimizer.step(closure_of(loss_fn, optimizer, args, beta, step, seed))
     loss = training_loss(loss_fn, args, beta, step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -271,6 +373,7 @@ def fit(
     validation = None
     if config.early_stopping:  # a fixed slice of the training rows, never the test set
         data, validation = validation_split(data)
+    check_optimizer(config, data)
     init_from_data(model, guide, data)
     if pair is None:
         pair = Programs(model, guide, example_batch(data, model, guide))
@@ -326,13 +429,18 @@ def fit(
                     if i < skip:
                         continue
                     args = plan.args(i, x_epoch, idx)
+                    if config.grad_tolerance > 0 and result.grad_start is None:
+                        result.grad_start = (
+                            full_gradient(loss_fn, optimizer, args, config.beta, 0, config.seed)
+                            or 1.0
+                        )
                     beta = schedule(result.step)
                     for group in optimizer.param_groups:
                         group["lr"] = schedules.learning_rate(
                             result.step, config.lr, total_steps, config.lr_schedule, config.lr_final
                         )
                     scale = at_step(result.step, beta) if at_step is not None else beta
-                    loss = train_step(loss_fn, optimizer, args, scale, result.step)
+                    loss = train_step(loss_fn, optimizer, args, scale, result.step, config.seed)
                     result.step += 1
                     running += loss * args[0].shape[0]
                     since += 1
@@ -354,6 +462,9 @@ def fit(
                 epoch = len(result.history) + 1
                 record = epoch_record(pair, data, config, epoch, result.step, validation)
                 record.update(beta=beta, train_objective=total / n)
+                if config.grad_tolerance > 0:
+                    now = full_gradient(loss_fn, optimizer, args, scale, result.step, config.seed)
+                    record["grad_norm"] = now / result.grad_start
                 if hasattr(elbo, "epoch_state"):
                     record.update(elbo.epoch_state(result.step))
                 record.update(stopping(result, record, config))
@@ -372,6 +483,22 @@ def fit(
     distributed.check_in_sync(pair)
     result.jit = jit_status(config, loss_fn.traced)
     return result
+
+
+def full_gradient(
+    loss_fn: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    args: tuple,
+    beta: float,
+    step: int,
+    seed: int,
+) -> float:
+    """The norm of the full-batch gradient at the weights held now: one evaluation of the
+    fixed-draw objective (:func:`closure_of`), the global random stream left as it was.
+    Weights where the loss is not finite are a :class:`UserError`, never a zero gradient."""
+    if not math.isfinite(float(closure_of(loss_fn, optimizer, args, beta, step, seed)())):
+        raise UserError(f"training diverged by step {step} (the loss became NaN); {ADVICE}")
+    return gradient_norm(optimizer.param_groups[0]["params"])
 
 
 def stopping(result: FitResult, record: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
@@ -398,6 +525,9 @@ def stopping(result: FitResult, record: dict[str, Any], config: TrainConfig) -> 
         changes = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses, losses[1:])]
         if len(changes) == config.patience and max(changes) < config.tolerance:
             reason = STOP_REASONS[1]
+    size = record.get("grad_norm")
+    if reason is None and size is not None and size <= config.grad_tolerance:
+        reason = STOP_REASONS[1]
     if reason is None and epoch >= config.epochs:
         reason = STOP_REASONS[0]
     best = result.best["epoch"] if result.best is not None else epoch
@@ -427,6 +557,7 @@ def restore(result: FitResult, shuffle: torch.Generator, state: dict, device) ->
         result.best = state.get("best")
         result.history, result.step = state["history"], state["step"]
         result.seconds = state["seconds"]
+        result.grad_start = state.get("grad_start")
         position = int(state.get("position", 0))
         running = distributed.main_share(state.get("running"))
         shuffle.set_state(state["rng"]["shuffle"])
@@ -509,6 +640,8 @@ def checkpoint_record(
     }
     if result.best is not None:
         record["best"] = result.best
+    if result.grad_start is not None:
+        record["grad_start"] = result.grad_start
     if running is not None:
         record["running"] = distributed.sum_across(running).detach().reshape(1)
     return record

@@ -58,7 +58,7 @@ from ppl_vae.errors import UserError
 from ppl_vae.figures.run_figures import FIGURES, skipped_figures, write_figures
 from ppl_vae.figures.worker import FigureWorker
 from ppl_vae.infer import distributed
-from ppl_vae.infer.trainer import FitResult, fit, resolve_device
+from ppl_vae.infer.trainer import FitResult, check_optimizer, fit, resolve_device
 from ppl_vae.measure.failure_modes import diagnose
 from ppl_vae.measure.metrics import FINAL_METRICS, TEST_DRAWS, epoch_record, evaluate_test_set
 from ppl_vae.programs import Programs
@@ -146,6 +146,7 @@ def prepare(
     pair = build_programs(cfg, ds, spec)
     apply_recommended(cfg, spec, pair)  # a factory's module recommends too (Pyro's SSVAE)
     cfg.train.validate()
+    check_optimizer(cfg.train, ds)  # L-BFGS full batch: known once the data is
     return cfg, ds, pair, run
 
 

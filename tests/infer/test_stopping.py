@@ -12,11 +12,14 @@ import pytest
 import torch
 from sklearn.decomposition import PCA as SkPCA
 
+from ppl_vae import registry
 from ppl_vae.cli import main
 from ppl_vae.data.dataset import VALIDATION_FRACTION, Dataset, validation_split
 from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
+from ppl_vae.infer.trainer import fit, recommended_config
 from ppl_vae.measure.metrics import STOP_REASONS, TEST_DRAWS, evaluate
+from ppl_vae.runs import checkpoint
 from ppl_vae.runs.config import RunConfig
 from ppl_vae.runs.train import train_run
 
@@ -81,10 +84,93 @@ def test_an_early_stopped_run_resumes_exactly(tmp_path):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("bad", [{"patience": 0}, {"tolerance": -1e-3}, {"early_stopping": 1}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"patience": 0},
+        {"tolerance": -1e-3},
+        {"early_stopping": 1},
+        {"grad_tolerance": -1e-3},
+        {"grad_tolerance": 2.0},
+        {"optimizer": "sgd"},
+        # L-BFGS needs one objective for the whole run: no schedule, no per-step settings.
+        {"optimizer": "lbfgs", "objective": "capacity"},
+        {"optimizer": "lbfgs", "objective": "tcvae"},
+        {"optimizer": "lbfgs", "beta_schedule": "linear"},
+        {"optimizer": "lbfgs", "lr_schedule": "cosine"},
+    ],
+)
 def test_stopping_options_are_checked(bad):
     with pytest.raises(UserError):
         TrainConfig(**bad).validate()
+
+
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        (["vae", "--optimizer", "lbfgs"], "needs full-batch training"),
+        (["pca", "--batch-size", "64"], "needs full-batch training"),  # its default is lbfgs
+        (["vae", "--grad-tolerance", "1e-3"], "needs full-batch training"),
+        (
+            ["vae", "--optimizer", "lbfgs", "--batch-size", "65536", "--binarize", "dynamic"],
+            "dynamic",
+        ),
+        (
+            ["vae", "--optimizer", "lbfgs", "--batch-size", "65536", "--beta-schedule", "linear"],
+            "stays the same",
+        ),
+        (["ppca", "--lr-schedule", "cosine"], "--lr-schedule cosine is for adam"),
+    ],
+)
+def test_lbfgs_off_its_ground_is_one_error_line_and_writes_nothing(tmp_path, capsys, args, expect):
+    out = tmp_path / "run"
+    assert main(["train", *args, "--out", str(out), "--no-progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], lines
+    assert not out.exists()
+
+
+class DirCheckpointer:
+    """:func:`fit`'s checkpoints in a folder, through the run layer's safetensors + JSON."""
+
+    def __init__(self, path, resume: bool = False):
+        self.path, self.resume = path, resume
+
+    def restore(self, map_location):
+        return checkpoint.load(self.path, map_location) if self.resume else None
+
+    def save(self, record):
+        checkpoint.save(self.path, record)
+
+
+@pytest.mark.parametrize("name", ["pca", "ppca"])
+def test_an_lbfgs_run_resumes_exactly(tmp_path, name):
+    """Their defaults (full-batch L-BFGS; ppca's draws fixed for the run) with the gradient
+    stop off: 2 epochs and a resume to 4 give the weights and history of 4 straight, the
+    optimizer's curvature pairs kept as tensors in safetensors, its settings in JSON."""
+    x = torch.from_numpy(low_rank(21, n=300, width=10, rank=3).astype(np.float32))
+    ds = Dataset("mine", x[60:], x[:60])
+
+    def run(epochs: int, folder: str, resume: bool = False):
+        torch.manual_seed(0)  # the same initial weights in each run
+        model, guide = registry.build(name, x_dim=10, latent_dim=2)
+        settings = dict(epochs=epochs, seed=4, grad_tolerance=0.0, progress=False, device="cpu")
+        cfg = recommended_config(model, guide, **settings)
+        return fit(model, guide, ds, cfg, DirCheckpointer(tmp_path / folder, resume))
+
+    straight = run(4, "a")
+    assert straight.config.optimizer == "lbfgs" and len(straight.history) == 4
+    run(2, "b")
+    body = json.loads((tmp_path / "b" / checkpoint.RECORD).read_text())
+    lbfgs = body["record"]["optimizer"]
+    assert lbfgs["param_groups"][0]["line_search_fn"] == "strong_wolfe"
+    state = dict(lbfgs["state"]["__items__"])[0]
+    assert state["old_dirs"] and all(set(t) == {"__tensor__"} for t in state["old_dirs"])
+    resumed = run(4, "b", resume=True)
+    for r, s in zip(resumed.history, straight.history, strict=True):
+        assert r == s, {k: (r[k], s.get(k)) for k in r if r[k] != s.get(k)}
+    for a, b in zip(straight.pair.parameters(), resumed.pair.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("seed,rank", [(11, 2), (12, 3), (13, 4)])
