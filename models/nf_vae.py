@@ -30,7 +30,6 @@ Neither flow has a closed-form inverse: a draw is scored from the transform's ca
 
 Example::
 
-    >>> import torch
     >>> m = NFVAE(x_dim=64, latent_dim=2, hidden=(32,), flow="radial", flow_length=3)
     >>> q = m.posterior(torch.rand(4, 64))
     >>> z = q.rsample()
@@ -71,10 +70,10 @@ class NFVAE(Autoencoder):
         flow_hidden: int = 64,
     ):
         super().__init__(x_dim, latent_dim)
-        if flow not in FLOWS:
-            raise UserError(f"unknown flow {flow!r}; choose one of {', '.join(FLOWS)}")
-        if int(flow_length) < 1:
-            raise UserError(f"flow_length must be at least 1, got {flow_length}")
+        if flow not in FLOWS or int(flow_length) < 1:
+            raise UserError(
+                f"nf-vae takes flow=planar|radial, flow_length >= 1: {flow!r}, {flow_length}"
+            )
         hidden = parse_hidden(hidden)
         context = hidden[-1] if hidden else x_dim
         self.flow = flow
@@ -95,8 +94,7 @@ class NFVAE(Autoencoder):
         loc, raw = self.head(h).chunk(2, dim=-1)
         return dist.Normal(loc, F.softplus(raw) + 1e-4).to_event(1), h
 
-    def transforms(self, h: torch.Tensor) -> list:
-        """The flow steps conditioned on ``h``."""
+    def transforms(self, h: torch.Tensor) -> list:  # the flow steps conditioned on h
         return [flow.condition(h) for flow in self.flows]
 
     def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
@@ -106,25 +104,17 @@ class NFVAE(Autoencoder):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The base mean pushed through the flow (a flow has no closed-form mean)."""
         base, h = self.base(x)
-        z = base.mean
-        for t in self.transforms(h):
-            z = t(z)
-        return z
+        return torch.distributions.ComposeTransform(self.transforms(h))(base.mean)
 
     def margins(self, x: torch.Tensor) -> torch.Tensor:
         """The invertibility margins per step, ``(K, B)``, all :math:`\\ge 0` for an invertible
         flow: :math:`1 + w^\\top \\hat u` (planar) or :math:`\\alpha + \\beta` (radial)."""
-        h = self.context(x)
         out = []
-        for t in self.transforms(h):
-            if self.flow == "planar":
-                _, u, w = t._params()
-                out.append(1 + (w * t.u_hat(u, w)).sum(-1))
-            else:
-                _, alpha, beta = t._params()
-                alpha = F.softplus(alpha)
-                out.append((alpha + (-alpha + F.softplus(beta))).squeeze(-1))
-        return torch.stack(out)
+        for t in self.transforms(self.context(x)):
+            _, u, w = t._params()  # planar: (b, u, w); radial: (z0, alpha', beta')
+            planar = self.flow == "planar"
+            out.append(1 + (w * t.u_hat(u, w)).sum(-1) if planar else F.softplus(w)[..., 0])
+        return torch.stack(out)  # radial: alpha + beta = softplus(beta')
 
 
 MODEL = NFVAE
