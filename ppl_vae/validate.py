@@ -242,6 +242,14 @@ def capacity_max(value: Any) -> float:
     return value
 
 
+def share(name: str, value: Any) -> float:
+    """A weight in ``[0, 1]``."""
+    value = real(name, value, positive=False, high=1.0)
+    if value < 0:
+        raise UserError(f"{flag(name)} must be between 0 and 1, got {value}")
+    return value
+
+
 #: TrainConfig field -> check; :func:`train_fields` runs the ones present.
 TRAIN_CHECKS = {
     "epochs": epochs,
@@ -259,6 +267,8 @@ TRAIN_CHECKS = {
     "capacity_max": lambda v: capacity_max(v),
     "capacity_steps": lambda v: integer("capacity_steps", v, 0, MAX_STEPS),
     "checkpoint_every": lambda v: integer("checkpoint_every", v, 0, MAX_STEPS),
+    "miwae_groups": lambda v: integer("miwae_groups", v, 1, MAX_PARTICLES),
+    "ciwae_beta": lambda v: share("ciwae_beta", v),
 }
 
 

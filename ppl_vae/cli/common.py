@@ -122,8 +122,25 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         default=d.objective,
         choices=tuple(OBJECTIVES),
         help="elbo (beta-weighted), capacity (gamma*|KL - C|, C rising to --capacity-max), "
-        "iwae (the importance-weighted bound with --num-particles K samples) or tcvae "
-        "(beta-TCVAE: --beta weights the total correlation alone)",
+        "iwae (the importance-weighted bound with --num-particles K samples), tcvae "
+        "(beta-TCVAE: --beta weights the total correlation alone), miwae (--miwae-groups M "
+        "IWAE bounds of K samples, averaged) or ciwae (--ciwae-beta * ELBO + (1 - it) * IWAE "
+        "on the same K samples)",
+    )
+    g.add_argument(
+        "--miwae-groups",
+        action=Given,
+        type=int,
+        default=d.miwae_groups,
+        metavar="M",
+        help="miwae: independent groups of --num-particles K draws per example",
+    )
+    g.add_argument(
+        "--ciwae-beta",
+        action=Given,
+        type=float,
+        default=d.ciwae_beta,
+        help="ciwae: the ELBO's share in [0, 1] (1: the ELBO, 0: the IWAE bound)",
     )
     g.add_argument(
         "--gamma", action=Given, type=float, default=d.gamma, help="capacity objective weight"

@@ -38,7 +38,11 @@ OBJECTIVES = {
     "capacity": "ppl_vae.infer.capacity:from_config",  # gamma |KL - C|, Burgess et al. 2018
     "iwae": "ppl_vae.infer.iwae:from_config",  # importance-weighted bound, Burda et al. 2015
     "tcvae": "ppl_vae.infer.tcvae:from_config",  # beta-TCVAE, Chen et al. 2018
+    "miwae": "ppl_vae.infer.miwae:from_config",  # M IWAE bounds averaged, Rainforth et al. 2018
+    "ciwae": "ppl_vae.infer.ciwae:from_config",  # beta ELBO + (1-beta) IWAE, Rainforth 2018
 }
+#: Objectives that bound log p(x) with importance weights: a beta would act inside them.
+IMPORTANCE_WEIGHTED = ("iwae", "miwae", "ciwae")
 #: ``--elbo`` names (:data:`ppl_vae.infer.elbo.ELBOS` holds the classes).
 ELBO_KINDS = ("trace", "meanfield", "enum")
 #: ``--lr-schedule`` and ``--beta-schedule`` names (:mod:`ppl_vae.infer.schedules`).
@@ -69,6 +73,10 @@ class TrainConfig:
     gamma: float = 100.0
     capacity_max: float = 10.0  # nats per example, reached after capacity_steps
     capacity_steps: int = 1000
+    #: MIWAE (Rainforth et al. 2018): M groups of ``num_particles`` K draws per example.
+    miwae_groups: int = 8
+    #: CIWAE (Rainforth et al. 2018): the ELBO's share beta in beta ELBO + (1-beta) IWAE.
+    ciwae_beta: float = 0.5
     eval_batch_size: int = 1000
     progress: bool = True
     #: Also checkpoint every this many steps inside an epoch (0: at epoch ends only), so a
@@ -132,10 +140,18 @@ class TrainConfig:
                 "--objective tcvae estimates the total correlation from one draw: "
                 "drop --num-particles"
             )
-        if self.objective == "iwae" and (self.beta != 1 or self.beta_schedule != "constant"):
+        weighted = self.objective in IMPORTANCE_WEIGHTED
+        if weighted and (self.beta != 1 or self.beta_schedule != "constant"):
             raise UserError(
-                "--objective iwae bounds log p(x) itself; a beta would act inside the "
-                "importance weights: drop --beta options"
+                f"--objective {self.objective} bounds log p(x) itself; a beta would act inside "
+                "the importance weights: drop --beta options"
+                + (" (CIWAE's mixing weight is --ciwae-beta)" if self.objective == "ciwae" else "")
+            )
+        draws = self.num_particles * self.miwae_groups
+        if self.objective == "miwae" and draws > validate.MAX_PARTICLES:
+            raise UserError(
+                f"--objective miwae draws --miwae-groups x --num-particles = {draws} samples "
+                f"per example; at most {validate.MAX_PARTICLES}: use smaller values"
             )
         if self.objective == "capacity" and (self.beta != 1 or self.beta_schedule != "constant"):
             raise UserError("--objective capacity replaces beta by gamma; drop --beta options")
