@@ -269,6 +269,8 @@ TRAIN_CHECKS = {
     "checkpoint_every": lambda v: integer("checkpoint_every", v, 0, MAX_STEPS),
     "miwae_groups": lambda v: integer("miwae_groups", v, 1, MAX_PARTICLES),
     "ciwae_beta": lambda v: share("ciwae_beta", v),
+    "mmd_lambda": lambda v: real("mmd_lambda", v),
+    "info_alpha": lambda v: real("info_alpha", v, positive=False, high=1.0),
 }
 
 

@@ -40,7 +40,11 @@ OBJECTIVES = {
     "tcvae": "ppl_vae.infer.tcvae:from_config",  # beta-TCVAE, Chen et al. 2018
     "miwae": "ppl_vae.infer.miwae:from_config",  # M IWAE bounds averaged, Rainforth et al. 2018
     "ciwae": "ppl_vae.infer.ciwae:from_config",  # beta ELBO + (1-beta) IWAE, Rainforth 2018
+    "wae": "ppl_vae.infer.mmd:wae_from_config",  # WAE-MMD, Tolstikhin et al. 2018
+    "infovae": "ppl_vae.infer.mmd:infovae_from_config",  # InfoVAE-MMD, Zhao et al. 2019
 }
+#: ``--mmd-kernel`` names (:mod:`ppl_vae.infer.mmd`).
+MMD_KERNELS = ("imq", "rbf")
 #: Objectives that bound log p(x) with importance weights: a beta would act inside them.
 IMPORTANCE_WEIGHTED = ("iwae", "miwae", "ciwae")
 #: ``--elbo`` names (:data:`ppl_vae.infer.elbo.ELBOS` holds the classes).
@@ -77,6 +81,12 @@ class TrainConfig:
     miwae_groups: int = 8
     #: CIWAE (Rainforth et al. 2018): the ELBO's share beta in beta ELBO + (1-beta) IWAE.
     ciwae_beta: float = 0.5
+    #: WAE-MMD and InfoVAE (Tolstikhin et al. 2018, Zhao et al. 2019): the kernel of the MMD
+    #: between the batch's codes and prior draws, its weight lambda (per example), and
+    #: InfoVAE's alpha (the KL weighs 1 - alpha, the MMD alpha + lambda - 1).
+    mmd_kernel: str = "imq"
+    mmd_lambda: float = 100.0
+    info_alpha: float = 0.0
     eval_batch_size: int = 1000
     progress: bool = True
     #: Also checkpoint every this many steps inside an epoch (0: at epoch ends only), so a
@@ -127,6 +137,7 @@ class TrainConfig:
             "beta_schedule": BETA_SCHEDULES,
             "elbo": ELBO_KINDS,
             "objective": tuple(OBJECTIVES),
+            "mmd_kernel": MMD_KERNELS,
         }
         for name, allowed in choices.items():
             value = getattr(self, name)
@@ -139,6 +150,18 @@ class TrainConfig:
             raise UserError(
                 "--objective tcvae estimates the total correlation from one draw: "
                 "drop --num-particles"
+            )
+        if self.objective in ("wae", "infovae") and (
+            self.beta != 1 or self.beta_schedule != "constant"
+        ):
+            raise UserError(
+                f"--objective {self.objective} weighs its KL term itself (wae: none; infovae: "
+                "1 - --info-alpha): drop --beta options"
+            )
+        if self.objective == "infovae" and self.info_alpha + self.mmd_lambda < 1:
+            raise UserError(
+                "--objective infovae weighs the MMD by --info-alpha + --mmd-lambda - 1, which "
+                f"must be at least 0; got {self.info_alpha} + {self.mmd_lambda} - 1"
             )
         weighted = self.objective in IMPORTANCE_WEIGHTED
         if weighted and (self.beta != 1 or self.beta_schedule != "constant"):
