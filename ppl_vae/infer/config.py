@@ -85,7 +85,7 @@ class TrainConfig:
     #: between the batch's codes and prior draws, its weight lambda (per example), and
     #: InfoVAE's alpha (the KL weighs 1 - alpha, the MMD alpha + lambda - 1).
     mmd_kernel: str = "imq"
-    mmd_lambda: float = 100.0
+    mmd_lambda: float = 10.0
     info_alpha: float = 0.0
     eval_batch_size: int = 1000
     progress: bool = True
