@@ -25,8 +25,7 @@ is no longer a bound. Pyro's ``ConditionalPlanar`` and ``ConditionalRadial`` enf
 (:math:`\\hat u = u + (\\operatorname{softplus}(w^\\top u) - 1 - w^\\top u)\\, w / \\lVert w
 \\rVert^2`; :math:`\\alpha = \\operatorname{softplus}(\\alpha')`, :math:`\\beta = -\\alpha +
 \\operatorname{softplus}(\\beta')`); :meth:`NFVAE.margins` reads both off trained weights.
-Neither flow has a closed-form inverse: a draw is scored from the transform's cache, so
-:math:`q` scores its own draws only (which is all the ELBO and IW estimates need).
+:mod:`~ppl_vae.models.blocks.flows` adds their inverses, so :math:`q` scores any point.
 
 Example::
 
@@ -42,17 +41,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pyro.distributions as dist
-import pyro.distributions.transforms as T
 import torch
 import torch.nn.functional as F
-from ppl_vae.models.blocks import likelihoods
+from ppl_vae.models.blocks import flows, likelihoods
 from ppl_vae.models.blocks.autoencoder import Autoencoder
 from ppl_vae.models.blocks.nets import mlp, parse_hidden
 from torch import nn
 
 from ppl_vae.errors import UserError
 
-FLOWS = {"planar": T.conditional_planar, "radial": T.conditional_radial}
+FLOWS = {"planar": flows.conditional_planar, "radial": flows.conditional_radial}
 
 
 class NFVAE(Autoencoder):
