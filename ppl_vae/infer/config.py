@@ -146,10 +146,10 @@ class TrainConfig:
                     f"unknown {name.replace('_', ' ')} {value!r}; choose one of "
                     f"{', '.join(allowed)}"
                 )
-        if self.objective == "tcvae" and self.num_particles != 1:
+        if self.objective in ("tcvae", "wae", "infovae") and self.num_particles != 1:
             raise UserError(
-                "--objective tcvae estimates the total correlation from one draw: "
-                "drop --num-particles"
+                f"--objective {self.objective} estimates its batch statistic (total "
+                "correlation, MMD) from one draw per example: drop --num-particles"
             )
         if self.objective in ("wae", "infovae") and (
             self.beta != 1 or self.beta_schedule != "constant"
