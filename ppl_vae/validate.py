@@ -261,6 +261,14 @@ def optimizer(value: Any) -> str:
     return value
 
 
+def share(name: str, value: Any) -> float:
+    """A weight in ``[0, 1]``."""
+    value = real(name, value, positive=False, high=1.0)
+    if value < 0:
+        raise UserError(f"{flag(name)} must be between 0 and 1, got {value}")
+    return value
+
+
 #: TrainConfig field -> check; :func:`train_fields` runs the ones present.
 TRAIN_CHECKS = {
     "epochs": epochs,
@@ -281,6 +289,10 @@ TRAIN_CHECKS = {
     "tolerance": lambda v: tolerance("tolerance", v),
     "grad_tolerance": lambda v: tolerance("grad_tolerance", v),
     "optimizer": optimizer,
+    "miwae_groups": lambda v: integer("miwae_groups", v, 1, MAX_PARTICLES),
+    "ciwae_beta": lambda v: share("ciwae_beta", v),
+    "mmd_lambda": lambda v: real("mmd_lambda", v),
+    "info_alpha": lambda v: real("info_alpha", v, positive=False, high=1.0),
 }
 
 

@@ -18,6 +18,7 @@ from ppl_vae.infer.config import (
     BETA_SCHEDULES,
     ELBO_KINDS,
     LR_SCHEDULES,
+    MMD_KERNELS,
     OBJECTIVES,
     OPTIMIZERS,
     TrainConfig,
@@ -123,8 +124,44 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         default=d.objective,
         choices=tuple(OBJECTIVES),
         help="elbo (beta-weighted), capacity (gamma*|KL - C|, C rising to --capacity-max), "
-        "iwae (the importance-weighted bound with --num-particles K samples) or tcvae "
-        "(beta-TCVAE: --beta weights the total correlation alone)",
+        "iwae (the importance-weighted bound with --num-particles K samples), tcvae "
+        "(beta-TCVAE: --beta weights the total correlation alone), miwae (--miwae-groups M "
+        "IWAE bounds of K samples, averaged) or ciwae (--ciwae-beta * ELBO + (1 - it) * IWAE "
+        "on the same K samples), wae (WAE-MMD: reconstruction + --mmd-lambda x MMD of the "
+        "batch's codes to the prior) or infovae (InfoVAE: (1 - --info-alpha) x KL + "
+        "(alpha + lambda - 1) x MMD)",
+    )
+    g.add_argument(
+        "--miwae-groups",
+        action=Given,
+        type=int,
+        default=d.miwae_groups,
+        metavar="M",
+        help="miwae: independent groups of --num-particles K draws per example",
+    )
+    g.add_argument(
+        "--ciwae-beta",
+        action=Given,
+        type=float,
+        default=d.ciwae_beta,
+        help="ciwae: the ELBO's share in [0, 1] (1: the ELBO, 0: the IWAE bound)",
+    )
+    g.add_argument(
+        "--mmd-kernel", action=Given, default=d.mmd_kernel, choices=MMD_KERNELS, help="wae, infovae"
+    )
+    g.add_argument(
+        "--mmd-lambda",
+        action=Given,
+        type=float,
+        default=d.mmd_lambda,
+        help="wae, infovae: the MMD's weight lambda, per example",
+    )
+    g.add_argument(
+        "--info-alpha",
+        action=Given,
+        type=float,
+        default=d.info_alpha,
+        help="infovae: alpha (the KL weighs 1 - alpha; 0 keeps the ELBO's KL)",
     )
     g.add_argument(
         "--gamma", action=Given, type=float, default=d.gamma, help="capacity objective weight"

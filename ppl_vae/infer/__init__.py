@@ -4,8 +4,9 @@ One concept per file, as in ``pyro.infer``: ``config.py`` (:class:`TrainConfig`,
 defaults and its one validation; no torch), ``elbo.py`` (the ELBO estimators),
 ``objective.py`` (the loss module over a pair, and :class:`StepwiseELBO` for objectives
 with per-step state), ``latent_scale.py`` (beta as a ``poutine.scale`` restricted to the
-latent sites), ``capacity.py``, ``iwae.py`` and ``tcvae.py`` (objectives extending
-Pyro's ``Trace_ELBO`` through ``_differentiable_loss_particle`` and ``super()``),
+latent sites), ``capacity.py``, ``tcvae.py`` and ``mmd.py`` (WAE and InfoVAE: objectives
+extending Pyro's ``Trace_ELBO`` through ``_differentiable_loss_particle`` and ``super()``),
+``iwae.py``, ``miwae.py`` and ``ciwae.py`` (the importance-weighted bounds, per example),
 ``jit.py`` (the loss traced once per batch shape, checked, replayed), ``schedules.py``
 (beta and learning rate as pure functions of the step), ``distributed.py`` (torchrun and
 DDP) and ``trainer.py`` (:func:`fit`, which knows no files). To add an objective: a file

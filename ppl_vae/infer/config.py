@@ -38,7 +38,15 @@ OBJECTIVES = {
     "capacity": "ppl_vae.infer.capacity:from_config",  # gamma |KL - C|, Burgess et al. 2018
     "iwae": "ppl_vae.infer.iwae:from_config",  # importance-weighted bound, Burda et al. 2015
     "tcvae": "ppl_vae.infer.tcvae:from_config",  # beta-TCVAE, Chen et al. 2018
+    "miwae": "ppl_vae.infer.miwae:from_config",  # M IWAE bounds averaged, Rainforth et al. 2018
+    "ciwae": "ppl_vae.infer.ciwae:from_config",  # beta ELBO + (1-beta) IWAE, Rainforth 2018
+    "wae": "ppl_vae.infer.mmd:wae_from_config",  # WAE-MMD, Tolstikhin et al. 2018
+    "infovae": "ppl_vae.infer.mmd:infovae_from_config",  # InfoVAE-MMD, Zhao et al. 2019
 }
+#: ``--mmd-kernel`` names (:mod:`ppl_vae.infer.mmd`).
+MMD_KERNELS = ("imq", "rbf")
+#: Objectives that bound log p(x) with importance weights: a beta would act inside them.
+IMPORTANCE_WEIGHTED = ("iwae", "miwae", "ciwae")
 #: ``--elbo`` names (:data:`ppl_vae.infer.elbo.ELBOS` holds the classes).
 ELBO_KINDS = ("trace", "meanfield", "enum")
 #: ``--lr-schedule`` and ``--beta-schedule`` names (:mod:`ppl_vae.infer.schedules`).
@@ -72,6 +80,16 @@ class TrainConfig:
     gamma: float = 100.0
     capacity_max: float = 10.0  # nats per example, reached after capacity_steps
     capacity_steps: int = 1000
+    #: MIWAE (Rainforth et al. 2018): M groups of ``num_particles`` K draws per example.
+    miwae_groups: int = 8
+    #: CIWAE (Rainforth et al. 2018): the ELBO's share beta in beta ELBO + (1-beta) IWAE.
+    ciwae_beta: float = 0.5
+    #: WAE-MMD and InfoVAE (Tolstikhin et al. 2018, Zhao et al. 2019): the kernel of the MMD
+    #: between the batch's codes and prior draws, its weight lambda (per example), and
+    #: InfoVAE's alpha (the KL weighs 1 - alpha, the MMD alpha + lambda - 1).
+    mmd_kernel: str = "imq"
+    mmd_lambda: float = 10.0
+    info_alpha: float = 0.0
     eval_batch_size: int = 1000
     progress: bool = True
     #: Also checkpoint every this many steps inside an epoch (0: at epoch ends only), so a
@@ -128,6 +146,7 @@ class TrainConfig:
             "beta_schedule": BETA_SCHEDULES,
             "elbo": ELBO_KINDS,
             "objective": tuple(OBJECTIVES),
+            "mmd_kernel": MMD_KERNELS,
         }
         for name, allowed in choices.items():
             value = getattr(self, name)
@@ -136,15 +155,35 @@ class TrainConfig:
                     f"unknown {name.replace('_', ' ')} {value!r}; choose one of "
                     f"{', '.join(allowed)}"
                 )
-        if self.objective == "tcvae" and self.num_particles != 1:
+        if self.objective in ("tcvae", "wae", "infovae") and self.num_particles != 1:
             raise UserError(
-                "--objective tcvae estimates the total correlation from one draw: "
-                "drop --num-particles"
+                f"--objective {self.objective} estimates its batch statistic (total "
+                "correlation, MMD) from one draw per example: drop --num-particles"
             )
-        if self.objective == "iwae" and (self.beta != 1 or self.beta_schedule != "constant"):
+        if self.objective in ("wae", "infovae") and (
+            self.beta != 1 or self.beta_schedule != "constant"
+        ):
             raise UserError(
-                "--objective iwae bounds log p(x) itself; a beta would act inside the "
-                "importance weights: drop --beta options"
+                f"--objective {self.objective} weighs its KL term itself (wae: none; infovae: "
+                "1 - --info-alpha): drop --beta options"
+            )
+        if self.objective == "infovae" and self.info_alpha + self.mmd_lambda < 1:
+            raise UserError(
+                "--objective infovae weighs the MMD by --info-alpha + --mmd-lambda - 1, which "
+                f"must be at least 0; got {self.info_alpha} + {self.mmd_lambda} - 1"
+            )
+        weighted = self.objective in IMPORTANCE_WEIGHTED
+        if weighted and (self.beta != 1 or self.beta_schedule != "constant"):
+            raise UserError(
+                f"--objective {self.objective} bounds log p(x) itself; a beta would act inside "
+                "the importance weights: drop --beta options"
+                + (" (CIWAE's mixing weight is --ciwae-beta)" if self.objective == "ciwae" else "")
+            )
+        draws = self.num_particles * self.miwae_groups
+        if self.objective == "miwae" and draws > validate.MAX_PARTICLES:
+            raise UserError(
+                f"--objective miwae draws --miwae-groups x --num-particles = {draws} samples "
+                f"per example; at most {validate.MAX_PARTICLES}: use smaller values"
             )
         if self.objective == "capacity" and (self.beta != 1 or self.beta_schedule != "constant"):
             raise UserError("--objective capacity replaces beta by gamma; drop --beta options")

@@ -128,14 +128,22 @@ class IWAE_ELBO(ELBO):  # noqa: N801 -- named like Pyro's Trace_ELBO
         score = _as(score, local.shape, device)
         return local, global_, score
 
+    def bounds(self, w: torch.Tensor) -> torch.Tensor:
+        """The bound of each independent group of particles per example, ``(G, B)``, from
+        the log-weights ``(K, B)``; the objective is their mean over groups. IWAE: one
+        group, :math:`\\operatorname{logsumexp}_k w_{kn} - \\log K` (subclasses change this
+        alone: :mod:`ppl_vae.infer.miwae`, :mod:`ppl_vae.infer.ciwae`)."""
+        return (w.logsumexp(0) - math.log(self.num_particles)).unsqueeze(0)
+
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """:math:`-\\mathcal{L}_K` as a differentiable scalar tensor (no host read-back)."""
         w, g, score = self.log_weights(model, guide, *args, **kwargs)
-        per_example = w.logsumexp(0) - math.log(self.num_particles)
-        bound = per_example.sum() + g.mean()
+        groups = self.bounds(w)  # (G, B)
+        bound = groups.mean(0).sum() + g.mean()
         # Score-function term for non-reparameterised local sites: value zero, gradient
-        # sum_n L_n * grad sum_k log q(z_kn).
-        surrogate = (per_example.detach() * (score - score.detach()).sum(0)).sum()
+        # mean_g sum_n L_gn * grad sum_{k in g} log q(z_kn).
+        score = score.reshape(groups.shape[0], -1, score.shape[-1]).sum(1)
+        surrogate = (groups.detach() * (score - score.detach())).mean(0).sum()
         loss = -(bound + surrogate)
         warn_if_nan(loss, "loss")
         return loss

@@ -45,7 +45,7 @@ import torch
 from ppl_vae import registry, traces
 from ppl_vae.errors import UserError
 from ppl_vae.figures.run_figures import codes_of_test_set, placeholder
-from ppl_vae.infer.config import OBJECTIVES
+from ppl_vae.infer.config import IMPORTANCE_WEIGHTED, OBJECTIVES
 from ppl_vae.runs import rundir
 from ppl_vae.runs.config import DEFAULT_LATENT_DIM, DEFAULT_MODELS, RunConfig
 from ppl_vae.runs.rundir import RunDir
@@ -54,7 +54,7 @@ from ppl_vae.runs.train import Run, prepare, train_built
 SPARSITY_THRESHOLD = 1e-2
 
 
-DEFAULT_IWAE_PARTICLES = 10  # K for a MODEL@iwae entry when --num-particles is not given
+DEFAULT_IWAE_PARTICLES = 10  # K for MODEL@iwae|miwae|ciwae when --num-particles is not given
 
 
 N_IMAGES = 10
@@ -142,7 +142,7 @@ def plan(
         cfg = dataclasses.replace(base, model=name, model_args=args)
         if objective:
             cfg.train = dataclasses.replace(base.train, objective=objective)
-            if objective == "iwae" and cfg.train.num_particles == 1:
+            if objective in IMPORTANCE_WEIGHTED and cfg.train.num_particles == 1:
                 cfg.train.num_particles = DEFAULT_IWAE_PARTICLES
         configs.append(cfg)
     unused = sorted(set(shared) - used)

@@ -1,7 +1,8 @@
 """The issue-13 programs: IWAE bound, VampPrior, mixture prior, flow guide, CVAE and M2.
 
-Oracles: the IWAE bound against its formula (K = 1 is the ELBO, the expectation rises with
-K, the closed-form PPCA log p(x) bounds it from above); the VampPrior density against the
+Oracles: the IWAE bound (its formula and K = 1 = ELBO are in
+tests/infer/test_objective_formulas.py; here the expectation rises with K and the closed-form
+PPCA log p(x) bounds it from above); the VampPrior density against the
 mean of the guide's densities; the flow's log-density against a numerical Jacobian."""
 
 from __future__ import annotations
@@ -92,31 +93,6 @@ def test_programs_train_and_loss_decreases(name, digits):
 def vae_and_x():
     torch.manual_seed(0)
     return VAE(x_dim=64, latent_dim=2, hidden=(32,)), torch.rand(6, 64).bernoulli()
-
-
-def test_iwae_matches_formula(vae_and_x):
-    vae, x = vae_and_x
-    k = 7
-    pyro.set_rng_seed(3)
-    loss = IWAE_ELBO(num_particles=k).differentiable_loss(vae.model, vae.guide, x)
-    pyro.set_rng_seed(3)  # the same draws, by hand: z_k ~ q(z|x), log p(x,z_k) - log q(z_k|x)
-    q = vae.posterior(x)
-    z = q.rsample([k])
-    w = vae.likelihood(z).log_prob(x) + vae.prior().log_prob(z) - q.log_prob(z)
-    expected = -(w.logsumexp(0) - math.log(k)).sum()
-    torch.testing.assert_close(loss, expected)
-    assert loss.requires_grad and isinstance(
-        IWAE_ELBO(k).loss(vae.model, vae.guide, x), torch.Tensor
-    )
-
-
-def test_iwae_with_one_particle_is_the_elbo(vae_and_x):
-    vae, x = vae_and_x
-    pyro.set_rng_seed(5)
-    iwae = IWAE_ELBO(num_particles=1).differentiable_loss(vae.model, vae.guide, x)
-    pyro.set_rng_seed(5)
-    elbo = trace_elbo().differentiable_loss(vae.model, vae.guide, x)
-    torch.testing.assert_close(iwae, elbo)
 
 
 def bound(module, x, k, repeats=200):
