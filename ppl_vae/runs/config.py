@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ppl_vae import registry, validate
-from ppl_vae.data.sources import parse_binarize
+from ppl_vae.data.sources import TEST_BINARIZE_SEED, parse_binarize
 from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.runs import rundir
@@ -51,6 +51,11 @@ class RunConfig:
     data_root: str | None = None
     download: bool = False
     binarize: str = "none"
+    #: The seed of the test split's random preprocessing (dynamic binarisation): the data
+    #: set's fixed draw, the same for every run whatever ``train.seed``; evaluation always
+    #: reuses it. A config.json written before this field gets the same default, the
+    #: draw every new run of its data set is scored on.
+    test_binarize_seed: int = TEST_BINARIZE_SEED
     #: Keep only this many training labels (stratified); the rest become -1, as the
     #: semi-supervised M2 VAE expects. None keeps them all.
     labels: int | None = None
@@ -138,6 +143,9 @@ def check_saved(cfg: RunConfig) -> None:
         raise TypeError("download must be true or false")
     cfg.download = False
     parse_binarize(cfg.binarize)
+    cfg.test_binarize_seed = validate.integer(
+        "test_binarize_seed", cfg.test_binarize_seed, 0, 2**63 - 1
+    )
     if cfg.labels is not None:
         cfg.labels = validate.integer("labels", cfg.labels, 1, validate.MAX_LABELS)
     cfg.train.validate()
