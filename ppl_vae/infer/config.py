@@ -40,7 +40,7 @@ OBJECTIVES = {
     "tcvae": "ppl_vae.infer.tcvae:from_config",  # beta-TCVAE, Chen et al. 2018
 }
 #: ``--elbo`` names (:data:`ppl_vae.infer.elbo.ELBOS` holds the classes).
-ELBO_KINDS = ("trace", "meanfield", "enum")
+ELBO_KINDS = ("auto", "trace", "meanfield", "enum")
 #: ``--lr-schedule`` and ``--beta-schedule`` names (:mod:`ppl_vae.infer.schedules`).
 LR_SCHEDULES = ("constant", "cosine")
 BETA_SCHEDULES = ("constant", "linear", "cyclical", "sigmoid")
@@ -57,7 +57,9 @@ class TrainConfig:
     lr_final: float = 0.01
     seed: int = 0
     device: str = "auto"
-    elbo: str = "trace"  # trace | meanfield | enum
+    #: auto (meanfield where the pair's KL has a valid closed form, else trace; resolved by
+    #: :func:`ppl_vae.infer.elbo.choose`) | trace | meanfield | enum
+    elbo: str = "auto"
     num_particles: int = 1
     beta: float = 1.0
     beta_schedule: str = "constant"  # constant | linear | cyclical | sigmoid

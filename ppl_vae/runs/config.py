@@ -68,6 +68,9 @@ class RunConfig:
     model_sha256: str | None = None
     #: The SHA-256 of the data file (``--data FILE.npz``) the run was trained on.
     data_sha256: str | None = None
+    #: The ``--elbo`` asked for when it was resolved at train time (``auto``: ``train.elbo``
+    #: then holds the estimator it resolved to); None when ``train.elbo`` is what was asked.
+    elbo_requested: str | None = None
     #: The options the user typed (the CLI fills this; not saved): on ``--resume`` only
     #: these are compared with the saved run. None: compare everything.
     given: list[str] | None = field(default=None, compare=False)
@@ -139,6 +142,8 @@ def check_saved(cfg: RunConfig) -> None:
         isinstance(cfg.train_explicit, list) and all(isinstance(k, str) for k in cfg.train_explicit)
     ):
         raise TypeError("train_explicit must be a list of option names")
+    if cfg.elbo_requested is not None and cfg.elbo_requested != "auto":
+        raise TypeError("elbo_requested must be auto or null")
     if not isinstance(cfg.download, bool):
         raise TypeError("download must be true or false")
     cfg.download = False
@@ -156,7 +161,15 @@ RESUME_FREE = {"epochs", "device", "progress", "checkpoint_every", "schedule_epo
 
 
 #: RunConfig fields that are bookkeeping, not options.
-BOOKKEEPING = {"train", "train_explicit", "model_file", "model_sha256", "data_sha256", "given"}
+BOOKKEEPING = {
+    "train",
+    "train_explicit",
+    "model_file",
+    "model_sha256",
+    "data_sha256",
+    "elbo_requested",
+    "given",
+}
 
 
 def same_model(saved: RunConfig, new: RunConfig) -> bool:
@@ -199,6 +212,8 @@ def resume_differences(saved: RunConfig, new: RunConfig) -> list[str]:
         if name in RESUME_FREE or (given is not None and name not in given):
             continue
         old, now = getattr(saved.train, name), getattr(new.train, name)
+        if name == "elbo" and now == "auto":  # the saved run records what auto resolved to
+            continue
         if old != now:
             diffs.append(f"{name} {old} -> {now}")
     return diffs
