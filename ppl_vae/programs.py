@@ -24,7 +24,13 @@ silently reuse, each other's tensors, whatever the global ``module_local_params`
 
 Tracing also tells the engine what it needs about the pair: its latent sites (the guide's
 sample sites), its observed sites, whether it takes labels (a second positional argument)
-and how many plates it nests (so an outer particle plate can vectorise it).
+and how many plates it nests (so an outer particle plate can vectorise it). It also says
+where the KL term has a closed form the objective and the measurements may use
+(``analytic_kl_sites``, :func:`closed_form_kl`): a latent site whose guide and model
+distributions ``kl_divergence`` knows, scaled and masked alike in both programs, in a pair
+whose guide samples the latent sites in the model's order (``mean_field``: Pyro's sufficient
+condition for ``TraceMeanField_ELBO``, so every parent of a site in the model is drawn from
+the guide before it). Elsewhere the KL is estimated from the draw, ``log q - log p``.
 
 Example::
 
@@ -54,9 +60,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.distributions.util import scale_and_mask
 from pyro.poutine.messenger import unwrap
 from pyro.poutine.util import prune_subsample_sites
 from torch import nn
+from torch.distributions import kl_divergence
 
 from ppl_vae.errors import UserError
 
@@ -143,6 +151,34 @@ def _store_key(name: str) -> str:
     return name.replace(".", "__").replace("$$$", "__")
 
 
+def closed_form_kl(q_site: dict[str, Any], p_site: dict[str, Any]) -> torch.Tensor | None:
+    """``KL(q || p)`` of one latent site from ``kl_divergence``, shaped like the guide
+    distribution's batch and carrying the site's scale (beta, a subsample scale) and mask
+    as its ``log_prob`` does; None where ``kl_divergence`` does not know the pair or its
+    result does not have that shape. Whether the closed form is *valid* for the pair is
+    :attr:`Programs.analytic_kl_sites`' business (the mean-field order, equal scales and
+    masks), not this function's."""
+    q, p = q_site["fn"], p_site["fn"]
+    try:
+        kl = kl_divergence(q, p)
+    except NotImplementedError:
+        return None
+    if not torch.is_tensor(kl) or kl.shape != q.batch_shape:
+        return None
+    return scale_and_mask(kl, q_site["scale"], q_site["mask"])
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two site scales (or masks) are the same: the same object, or equal numbers
+    or tensors (compared outside any trace of the loss: at the pair's first trace)."""
+    if a is b:
+        return True
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        a, b = torch.as_tensor(a), torch.as_tensor(b)
+        return a.shape == b.shape and bool(torch.equal(a, b))
+    return isinstance(a, int | float) and isinstance(b, int | float) and a == b
+
+
 def _is_point_mass(fn: dist.Distribution) -> bool:
     while isinstance(fn, dist.Independent | dist.MaskedDistribution):
         fn = fn.base_dist
@@ -156,8 +192,12 @@ class Programs(nn.Module):
     on it once, which creates lazily-made parameters. Attributes set by that trace:
     ``latent_sites``, ``observed_sites``, ``latent_sizes`` (values per example),
     ``takes_labels``, ``max_plate_nesting``, ``has_prior`` (some latent site is scored
-    by the model, not masked out) and ``point_mass`` (every latent site of the guide is a
-    ``Delta``: a deterministic autoencoder, whose importance weights estimate nothing).
+    by the model, not masked out), ``point_mass`` (every latent site of the guide is a
+    ``Delta``: a deterministic autoencoder, whose importance weights estimate nothing),
+    ``mean_field`` (the guide samples the latent sites in the model's order),
+    ``reparameterized`` (every latent site of the guide draws by ``rsample``),
+    ``enumerated`` (the latent sites marked for enumeration) and ``analytic_kl_sites``
+    (where the KL has a valid closed form; see the module docstring).
     """
 
     def __init__(
@@ -344,6 +384,29 @@ class Programs(nn.Module):
         self.max_plate_nesting = max([-d for d in frames], default=0)
         self.has_prior = any(model_tr.nodes[n]["mask"] is not False for n in latent)
         self.point_mass = all(_is_point_mass(guide_tr.nodes[n]["fn"]) for n in latent)
+        in_model = [n for n, s in model_tr.nodes.items() if s["type"] == "sample" and n in latent]
+        self.model_order = tuple(in_model)
+        self.mean_field = self.model_order == self.latent_sites
+        self.reparameterized = all(
+            getattr(guide_tr.nodes[n]["fn"], "has_rsample", False) for n in latent
+        )
+        self.enumerated = tuple(n for n in latent if guide_tr.nodes[n]["infer"].get("enumerate"))
+        self.analytic_kl_sites = tuple(
+            n for n in latent if self.mean_field and self._closed_form(guide_tr, model_tr, n)
+        )
+
+    def _closed_form(self, guide_tr, model_tr, name: str) -> bool:
+        """Whether the KL of site ``name`` has a closed form valid in this pair's traces:
+        not enumerated, the same scale and mask in both programs, and ``kl_divergence``
+        knows the two distributions."""
+        q, p = guide_tr.nodes[name], model_tr.nodes[name]
+        if name in self.enumerated or p["is_observed"]:
+            return False
+        masks = [None if m is True else m for m in (q["mask"], p["mask"])]  # True: no mask
+        if not (_same(q["scale"], p["scale"]) and _same(*masks)):
+            return False
+        with torch.no_grad():
+            return closed_form_kl(q, p) is not None
 
     def vectorized(self, key: str, fast: Callable[[], Any], slow: Callable[[], Any]) -> Any:
         """``fast()`` (the programs under an outer particle plate) where they allow it,

@@ -40,11 +40,12 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions.util import scale_and_mask
 from pyro.infer.enum import get_importance_trace
 from torch.distributions import kl_divergence
 
 from ppl_vae.data.dataset import all_finite
-from ppl_vae.programs import Programs
+from ppl_vae.programs import Programs, closed_form_kl
 
 PARTICLES = "_ppl_vae_particles"
 
@@ -107,8 +108,10 @@ def per_example(site: dict[str, Any], batch: int, particles: int | None = None, 
 
 def terms(pair: Programs, args: tuple, particles: int | None = None) -> dict[str, torch.Tensor]:
     """Per-example ``log_lik``, ``log_prior`` and ``log_q`` (each ``(B,)`` or ``(P, B)``)
-    and, per latent site, ``kl/<site>``: the analytic KL of guide against model where
-    ``kl_divergence`` knows the pair, else ``log q - log p`` of that draw."""
+    and, per latent site, ``kl/<site>``: the analytic KL of guide against model where its
+    closed form is valid (``pair.analytic_kl_sites``: ``kl_divergence`` knows the pair, the
+    guide samples the latent sites in the model's order, scales and masks agree), with the
+    site's scale; else ``log q - log p`` of that draw."""
     model_tr, guide_tr = trace_pair(pair, args, particles)
     return terms_of(pair, model_tr, guide_tr, args, particles)
 
@@ -132,7 +135,7 @@ def terms_of(
         out["log_q"] = out["log_q"] + log_q
         out[f"kl/{name}"] = log_q - log_p
         out[f"kl_dims/{name}"] = None
-        if particles is None and p_site["mask"] is not False:
+        if particles is None and name in pair.analytic_kl_sites:
             out[f"kl/{name}"], out[f"kl_dims/{name}"] = _analytic_kl(
                 q_site, p_site, batch, log_q - log_p
             )
@@ -140,9 +143,12 @@ def terms_of(
 
 
 def _analytic_kl(q_site, p_site, batch: int, fallback: torch.Tensor):
-    """KL per example and per latent dimension from ``kl_divergence`` when it knows the
-    pair (on the base distributions for the per-dimension split), else the fallback."""
+    """KL per example and per latent dimension from ``kl_divergence`` (on the base
+    distributions for the per-dimension split), with the site's scale and mask as its
+    ``log_prob`` carries them; the fallback where the closed form does not come out.
+    Only for the sites whose closed form is valid (``pair.analytic_kl_sites``)."""
     q, p = q_site["fn"], p_site["fn"]
+    scale, mask = q_site["scale"], q_site["mask"]
     try:
         q_base = getattr(q, "base_dist", None)
         p_base = getattr(p, "base_dist", None)
@@ -151,15 +157,19 @@ def _analytic_kl(q_site, p_site, batch: int, fallback: torch.Tensor):
         per_dim = kl_divergence(q_base, p_base)  # (B, d)
         if per_dim.dim() != 2 or per_dim.shape[0] != batch:
             raise NotImplementedError
+        if torch.is_tensor(mask) and mask.dim() > 0:
+            mask = mask.unsqueeze(-1)
+        per_dim = scale_and_mask(per_dim, scale, mask)
         return per_dim.sum(-1), per_dim
     except (NotImplementedError, AttributeError, RuntimeError):
         pass
     try:
-        kl = kl_divergence(q, p)
-        site = dict(q_site, kl=kl)
-        return per_example(site, batch, key="kl"), None
-    except (NotImplementedError, RuntimeError):
+        kl = closed_form_kl(q_site, p_site)
+    except RuntimeError:
+        kl = None
+    if kl is None:
         return fallback, None
+    return per_example(dict(q_site, kl=kl), batch, key="kl"), None
 
 
 def _distribution_mean(site: dict[str, Any]) -> torch.Tensor | None:

@@ -212,6 +212,16 @@ def test_a_runs_model_copy_runs_from_its_hashed_bytes(tmp_path):
         registry.load_file(src, sha)
 
 
+#: The estimator each program trains with from Python, and each latent site's KL.
+API_ELBO = {
+    "tutorial_vae": ("meanfield", {"latent": "analytic"}),
+    "ss_vae_m2": ("enum", {"y": "enumerated", "z": "sampled"}),
+    # its guide draws t and y before z, the model z before t and y: not mean-field
+    "cevae_xt": ("trace", {"t": "sampled", "y": "sampled", "z": "sampled"}),
+    "cvae": ("meanfield", {"z": "analytic"}),
+}
+
+
 @pytest.mark.parametrize("name", ["tutorial_vae", "ss_vae_m2", "cevae_xt", "cvae"])
 def test_python_api(name, fresh):
     from ppl_vae import registry, traces
@@ -231,8 +241,10 @@ def test_python_api(name, fresh):
     # would be taken as is
     config = recommended_config(model, guide, epochs=1, batch_size=50, progress=False)
     result = fit(model, guide, ds, config)
-    assert result.config.elbo == recommended(model, guide).get("elbo", "trace")
-    assert result.config.elbo == ("enum" if name == "ss_vae_m2" else "trace")
+    assert result.config.elbo == recommended(model, guide).get("elbo", "auto")
+    assert result.config.elbo == ("enum" if name == "ss_vae_m2" else "auto")
+    # what auto resolved to: the closed-form KL where every site has one, in model order
+    assert (result.choice.elbo, result.choice.kl) == API_ELBO[name], result.choice.reason
     pair = result.pair
     out = evaluate(pair, ds.x_test, ds.y_test, 50)
     assert torch.isfinite(torch.tensor(out["elbo"]))

@@ -18,7 +18,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "sources": ("FACTOR_SOURCES", "SOURCES", "BINARIZE", "parse_binarize"),
+    "sources": ("FACTOR_SOURCES", "SOURCES", "BINARIZE", "TEST_BINARIZE_SEED", "parse_binarize"),
     "loaders": (
         "load",
         "load_digits",
@@ -39,6 +39,7 @@ _EXPORTS = {
         "all_finite",
         "validate",
         "apply_binarization",
+        "note_on_test_set",
     ),
 }
 

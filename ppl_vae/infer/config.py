@@ -48,7 +48,7 @@ MMD_KERNELS = ("imq", "rbf")
 #: Objectives that bound log p(x) with importance weights: a beta would act inside them.
 IMPORTANCE_WEIGHTED = ("iwae", "miwae", "ciwae")
 #: ``--elbo`` names (:data:`ppl_vae.infer.elbo.ELBOS` holds the classes).
-ELBO_KINDS = ("trace", "meanfield", "enum")
+ELBO_KINDS = ("auto", "trace", "meanfield", "enum")
 #: ``--lr-schedule`` and ``--beta-schedule`` names (:mod:`ppl_vae.infer.schedules`).
 LR_SCHEDULES = ("constant", "cosine")
 #: ``--optimizer`` names: Adam (minibatches, any objective) or L-BFGS (full batch, a fixed
@@ -68,7 +68,9 @@ class TrainConfig:
     lr_final: float = 0.01
     seed: int = 0
     device: str = "auto"
-    elbo: str = "trace"  # trace | meanfield | enum
+    #: auto (meanfield where the pair's KL has a valid closed form, else trace; resolved by
+    #: :func:`ppl_vae.infer.elbo.choose`) | trace | meanfield | enum
+    elbo: str = "auto"
     num_particles: int = 1
     beta: float = 1.0
     beta_schedule: str = "constant"  # constant | linear | cyclical | sigmoid

@@ -1,9 +1,21 @@
 """The ELBO estimators, by name (``--elbo``).
 
-ELBOs: ``trace`` (:class:`Trace_ELBO`: Pyro's ``Trace_ELBO`` estimator without its host
-reads, see below), ``meanfield`` (:class:`TraceMeanField_ELBO`: the KL analytically where
-``kl_divergence`` knows the pair) and ``enum`` (``TraceEnum_ELBO``: sums
-out discrete latent sites marked for enumeration, as the semi-supervised VAE does).
+ELBOs: ``auto`` (the default: ``meanfield`` where the pair allows it, else ``trace``;
+:func:`choose`), ``trace`` (:class:`Trace_ELBO`: Pyro's ``Trace_ELBO`` estimator without its
+host reads, see below), ``meanfield`` (:class:`TraceMeanField_ELBO`: the KL in closed form
+at the sites where it is valid, ``Programs.analytic_kl_sites``) and ``enum``
+(``TraceEnum_ELBO``: sums out discrete latent sites marked for enumeration, as the
+semi-supervised VAE does).
+
+``auto`` resolves from the pair's first trace: ``meanfield`` when every latent site of the
+guide is reparameterised, none is enumerated, the guide samples the latent sites in the
+model's order (so each site's closed-form KL is conditioned on parents drawn from the guide
+before it: Pyro's mean-field requirement) and at least one site's KL has a closed form;
+``trace`` otherwise. Under ``meanfield`` a site without a closed form is estimated from its
+draw (``log p - log q``), as ``trace`` does. Either way the objective's value has the same
+expectation; the closed form only removes the KL's sampling noise, which matters most where
+beta multiplies it (a beta-VAE). :class:`ELBOChoice` records what was chosen and, per latent
+site, ``analytic``, ``sampled`` or ``enumerated`` (``metrics.json``: ``elbo``, ``kl``).
 
 Pyro's ``Trace_ELBO.differentiable_loss`` reads the loss back to the host twice per step
 (``torch_item`` per sample site and on the surrogate, and ``warn_if_nan``), so every step
@@ -19,12 +31,16 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import pyro.infer
 import torch
 from pyro.infer.trace_elbo import _compute_log_r
 from pyro.infer.util import is_identically_zero
 
 from ppl_vae.errors import UserError
+from ppl_vae.programs import Programs, closed_form_kl
 
 
 class Trace_ELBO(pyro.infer.Trace_ELBO):
@@ -93,13 +109,40 @@ class Trace_ELBO(pyro.infer.Trace_ELBO):
 
 
 class TraceMeanField_ELBO(pyro.infer.TraceMeanField_ELBO):
-    """Pyro's ``TraceMeanField_ELBO`` whose ``differentiable_loss`` returns its surrogate.
+    """Pyro's ``TraceMeanField_ELBO`` whose ``differentiable_loss`` returns its surrogate,
+    with the closed-form KL at the sites named in ``analytic_sites``.
 
-    Its loss and surrogate are the same sum (every guide site is reparameterised; the KL
-    is analytic where ``kl_divergence`` knows the pair), so the surrogate is the loss, with
-    Pyro's value and gradients. Pyro's version adds ``loss + (surrogate - float(surrogate))``:
-    a host read each step, and a constant frozen into a trace of the loss.
+    Its loss and surrogate are the same sum (every guide site is reparameterised), so the
+    surrogate is the loss, with Pyro's value and gradients. Pyro's version adds ``loss +
+    (surrogate - float(surrogate))``: a host read each step, and a constant frozen into a
+    trace of the loss. ``analytic_sites`` (set by the trainer from the pair,
+    ``Programs.analytic_kl_sites``) restricts the closed form to the sites where it is
+    valid, each KL with its site's scale and mask; None keeps Pyro's rule (every site
+    whose pair ``kl_divergence`` knows, scaled by the guide site).
     """
+
+    analytic_sites: frozenset[str] | None = None
+
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
+        if self.analytic_sites is None:
+            return super()._differentiable_loss_particle(model_trace, guide_trace)
+        elbo = 0.0
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if site["is_observed"]:
+                elbo = elbo + site["log_prob_sum"]
+                continue
+            q_site = guide_trace.nodes[name]
+            kl = closed_form_kl(q_site, site) if name in self.analytic_sites else None
+            if kl is None:
+                elbo = elbo + site["log_prob_sum"] - q_site["score_parts"].entropy_term.sum()
+            else:
+                elbo = elbo - kl.sum()
+        for name, q_site in guide_trace.nodes.items():  # auxiliary sites of the guide
+            if q_site["type"] == "sample" and name not in model_trace.nodes:
+                elbo = elbo - q_site["score_parts"].entropy_term.sum()
+        return -_detach(elbo), -elbo
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         loss = 0.0
@@ -111,6 +154,73 @@ class TraceMeanField_ELBO(pyro.infer.TraceMeanField_ELBO):
 
 def _detach(value):
     return value.detach() if isinstance(value, torch.Tensor) else value
+
+
+@dataclass(frozen=True)
+class ELBOChoice:
+    """The estimator an objective trains with: ``elbo`` (``trace``, ``meanfield``, ``enum``,
+    or the objective's own name), per latent site how its KL term is computed (``kl``:
+    ``analytic``, ``sampled`` or ``enumerated``) and why (``reason``, one line)."""
+
+    elbo: str
+    kl: dict[str, str]
+    reason: str
+
+    def record(self) -> dict[str, Any]:
+        """What ``metrics.json`` keeps: ``elbo``, ``kl`` and ``elbo_reason``."""
+        return {"elbo": self.elbo, "kl": dict(self.kl), "elbo_reason": self.reason}
+
+
+def choose(pair: Programs, config) -> ELBOChoice:
+    """The estimator ``config`` trains ``pair`` with (see the module docstring): ``auto``
+    resolved from the pair's trace; an explicit ``meanfield`` refused where its closed form
+    would be wrong (a guide that samples the latent sites out of the model's order, or a
+    site drawn without ``rsample``); the objectives other than ``elbo`` estimate every KL
+    from draws."""
+    sites = pair.latent_sites
+    sampled = dict.fromkeys(sites, "sampled")
+    if config.objective != "elbo":
+        return ELBOChoice(
+            config.objective, sampled, f"--objective {config.objective} estimates the KL from draws"
+        )
+    kind = config.elbo
+    if kind == "enum":
+        kl = {n: "enumerated" if n in pair.enumerated else "sampled" for n in sites}
+        return ELBOChoice("enum", kl, "enum: discrete sites summed out, the others from draws")
+    if kind == "trace":
+        return ELBOChoice("trace", sampled, "trace (asked for): every KL from one draw")
+    blocker = _mean_field_blocker(pair)
+    if kind == "meanfield" and blocker:
+        raise UserError(
+            f"--elbo meanfield would compute a wrong KL for {pair.name}: {blocker}; use "
+            "--elbo auto (the default) or --elbo trace"
+        )
+    analytic = {n: "analytic" if n in pair.analytic_kl_sites else "sampled" for n in sites}
+    if kind == "auto" and not blocker and not pair.analytic_kl_sites:
+        blocker = "no latent site's KL has a closed form (kl_divergence knows none of the pairs)"
+    if blocker:
+        return ELBOChoice("trace", sampled, f"trace: {blocker}")
+    closed = ", ".join(pair.analytic_kl_sites) or "no site"
+    rest = [n for n in sites if n not in pair.analytic_kl_sites]
+    reason = f"meanfield: the closed-form KL at {closed}" + (
+        f"; from draws at {', '.join(rest)} (no closed form)" if rest else ""
+    )
+    return ELBOChoice("meanfield", analytic, reason)
+
+
+def _mean_field_blocker(pair: Programs) -> str | None:
+    """Why the closed-form KL of a mean-field ELBO would be wrong for the pair, or None."""
+    if not pair.mean_field:
+        return (
+            f"the guide samples {', '.join(pair.latent_sites)} but the model "
+            f"{', '.join(pair.model_order)} (not mean-field: a site's model parents must be "
+            "drawn from the guide before it)"
+        )
+    if pair.enumerated:
+        return f"{', '.join(pair.enumerated)} are enumerated (use --elbo enum)"
+    if not pair.reparameterized:
+        return "some latent site of the guide has no rsample (its gradient needs a score function)"
+    return None
 
 
 ELBOS = {
@@ -136,6 +246,8 @@ def make_elbo(kind: str = "trace", num_particles: int = 1, max_plate_nesting: in
 
 
 def from_config(config, max_plate_nesting: int = 1, dataset_size: int = 1) -> pyro.infer.ELBO:
-    """The objective ``--objective elbo`` trains: the ``--elbo`` estimator, beta applied
-    by the trainer to the latent sites."""
-    return make_elbo(config.elbo, config.num_particles, max_plate_nesting)
+    """The objective ``--objective elbo`` trains: the ``--elbo`` estimator (``auto`` is
+    resolved by the trainer, :func:`choose`, before this is called; here it means
+    ``trace``), beta applied by the trainer to the latent sites."""
+    kind = "trace" if config.elbo == "auto" else config.elbo
+    return make_elbo(kind, config.num_particles, max_plate_nesting)

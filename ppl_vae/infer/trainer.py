@@ -47,7 +47,7 @@ import importlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
 import pyro
@@ -94,6 +94,9 @@ class FitResult:
     #: How the loss ran: ``traced`` (:mod:`ppl_vae.infer.jit`); ``off`` (not asked, or ``off:
     #: <why>`` for an objective that cannot be traced); ``eager: <why the trace failed>``.
     jit: str = "off"
+    #: The estimator trained with and how each latent site's KL was computed
+    #: (:class:`~ppl_vae.infer.elbo.ELBOChoice`: ``elbo``, ``kl``, ``reason``).
+    choice: Any = None
     #: With early stopping, the best epoch so far: ``{"epoch", "value"`` (its validation
     #: ELBO) ``, "module"`` (its weights, a state dict kept in memory)``}``.
     best: dict[str, Any] | None = field(default=None, repr=False)
@@ -213,10 +216,19 @@ def make_objective(pair: Programs, config: TrainConfig, dataset_size: int = 1) -
     """The configured loss module: the objective named in ``config`` (its ELBO built by
     the ``from_config`` that :data:`~ppl_vae.infer.config.OBJECTIVES` names), traced
     (``config.jit``) where the objective allows it (``traceable``)."""
+    from ppl_vae.infer.elbo import TraceMeanField_ELBO, choose
+
+    choice = choose(pair, config)  # --elbo auto resolved from the pair's trace
+    if config.objective == "elbo" and config.elbo != choice.elbo:
+        config = replace(config, elbo=choice.elbo)
     module, _, name = OBJECTIVES[config.objective].partition(":")
     build = getattr(importlib.import_module(module), name)
     elbo = build(config, max(1, pair.max_plate_nesting), dataset_size)
-    return Objective(pair, elbo, jit=config.jit and getattr(elbo, "traceable", True))
+    if isinstance(elbo, TraceMeanField_ELBO):
+        elbo.analytic_sites = frozenset(n for n, k in choice.kl.items() if k == "analytic")
+    objective = Objective(pair, elbo, jit=config.jit and getattr(elbo, "traceable", True))
+    objective.choice = choice
+    return objective
 
 
 def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer | adam.Adam:
@@ -384,7 +396,7 @@ def fit(
     loss_fn = distributed.wrap(objective, pair.args(*example_batch(data, model, guide)))
     optimizer = make_optimizer(pair.parameters(), config)
     shuffle = shuffle_generator(config.seed, device)
-    result = FitResult(pair, optimizer, config)
+    result = FitResult(pair, optimizer, config, choice=objective.choice)
     n = data.x_train.shape[0]
     steps_per_epoch = math.ceil(n / config.batch_size)
     schedule = beta_schedule(config, steps_per_epoch)

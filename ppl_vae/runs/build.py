@@ -41,7 +41,9 @@ from ppl_vae.runs.rundir import RunDir
 
 
 def load_data(cfg: RunConfig) -> data.Dataset:
-    ds = data.load(cfg.data, cfg.data_root, cfg.download, cfg.binarize, cfg.train.seed)
+    ds = data.load(
+        cfg.data, cfg.data_root, cfg.download, cfg.binarize, cfg.train.seed, cfg.test_binarize_seed
+    )
     if cfg.labels is not None:
         from ppl_vae.data.labels import keep_labels
 

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from ppl_vae import registry, traces
+from ppl_vae.data.dataset import note_on_test_set
 from ppl_vae.errors import UserError
 from ppl_vae.figures.run_figures import codes_of_test_set, placeholder
 from ppl_vae.infer.config import IMPORTANCE_WEIGHTED, OBJECTIVES
@@ -331,6 +332,8 @@ def write_markdown(result: Comparison, path: Path, figure: Path | None = None) -
             f"{any_run.dataset.x_test.shape[0]} test), {cfg.train.epochs} epochs, batch "
             f"{cfg.train.batch_size}, lr {cfg.train.lr:g}, seed {cfg.train.seed}; every model "
             "on the same split.",
+            "",
+            f"Test set: {note_on_test_set(any_run.dataset)}.",
             "",
         ]
     lines += [

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ppl_vae import registry, validate
-from ppl_vae.data.sources import parse_binarize
+from ppl_vae.data.sources import TEST_BINARIZE_SEED, parse_binarize
 from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.runs import rundir
@@ -51,6 +51,11 @@ class RunConfig:
     data_root: str | None = None
     download: bool = False
     binarize: str = "none"
+    #: The seed of the test split's random preprocessing (dynamic binarisation): the data
+    #: set's fixed draw, the same for every run whatever ``train.seed``; evaluation always
+    #: reuses it. A config.json written before this field gets the same default, the
+    #: draw every new run of its data set is scored on.
+    test_binarize_seed: int = TEST_BINARIZE_SEED
     #: Keep only this many training labels (stratified); the rest become -1, as the
     #: semi-supervised M2 VAE expects. None keeps them all.
     labels: int | None = None
@@ -63,6 +68,9 @@ class RunConfig:
     model_sha256: str | None = None
     #: The SHA-256 of the data file (``--data FILE.npz``) the run was trained on.
     data_sha256: str | None = None
+    #: The ``--elbo`` asked for when it was resolved at train time (``auto``: ``train.elbo``
+    #: then holds the estimator it resolved to); None when ``train.elbo`` is what was asked.
+    elbo_requested: str | None = None
     #: The options the user typed (the CLI fills this; not saved): on ``--resume`` only
     #: these are compared with the saved run. None: compare everything.
     given: list[str] | None = field(default=None, compare=False)
@@ -134,10 +142,15 @@ def check_saved(cfg: RunConfig) -> None:
         isinstance(cfg.train_explicit, list) and all(isinstance(k, str) for k in cfg.train_explicit)
     ):
         raise TypeError("train_explicit must be a list of option names")
+    if cfg.elbo_requested is not None and cfg.elbo_requested != "auto":
+        raise TypeError("elbo_requested must be auto or null")
     if not isinstance(cfg.download, bool):
         raise TypeError("download must be true or false")
     cfg.download = False
     parse_binarize(cfg.binarize)
+    cfg.test_binarize_seed = validate.integer(
+        "test_binarize_seed", cfg.test_binarize_seed, 0, 2**63 - 1
+    )
     if cfg.labels is not None:
         cfg.labels = validate.integer("labels", cfg.labels, 1, validate.MAX_LABELS)
     cfg.train.validate()
@@ -148,7 +161,15 @@ RESUME_FREE = {"epochs", "device", "progress", "checkpoint_every", "schedule_epo
 
 
 #: RunConfig fields that are bookkeeping, not options.
-BOOKKEEPING = {"train", "train_explicit", "model_file", "model_sha256", "data_sha256", "given"}
+BOOKKEEPING = {
+    "train",
+    "train_explicit",
+    "model_file",
+    "model_sha256",
+    "data_sha256",
+    "elbo_requested",
+    "given",
+}
 
 
 def same_model(saved: RunConfig, new: RunConfig) -> bool:
@@ -191,6 +212,8 @@ def resume_differences(saved: RunConfig, new: RunConfig) -> list[str]:
         if name in RESUME_FREE or (given is not None and name not in given):
             continue
         old, now = getattr(saved.train, name), getattr(new.train, name)
+        if name == "elbo" and now == "auto":  # the saved run records what auto resolved to
+            continue
         if old != now:
             diffs.append(f"{name} {old} -> {now}")
     return diffs

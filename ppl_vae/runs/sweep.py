@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 from ppl_vae import traces
+from ppl_vae.data.dataset import note_on_test_set
 from ppl_vae.errors import UserError
 from ppl_vae.figures.run_figures import placeholder
 from ppl_vae.runs import rundir
@@ -234,7 +235,8 @@ def _sweep(base, runs: list[Variant], top: RunDir, overwrite, log, first) -> lis
             log(format_row(rows[-1]))
     rundir.check_outputs(out, OUTPUTS, overwrite=True)  # nothing of the user's replaced
     with top.staged() as path_for:  # each file by rename, one manifest write
-        write_table(rows, path_for("sweep.csv"), path_for("sweep.md"))
+        note = note_on_test_set(first[1])
+        write_table(rows, path_for("sweep.csv"), path_for("sweep.md"), note)
         rate_distortion_plot(rows, path_for("rate_distortion.png"))
         if image_shape is not None:
             labels = [r["label"] for r in rows]
@@ -266,8 +268,11 @@ def format_row(row: dict[str, Any]) -> str:
     )
 
 
-def write_table(rows: list[dict[str, Any]], csv_path: Path, md_path: Path) -> tuple[Path, Path]:
-    """``sweep.csv`` (full precision) and ``sweep.md`` (a Markdown table)."""
+def write_table(
+    rows: list[dict[str, Any]], csv_path: Path, md_path: Path, note: str | None = None
+) -> tuple[Path, Path]:
+    """``sweep.csv`` (full precision) and ``sweep.md`` (a Markdown table, with ``note`` on
+    the test set below it)."""
     metrics = [k for k in METRIC_COLUMNS if any(k in r for r in rows)]
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[*COLUMNS, *metrics], extrasaction="ignore")
@@ -280,6 +285,8 @@ def write_table(rows: list[dict[str, Any]], csv_path: Path, md_path: Path) -> tu
         cells = "".join(f" {r[k]:.3f} |" for k in metrics)
         est = " | ".join(estimate(r, k) for k in ("rate", "distortion", "test_elbo"))
         lines.append(f"| {r['label']} | {est} | {r['active_units']} |{cells} {r['warning']} |")
+    if note:
+        lines += ["", f"Test set: {note}."]
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
 

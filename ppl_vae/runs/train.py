@@ -58,6 +58,7 @@ from ppl_vae.errors import UserError
 from ppl_vae.figures.run_figures import FIGURES, skipped_figures, write_figures
 from ppl_vae.figures.worker import FigureWorker
 from ppl_vae.infer import distributed
+from ppl_vae.infer.elbo import choose
 from ppl_vae.infer.trainer import FitResult, check_optimizer, fit, resolve_device
 from ppl_vae.measure.failure_modes import diagnose
 from ppl_vae.measure.metrics import FINAL_METRICS, TEST_DRAWS, epoch_record, evaluate_test_set
@@ -147,6 +148,11 @@ def prepare(
     apply_recommended(cfg, spec, pair)  # a factory's module recommends too (Pyro's SSVAE)
     cfg.train.validate()
     check_optimizer(cfg.train, ds)  # L-BFGS full batch: known once the data is
+    if cfg.train.objective == "elbo":  # a wrong meanfield is refused before any write
+        chosen = choose(pair, cfg.train).elbo
+        if cfg.train.elbo == "auto":  # config.json records the estimator auto resolved to
+            cfg.train.elbo, cfg.elbo_requested = chosen, "auto"
+            cfg.train.validate()
     return cfg, ds, pair, run
 
 
@@ -302,6 +308,7 @@ def final_metrics(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
         "parameters": sum(p.numel() for p in pair.parameters()),
         "seconds": result.seconds,
         "jit": result.jit,
+        **(result.choice.record() if result.choice is not None else {}),
         "history": result.history,
     }
 

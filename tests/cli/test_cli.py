@@ -68,6 +68,10 @@ def test_train_then_sample(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["model_args"] == {"latent_dim": 2, "hidden": [64]}
     assert config["train"]["seed"] == 3
+    # --elbo auto (the default) resolved to the closed-form KL, recorded in both files
+    assert config["train"]["elbo"] == "meanfield" and config["elbo_requested"] == "auto"
+    assert metrics["elbo"] == "meanfield" and metrics["kl"] == {"z": "analytic"}
+    assert metrics["elbo_reason"].startswith("meanfield: the closed-form KL at z")
 
     png = tmp_path / "s.png"
     r = cli("sample", out, "-n", "16", "--out", png)

@@ -21,7 +21,7 @@ from ppl_vae.infer.config import TrainConfig
 from ppl_vae.infer.elbo import make_elbo
 from ppl_vae.infer.latent_scale import LatentScaleMessenger
 from ppl_vae.infer.objective import Objective
-from ppl_vae.infer.trainer import fit
+from ppl_vae.infer.trainer import fit, make_objective
 from ppl_vae.measure import failure_modes
 from ppl_vae.measure.metrics import evaluate
 from ppl_vae.programs import Programs, from_object
@@ -72,6 +72,38 @@ def test_meanfield_beta_enters_linearly(vae_and_x):
         losses[beta] = float(loss_fn(x, beta=beta).detach())
     _, kl = terms(vae, x, guide_draw(vae, x, 3))
     assert losses[4.0] - losses[1.0] == pytest.approx(3.0 * float(kl), rel=1e-5)
+
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("beta", [1.0, 4.0])
+def test_the_default_objective_is_the_closed_form_elbo(vae_and_x, beta, jit):
+    """The objective ``fit`` builds from a default config (``--elbo auto``) is, for the VAE,
+    reconstruction at the guide's draw + beta * the closed-form KL (written out here, not
+    ``kl_divergence``): the same eps, the exact KL; beta scales the KL alone."""
+    vae, x = vae_and_x
+    pair = from_object(vae, x)
+    loss_fn = make_objective(pair, TrainConfig(beta=beta, jit=jit))
+    assert loss_fn.choice.elbo == "meanfield" and loss_fn.choice.kl == {"z": "analytic"}
+    losses = {}
+    for b in (1.0, beta):
+        pyro.set_rng_seed(11)  # the same eps for every beta
+        losses[b] = float(loss_fn(x, beta=b).detach())
+    z = guide_draw(vae, x, 11)
+    with torch.no_grad():
+        q = vae.posterior(x).base_dist
+        kl = 0.5 * (q.scale**2 + q.loc**2 - 1.0 - 2.0 * q.scale.log()).sum()
+        log_lik = vae.likelihood(z).log_prob(x).sum()
+    assert float(kl) > 1.0
+    assert losses[beta] == pytest.approx(float(-log_lik + beta * kl), rel=1e-6, abs=1e-4)
+    assert losses[beta] - losses[1.0] == pytest.approx((beta - 1) * float(kl), abs=1e-3)
+    # The sampled estimator at the same draw differs by the KL's sampling noise, log q - log p.
+    trace = make_objective(pair, TrainConfig(beta=beta, jit=jit, elbo="trace"))
+    pyro.set_rng_seed(11)
+    sampled = float(trace(x, beta=beta).detach())
+    with torch.no_grad():
+        log_ratio = vae.posterior(x).log_prob(z).sum() - vae.prior().log_prob(z).sum()
+    assert sampled == pytest.approx(float(-log_lik + beta * log_ratio), rel=1e-6, abs=1e-4)
+    assert abs(sampled - losses[beta]) > 0.1
 
 
 def test_trace_elbo_is_reconstruction_plus_beta_kl_in_expectation(vae_and_x):

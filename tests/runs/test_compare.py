@@ -53,6 +53,7 @@ def test_writes_one_run_per_model_and_a_table_of_their_metrics(compared):
     assert "hidden" not in json.loads((compared / "pca" / "config.json").read_text())["model_args"]
     md = (compared / "comparison.md").read_text()
     assert "| sparse-ae |" in md and "Rows of the figure: input, ae, pca, ppca, sparse-ae" in md
+    assert "Test set: every run is scored on the same 360 test examples of `digits`" in md
     ppca = next(r for r in rows if r["model"] == "ppca")
     shown = plus_minus(float(ppca["test_elbo"]), float(ppca["test_elbo_stderr"]))
     assert f"| ppca | {float(ppca['test_recon_mse']):.3f} | {shown} |" in md

@@ -81,9 +81,11 @@ def test_sweep_cli_writes_table_and_figures(tmp_path, capsys):
     assert int(rows[1]["active_units"]) <= int(rows[0]["active_units"])
 
     md = (out / "sweep.md").read_text().splitlines()
-    assert md[0].startswith("| run | rate") and len(md) == 4
+    assert md[0].startswith("| run | rate") and len(md) == 6
     assert md[3].startswith("| β=8 |")
-    for r, line in zip(rows, md[2:]):  # each estimate with its standard error
+    shared = "Test set: every run is scored on the same 360 test examples of `digits`"
+    assert md[5] == f"{shared} (no random draw)."
+    for r, line in zip(rows, md[2:4]):  # each estimate with its standard error
         for key in ("rate", "distortion", "test_elbo"):
             stderr = float(r[f"{key}_stderr"])
             assert 0 < stderr < 5
