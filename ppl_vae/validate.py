@@ -242,6 +242,13 @@ def capacity_max(value: Any) -> float:
     return value
 
 
+def boolean(name: str, value: Any) -> bool:
+    """``true`` or ``false`` (a JSON boolean), nothing else."""
+    if not isinstance(value, bool):
+        raise UserError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 #: TrainConfig field -> check; :func:`train_fields` runs the ones present.
 TRAIN_CHECKS = {
     "epochs": epochs,
@@ -259,6 +266,7 @@ TRAIN_CHECKS = {
     "capacity_max": lambda v: capacity_max(v),
     "capacity_steps": lambda v: integer("capacity_steps", v, 0, MAX_STEPS),
     "checkpoint_every": lambda v: integer("checkpoint_every", v, 0, MAX_STEPS),
+    "compile": lambda v: boolean("compile", v),
 }
 
 

@@ -83,6 +83,9 @@ class FitResult:
     #: How the loss ran: ``traced`` (:mod:`ppl_vae.infer.jit`); ``off`` (not asked, or ``off:
     #: <why>`` for an objective that cannot be traced); ``eager: <why the trace failed>``.
     jit: str = "off"
+    #: ``--compile``: ``compiled`` (:mod:`ppl_vae.infer.compiled`), ``off`` (not asked, or
+    #: ``off: <why>``), or ``fallback: <why>`` (the loss ran as without it).
+    compile: str = "off"
     #: With early stopping, the best epoch so far: ``{"epoch", "value"`` (its validation
     #: ELBO) ``, "module"`` (its weights, a state dict kept in memory)``}``.
     best: dict[str, Any] | None = field(default=None, repr=False)
@@ -198,11 +201,13 @@ def init_from_data(model: Program, guide: Program, data: Dataset) -> None:
 def make_objective(pair: Programs, config: TrainConfig, dataset_size: int = 1) -> Objective:
     """The configured loss module: the objective named in ``config`` (its ELBO built by
     the ``from_config`` that :data:`~ppl_vae.infer.config.OBJECTIVES` names), traced
-    (``config.jit``) where the objective allows it (``traceable``)."""
+    (``config.jit``) and compiled (``config.compile``) where the objective allows it
+    (``traceable``)."""
     module, _, name = OBJECTIVES[config.objective].partition(":")
     build = getattr(importlib.import_module(module), name)
     elbo = build(config, max(1, pair.max_plate_nesting), dataset_size)
-    return Objective(pair, elbo, jit=config.jit and getattr(elbo, "traceable", True))
+    traceable = getattr(elbo, "traceable", True)
+    return Objective(pair, elbo, jit=config.jit and traceable, compile=config.compile and traceable)
 
 
 def make_optimizer(params, config: TrainConfig) -> torch.optim.Adam:
@@ -366,6 +371,7 @@ def fit(
         restore_best(result, checkpointer, shuffle)
     distributed.check_in_sync(pair)
     result.jit = jit_status(config, loss_fn.traced)
+    result.compile = compile_status(config, objective.compiled)
     return result
 
 
@@ -443,6 +449,19 @@ def jit_status(config: TrainConfig, traced) -> str:
     if traced is None:
         return f"off: the {config.objective} objective changes its settings every step"
     return "traced" if traced.reason is None else f"eager: {traced.reason}"
+
+
+def compile_status(config: TrainConfig, compiled) -> str:
+    """``compiled``, ``off[: why]`` or ``fallback: <why>`` (see :attr:`FitResult.compile`)."""
+    if not config.compile:
+        return "off"
+    if compiled is None:
+        return f"off: the {config.objective} objective changes its settings every step"
+    if compiled.reason is not None:
+        return f"fallback: {compiled.reason}"
+    if not compiled.checked:
+        return "fallback: no full batch came twice (the compiled loss is checked on the second)"
+    return "compiled"
 
 
 def example_batch(data: Dataset, model: Program | None = None, guide: Program | None = None):

@@ -301,6 +301,7 @@ def final_metrics(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
         "parameters": sum(p.numel() for p in pair.parameters()),
         "seconds": result.seconds,
         "jit": result.jit,
+        "compile": result.compile,
         "history": result.history,
     }
 
