@@ -269,6 +269,13 @@ def share(name: str, value: Any) -> float:
     return value
 
 
+def boolean(name: str, value: Any) -> bool:
+    """``true`` or ``false`` (a JSON boolean), nothing else."""
+    if not isinstance(value, bool):
+        raise UserError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 #: TrainConfig field -> check; :func:`train_fields` runs the ones present.
 TRAIN_CHECKS = {
     "epochs": epochs,
@@ -293,6 +300,7 @@ TRAIN_CHECKS = {
     "ciwae_beta": lambda v: share("ciwae_beta", v),
     "mmd_lambda": lambda v: real("mmd_lambda", v),
     "info_alpha": lambda v: real("info_alpha", v, positive=False, high=1.0),
+    "compile": lambda v: boolean("compile", v),
 }
 
 

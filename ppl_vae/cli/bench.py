@@ -5,7 +5,9 @@ Same architecture (MLP 784-400-20 by default), Bernoulli likelihood, initialisat
 are first checked to compute the same loss and gradients on the same batch and noise, then
 timed in interleaved blocks in one process (see :mod:`ppl_vae.runs.bench`). Prints the median
 milliseconds per step, the ratio suite/hand, examples per second and peak memory; with
-``--json`` a list of records (keys ``batch_size``, ``ratio``, ``suite_ms``, ``hand_ms``, ...).
+``--compile`` also the step of ``train --compile`` (``compiled_ms``, ``compiled_ratio`` =
+compiled/hand, ``compile``: how its loss ran); with ``--json`` a list of records (keys
+``batch_size``, ``ratio``, ``suite_ms``, ``hand_ms``, ...).
 
 Example::
 
@@ -53,6 +55,12 @@ def register(sub) -> None:
         choices=("wall", "process"),
         help="wall-clock time, or this process's CPU time (steadier on a shared CPU)",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the step of train --compile (the loss torch.compile-d; compiling "
+        "takes about a minute per batch size, before the timing)",
+    )
     p.add_argument("--json", action="store_true", help="print the records as JSON")
     p.set_defaults(func=run)
 
@@ -81,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         ablate=args.ablate,
         clock=args.clock,
+        compile=args.compile,
     )
     if args.json:
         print(json.dumps(records, indent=1))

@@ -233,6 +233,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         help="run the programs through Pyro every step instead of replaying a checked trace "
         "of the loss (same results, slower; for programs whose trace cannot be checked)",
     )
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        help="also torch.compile the loss of the full batches (checked against the programs "
+        "like the trace, else not used, with the reason in metrics.json); compiling takes "
+        "about a minute, once per run",
+    )
 
 
 def add_monitor_args(p: argparse.ArgumentParser) -> None:
@@ -265,7 +272,7 @@ def model_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 #: TrainConfig fields that have no training flag of their own.
-NOT_FLAGS = {"eval_batch_size", "progress", "schedule_epochs", "jit"}
+NOT_FLAGS = {"eval_batch_size", "progress", "schedule_epochs", "jit", "compile"}
 #: The training flags: every other TrainConfig field (``--batch-size`` is ``batch_size``).
 TRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in NOT_FLAGS)
 DATA_FLAGS = ("data", "data_root", "binarize", "labels")
@@ -278,7 +285,9 @@ def explicit_train_flags(args: argparse.Namespace) -> list[str]:
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     values = {k: getattr(args, k) for k in TRAIN_FLAGS}
-    config = TrainConfig(**values, progress=not args.no_progress, jit=not args.no_jit)
+    config = TrainConfig(
+        **values, progress=not args.no_progress, jit=not args.no_jit, compile=args.compile
+    )
     return config
 
 

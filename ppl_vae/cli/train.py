@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"note: the loss ran eagerly, not traced: {m['jit'][len('eager: ') :]}", file=sys.stderr
         )
+    if m.get("compile", "").startswith("fallback: "):  # asked for, not used: say why
+        note = m["compile"][len("fallback: ") :]
+        print(f"note: the loss was not compiled: {note}", file=sys.stderr)
     if job.out is not None:
         print(f"run directory: {job.out}")
         print(f"report: {job.out / REPORT}")  # keep last: `make demo` ends with this path

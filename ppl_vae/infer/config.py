@@ -106,6 +106,9 @@ class TrainConfig:
     #: results without Pyro's per-step Python work. Programs that cannot be traced, and
     #: the capacity and tcvae objectives (their settings change every step), run eagerly.
     jit: bool = True
+    #: Also ``torch.compile`` the loss of the full batches (:mod:`ppl_vae.infer.compiled`):
+    #: compiled once per run, checked like the trace; falls back to it with a reason.
+    compile: bool = False
     #: Training until converged. ``early_stopping``: carve a validation split from the
     #: training rows (:func:`ppl_vae.data.dataset.validation_split`: a fixed 10%, fixed
     #: seed; never the test set), score its ELBO each epoch, stop after ``patience``

@@ -38,6 +38,7 @@ import pyro.infer
 import torch
 from torch import nn
 
+from ppl_vae.infer.compiled import Compiled
 from ppl_vae.infer.jit import Traced
 from ppl_vae.infer.latent_scale import LatentScaleMessenger
 from ppl_vae.programs import Programs
@@ -76,16 +77,28 @@ class Objective(nn.Module):
 
     With ``jit=True`` the loss is traced once per batch shape and replayed without Pyro's
     per-step Python work, after a check against the programs (:mod:`ppl_vae.infer.jit`);
-    ``traced.reason`` says why not when the programs cannot be traced. Use it only with an
-    ELBO whose settings do not change between steps."""
+    ``traced.reason`` says why not when the programs cannot be traced. With ``compile=True``
+    the loss of the full batches is recorded as a graph and ``torch.compile``-d, after the same
+    check (:mod:`ppl_vae.infer.compiled`); the other batches, and every batch once
+    ``compiled.reason`` says why compiling was given up, run as without it. Use either only
+    with an ELBO whose settings do not change between steps."""
 
-    def __init__(self, pair: Programs, elbo: pyro.infer.ELBO, jit: bool = False):
+    def __init__(
+        self, pair: Programs, elbo: pyro.infer.ELBO, jit: bool = False, compile: bool = False
+    ):
         super().__init__()
         self.pair = pair
         self.elbo = elbo
         self.traced = Traced(self) if jit else None
+        self.compiled = Compiled(self, self.uncompiled) if compile else None
 
     def forward(self, *args: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+        if self.compiled is not None:
+            return self.compiled.loss(args, beta)
+        return self.uncompiled(args, beta)
+
+    def uncompiled(self, args: tuple[torch.Tensor, ...], beta: float) -> torch.Tensor:
+        """The loss without ``torch.compile``: the checked trace, or the programs."""
         if self.traced is not None:
             return self.traced.loss(args, beta)
         return self.eager(*args, beta=beta)

@@ -97,6 +97,9 @@ class FitResult:
     #: The estimator trained with and how each latent site's KL was computed
     #: (:class:`~ppl_vae.infer.elbo.ELBOChoice`: ``elbo``, ``kl``, ``reason``).
     choice: Any = None
+    #: ``--compile``: ``compiled`` (:mod:`ppl_vae.infer.compiled`), ``off`` (not asked, or
+    #: ``off: <why>``), or ``fallback: <why>`` (the loss ran as without it).
+    compile: str = "off"
     #: With early stopping, the best epoch so far: ``{"epoch", "value"`` (its validation
     #: ELBO) ``, "module"`` (its weights, a state dict kept in memory)``}``.
     best: dict[str, Any] | None = field(default=None, repr=False)
@@ -215,7 +218,8 @@ def init_from_data(model: Program, guide: Program, data: Dataset) -> None:
 def make_objective(pair: Programs, config: TrainConfig, dataset_size: int = 1) -> Objective:
     """The configured loss module: the objective named in ``config`` (its ELBO built by
     the ``from_config`` that :data:`~ppl_vae.infer.config.OBJECTIVES` names), traced
-    (``config.jit``) where the objective allows it (``traceable``)."""
+    (``config.jit``) and compiled (``config.compile``) where the objective allows it
+    (``traceable``)."""
     from ppl_vae.infer.elbo import TraceMeanField_ELBO, choose
 
     choice = choose(pair, config)  # --elbo auto resolved from the pair's trace
@@ -226,7 +230,10 @@ def make_objective(pair: Programs, config: TrainConfig, dataset_size: int = 1) -
     elbo = build(config, max(1, pair.max_plate_nesting), dataset_size)
     if isinstance(elbo, TraceMeanField_ELBO):
         elbo.analytic_sites = frozenset(n for n, k in choice.kl.items() if k == "analytic")
-    objective = Objective(pair, elbo, jit=config.jit and getattr(elbo, "traceable", True))
+    traceable = getattr(elbo, "traceable", True)
+    objective = Objective(
+        pair, elbo, jit=config.jit and traceable, compile=config.compile and traceable
+    )
     objective.choice = choice
     return objective
 
@@ -494,6 +501,7 @@ def fit(
         restore_best(result, checkpointer, shuffle)
     distributed.check_in_sync(pair)
     result.jit = jit_status(config, loss_fn.traced)
+    result.compile = compile_status(config, objective.compiled)
     return result
 
 
@@ -591,6 +599,19 @@ def jit_status(config: TrainConfig, traced) -> str:
     if traced is None:
         return f"off: the {config.objective} objective changes its settings every step"
     return "traced" if traced.reason is None else f"eager: {traced.reason}"
+
+
+def compile_status(config: TrainConfig, compiled) -> str:
+    """``compiled``, ``off[: why]`` or ``fallback: <why>`` (see :attr:`FitResult.compile`)."""
+    if not config.compile:
+        return "off"
+    if compiled is None:
+        return f"off: the {config.objective} objective changes its settings every step"
+    if compiled.reason is not None:
+        return f"fallback: {compiled.reason}"
+    if not compiled.checked:
+        return "fallback: no full batch came twice (the compiled loss is checked on the second)"
+    return "compiled"
 
 
 def example_batch(data: Dataset, model: Program | None = None, guide: Program | None = None):

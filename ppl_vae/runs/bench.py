@@ -14,8 +14,14 @@ encoder and the MLP decoder, with the suite's weights copied in), the same Monte
 ELBO estimator (one reparameterised draw, Bernoulli logits), the same optimizer and the
 same minibatching, written the way a good PyTorch loop is: no host read per step.
 
+With ``compile=True`` (``ppl-vae bench --compile``) a third side runs the step of
+``TrainConfig(compile=True)`` (the loss ``torch.compile``-d, :mod:`ppl_vae.infer.compiled`) on
+its own copy of the same weights; it is checked against the hand-written step like the
+suite's side (its own compiled-versus-programs check runs first and pays the compilation
+before any timing) and timed in the same interleaved rotation.
+
 Before timing, both sides compute the loss and its gradients on the same batch with the
-same noise (the same seed draws the same ``eps``); a mismatch is an error, so the two
+same noise (the same seed draws the same ``eps``); a mismatch is an error, so the sides
 really time the same computation. Then blocks of ``steps`` steps alternate (A B A B ...,
 the order flipped every repeat) in this one process, and the medians per step compare.
 
@@ -35,6 +41,8 @@ Example::
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 import resource
 import statistics
@@ -222,8 +230,8 @@ def check_same_step(
     loss is recorded and checked first, so the suite's side is the trace the steps run."""
     pair = loss_fn.pair
     with pair.scope():
-        if loss_fn.traced is not None:
-            for _ in range(2):  # record the trace, then check it against the programs
+        if loss_fn.traced is not None or loss_fn.compiled is not None:
+            for _ in range(2):  # record the trace (graph), then check it against the programs
                 train.training_loss(loss_fn, (x,), 1.0, 0)
         torch.manual_seed(seed)
         suite_loss = train.training_loss(loss_fn, (x,), 1.0, 0)
@@ -263,12 +271,14 @@ def bench_batch(
     seed: int,
     ablate: set[str],
     clock: str = "wall",
+    compile: bool = False,
 ) -> dict:
     """One batch size: the check, then ``repeats`` interleaved blocks per side."""
     torch.manual_seed(seed)
     n = batch_size * BATCHES_PER_EPOCH
     x = torch.rand(n, x_dim, device=device).bernoulli()
     vae = VAE(x_dim, latent_dim=latent, hidden=tuple(hidden), likelihood="bernoulli").to(device)
+    twin = copy.deepcopy(vae)  # the compiled side's weights: the same, trained apart
     hand = HandVAE(x_dim, hidden, latent).to(device).copy_from(vae)
     config = train.TrainConfig(  # the sampled KL: the hand-written side's estimator
         batch_size=batch_size, seed=seed, device=str(device), jit="jit" not in ablate, elbo="trace"
@@ -276,15 +286,36 @@ def bench_batch(
     suite, loss_fn, _ = suite_side(vae, x, config, ablate)
     hand_run, _ = hand_side(hand, x, config, ablate)
     diff = check_same_step(loss_fn, vae, hand, x[:batch_size], seed)
-    for side in (suite, hand_run):
+    sides = [suite, hand_run]
+    if compile:
+        compiled_config = dataclasses.replace(config, compile=True)
+        compiled, compiled_fn, _ = suite_side(twin, x, compiled_config, ablate)
+        compiled.name = "compiled"
+        compiled_diff = check_same_step(compiled_fn, twin, hand, x[:batch_size], seed)
+        sides.append(compiled)
+    for side in sides:
         side.clock = CLOCKS[clock]
         side.block(WARMUP)
         side.times.clear()
-    for r in range(repeats):  # A B, then B A: drift and warm caches hit both alike
-        for side in (suite, hand_run) if r % 2 == 0 else (hand_run, suite):
+    for r in range(repeats):  # A B, then B A: drift and warm caches hit all sides alike
+        for side in sides if r % 2 == 0 else sides[::-1]:
             side.block(steps)
     suite_s, hand_s = statistics.median(suite.times), statistics.median(hand_run.times)
     paired = statistics.median(a / b for a, b in zip(suite.times, hand_run.times))
+    extra = {}
+    if compile:
+        compiled_s = statistics.median(compiled.times)
+        extra = {
+            "compiled_ratio": compiled_s / hand_s,
+            "compiled_paired_ratio": statistics.median(
+                a / b for a, b in zip(compiled.times, hand_run.times)
+            ),
+            "compiled_ms": compiled_s * 1e3,
+            "compiled_examples_per_s": batch_size / compiled_s,
+            "compiled_loss_rel_diff": compiled_diff,
+            "compile": train.compile_status(compiled_config, compiled_fn.compiled),
+            "compile_seconds": compiled_fn.compiled.seconds,
+        }
     return {
         "batch_size": batch_size,
         "device": str(device),
@@ -307,6 +338,7 @@ def bench_batch(
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "pyro": pyro.__version__,
+        **extra,
     }
 
 
@@ -321,6 +353,7 @@ def run(
     seed: int = 0,
     ablate: Iterable[str] = (),
     clock: str = "wall",
+    compile: bool = False,
 ) -> list[dict]:
     """One record per batch size (see :func:`bench_batch`); the medians are per step."""
     ablate = set(ablate)
@@ -333,20 +366,34 @@ def run(
     if clock not in CLOCKS or (clock == "process" and dev.type == "cuda"):
         raise UserError("--clock is wall, or process (CPU seconds of this process) on the CPU")
     return [
-        bench_batch(bs, dev, steps, repeats, x_dim, hidden, latent, seed, ablate, clock)
+        bench_batch(bs, dev, steps, repeats, x_dim, hidden, latent, seed, ablate, clock, compile)
         for bs in batch_sizes
     ]
 
 
 def table(records: list[dict]) -> str:
-    """The records as a fixed-width text table."""
-    head = ("batch", "suite ms", "hand ms", "ratio", "suite ex/s", "hand ex/s", "peak MB")
-    lines = [" ".join(f"{h:>10}" for h in head)]
+    """The records as a fixed-width text table (with the compiled side's columns when
+    they were measured, and a line per record whose loss was not compiled)."""
+    head = ["batch", "suite ms", "hand ms", "ratio", "suite ex/s", "hand ex/s", "peak MB"]
+    compiled = any("compiled_ms" in r for r in records)
+    if compiled:
+        head[4:4] = ["compiled ms", "c. ratio"]
+    lines = [" ".join(f"{h:>11}" for h in head)]
     for r in records:
         peak = f"{r['suite_peak_mb']:.0f}/{r['hand_peak_mb']:.0f}"
-        lines.append(
-            f"{r['batch_size']:>10} {r['suite_ms']:>10.3f} {r['hand_ms']:>10.3f} "
-            f"{r['ratio']:>10.3f} {r['suite_examples_per_s']:>10.0f} "
-            f"{r['hand_examples_per_s']:>10.0f} {peak:>10}"
-        )
+        cells = [
+            f"{r['batch_size']:>11}",
+            f"{r['suite_ms']:>11.3f}",
+            f"{r['hand_ms']:>11.3f}",
+            f"{r['ratio']:>11.3f}",
+            f"{r['suite_examples_per_s']:>11.0f}",
+            f"{r['hand_examples_per_s']:>11.0f}",
+            f"{peak:>11}",
+        ]
+        if compiled:
+            cells[4:4] = [f"{r['compiled_ms']:>11.3f}", f"{r['compiled_ratio']:>11.3f}"]
+        lines.append(" ".join(cells))
+    for r in records:
+        if compiled and r["compile"] != "compiled":
+            lines.append(f"batch {r['batch_size']}: compile {r['compile']}")
     return "\n".join(lines)

@@ -213,6 +213,6 @@ def resumed_config(run: RunDir, cfg: RunConfig, trust: bool = False) -> RunConfi
     saved.train.epochs = epochs
     saved.train.progress, saved.train.device = cfg.train.progress, cfg.train.device
     saved.train.checkpoint_every = cfg.train.checkpoint_every
-    saved.train.jit = cfg.train.jit
+    saved.train.jit, saved.train.compile = cfg.train.jit, cfg.train.compile
     saved.train_explicit = None
     return saved

@@ -5,8 +5,8 @@ constructor arguments, a data source and the trainer's
 :class:`~ppl_vae.infer.config.TrainConfig`, plus the hashes that make a run portable
 (``model_sha256``, ``data_sha256``). :func:`read_config` reads a run's record;
 :func:`resume_differences` lists every option a ``--resume`` gives that differs from the
-saved run (only ``epochs`` may grow; device, progress, ``checkpoint_every`` and ``jit``
-may change: :data:`RESUME_FREE`). Nothing here imports torch.
+saved run (only ``epochs`` may grow; device, progress, ``checkpoint_every``, ``jit`` and
+``compile`` may change: :data:`RESUME_FREE`). Nothing here imports torch.
 
 Example::
 
@@ -157,7 +157,9 @@ def check_saved(cfg: RunConfig) -> None:
 
 
 #: Training options that may change on --resume (``epochs`` may only grow).
-RESUME_FREE = {"epochs", "device", "progress", "checkpoint_every", "schedule_epochs", "jit"}
+RESUME_FREE = {
+    *("epochs", "device", "progress", "checkpoint_every", "schedule_epochs", "jit", "compile")
+}
 
 
 #: RunConfig fields that are bookkeeping, not options.

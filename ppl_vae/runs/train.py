@@ -309,6 +309,7 @@ def final_metrics(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
         "seconds": result.seconds,
         "jit": result.jit,
         **(result.choice.record() if result.choice is not None else {}),
+        "compile": result.compile,
         "history": result.history,
     }
 

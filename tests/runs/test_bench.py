@@ -167,3 +167,15 @@ def test_bench_cli_json(capsys):
     (record,) = json.loads(capsys.readouterr().out)
     assert record["batch_size"] == 4 and record["ratio"] > 0
     assert main(["bench", "--ablate", "nonsense", "--steps", "1"]) == 2
+
+
+def test_bench_compile_side_is_checked_and_timed(monkeypatch):
+    from ppl_vae.infer import compiled
+
+    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")  # Inductor: a minute to compile
+    (record,) = bench.run(
+        batch_sizes=[8], steps=1, repeats=2, x_dim=12, hidden=(8,), latent=2, compile=True
+    )
+    assert record["compile"] == "compiled" and record["compiled_loss_rel_diff"] < 1e-5
+    assert record["compiled_ratio"] > 0 and record["compile_seconds"] > 0
+    assert "compiled ms" in bench.table([record]).splitlines()[0]
