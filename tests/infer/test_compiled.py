@@ -54,7 +54,7 @@ def failing_backend(gm, example_inputs):
 
 
 def test_a_loss_that_cannot_be_compiled_falls_back_to_the_trace_with_a_reason(digits, monkeypatch):
-    ds = data.apply_binarization(digits, "dynamic", seed=0)
+    ds = data.apply_binarization(digits, "dynamic")
 
     def run(compile: bool) -> train.FitResult:
         pyro.set_rng_seed(0)  # the same initial weights
