@@ -62,11 +62,12 @@ def snapshot(directory) -> dict[str, tuple]:
 #: of a :func:`cli_cases` request in its own forked child (so every case starts from the
 #: same freshly imported state, as a new ``ppl-vae`` process would, without paying the
 #: imports again). A request is one JSON line ``{"cases", "logs", "env", "cwd"}``; a case is
-#: ``{"argv": [...], "cwd": ..., "exit_at_step": N, "setup": "python source"}``: the child
-#: takes the caller's environment and working folder, then ``cwd``; ``exit_at_step`` makes it
-#: die like ``kill -9`` when training reaches step N, and ``setup`` is executed first (a
-#: fault planted in the process: a full disk, a program that raises). The answer is one
-#: JSON line of ``[returncode, stdout, stderr]`` per case.
+#: ``{"argv": [...], "cwd": ..., "env": {...}, "exit_at_step": N, "setup": "python source"}``:
+#: the child takes the caller's environment plus ``env`` and the caller's working folder,
+#: then ``cwd``; ``exit_at_step`` makes it die like ``kill -9`` when training reaches step
+#: N, and ``setup`` is executed first (a fault planted in the process: a full disk, a
+#: program that raises). The answer is one JSON line of ``[returncode, stdout, stderr]``
+#: per case.
 _SERVER = r"""
 import json, os, sys
 import ppl_vae.cli, ppl_vae.runs.train, ppl_vae.infer.trainer  # noqa
@@ -75,7 +76,7 @@ def run(case, out, err, env, cwd):
     pid = os.fork()
     if pid == 0:
         try:
-            os.environ.clear(); os.environ.update(env)
+            os.environ.clear(); os.environ.update(env); os.environ.update(case.get("env") or {})
             os.chdir(cwd); os.chdir(case.get("cwd") or ".")
             for fd, name in ((1, out), (2, err)):
                 f = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

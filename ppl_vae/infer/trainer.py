@@ -46,7 +46,7 @@ import contextlib
 import importlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
@@ -633,6 +633,31 @@ def recommended(model: Program | Programs, guide: Program | None = None) -> dict
     return out
 
 
+#: The settings a full-batch optimizer comes with: a recommended L-BFGS brings them all or
+#: none (its lr of 1 would make Adam diverge; the gradient test needs the whole batch).
+FULL_BATCH_SETTINGS = ("optimizer", "lr", "grad_tolerance", "num_particles")
+
+
+def yielding(recommendation: dict[str, Any], yours: Iterable[str]) -> dict[str, Any]:
+    """``recommendation`` less what your settings rule out: a batch size you chose (and no
+    optimizer) means minibatches, so a recommended L-BFGS yields to the default Adam
+    together with its :data:`FULL_BATCH_SETTINGS` (``ppl-vae train pca --batch-size 64``
+    trains pca with Adam, not an error).
+
+    Example::
+
+        >>> yielding({"optimizer": "lbfgs", "lr": 1.0, "epochs": 20}, ["batch_size"])
+        {'epochs': 20}
+    """
+    yours = set(yours)
+    if recommendation.get("optimizer") != "lbfgs" or "optimizer" in yours:
+        return dict(recommendation)
+    if "batch_size" not in yours:
+        return dict(recommendation)
+    drop = {*FULL_BATCH_SETTINGS, "batch_size"}
+    return {k: v for k, v in recommendation.items() if k not in drop}
+
+
 def recommended_config(
     model: Program | Programs, guide: Program | None = None, **settings: Any
 ) -> TrainConfig:
@@ -644,7 +669,7 @@ def recommended_config(
     unknown = sorted(set(settings) - names)
     if unknown:
         raise TypeError(f"TrainConfig has no setting {', '.join(map(repr, unknown))}")
-    return TrainConfig.from_dict({**recommended(model, guide), **settings})
+    return TrainConfig.from_dict({**yielding(recommended(model, guide), settings), **settings})
 
 
 def checkpoint_record(

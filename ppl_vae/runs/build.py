@@ -100,11 +100,14 @@ def apply_recommended(cfg: RunConfig, spec: registry.Spec, pair: Programs | None
     their defaults (``cfg.train_explicit`` lists what the user set)."""
     if cfg.train_explicit is None:
         return
+    from ppl_vae.infer.trainer import yielding
+
     recommended = dict(getattr(spec.factory, "train_defaults", None) or {})
     if pair is not None:
         from ppl_vae.infer.trainer import recommended as of_programs
 
         recommended.update(of_programs(pair))
+    recommended = yielding(recommended, cfg.train_explicit)
     merged = cfg.train.__dict__ | {
         k: v for k, v in recommended.items() if k not in cfg.train_explicit
     }

@@ -11,7 +11,8 @@ where the transforms have an inverse, ``inverse(forward(z)) = z`` (computed, not
 the transforms' cache).
 
 A new flow guide appends one :class:`FlowGuide` to the list: a builder taking ``x_dim``, and
-whether its transforms have an analytic inverse (Pyro's ``Planar`` and ``Radial`` do not).
+whether its transforms have an inverse (Pyro's ``Planar`` and ``Radial`` do not; the suite's
+steps in ``models/blocks/flows.py`` add one).
 Its guide must sample the latent site ``z`` from a ``TransformedDistribution``.
 """
 
@@ -24,6 +25,7 @@ import pyro
 import pytest
 import torch
 from ppl_vae.models.iaf_vae import IAFVAE
+from ppl_vae.models.nf_vae import NFVAE
 from pyro import poutine
 from torch import nn
 
@@ -40,6 +42,8 @@ class FlowGuide:
 
 FLOW_GUIDES = [
     FlowGuide("iaf-vae", lambda d: IAFVAE(d, latent_dim=4, hidden=(64,), flows=2)),
+    FlowGuide("nf-vae-planar", lambda d: NFVAE(d, 4, (64,), flow="planar", flow_length=4)),
+    FlowGuide("nf-vae-radial", lambda d: NFVAE(d, 4, (64,), flow="radial", flow_length=4)),
 ]
 
 DRAWS, POINTS = 200, 100
