@@ -12,6 +12,8 @@ compare::
 
     python benchmarks/whole_run.py --repeats 5 [--epochs 3] [--train-rows 20000] [--extra=--no-jit]
     python benchmarks/whole_run.py --smoke     # does it still run? (tests/test_benchmarks.py)
+    cd /tmp && python REPO/benchmarks/whole_run.py --suite-cmd "python -m ppl_vae" \
+        --before-cmd "env PYTHONPATH=OLD_TREE python -m ppl_vae"   # two versions, interleaved
 
 It prints one line per run and a JSON record (``suite_s``, ``hand_s``, ``pyro_s``, ``ratio``
 = suite / hand, ``ratio_vs_pyro`` = suite / Pyro's loop, ``test_elbo``: each side's last
@@ -148,7 +150,7 @@ def run(argv: list[str], in_process: bool = False) -> tuple[float, float, str]:
 def last_test_elbo(side: str, stdout: str, run_dir: Path) -> float:
     """The final epoch's test ELBO (nats per example) a side reports: the scripts print
     ``epoch train_loss test_elbo`` lines, ppl-vae writes its history."""
-    if side == "suite":
+    if side in ("suite", "before"):
         return json.loads((run_dir / "metrics.json").read_text())["history"][-1]["test_elbo"]
     return float(stdout.strip().splitlines()[-1].split()[-1])
 
@@ -163,13 +165,20 @@ def main(argv: list[str] | None = None) -> dict:
         "--suite-cmd",
         default="",
         help="the command that stands for ppl-vae, space-separated (another version: "
-        "'env PYTHONPATH=OLD_TREE python -m ppl_vae'); default: the ppl-vae beside python",
+        "'env PYTHONPATH=OLD_TREE python -m ppl_vae', run from outside the repository, whose "
+        "folder `python -m` would put first on the path); default: the ppl-vae beside python",
     )
     p.add_argument(
         "--smoke",
         action="store_true",
         help="check that it works, not a timing: 1 repeat of 1 epoch on 512 rows, each side "
         "run in this interpreter",
+    )
+    p.add_argument(
+        "--before-cmd",
+        default="",
+        help="a second ppl-vae command (as --suite-cmd), timed as a fourth side 'before', "
+        "interleaved with the others",
     )
     args = p.parse_args(argv)
     n_train, n_test = args.train_rows, 2000
@@ -208,6 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
             "hand": [str(exe), str(hand), str(data), str(args.epochs)],
             "pyro": [str(exe), str(tutorial), str(data), str(args.epochs)],
         }
+        if args.before_cmd:
+            commands["before"] = [*args.before_cmd.split(), *suite_cmd[len(suite) :]]
         sides = list(commands)
         times: dict[str, list[float]] = {side: [] for side in sides}
         cpu: dict[str, list[float]] = {side: [] for side in sides}
@@ -235,6 +246,10 @@ def main(argv: list[str] | None = None) -> dict:
     }
     record["epochs"], record["train_rows"], record["extra"] = args.epochs, n_train, args.extra
     record["smoke"], record["suite_cmd"] = args.smoke, args.suite_cmd
+    if args.before_cmd:
+        record["before_s"], record["before_cmd"] = med["before"], args.before_cmd
+        record["before_ratio"] = med["before"] / med["hand"]
+        record["before_ratio_vs_pyro"] = med["before"] / med["pyro"]
     print(json.dumps(record))
     return record
 
