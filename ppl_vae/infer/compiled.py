@@ -79,6 +79,7 @@ class Compiled:
         self._fallback = fallback
         self._graphs: dict[tuple, Callable[..., torch.Tensor]] = {}
         self._largest = 0
+        self._inputs: list[torch.Tensor] = []  # the parameters and buffers, in graph order
         self.backend = BACKEND
         self.checked: list[tuple] = []
         self.reason: str | None = None
@@ -96,10 +97,14 @@ class Compiled:
             return self._eager(*args, beta=beta)  # the graph is checked on the next batch
         if key not in self.checked:
             return self._check(key, beta_t, args, beta)
-        return self._graphs[key](self._tensors(), beta_t, *args)
+        return self._graphs[key](self._inputs, beta_t, *args)
 
     def _tensors(self) -> list[torch.Tensor]:
-        return [*self._step.parameters(), *self._step.buffers()]
+        """The graph's first inputs, collected again at each recording and check (walking
+        the modules every step would cost a fraction of a millisecond): optimizer steps,
+        ``load_state_dict`` and ``.to()`` update these tensors in place."""
+        self._inputs = [*self._step.parameters(), *self._step.buffers()]
+        return self._inputs
 
     def _record(self, key: tuple, beta_t: torch.Tensor, args: tuple) -> None:
         """The loss as an FX graph of ATen operations, the parameters and buffers its first
