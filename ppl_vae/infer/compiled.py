@@ -80,6 +80,7 @@ class Compiled:
         self._graphs: dict[tuple, Callable[..., torch.Tensor]] = {}
         self._largest = 0
         self._inputs: list[torch.Tensor] = []  # the parameters and buffers, in graph order
+        self._beta: tuple[float, torch.Tensor] | None = None  # beta and its 0-d tensor
         self.backend = BACKEND
         self.checked: list[tuple] = []
         self.reason: str | None = None
@@ -91,7 +92,9 @@ class Compiled:
             return self._fallback(args, beta)
         self._largest = size
         key = (_signature(args), self._pair.training)
-        beta_t = torch.tensor(float(beta))
+        if self._beta is None or self._beta[0] != beta:  # (a constant beta: one tensor)
+            self._beta = (beta, torch.tensor(float(beta)))
+        beta_t = self._beta[1]
         if key not in self._graphs:
             self._record(key, beta_t, args)
             return self._eager(*args, beta=beta)  # the graph is checked on the next batch
