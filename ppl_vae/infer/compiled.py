@@ -79,6 +79,8 @@ class Compiled:
         self._fallback = fallback
         self._graphs: dict[tuple, Callable[..., torch.Tensor]] = {}
         self._largest = 0
+        self._inputs: list[torch.Tensor] = []  # the parameters and buffers, in graph order
+        self._beta: tuple[float, torch.Tensor] | None = None  # beta and its 0-d tensor
         self.backend = BACKEND
         self.checked: list[tuple] = []
         self.reason: str | None = None
@@ -90,16 +92,22 @@ class Compiled:
             return self._fallback(args, beta)
         self._largest = size
         key = (_signature(args), self._pair.training)
-        beta_t = torch.tensor(float(beta))
+        if self._beta is None or self._beta[0] != beta:  # (a constant beta: one tensor)
+            self._beta = (beta, torch.tensor(float(beta)))
+        beta_t = self._beta[1]
         if key not in self._graphs:
             self._record(key, beta_t, args)
             return self._eager(*args, beta=beta)  # the graph is checked on the next batch
         if key not in self.checked:
             return self._check(key, beta_t, args, beta)
-        return self._graphs[key](self._tensors(), beta_t, *args)
+        return self._graphs[key](self._inputs, beta_t, *args)
 
     def _tensors(self) -> list[torch.Tensor]:
-        return [*self._step.parameters(), *self._step.buffers()]
+        """The graph's first inputs, collected again at each recording and check (walking
+        the modules every step would cost a fraction of a millisecond): optimizer steps,
+        ``load_state_dict`` and ``.to()`` update these tensors in place."""
+        self._inputs = [*self._step.parameters(), *self._step.buffers()]
+        return self._inputs
 
     def _record(self, key: tuple, beta_t: torch.Tensor, args: tuple) -> None:
         """The loss as an FX graph of ATen operations, the parameters and buffers its first

@@ -158,7 +158,13 @@ def check_saved(cfg: RunConfig) -> None:
 
 #: Training options that may change on --resume (``epochs`` may only grow).
 RESUME_FREE = {
-    *("epochs", "device", "progress", "checkpoint_every", "schedule_epochs", "jit", "compile")
+    "epochs",
+    "device",
+    "progress",
+    "checkpoint_every",
+    "schedule_epochs",
+    "jit",
+    "compile",
 }
 
 
