@@ -20,10 +20,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/ppl-vae train vae --data mnist-5k --binarize dynamic --latent-dim 2 --hidden 512 --epochs 30 --batch-size 100 --seed 0 --out runs/demo --overwrite
 
-# One worker per core; tests that share an expensive module fixture carry one
-# xdist_group mark, so --dist loadgroup computes it once.
+# One worker per core; a test file goes to one worker whole (--dist loadfile), so a module
+# fixture that trains runs once, and files with tests marked slow are handed out first.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadgroup --durations=25
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

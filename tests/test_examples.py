@@ -33,8 +33,7 @@ from ppl_vae.infer.config import TrainConfig
 from ppl_vae.infer.trainer import fit
 from ppl_vae.programs import Programs
 
-#: One module fixture does the expensive work: its tests run on one xdist worker.
-pytestmark = [pytest.mark.xdist_group("examples"), pytest.mark.slow]
+pytestmark = pytest.mark.slow  # one module fixture does the expensive work
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

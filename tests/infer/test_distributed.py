@@ -37,8 +37,7 @@ from ppl_vae.runs.build import load_run
 from ppl_vae.runs.config import RunConfig
 from ppl_vae.runs.train import train_run
 
-#: One module fixture does the expensive work: its tests run on one xdist worker.
-pytestmark = [pytest.mark.xdist_group("torchrun"), pytest.mark.slow]
+pytestmark = pytest.mark.slow  # one module fixture does the expensive work
 
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHT_ATOL = 1e-4  # weights move by ~1e-2 in these 46 steps

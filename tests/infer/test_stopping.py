@@ -110,7 +110,7 @@ def test_stopping_options_are_checked(bad):
     "args, expect",
     [
         (["vae", "--optimizer", "lbfgs"], "needs full-batch training"),
-        (["pca", "--batch-size", "64"], "needs full-batch training"),  # its default is lbfgs
+        (["pca", "--optimizer", "lbfgs", "--batch-size", "64"], "needs full-batch training"),
         (["vae", "--grad-tolerance", "1e-3"], "needs full-batch training"),
         (
             ["vae", "--optimizer", "lbfgs", "--batch-size", "65536", "--binarize", "dynamic"],
@@ -129,6 +129,27 @@ def test_lbfgs_off_its_ground_is_one_error_line_and_writes_nothing(tmp_path, cap
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], lines
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["pca", "ppca"])
+def test_a_batch_size_you_choose_makes_the_recommended_lbfgs_yield_to_adam(tmp_path, name):
+    """Their defaults are full-batch L-BFGS; ``--batch-size 64`` (no ``--optimizer``) trains
+    them with Adam at Adam's learning rate, without the gradient test, not an error; the
+    Python API's ``recommended_config`` does the same."""
+    from ppl_vae.infer.trainer import recommended_config
+    from ppl_vae.registry import build
+
+    out = tmp_path / "run"
+    argv = ["train", name, "--batch-size", "64", "--epochs", "1", "--no-progress"]
+    assert main([*argv, "--out", str(out)]) == 0
+    train = json.loads((out / "config.json").read_text())["train"]
+    assert (train["optimizer"], train["lr"], train["grad_tolerance"]) == ("adam", 1e-3, 0.0)
+    assert train["batch_size"] == 64
+    model, guide = build(name, x_dim=4)
+    assert recommended_config(model, guide, batch_size=64).optimizer == "adam"
+    assert recommended_config(model, guide).optimizer == "lbfgs"
+    explicit = recommended_config(model, guide, batch_size=64, optimizer="lbfgs")
+    assert (explicit.optimizer, explicit.lr) == ("lbfgs", 1.0)
 
 
 class DirCheckpointer:

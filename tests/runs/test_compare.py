@@ -18,9 +18,6 @@ from ppl_vae.infer.config import TrainConfig
 from ppl_vae.runs import compare
 from ppl_vae.runs.config import RunConfig
 
-#: One module fixture does the expensive work: its tests run on one xdist worker.
-pytestmark = [pytest.mark.xdist_group("compare")]
-
 MODELS = ["ae", "pca", "ppca", "sparse-ae"]
 
 

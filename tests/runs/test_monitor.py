@@ -15,8 +15,7 @@ from ppl_vae.runs.config import RunConfig
 from ppl_vae.runs.rundir import RunDir
 from ppl_vae.runs.train import train_run
 
-#: One module fixture does the expensive work: its tests run on one xdist worker.
-pytestmark = [pytest.mark.xdist_group("monitor"), pytest.mark.slow]
+pytestmark = pytest.mark.slow  # one module fixture does the expensive work
 
 # digits: 1437 training examples, batch 32 -> 45 steps an epoch; epoch 2 is steps 46..90.
 TRAIN = ["train", "vae", "--latent-dim", "2", "--hidden", "16", "--epochs", "2"]
