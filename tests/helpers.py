@@ -155,6 +155,32 @@ def cli_cases(cases: list[dict], env: dict | None = None, timeout: float = 900) 
     ]
 
 
+#: A user's program file whose guide reads a value off its data into Python: a trace or a
+#: compiled recording freezes it, so the check must catch it and the run fall back.
+DATA_DEPENDENT_PROGRAM = """
+import pyro, pyro.distributions as dist, torch
+from torch import nn
+
+
+class Spread(nn.Module):
+    def __init__(self, x_dim):
+        super().__init__()
+        self.enc, self.dec = nn.Linear(x_dim, 2), nn.Linear(2, x_dim)
+
+    def model(self, x):
+        pyro.module("dec", self.dec)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(self.dec(z), 1.0).to_event(1), obs=x)
+
+    def guide(self, x):
+        pyro.module("enc", self.enc)
+        spread = 0.5 + float(x.mean())  # a value read into Python: frozen in a recording
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(self.enc(x), spread).to_event(1))
+"""
+
+
 class TwoSites(nn.Module):
     """z1 ~ N(0, I), z2 | z1 ~ N(z1, 0.5^2 I), x | z2 ~ N(A z2, noise^2 I), with the prior as
     guide (the AIS and amortisation-gap tests' program with two latent sites): log p(x) is

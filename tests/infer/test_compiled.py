@@ -12,6 +12,7 @@ import json
 import pyro
 import pytest
 import torch
+from helpers import DATA_DEPENDENT_PROGRAM
 from ppl_vae.models.vae import VAE
 
 from ppl_vae import data
@@ -73,30 +74,6 @@ def test_a_loss_that_cannot_be_compiled_falls_back_to_the_trace_with_a_reason(di
     assert fallen.history == plain.history  # the fallback is the trace, bit for bit
 
 
-SPREAD = """
-import pyro, pyro.distributions as dist, torch
-from torch import nn
-
-
-class Spread(nn.Module):
-    def __init__(self, x_dim):
-        super().__init__()
-        self.enc, self.dec = nn.Linear(x_dim, 2), nn.Linear(2, x_dim)
-
-    def model(self, x):
-        pyro.module("dec", self.dec)
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(self.dec(z), 1.0).to_event(1), obs=x)
-
-    def guide(self, x):
-        pyro.module("enc", self.enc)
-        spread = 0.5 + float(x.mean())  # a value read into Python: frozen in a recording
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Normal(self.enc(x), spread).to_event(1))
-"""
-
-
 def test_cli_compile_is_recorded_says_why_not_and_is_free_on_resume(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(compiled_mod, "BACKEND", "aot_eager")
     common = ["--data", "digits", "--epochs", "1", "--batch-size", "256", "--no-progress"]
@@ -115,7 +92,7 @@ def test_cli_compile_is_recorded_says_why_not_and_is_free_on_resume(tmp_path, ca
     assert len(metrics["history"]) == 2
 
     program = tmp_path / "spread.py"
-    program.write_text(SPREAD)
+    program.write_text(DATA_DEPENDENT_PROGRAM)
     spread = tmp_path / "spread"
     assert main(["train", str(program), *common, "--compile", "--out", str(spread)]) == 0
     metrics = json.loads((spread / "metrics.json").read_text())

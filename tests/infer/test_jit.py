@@ -12,6 +12,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from helpers import DATA_DEPENDENT_PROGRAM
 from ppl_vae.models.vae import VAE
 from torch import nn
 
@@ -168,35 +169,11 @@ def test_traced_and_eager_runs_follow_the_same_trajectory(digits):
     assert history(True) == history(False)  # bit for bit
 
 
-USER_PROGRAM = """
-import pyro, pyro.distributions as dist, torch
-from torch import nn
-
-
-class Spread(nn.Module):
-    def __init__(self, x_dim):
-        super().__init__()
-        self.enc, self.dec = nn.Linear(x_dim, 2), nn.Linear(2, x_dim)
-
-    def model(self, x):
-        pyro.module("dec", self.dec)
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(self.dec(z), 1.0).to_event(1), obs=x)
-
-    def guide(self, x):
-        pyro.module("enc", self.enc)
-        spread = 0.5 + float(x.mean())  # a value read into Python: frozen in a trace
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Normal(self.enc(x), spread).to_event(1))
-"""
-
-
 def test_cli_says_when_a_program_ran_eagerly_and_no_jit_turns_tracing_off(tmp_path, capsys):
     from ppl_vae.cli import main
 
     program = tmp_path / "spread.py"
-    program.write_text(USER_PROGRAM)
+    program.write_text(DATA_DEPENDENT_PROGRAM)
     common = ["--data", "digits", "--epochs", "1", "--batch-size", "256", "--no-progress"]
     assert main(["train", str(program), *common, "--out", str(tmp_path / "a")]) == 0
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
