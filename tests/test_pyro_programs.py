@@ -250,6 +250,33 @@ def test_python_api(name, fresh):
     assert torch.isfinite(torch.tensor(out["elbo"]))
     assert (out["recon_mse"] is None) == (not pair.x_shaped)
     assert traces.generate(pair, pair.args(ds.x_test[:3])).shape[0] == 3
+    if name in ("tutorial_vae", "cvae"):
+        assert_elbo_is_pyros(pair, pair.args(ds.x_test, ds.y_test))
+
+
+def assert_elbo_is_pyros(pair, args, repeats: int = 4, draws: int = 64) -> None:
+    """The suite's test ELBO (the closed-form KL where ``auto`` chose it) equals an
+    independent estimate by Pyro's own ``Trace_ELBO`` (the KL from draws) on the same
+    weights and rows, within four standard errors of their Monte Carlo difference."""
+    import statistics
+
+    import pyro
+
+    from ppl_vae.measure.metrics import evaluate
+
+    pair.eval()
+    n = args[0].shape[0]
+    x, y = args[0], (args[1] if len(args) > 1 else None)
+    ours = [evaluate(pair, x, y, n, seed=s, draws=draws)["elbo"] for s in range(repeats)]
+    pyros = []
+    elbo = pyro.infer.Trace_ELBO(num_particles=draws)  # Pyro's CVAE masks by x's shape
+    with pair.scope():
+        for s in range(repeats):
+            pyro.set_rng_seed(100 + s)
+            pyros.append(-elbo.loss(pair.model, pair.guide, *args) / n)
+    se = (statistics.variance(ours) / repeats + statistics.variance(pyros) / repeats) ** 0.5
+    diff = statistics.mean(ours) - statistics.mean(pyros)
+    assert abs(diff) < 4 * se + 1e-3, (statistics.mean(ours), statistics.mean(pyros), se)
 
 
 if __name__ == "__main__":  # pragma: no cover
