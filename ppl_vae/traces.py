@@ -45,7 +45,13 @@ from pyro.infer.enum import get_importance_trace
 from torch.distributions import kl_divergence
 
 from ppl_vae.data.dataset import all_finite
-from ppl_vae.programs import Programs, closed_form_kl
+from ppl_vae.errors import UserError
+from ppl_vae.programs import (
+    Programs,
+    analytic_sites,
+    closed_form_kl,
+    latent_names,
+)
 
 PARTICLES = "_ppl_vae_particles"
 
@@ -77,8 +83,16 @@ def trace_pair(pair: Programs, args: tuple, particles: int | None = None, model=
         return get_importance_trace("flat", nesting, model, guide, args, {})
 
 
-def per_example(site: dict[str, Any], batch: int, particles: int | None = None, key="log_prob"):
-    """A site's ``key`` tensor reduced to ``(B,)`` (or ``(P, B)``); see the module doc."""
+def per_example(
+    site: dict[str, Any],
+    batch: int,
+    particles: int | None = None,
+    key="log_prob",
+    total: int | None = None,
+):
+    """A site's ``key`` tensor reduced to ``(B,)`` (or ``(P, B)``); see the module doc. A
+    site outside the data plate (a global site) gives each example ``1 / total`` of it
+    (``total``: the examples of the set the batch is drawn from; the batch by default)."""
     value = site[key]
     if not torch.is_tensor(value) or value.dim() == 0:
         value = torch.as_tensor(value, dtype=torch.get_default_dtype())
@@ -99,54 +113,109 @@ def per_example(site: dict[str, Any], batch: int, particles: int | None = None, 
     reduced = value.sum(other) if other else value
     if particle_axis is not None and data_axis is not None and particle_axis > data_axis:
         reduced = reduced.transpose(0, 1)
-    if data_axis is None:  # a global site: shared equally by the batch
-        reduced = (reduced / batch).unsqueeze(-1).expand(*reduced.shape, batch)
+    if data_axis is None:  # a global site: shared equally by the set
+        reduced = (reduced / (total or batch)).unsqueeze(-1).expand(*reduced.shape, batch)
     if particles is not None and particle_axis is None:
         reduced = reduced.expand(particles, batch)
     return reduced
 
 
-def terms(pair: Programs, args: tuple, particles: int | None = None) -> dict[str, torch.Tensor]:
-    """Per-example ``log_lik``, ``log_prior`` and ``log_q`` (each ``(B,)`` or ``(P, B)``)
-    and, per latent site, ``kl/<site>``: the analytic KL of guide against model where its
-    closed form is valid (``pair.analytic_kl_sites``: ``kl_divergence`` knows the pair, the
-    guide samples the latent sites in the model's order, scales and masks agree), with the
-    site's scale; else ``log q - log p`` of that draw."""
+def _is_one(scale: Any) -> bool:
+    return isinstance(scale, int | float) and scale == 1
+
+
+def unscaled(site: dict[str, Any]) -> dict[str, Any]:
+    """The site with its ``log_prob`` in nats of the unscaled model: masked as the program
+    masks it, without its ``poutine.scale`` (a program's own scale factor, a subsampled
+    plate's ``N / B``). The site itself where its scale is 1."""
+    if _is_one(site["scale"]) or "unscaled_log_prob" not in site:
+        return site
+    return dict(site, log_prob=scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"]))
+
+
+def set_size(model_tr, batch: int, total: int | None) -> int:
+    """The examples the batch's global sites are shared by: the full size of a data plate
+    the program subsamples itself (``pyro.plate("data", N, subsample=idx)``), else
+    ``total`` (the evaluated set), else the batch."""
+    for site in model_tr.nodes.values():
+        if site["type"] != "sample":
+            continue
+        for frame in site["cond_indep_stack"]:
+            if frame.vectorized and frame.name == "data" and frame.size > batch:
+                return max(frame.size, total or 0)
+    return total or batch
+
+
+def terms(
+    pair: Programs, args: tuple, particles: int | None = None, total: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Per-example ``log_lik``, ``log_prior`` and ``log_q`` (each ``(B,)`` or ``(P, B)``),
+    in nats of the unscaled model, and, per latent site of this trace, ``kl/<site>``: the
+    analytic KL of guide against model where its closed form is valid in this trace
+    (:func:`~ppl_vae.programs.analytic_sites`: ``kl_divergence`` knows the pair, the guide
+    samples the latent sites in the model's order, scales and masks agree); else ``log q -
+    log p`` of that draw. ``elbo_scaled`` is the per-example ELBO in the program's own
+    units: every term carrying its site's scale (``poutine.scale``), analytic KLs too. A
+    global site gives each example ``1 / total`` of its terms (``total``: the size of the
+    set the batch comes from, the batch by default), as Pyro scales a subsampled plate."""
     model_tr, guide_tr = trace_pair(pair, args, particles)
-    return terms_of(pair, model_tr, guide_tr, args, particles)
+    return terms_of(pair, model_tr, guide_tr, args, particles, total)
 
 
 def terms_of(
-    pair: Programs, model_tr, guide_tr, args: tuple, particles: int | None = None
+    pair: Programs,
+    model_tr,
+    guide_tr,
+    args: tuple,
+    particles: int | None = None,
+    total: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """:func:`terms` read off the traces of :func:`trace_pair` for ``args``."""
+    """:func:`terms` read off the traces of :func:`trace_pair` for ``args``: the sites are
+    those of these traces (they may come and go with the batch)."""
     batch = args[0].shape[0]
+    total = set_size(model_tr, batch, total)
     shape = (batch,) if particles is None else (particles, batch)
-    zero = args[0].new_zeros(shape)
+    x = args[0]
+    zero = x.new_zeros(shape, dtype=x.dtype if x.is_floating_point() else None)
     out = {"log_lik": zero, "log_prior": zero, "log_q": zero}
+    scaled = zero
+
+    def reduce(site, key="log_prob"):
+        return per_example(site, batch, particles, key, total)
+
     for site in model_tr.nodes.values():  # observed sites may differ between train and eval
         if site["type"] == "sample" and site["is_observed"]:
-            out["log_lik"] = out["log_lik"] + per_example(site, batch, particles)
-    for name in pair.latent_sites:
+            out["log_lik"] = out["log_lik"] + reduce(unscaled(site))
+            scaled = scaled + reduce(site)
+    latent = latent_names(guide_tr)
+    analytic = analytic_sites(model_tr, guide_tr, latent) if particles is None else ()
+    for name in latent:
         p_site, q_site = model_tr.nodes[name], guide_tr.nodes[name]
-        log_p = per_example(p_site, batch, particles)
-        log_q = per_example(q_site, batch, particles)
+        log_p, log_q = reduce(unscaled(p_site)), reduce(unscaled(q_site))
         out["log_prior"] = out["log_prior"] + log_p
         out["log_q"] = out["log_q"] + log_q
         out[f"kl/{name}"] = log_q - log_p
         out[f"kl_dims/{name}"] = None
-        if particles is None and name in pair.analytic_kl_sites:
-            out[f"kl/{name}"], out[f"kl_dims/{name}"] = _analytic_kl(
-                q_site, p_site, batch, log_q - log_p
+        kl_scaled = reduce(q_site) - reduce(p_site)
+        if name in analytic:
+            kl, out[f"kl_dims/{name}"] = _analytic_kl(
+                dict(q_site, scale=1.0), p_site, batch, total, log_q - log_p
             )
+            out[f"kl/{name}"] = kl
+            if _is_one(q_site["scale"]):
+                kl_scaled = kl
+            else:
+                kl_scaled = _analytic_kl(q_site, p_site, batch, total, kl_scaled)[0]
+        scaled = scaled - kl_scaled
+    out["elbo_scaled"] = scaled
     return out
 
 
-def _analytic_kl(q_site, p_site, batch: int, fallback: torch.Tensor):
+def _analytic_kl(q_site, p_site, batch: int, total: int, fallback: torch.Tensor):
     """KL per example and per latent dimension from ``kl_divergence`` (on the base
     distributions for the per-dimension split), with the site's scale and mask as its
     ``log_prob`` carries them; the fallback where the closed form does not come out.
-    Only for the sites whose closed form is valid (``pair.analytic_kl_sites``)."""
+    Only for the sites whose closed form is valid (:func:`~ppl_vae.programs.analytic_sites`)."""
     q, p = q_site["fn"], p_site["fn"]
     scale, mask = q_site["scale"], q_site["mask"]
     try:
@@ -169,7 +238,7 @@ def _analytic_kl(q_site, p_site, batch: int, fallback: torch.Tensor):
         kl = None
     if kl is None:
         return fallback, None
-    return per_example(dict(q_site, kl=kl), batch, key="kl"), None
+    return per_example(dict(q_site, kl=kl), batch, key="kl", total=total), None
 
 
 def _distribution_mean(site: dict[str, Any]) -> torch.Tensor | None:
@@ -190,20 +259,44 @@ def _site_mean(site: dict[str, Any]) -> torch.Tensor:
 
 @torch.no_grad()
 def guide_means(pair: Programs, args: tuple) -> dict[str, torch.Tensor]:
-    """Each latent site's guide mean (its draw where the distribution has no mean)."""
+    """Each latent site's guide mean (its draw where the distribution has no mean), for
+    the sites of this trace (global ones too)."""
     with pair.scope():
         tr = poutine.trace(pair.guide).get_trace(*args)
-    return {n: _site_mean(tr.nodes[n]) for n in pair.latent_sites}
+    return {n: _site_mean(tr.nodes[n]) for n in latent_names(tr)}
+
+
+def _local(pair: Programs, means: dict[str, torch.Tensor], batch: int):
+    """The means of the local sites among ``means`` (the codes; a global site's value is
+    no example's code)."""
+    out = {}
+    for name, value in means.items():
+        if name in pair.latent_sites or (
+            name not in pair.global_sites and value.dim() > 0 and value.shape[0] == batch
+        ):
+            out[name] = value
+    return out
 
 
 def flatten_codes(pair: Programs, values: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
-    """Latent site values as one ``(B, latent_dim)`` matrix, sites in guide order."""
+    """Local latent site values as one ``(B, latent_dim)`` matrix, sites in guide order.
+    Codes need the pair's local sites (:attr:`Programs.latent_sites`): a batch whose
+    trace has other sites (one per time step) has no code of that width."""
+    if tuple(values) != tuple(pair.latent_sites) and set(values) != set(pair.latent_sites):
+        raise UserError(
+            f"{pair.name}'s latent sites vary with the batch ({', '.join(values) or 'none'} "
+            f"here, {', '.join(pair.latent_sites) or 'none'} in its first trace), so its "
+            "codes have no fixed width"
+        )
+    if not pair.latent_sites:
+        return next(iter(values.values()), torch.zeros(batch)).new_zeros(batch, 0)
     return torch.cat([values[n].reshape(batch, -1) for n in pair.latent_sites], -1)
 
 
 def codes(pair: Programs, args: tuple) -> torch.Tensor:
     """The guide's codes ``E_q[z|x]``, ``(B, latent_dim)``."""
-    return flatten_codes(pair, guide_means(pair, args), args[0].shape[0])
+    batch = args[0].shape[0]
+    return flatten_codes(pair, _local(pair, guide_means(pair, args), batch), batch)
 
 
 def split_codes(pair: Programs, z: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -244,7 +337,7 @@ def _draw_free_means(pair: Programs, guide_tr) -> dict[str, torch.Tensor] | None
     mean), so each mean is a function of the batch and the parameters alone -- the same
     numbers another run of the guide gives. None otherwise (a hierarchical guide, whose
     later means depend on earlier draws; a site without a mean, whose code is a draw)."""
-    order = [n for n in guide_tr.nodes if n in pair.latent_sites]
+    order = latent_names(guide_tr)
     means = {n: _distribution_mean(guide_tr.nodes[n]) for n in order}
     if any(m is None for m in means.values()):
         return None
@@ -253,28 +346,40 @@ def _draw_free_means(pair: Programs, guide_tr) -> dict[str, torch.Tensor] | None
     return means
 
 
+def _codes_or_none(pair: Programs, means: dict[str, torch.Tensor], batch: int):
+    """The codes of ``means`` (local sites only), None where this trace's local sites are
+    not the pair's (sites that vary with the batch)."""
+    try:
+        return flatten_codes(pair, _local(pair, means, batch), batch)
+    except UserError:
+        return None
+
+
 @torch.no_grad()
 def measure(
-    pair: Programs, args: tuple
-) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    pair: Programs, args: tuple, total: int | None = None
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor]:
     """:func:`terms`, :func:`codes` and :func:`reconstruct` of one batch, as the three give
     them run in turn, from fewer runs of the programs where the traces allow it. The codes
     are read off the terms' guide trace when its means are draw-free
     (:func:`_draw_free_means`); the reconstruction is then the model run at them, or,
     where every draw is its mean (a point-mass guide), the terms' own model trace, which
     ran the model at the codes already. Three runs (guide, model, model) or two, against
-    five; otherwise the five, in the same order, so the random streams are the same."""
+    five; otherwise the five, in the same order, so the random streams are the same. The
+    codes are None where this batch's local sites are not the pair's (they vary with the
+    batch); ``total`` is :func:`terms`'."""
     model_tr, guide_tr = trace_pair(pair, args)
-    out = terms_of(pair, model_tr, guide_tr, args)
+    out = terms_of(pair, model_tr, guide_tr, args, total=total)
     means = _draw_free_means(pair, guide_tr)
-    if means is None:
-        return out, codes(pair, args), reconstruct(pair, args)
     batch = args[0].shape[0]
+    if means is None:
+        code = _codes_or_none(pair, guide_means(pair, args), batch)
+        return out, code, reconstruct(pair, args)
     if all(torch.equal(m, guide_tr.nodes[n]["value"]) for n, m in means.items()):
         recon = _observed_mean_of(pair, model_tr, batch)
     else:
         recon = _reconstruct_at(pair, means, args)
-    return out, flatten_codes(pair, means, batch), recon
+    return out, _codes_or_none(pair, means, batch), recon
 
 
 @torch.no_grad()

@@ -84,7 +84,8 @@ def build_programs(cfg: RunConfig, ds: data.Dataset, spec: registry.Spec) -> Pro
         spec, x_dim=ds.x_dim, image_shape=ds.image_shape, **cfg.model_args
     )
     check_data(model, guide, ds)
-    pair = Programs(model, guide, example_batch(ds, model, guide), name=Path(cfg.model).stem)
+    first = example_batch(ds, model, guide, cfg.train.batch_size)  # a real batch
+    pair = Programs(model, guide, example_batch(ds, model, guide), Path(cfg.model).stem, first)
     if not any(True for _ in pair.parameters()):
         raise UserError(
             f"model {cfg.model} has no parameters to train; give its programs pyro.param or "
@@ -153,7 +154,8 @@ def load_run(
         spec, x_dim=ds.x_dim, image_shape=ds.image_shape, **cfg.model_args
     )
     move_programs(model, guide, dev)
-    pair = Programs(model, guide, example_batch(ds, model, guide), name=Path(cfg.model).stem)
+    first = example_batch(ds, model, guide, cfg.train.batch_size)  # a real batch
+    pair = Programs(model, guide, example_batch(ds, model, guide), Path(cfg.model).stem, first)
     state = checkpoint.load(run, map_location=dev)
     try:
         pair.load_state_dict(state["module"])

@@ -1,0 +1,152 @@
+"""The sites a measurement uses are those of the trace it computes on: sites that come and
+go with the batch, global latents counted once over the evaluated set, and every term in
+nats of the unscaled model beside the program's own (scaled) units. Oracles: closed forms
+(a Gaussian sequence whose guide is the exact posterior), and Pyro's own ``Trace_ELBO`` /
+``TraceEnum_ELBO`` on Pyro's programs, unchanged (``tests/pyro_programs/``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+from torch.distributions import constraints
+
+from ppl_vae.errors import UserError
+from ppl_vae.measure.importance import check_estimable, iw_log_likelihood
+from ppl_vae.measure.metrics import evaluate
+from ppl_vae.programs import Programs
+
+PROGRAMS = Path(__file__).resolve().parents[1] / "pyro_programs"
+
+
+def pyro_program(name: str):
+    """A verbatim copy of one of Pyro's programs (``tests/pyro_programs/<name>.py``)."""
+    spec = importlib.util.spec_from_file_location(f"pyro_{name}", PROGRAMS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- a sequence whose length is read from a zero-padded x: one site per time step --------
+def lengths_of(x: torch.Tensor) -> torch.Tensor:
+    return (x != 0).sum(-1)
+
+
+def seq_model(x):
+    lengths = lengths_of(x)
+    with pyro.plate("data", x.shape[0]):
+        for t in range(int(lengths.max())):
+            with poutine.mask(mask=lengths > t):
+                z = pyro.sample(f"z_{t}", dist.Normal(0.0, 1.0))
+                pyro.sample(f"x_{t}", dist.Normal(z, 1.0), obs=x[:, t])
+
+
+def seq_guide(x):
+    """The exact posterior at its defaults: z_t | x_t ~ N(x_t / 2, 1 / 2)."""
+    lengths = lengths_of(x)
+    a = pyro.param("a", torch.tensor(0.5))
+    s = pyro.param("s", torch.tensor(0.5**0.5), constraint=constraints.positive)
+    with pyro.plate("data", x.shape[0]):
+        for t in range(int(lengths.max())):
+            with poutine.mask(mask=lengths > t):
+                pyro.sample(f"z_{t}", dist.Normal(a * x[:, t], s))
+
+
+def sequences(n: int = 40, width: int = 12, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, width + 1, (n,), generator=g)
+    values = torch.randn(n, width, generator=g) * 2**0.5
+    values = values + values.sign() * 1e-3  # never exactly the padding value
+    x = torch.where(torch.arange(width) < lengths[:, None], values, torch.zeros(()))
+    return x[torch.argsort(lengths)]  # sorted by length: the first rows are the shortest
+
+
+def exact(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(x) and KL(q(z|x) || p(z)) per sequence (x_t ~ N(0, 2); q the posterior)."""
+    on = torch.arange(x.shape[1]) < lengths_of(x)[:, None]
+    log_p = torch.where(on, dist.Normal(0.0, 2**0.5).log_prob(x), torch.zeros(())).sum(-1)
+    kl = torch.where(on, 0.5 * (0.5 + x**2 / 4 - 1 + math.log(2)), torch.zeros(())).sum(-1)
+    return log_p, kl
+
+
+@pytest.mark.parametrize("order", ["by length", "shuffled"])
+def test_sites_that_vary_with_the_batch_are_all_measured_whatever_the_row_order(order):
+    x = sequences()
+    if order == "shuffled":
+        x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))]
+    log_p, kl = exact(x)
+    pair = Programs(seq_model, seq_guide, x[:2])  # traced on two rows, as fit's example
+    ll = iw_log_likelihood(pair, x, num_samples=8, batch_size=4)
+    assert torch.allclose(ll, log_p, atol=1e-4)  # the exact posterior: every weight is p(x)
+    out = evaluate(pair, x, batch_size=4, draws=4)
+    assert out["rate"] == pytest.approx(float(kl.mean()), abs=1e-5)  # analytic, every site
+    assert abs(out["elbo"] - float(log_p.mean())) < 4 * out["elbo_stderr"]
+    assert out["elbo_scaled"] == pytest.approx(out["elbo"], rel=1e-7)  # nothing scaled
+    assert out["kl_per_dim"] is None and out["active_units"] is None  # no fixed code width
+
+
+# -- global latents: one draw shared by the set, counted once ------------------------------
+D = 3
+
+
+def global_model(x):
+    g = pyro.sample("g", dist.Normal(0.0, 1.0))  # outside the data plate
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample(
+            "x", dist.Normal(g + z[:, None], 1.0).expand([x.shape[0], D]).to_event(1), obs=x
+        )
+
+
+def global_guide(x):
+    pyro.sample("g", dist.Normal(pyro.param("m", torch.tensor(0.8)), 1.0))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(x.mean(-1), 1.0))
+
+
+def test_a_global_site_counts_once_over_the_evaluated_set_in_any_batches():
+    x = torch.randn(10, D)
+    pair = Programs(global_model, global_guide, x[:2])
+    assert pair.latent_sites == ("z",) and pair.global_sites == ("g",)
+    assert pair.all_latent_sites == ("g", "z") and pair.latent_sizes == (1,)
+    kl_z = (x.mean(-1) ** 2 / 2).mean()  # KL(N(m, 1) || N(0, 1)) = m^2 / 2
+    for batch_size in (3, 10):
+        out = evaluate(pair, x, batch_size=batch_size)
+        assert out["rate"] == pytest.approx(float(kl_z) + 0.8**2 / 2 / 10, abs=1e-6)
+        assert out["kl_per_dim"] is None and out["active_units"] is not None
+    with pytest.raises(UserError, match="global latent sites \\(g\\)"):
+        check_estimable(pair)
+
+
+# -- the program's own scale: nats beside the program's units --------------------------------
+def scaled_pair(scale: float, x: torch.Tensor) -> Programs:
+    def model(x):
+        with pyro.plate("data", x.shape[0]), poutine.scale(scale=scale):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+            loc = z @ torch.ones(2, D)
+            pyro.sample("x", dist.Normal(loc, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        w = pyro.param("w", torch.full((D, 2), 0.3))
+        with pyro.plate("data", x.shape[0]), poutine.scale(scale=scale):
+            pyro.sample("z", dist.Normal(x @ w, 0.7).to_event(1))
+
+    return Programs(model, guide, x)
+
+
+def test_a_scaled_program_reports_nats_and_its_own_units_with_every_term_scaled():
+    x = torch.randn(20, D)
+    plain, scaled = scaled_pair(1.0, x), scaled_pair(0.01, x)
+    assert plain.analytic_kl_sites == scaled.analytic_kl_sites == ("z",)
+    a, b = evaluate(plain, x, batch_size=7), evaluate(scaled, x, batch_size=7)
+    for key in ("elbo", "rate", "distortion", "elbo_stderr"):  # nats: the scale is undone
+        assert b[key] == pytest.approx(a[key], rel=1e-5), key
+    assert a["elbo_scaled"] == pytest.approx(a["elbo"], rel=1e-6)
+    # the program's units: the analytic KL carries its site's scale as the log-probs do
+    assert b["elbo_scaled"] == pytest.approx(0.01 * a["elbo"], rel=1e-5)
