@@ -63,13 +63,15 @@ def seeded(seed: int, device: torch.device | str | None = None):
 
 @contextlib.contextmanager
 def eval_mode(pair: Programs):
-    """The pair in ``eval()`` mode (no corruption, no dropout), restored afterwards."""
-    was_training = pair.training
+    """The pair in ``eval()`` mode (no corruption, no dropout); afterwards each module is
+    back in the mode it was in (a module the user set to ``eval()`` stays so)."""
+    modes = [(m, m.training) for m in pair.modules()]
     pair.eval()
     try:
         yield
     finally:
-        pair.train(was_training)
+        for module, training in modes:
+            module.training = training
 
 
 def batches(x: torch.Tensor, y: torch.Tensor | None, pair: Programs, size: int):

@@ -150,3 +150,95 @@ def test_a_scaled_program_reports_nats_and_its_own_units_with_every_term_scaled(
     assert a["elbo_scaled"] == pytest.approx(a["elbo"], rel=1e-6)
     # the program's units: the analytic KL carries its site's scale as the log-probs do
     assert b["elbo_scaled"] == pytest.approx(0.01 * a["elbo"], rel=1e-5)
+
+
+# -- Pyro's programs, unchanged: the suite's ELBO equals Pyro's own estimate ---------------
+def monte_carlo(values: list[float]) -> tuple[float, float]:
+    """The mean of independent estimates and its standard error."""
+    t = torch.tensor(values, dtype=torch.float64)
+    return float(t.mean()), float(t.std() / math.sqrt(len(values)))
+
+
+def test_sparse_gamma_def_trains_full_batch_and_its_elbo_is_pyros_trace_elbo():
+    """Pyro's sparse gamma DEF: a non-amortised guide (per-example ``pyro.param`` of shape
+    (N, width), made by the first trace on the real, full batch) and global weights. Its
+    ELBO per example on the trained weights is Pyro's ``Trace_ELBO`` over the whole set / N
+    (the global sites counted once), within the Monte Carlo standard errors of both."""
+    from ppl_vae.data.dataset import Dataset
+    from ppl_vae.infer import TrainConfig, fit
+    from ppl_vae.runs.evaluate import evaluation
+
+    n = 16
+    counts = torch.distributions.Poisson(2.0).sample((n, 64 * 64))
+    data = Dataset("faces", counts, counts)  # non-amortised: scored on its own rows
+    sg = pyro_program("sparse_gamma_def").MODEL()
+    config = TrainConfig(epochs=3, batch_size=n, lr=0.01, progress=False, device="cpu")
+    pair = fit(sg.model, sg.guide, data, config).pair
+    assert pair.global_sites == ("w_top", "w_mid", "w_bottom")
+    assert pair.latent_sites == ("z_top", "z_mid", "z_bottom") and pair.first_batch_size == n
+    with pair.scope():
+        assert pyro.param("alpha_z_q_top").shape == (n, 100)
+    ours = monte_carlo([evaluate(pair, counts, seed=s)["elbo"] for s in range(30)])
+    with pair.scope(), torch.no_grad():
+        pyro.set_rng_seed(1)
+        theirs = [-pyro.infer.Trace_ELBO().loss(sg.model, sg.guide, counts) / n for _ in range(60)]
+    theirs = monte_carlo(theirs)
+    assert abs(ours[0] - theirs[0]) < 4 * math.hypot(ours[1], theirs[1]), (ours, theirs)
+    record = evaluation(pair, counts, num_samples=2, draws=1)
+    assert "global latent sites (w_top, w_mid, w_bottom)" in record["log_likelihood_note"]
+    assert record["test_elbo_scaled"] == pytest.approx(record["test_elbo"])
+    assert record["kl_per_dim"] is None and record["active_units"] is not None
+
+
+def cells(n: int, genes: int = 40, types: int = 4, seed: int = 0):
+    """Counts shaped like scANVI's PBMC cells: a profile per cell type, a library size."""
+    g = torch.Generator().manual_seed(seed)
+    profiles = torch.rand(types, genes, generator=g).pow(3) + 0.01
+    profiles = profiles / profiles.sum(-1, keepdim=True)
+    y = torch.randint(0, types, (n,), generator=g)
+    size = torch.exp(5.0 + 0.3 * torch.randn(n, 1, generator=g))
+    x = torch.poisson(size * profiles[y], generator=g)
+    return x, torch.nn.functional.one_hot(y, types).float()
+
+
+def test_scanvi_with_its_scale_factor_is_reported_in_nats_and_its_own_units():
+    """Pyro's scANVI with its ``main()``'s ``scale_factor = 1 / (batch_size * num_genes)``
+    and its enumerated guide, trained by its own loop (``TraceEnum_ELBO``, Adam) on the
+    pair's parameters. On the test cells the suite's ELBO (guide draws of the cell type)
+    equals Pyro's ``TraceEnum_ELBO`` per cell (the cell type summed out), in the program's
+    units and, divided by the scale, in nats per cell, within their standard errors."""
+    from pyro.infer import SVI, TraceEnum_ELBO, config_enumerate
+
+    batch, genes = 50, 40
+    x, y = cells(200, genes)
+    x_test, _ = cells(100, genes, seed=1)
+    library = x.sum(-1).log()
+    scanvi = pyro_program("scanvi").MODEL(
+        genes, l_loc=float(library.mean()), l_scale=float(library.std()), batch_size=batch
+    )
+    scale = scanvi.scale_factor
+    guide = config_enumerate(scanvi.guide, "parallel", expand=True)
+    pyro.set_rng_seed(0)
+    pair = Programs(scanvi.model, guide, x[:2], batch=x[:batch])
+    assert pair.enumerated == ("y",) and pair.latent_sites == ("l", "z2", "y", "z1")
+    elbo = TraceEnum_ELBO(strict_enumeration_warning=False)
+    with pair.scope():
+        svi = SVI(scanvi.model, guide, pyro.optim.Adam({"lr": 0.005}), elbo)
+        for _ in range(3):  # Pyro's loop: half the cells labelled
+            for k in range(0, x.shape[0], batch):
+                labelled = (k // batch) % 2 == 0
+                svi.step(x[k : k + batch], y[k : k + batch] if labelled else None)
+    scanvi.eval()  # as Pyro's main() before it reads the encoder
+    ours = evaluate(pair, x_test, draws=4)
+    assert not scanvi.training  # left as the user set it
+    assert ours["elbo_scaled"] == pytest.approx(scale * ours["elbo"])
+    with pair.scope(), torch.no_grad():
+        per_cell = torch.tensor(
+            [-elbo.loss(scanvi.model, guide, x_test[i : i + 1]) for i in range(len(x_test))]
+        )
+    theirs = monte_carlo((per_cell / scale).tolist())
+    assert abs(ours["elbo"] - theirs[0]) < 4 * math.hypot(ours["elbo_stderr"], theirs[1])
+    scaled = monte_carlo(per_cell.tolist())
+    assert abs(ours["elbo_scaled"] - scaled[0]) < 4 * math.hypot(
+        ours["elbo_scaled_stderr"], scaled[1]
+    )
