@@ -263,7 +263,8 @@ class Programs(nn.Module):
     ``Delta``: a deterministic autoencoder, whose importance weights estimate nothing),
     ``mean_field`` (the guide samples the latent sites in the model's order),
     ``reparameterized`` (every latent site of the guide draws by ``rsample``),
-    ``enumerated`` (the latent sites marked for enumeration) and ``analytic_kl_sites``
+    ``enumerated`` (the latent sites marked for enumeration), ``model_enumerated`` (sites
+    the model enumerates and the guide does not sample) and ``analytic_kl_sites``
     (where the KL has a valid closed form; see the module docstring). These describe the
     first trace; the measurements (:mod:`ppl_vae.traces`) read the sites of each trace
     they compute on, since sites may come and go with the batch.
@@ -489,6 +490,15 @@ class Programs(nn.Module):
             getattr(guide_tr.nodes[n]["fn"], "has_rsample", False) for n in latent
         )
         self.enumerated = enumerated_sites(guide_tr, latent)
+        # sites the model enumerates itself (marginalised out; the guide does not sample them)
+        self.model_enumerated = tuple(
+            n
+            for n, s in model_tr.nodes.items()
+            if s["type"] == "sample"
+            and not s["is_observed"]
+            and n not in latent
+            and s["infer"].get("enumerate")
+        )
         self.analytic_kl_sites = analytic_sites(model_tr, guide_tr, latent)
 
     def vectorized(self, key: str, fast: Callable[[], Any], slow: Callable[[], Any]) -> Any:

@@ -412,3 +412,107 @@ def generate(pair: Programs, like: tuple) -> torch.Tensor:
     unconditioned, on a placeholder batch ``like``; a label the model observes
     (``pyro.sample("y", ..., obs=ys)``, Pyro's SSVAE) keeps the value ``like`` gives it."""
     return _observed_mean(pair, _UnconditionSites(pair.data_sites)(pair.model), like)
+
+
+class _Unscaled(poutine.messenger.Messenger):
+    """Every site at scale 1: the unscaled model (outermost, so after the program's own
+    ``poutine.scale`` and a subsampled plate's ``N / B``)."""
+
+    def _process_message(self, msg: dict[str, Any]) -> None:
+        if msg["type"] == "sample":
+            msg["scale"] = 1.0
+
+
+def _data_symbol(model_tr, batch: int) -> str | None:
+    """The packed dimension symbol of the data plate in an enumerated trace."""
+    for site in model_tr.nodes.values():
+        if site["type"] != "sample" or "packed" not in site:
+            continue
+        shape = site["fn"].batch_shape
+        for frame in site["cond_indep_stack"]:
+            if frame.vectorized and frame.dim is not None and len(shape) >= -frame.dim:
+                if shape[frame.dim] == batch and frame.name in model_tr.plate_to_symbol:
+                    return model_tr.plate_to_symbol[frame.name]
+    return None
+
+
+def _weighted(cost, weight: torch.Tensor, share: torch.Tensor, symbol: str | None):
+    """A packed cost times the per-example weight along its data-plate dimension (times the
+    per-example share where the cost has none: a global cost)."""
+    if not torch.is_tensor(cost):
+        return cost * share
+    dims = cost._pyro_dims
+    if symbol is not None and symbol in dims:
+        shape = [1] * len(dims)
+        shape[dims.index(symbol)] = weight.shape[0]
+        out = cost * weight.reshape(shape)
+    else:
+        out = cost * share
+    out._pyro_dims = dims
+    return out
+
+
+def enum_elbo(
+    pair: Programs, args: tuple, total: int | None = None, scaled: bool = False
+) -> torch.Tensor:
+    """The per-example ELBO ``(B,)`` of a pair with enumerated sites (``config_enumerate``
+    in the guide or the model), from ``TraceEnum_ELBO``'s own machinery: its enumerated
+    traces (``_get_traces``), its marginalisation of the model's enumerated sites
+    (``_compute_model_factors``, ``contract_tensor_tree``) and its ``Dice`` expectation,
+    which is linear in the costs; each cost is weighted by a vector of ones over the data
+    plate (a global cost by its ``1 / total`` share) and the expectation's gradient in
+    that vector is the ELBO of each example. In nats of the unscaled model, or with
+    ``scaled`` in the program's own units."""
+    from opt_einsum import shared_intermediates
+    from pyro.infer import TraceEnum_ELBO
+    from pyro.infer.traceenum_elbo import _compute_model_factors
+    from pyro.infer.util import Dice
+    from pyro.ops import packed
+    from pyro.ops.contract import contract_tensor_tree
+    from pyro.ops.rings import SampleRing
+
+    model, guide = pair.model, pair.guide
+    if not scaled:
+        model, guide = _Unscaled()(model), _Unscaled()(guide)
+    elbo = TraceEnum_ELBO(
+        max_plate_nesting=pair.max_plate_nesting, strict_enumeration_warning=False
+    )
+    batch = args[0].shape[0]
+    total = total or batch
+    out = args[0].new_zeros(batch, dtype=torch.get_default_dtype())
+    with pair.scope(), torch.enable_grad():
+        for model_tr, guide_tr in elbo._get_traces(model, guide, args, {}):
+            ones = out.new_ones(batch).requires_grad_()
+            symbol = _data_symbol(model_tr, batch)
+            # a global cost: 1 / total of it to each example. Packing drops a plate of size
+            # 1, so in a batch of one only the pair's global sites make a cost global.
+            one_local = batch == 1 and not pair.global_sites
+            share = ones.sum() / (1 if one_local else total)
+
+            # _compute_dice_elbo's costs, each weighted per example
+            costs, log_factors, ordering, sum_dims, scale = _compute_model_factors(
+                model_tr, guide_tr
+            )
+            if log_factors:
+                dim_to_size = {}
+                for terms_t in log_factors.values():
+                    for term in terms_t:
+                        dim_to_size.update(zip(term._pyro_dims, term.shape))
+                with shared_intermediates() as cache:
+                    ring = SampleRing(cache=cache, dim_to_size=dim_to_size)
+                    log_factors = contract_tensor_tree(log_factors, sum_dims, ring=ring)
+                for t, log_factors_t in log_factors.items():
+                    for term in log_factors_t:
+                        costs.setdefault(t, []).append(packed.scale_and_mask(term, scale=scale))
+            for name, site in guide_tr.nodes.items():
+                if site["type"] == "sample":
+                    cost = packed.neg(site["packed"]["log_prob"])
+                    costs.setdefault(ordering[name], []).append(cost)
+            costs = {
+                t: [_weighted(c, ones, share, symbol) for c in terms_t]
+                for t, terms_t in costs.items()
+            }
+            expected = Dice(guide_tr, ordering).compute_expectation(costs)
+            if torch.is_tensor(expected) and expected.requires_grad:
+                out = out + torch.autograd.grad(expected, ones)[0].detach()
+    return out

@@ -108,7 +108,10 @@ def evaluate(
     reconstruction log-likelihood. ``kl_per_dim`` is ``None`` where some latent site's
     KL does not split per dimension. ``elbo_scaled`` (and ``elbo_scaled_stderr``) is the
     ELBO per example in the program's own units (see the module docstring); the other
-    figures are in nats of the unscaled model.
+    figures are in nats of the unscaled model. Where the model enumerates sites itself
+    (``config_enumerate`` on the model, sites the guide does not sample), the ELBO is
+    ``TraceEnum_ELBO``'s with those sites summed out (:func:`~ppl_vae.traces.enum_elbo`)
+    and the distortion is :math:`-\mathbb{E}_q \log p(x \mid z)` with them summed out.
     """
     parts: dict[int, dict[str, torch.Tensor]] = {}  # per batch: sums over its examples
     # Batch k runs under its own seed, so its draws do not depend on the batches before it:
@@ -133,6 +136,15 @@ def evaluate(
                         None if d is None or e is None else d + e for d, e in zip(dims, extra)
                     ]
                 distortion, rate, scaled = distortion / draws, rate / draws, scaled / draws
+                if pair.model_enumerated:  # marginalised out by TraceEnum_ELBO's machinery
+                    elbo_n = sum(traces.enum_elbo(pair, args, n) for _ in range(draws)) / draws
+                    scaled = (
+                        sum(
+                            traces.enum_elbo(pair, args, n, scaled=True) for _ in range(draws)
+                        ).double()
+                        / draws
+                    )
+                    distortion = -elbo_n.double() - rate  # -E_q log p(x | z), sites summed out
                 dims = [None if d is None else d / draws for d in dims]
                 elbo = -(distortion + rate)
                 part = {"distortion": distortion.sum(0), "rate": rate.sum(0)}

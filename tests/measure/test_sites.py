@@ -242,3 +242,49 @@ def test_scanvi_with_its_scale_factor_is_reported_in_nats_and_its_own_units():
     assert abs(ours["elbo_scaled"] - scaled[0]) < 4 * math.hypot(
         ours["elbo_scaled_stderr"], scaled[1]
     )
+
+
+# -- sites the model enumerates: summed out by TraceEnum_ELBO's machinery -------------------
+WEIGHTS = torch.tensor([0.2, 0.3, 0.5])
+LOCS = torch.tensor([[-2.0, 0.0], [0.0, 1.0], [2.0, 2.0]])
+
+
+@pyro.infer.config_enumerate
+def mixture_model(x):
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        c = pyro.sample("c", dist.Categorical(WEIGHTS))
+        pyro.sample("x", dist.Normal(LOCS[c] + z, 1.0).to_event(1), obs=x)
+
+
+def mixture_guide(x):
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Delta(0.3 * x, event_dim=1))
+
+
+def test_a_site_the_model_enumerates_is_summed_out_exactly_per_example():
+    """The model enumerates the component c (``config_enumerate``); at the guide's point
+    z0 = 0.3 x the ELBO of each example is log p(z0) + log sum_c w_c N(x; loc_c + z0, I),
+    and ``enum_elbo`` per example is ``TraceEnum_ELBO`` of that example alone."""
+    from pyro.infer import TraceEnum_ELBO
+
+    from ppl_vae import traces
+
+    x = torch.randn(9, 2) * 2
+    pair = Programs(mixture_model, mixture_guide, x[:2])
+    assert pair.model_enumerated == ("c",) and pair.latent_sites == ("z",)
+    z0 = 0.3 * x
+    prior = dist.Normal(0.0, 1.0).log_prob(z0).sum(-1)
+    components = dist.Normal(LOCS + z0[:, None], 1.0).log_prob(x[:, None]).sum(-1)
+    lik = torch.logsumexp(components + WEIGHTS.log(), -1)
+    out = evaluate(pair, x, batch_size=4)
+    assert out["elbo"] == pytest.approx(float((prior + lik).mean()), abs=1e-5)
+    assert out["distortion"] == pytest.approx(float(-lik.mean()), abs=1e-5)
+    assert out["rate"] == pytest.approx(float(-prior.mean()), abs=1e-5)
+    per = traces.enum_elbo(pair, (x,))
+    with pair.scope():
+        alone = [
+            -TraceEnum_ELBO(max_plate_nesting=1).loss(mixture_model, mixture_guide, r[None])
+            for r in x
+        ]
+    assert torch.allclose(per, torch.tensor(alone), atol=1e-5)
