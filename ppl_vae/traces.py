@@ -11,14 +11,19 @@ and each site's ``log_prob`` is reduced to one number per example:
     \\log q(z \\mid x_n) = \\sum_{\\text{latent, guide}} \\ell_s(n),
 
 where :math:`\\ell_s(n)` sums site :math:`s`'s log-density over every dimension except the
-data plate's (the plate named ``data``, else the plate whose size is the batch). A site
-outside the data plate (a global latent) is shared by the batch: it contributes
-:math:`\\ell_s / B` to each example, so batch sums stay exact. Vectorised particles run the
-pair inside an outer ``pyro.plate`` left of the program's own plates; the terms are then
-``(P, B)``.
+data plate's (the plate named ``data``, else the plate whose size is the batch), in nats of
+the unscaled model (without the site's ``poutine.scale``; ``elbo_scaled`` keeps it: the
+program's own units). The sites are those of the traces computed on: they may come and
+go with the batch (one per time step). A site outside the data plate (a global latent) is
+shared: it contributes :math:`\\ell_s / N` to each example, :math:`N` the size of the set
+the batch comes from (the batch by default; a plate the program subsamples itself gives
+its full size), so the sum over the set counts it once, as Pyro scales a subsampled
+plate. Vectorised particles run the pair inside an outer ``pyro.plate`` left of the
+program's own plates; the terms are then ``(P, B)``. Sites the model enumerates are summed
+out by ``TraceEnum_ELBO``'s own machinery (:func:`enum_elbo`).
 
-From the same traces: codes (the guide's mean at each latent site, or its draw where the
-distribution has no mean), reconstructions (the model's observed mean with the latent sites
+From the same traces: codes (the guide's mean at each local latent site, or its draw where
+the distribution has no mean), reconstructions (the model's observed mean with the latent sites
 conditioned on those codes), generation (the model under ``poutine.uncondition``) and
 decoding of given codes (the model conditioned on them).
 
