@@ -18,6 +18,7 @@ from pyro import poutine
 from torch.distributions import constraints
 
 from ppl_vae.errors import UserError
+from ppl_vae.measure.amortization import amortization_gap
 from ppl_vae.measure.importance import check_estimable, iw_log_likelihood
 from ppl_vae.measure.metrics import evaluate
 from ppl_vae.programs import Programs
@@ -122,6 +123,8 @@ def test_a_global_site_counts_once_over_the_evaluated_set_in_any_batches():
         assert out["kl_per_dim"] is None and out["active_units"] is not None
     with pytest.raises(UserError, match="global latent sites \\(g\\)"):
         check_estimable(pair)
+    with pytest.raises(UserError, match="amortisation gap compares per-example guides"):
+        amortization_gap(pair, x[:2])
 
 
 # -- the program's own scale: nats beside the program's units --------------------------------
