@@ -458,7 +458,11 @@ def _weighted(cost, weight: torch.Tensor, share: torch.Tensor, symbol: str | Non
 
 
 def enum_elbo(
-    pair: Programs, args: tuple, total: int | None = None, scaled: bool = False
+    pair: Programs,
+    args: tuple,
+    total: int | None = None,
+    scaled: bool = False,
+    observed_only: bool = False,
 ) -> torch.Tensor:
     """The per-example ELBO ``(B,)`` of a pair with enumerated sites (``config_enumerate``
     in the guide or the model), from ``TraceEnum_ELBO``'s own machinery: its enumerated
@@ -467,7 +471,9 @@ def enum_elbo(
     which is linear in the costs; each cost is weighted by a vector of ones over the data
     plate (a global cost by its ``1 / total`` share) and the expectation's gradient in
     that vector is the ELBO of each example. In nats of the unscaled model, or with
-    ``scaled`` in the program's own units."""
+    ``scaled`` in the program's own units. ``observed_only`` (for a model that enumerates
+    nothing itself) gives the expected log-likelihood :math:`\\mathbb{E}_q \\log p(x|z)`
+    instead, the guide's enumerated sites summed out alike."""
     from opt_einsum import shared_intermediates
     from pyro.infer import TraceEnum_ELBO
     from pyro.infer.traceenum_elbo import _compute_model_factors
@@ -498,6 +504,11 @@ def enum_elbo(
             costs, log_factors, ordering, sum_dims, scale = _compute_model_factors(
                 model_tr, guide_tr
             )
+            if observed_only:
+                costs, log_factors = {}, {}
+                for name, site in model_tr.nodes.items():
+                    if site["type"] == "sample" and site["is_observed"]:
+                        costs.setdefault(ordering[name], []).append(site["packed"]["log_prob"])
             if log_factors:
                 dim_to_size = {}
                 for terms_t in log_factors.values():
@@ -510,7 +521,7 @@ def enum_elbo(
                     for term in log_factors_t:
                         costs.setdefault(t, []).append(packed.scale_and_mask(term, scale=scale))
             for name, site in guide_tr.nodes.items():
-                if site["type"] == "sample":
+                if site["type"] == "sample" and not observed_only:
                     cost = packed.neg(site["packed"]["log_prob"])
                     costs.setdefault(ordering[name], []).append(cost)
             costs = {

@@ -108,10 +108,11 @@ def evaluate(
     reconstruction log-likelihood. ``kl_per_dim`` is ``None`` where some latent site's
     KL does not split per dimension. ``elbo_scaled`` (and ``elbo_scaled_stderr``) is the
     ELBO per example in the program's own units (see the module docstring); the other
-    figures are in nats of the unscaled model. Where the model enumerates sites itself
-    (``config_enumerate`` on the model, sites the guide does not sample), the ELBO is
-    ``TraceEnum_ELBO``'s with those sites summed out (:func:`~ppl_vae.traces.enum_elbo`)
-    and the distortion is :math:`-\mathbb{E}_q \log p(x \mid z)` with them summed out.
+    figures are in nats of the unscaled model. Where the guide or the model enumerates sites
+    (``config_enumerate``), the ELBO is ``TraceEnum_ELBO``'s with those sites summed out
+    (:func:`~ppl_vae.traces.enum_elbo`), and so is the distortion
+    :math:`-\mathbb{E}_q \log p(x \mid z)` (the rate is the rest; where the model
+    enumerates its own sites the rate is the guide sites' KL and the distortion the rest).
     """
     parts: dict[int, dict[str, torch.Tensor]] = {}  # per batch: sums over its examples
     # Batch k runs under its own seed, so its draws do not depend on the batches before it:
@@ -136,15 +137,12 @@ def evaluate(
                         None if d is None or e is None else d + e for d, e in zip(dims, extra)
                     ]
                 distortion, rate, scaled = distortion / draws, rate / draws, scaled / draws
-                if pair.model_enumerated:  # marginalised out by TraceEnum_ELBO's machinery
-                    elbo_n = sum(traces.enum_elbo(pair, args, n) for _ in range(draws)) / draws
-                    scaled = (
-                        sum(
-                            traces.enum_elbo(pair, args, n, scaled=True) for _ in range(draws)
-                        ).double()
-                        / draws
-                    )
-                    distortion = -elbo_n.double() - rate  # -E_q log p(x | z), sites summed out
+                if pair.model_enumerated or pair.enumerated:
+                    elbo_e, scaled, distortion = _enumerated(pair, args, n, draws)
+                    if distortion is None:  # the model's own sites summed out: -E log p(x|z)
+                        distortion = -elbo_e - rate
+                    else:  # the guide's enumerated sites summed out in both terms
+                        rate = -elbo_e - distortion
                 dims = [None if d is None else d / draws for d in dims]
                 elbo = -(distortion + rate)
                 part = {"distortion": distortion.sum(0), "rate": rate.sum(0)}
@@ -198,6 +196,28 @@ def evaluate(
         variance = codes.var(0) if n > 1 else torch.zeros_like(codes[0])
         result["active_units"] = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
     return result
+
+
+def _enumerated(pair: Programs, args: tuple, total: int, draws: int):
+    """The ELBO, the ELBO in the program's units and (where the model enumerates nothing
+    itself) the distortion per example, with the enumerated sites summed out by
+    ``TraceEnum_ELBO``'s machinery (:func:`ppl_vae.traces.enum_elbo`), ``draws`` averaged."""
+
+    x = args[0]
+    cuda = [x.device.index or 0] if x.is_cuda else []
+    elbo = scaled = distortion = 0.0
+    for _ in range(draws):  # each from the same draws: forked, but for the last
+        with torch.random.fork_rng(devices=cuda):
+            elbo = elbo + traces.enum_elbo(pair, args, total).double()
+        if pair.model_enumerated:
+            scaled = scaled + traces.enum_elbo(pair, args, total, scaled=True).double()
+            continue
+        with torch.random.fork_rng(devices=cuda):
+            scaled = scaled + traces.enum_elbo(pair, args, total, scaled=True).double()
+        distortion = distortion - traces.enum_elbo(pair, args, total, observed_only=True)
+    if pair.model_enumerated:
+        return elbo / draws, scaled / draws, None
+    return elbo / draws, scaled / draws, distortion.double() / draws
 
 
 def _rate(t: dict[str, torch.Tensor]) -> torch.Tensor:
