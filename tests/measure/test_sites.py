@@ -21,6 +21,7 @@ from ppl_vae.errors import UserError
 from ppl_vae.measure.amortization import amortization_gap
 from ppl_vae.measure.importance import check_estimable, iw_log_likelihood
 from ppl_vae.measure.metrics import evaluate
+from ppl_vae.measure.stats import mean_and_se
 from ppl_vae.programs import Programs
 
 PROGRAMS = Path(__file__).resolve().parents[1] / "pyro_programs"
@@ -158,8 +159,7 @@ def test_a_scaled_program_reports_nats_and_its_own_units_with_every_term_scaled(
 # -- Pyro's programs, unchanged: the suite's ELBO equals Pyro's own estimate ---------------
 def monte_carlo(values: list[float]) -> tuple[float, float]:
     """The mean of independent estimates and its standard error."""
-    t = torch.tensor(values, dtype=torch.float64)
-    return float(t.mean()), float(t.std() / math.sqrt(len(values)))
+    return mean_and_se(torch.tensor(values, dtype=torch.float64))
 
 
 def test_sparse_gamma_def_trains_full_batch_and_its_elbo_is_pyros_trace_elbo():
