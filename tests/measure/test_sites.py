@@ -19,6 +19,7 @@ from torch.distributions import constraints
 
 from ppl_vae.errors import UserError
 from ppl_vae.measure.amortization import amortization_gap
+from ppl_vae.measure.calibration import calibrate
 from ppl_vae.measure.importance import check_estimable, iw_log_likelihood
 from ppl_vae.measure.metrics import evaluate
 from ppl_vae.measure.stats import mean_and_se
@@ -126,6 +127,8 @@ def test_a_global_site_counts_once_over_the_evaluated_set_in_any_batches():
         check_estimable(pair)
     with pytest.raises(UserError, match="amortisation gap compares per-example guides"):
         amortization_gap(pair, x[:2])
+    with pytest.raises(UserError, match="shared by all simulations"):
+        calibrate(pair, x)
 
 
 # -- the program's own scale: nats beside the program's units --------------------------------
