@@ -276,6 +276,7 @@ class Programs(nn.Module):
         guide: Program,
         example: torch.Tensor | tuple[torch.Tensor, ...],
         name: str | None = None,
+        *,
         batch: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
     ):
         super().__init__()

@@ -85,7 +85,8 @@ def build_programs(cfg: RunConfig, ds: data.Dataset, spec: registry.Spec) -> Pro
     )
     check_data(model, guide, ds)
     first = example_batch(ds, model, guide, cfg.train.batch_size)  # a real batch
-    pair = Programs(model, guide, example_batch(ds, model, guide), Path(cfg.model).stem, first)
+    example = example_batch(ds, model, guide)
+    pair = Programs(model, guide, example, Path(cfg.model).stem, batch=first)
     if not any(True for _ in pair.parameters()):
         raise UserError(
             f"model {cfg.model} has no parameters to train; give its programs pyro.param or "
@@ -155,7 +156,8 @@ def load_run(
     )
     move_programs(model, guide, dev)
     first = example_batch(ds, model, guide, cfg.train.batch_size)  # a real batch
-    pair = Programs(model, guide, example_batch(ds, model, guide), Path(cfg.model).stem, first)
+    example = example_batch(ds, model, guide)
+    pair = Programs(model, guide, example, Path(cfg.model).stem, batch=first)
     state = checkpoint.load(run, map_location=dev)
     try:
         pair.load_state_dict(state["module"])
