@@ -263,6 +263,7 @@ class Programs(nn.Module):
     ``Delta``: a deterministic autoencoder, whose importance weights estimate nothing),
     ``mean_field`` (the guide samples the latent sites in the model's order),
     ``reparameterized`` (every latent site of the guide draws by ``rsample``),
+    ``scaled`` (some site carries a ``poutine.scale`` of the program's own),
     ``enumerated`` (the latent sites marked for enumeration), ``model_enumerated`` (sites
     the model enumerates and the guide does not sample) and ``analytic_kl_sites``
     (where the KL has a valid closed form; see the module docstring). These describe the
@@ -491,6 +492,13 @@ class Programs(nn.Module):
             getattr(guide_tr.nodes[n]["fn"], "has_rsample", False) for n in latent
         )
         self.enumerated = enumerated_sites(guide_tr, latent)
+        # some site carries a poutine.scale of the program's own (scANVI's scale_factor)
+        self.scaled = any(
+            not (isinstance(s["scale"], int | float) and s["scale"] == 1)
+            for tr in (model_tr, guide_tr)
+            for s in tr.nodes.values()
+            if s["type"] == "sample"
+        )
         # sites the model enumerates itself (marginalised out; the guide does not sample them)
         self.model_enumerated = tuple(
             n

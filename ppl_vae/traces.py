@@ -474,13 +474,19 @@ def enum_elbo(
     ``scaled`` in the program's own units. ``observed_only`` (for a model that enumerates
     nothing itself) gives the expected log-likelihood :math:`\\mathbb{E}_q \\log p(x|z)`
     instead, the guide's enumerated sites summed out alike."""
-    from opt_einsum import shared_intermediates
+    return enum_terms(pair, args, total, scaled, (observed_only,))[0]
+
+
+def enum_terms(
+    pair: Programs,
+    args: tuple,
+    total: int | None = None,
+    scaled: bool = False,
+    parts: tuple[bool, ...] = (False, True),
+) -> list[torch.Tensor]:
+    """:func:`enum_elbo` for each ``observed_only`` in ``parts``, from the same traces (one
+    run of the programs): by default the ELBO and the expected log-likelihood."""
     from pyro.infer import TraceEnum_ELBO
-    from pyro.infer.traceenum_elbo import _compute_model_factors
-    from pyro.infer.util import Dice
-    from pyro.ops import packed
-    from pyro.ops.contract import contract_tensor_tree
-    from pyro.ops.rings import SampleRing
 
     model, guide = pair.model, pair.guide
     if not scaled:
@@ -490,45 +496,62 @@ def enum_elbo(
     )
     batch = args[0].shape[0]
     total = total or batch
-    out = args[0].new_zeros(batch, dtype=torch.get_default_dtype())
-    with pair.scope(), torch.enable_grad():
+    zero = args[0].new_zeros(batch, dtype=torch.get_default_dtype())
+    out = [zero for _ in parts]
+    with pair.scope():
         for model_tr, guide_tr in elbo._get_traces(model, guide, args, {}):
-            ones = out.new_ones(batch).requires_grad_()
-            symbol = _data_symbol(model_tr, batch)
-            # a global cost: 1 / total of it to each example. Packing drops a plate of size
-            # 1, so in a batch of one only the pair's global sites make a cost global.
-            one_local = batch == 1 and not pair.global_sites
-            share = ones.sum() / (1 if one_local else total)
-
-            # _compute_dice_elbo's costs, each weighted per example
-            costs, log_factors, ordering, sum_dims, scale = _compute_model_factors(
-                model_tr, guide_tr
-            )
-            if observed_only:
-                costs, log_factors = {}, {}
-                for name, site in model_tr.nodes.items():
-                    if site["type"] == "sample" and site["is_observed"]:
-                        costs.setdefault(ordering[name], []).append(site["packed"]["log_prob"])
-            if log_factors:
-                dim_to_size = {}
-                for terms_t in log_factors.values():
-                    for term in terms_t:
-                        dim_to_size.update(zip(term._pyro_dims, term.shape))
-                with shared_intermediates() as cache:
-                    ring = SampleRing(cache=cache, dim_to_size=dim_to_size)
-                    log_factors = contract_tensor_tree(log_factors, sum_dims, ring=ring)
-                for t, log_factors_t in log_factors.items():
-                    for term in log_factors_t:
-                        costs.setdefault(t, []).append(packed.scale_and_mask(term, scale=scale))
-            for name, site in guide_tr.nodes.items():
-                if site["type"] == "sample" and not observed_only:
-                    cost = packed.neg(site["packed"]["log_prob"])
-                    costs.setdefault(ordering[name], []).append(cost)
-            costs = {
-                t: [_weighted(c, ones, share, symbol) for c in terms_t]
-                for t, terms_t in costs.items()
-            }
-            expected = Dice(guide_tr, ordering).compute_expectation(costs)
-            if torch.is_tensor(expected) and expected.requires_grad:
-                out = out + torch.autograd.grad(expected, ones)[0].detach()
+            with torch.enable_grad():  # the programs ran without: only the weights need it
+                out = [
+                    o + _per_example(model_tr, guide_tr, pair, zero, total, part)
+                    for o, part in zip(out, parts)
+                ]
     return out
+
+
+def _per_example(model_tr, guide_tr, pair, like: torch.Tensor, total: int, observed_only: bool):
+    """:func:`enum_elbo` of one pair of enumerated traces (``like``: a ``(B,)`` tensor of
+    the result's dtype and device)."""
+    from opt_einsum import shared_intermediates
+    from pyro.infer.traceenum_elbo import _compute_model_factors
+    from pyro.infer.util import Dice
+    from pyro.ops import packed
+    from pyro.ops.contract import contract_tensor_tree
+    from pyro.ops.rings import SampleRing
+
+    batch = like.shape[0]
+    ones = like.new_ones(batch).requires_grad_()
+    symbol = _data_symbol(model_tr, batch)
+    # a global cost: 1 / total of it to each example. Packing drops a plate of size
+    # 1, so in a batch of one only the pair's global sites make a cost global.
+    one_local = batch == 1 and not pair.global_sites
+    share = ones.sum() / (1 if one_local else total)
+
+    # _compute_dice_elbo's costs, each weighted per example
+    costs, log_factors, ordering, sum_dims, scale = _compute_model_factors(model_tr, guide_tr)
+    if observed_only:
+        costs, log_factors = {}, {}
+        for name, site in model_tr.nodes.items():
+            if site["type"] == "sample" and site["is_observed"]:
+                costs.setdefault(ordering[name], []).append(site["packed"]["log_prob"])
+    if log_factors:
+        dim_to_size = {}
+        for terms_t in log_factors.values():
+            for term in terms_t:
+                dim_to_size.update(zip(term._pyro_dims, term.shape))
+        with shared_intermediates() as cache:
+            ring = SampleRing(cache=cache, dim_to_size=dim_to_size)
+            log_factors = contract_tensor_tree(log_factors, sum_dims, ring=ring)
+        for t, log_factors_t in log_factors.items():
+            for term in log_factors_t:
+                costs.setdefault(t, []).append(packed.scale_and_mask(term, scale=scale))
+    for name, site in guide_tr.nodes.items():
+        if site["type"] == "sample" and not observed_only:
+            cost = packed.neg(site["packed"]["log_prob"])
+            costs.setdefault(ordering[name], []).append(cost)
+    costs = {
+        t: [_weighted(c, ones, share, symbol) for c in terms_t] for t, terms_t in costs.items()
+    }
+    expected = Dice(guide_tr, ordering).compute_expectation(costs)
+    if torch.is_tensor(expected) and expected.requires_grad:
+        return torch.autograd.grad(expected, ones)[0].detach()
+    return like.new_zeros(batch)

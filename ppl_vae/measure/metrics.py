@@ -205,19 +205,21 @@ def _enumerated(pair: Programs, args: tuple, total: int, draws: int):
 
     x = args[0]
     cuda = [x.device.index or 0] if x.is_cuda else []
+    parts = (False,) if pair.model_enumerated else (False, True)
     elbo = scaled = distortion = 0.0
-    for _ in range(draws):  # each from the same draws: forked, but for the last
-        with torch.random.fork_rng(devices=cuda):
-            elbo = elbo + traces.enum_elbo(pair, args, total).double()
-        if pair.model_enumerated:
-            scaled = scaled + traces.enum_elbo(pair, args, total, scaled=True).double()
-            continue
-        with torch.random.fork_rng(devices=cuda):
-            scaled = scaled + traces.enum_elbo(pair, args, total, scaled=True).double()
-        distortion = distortion - traces.enum_elbo(pair, args, total, observed_only=True)
+    for _ in range(draws):  # the program's units from the same draws (a forked stream)
+        if pair.scaled:
+            with torch.random.fork_rng(devices=cuda):
+                scaled = scaled + traces.enum_elbo(pair, args, total, scaled=True).double()
+        terms = traces.enum_terms(pair, args, total, parts=parts)
+        elbo = elbo + terms[0].double()
+        if not pair.scaled:
+            scaled = scaled + terms[0].double()
+        if not pair.model_enumerated:
+            distortion = distortion - terms[1].double()
     if pair.model_enumerated:
         return elbo / draws, scaled / draws, None
-    return elbo / draws, scaled / draws, distortion.double() / draws
+    return elbo / draws, scaled / draws, distortion / draws
 
 
 def _rate(t: dict[str, torch.Tensor]) -> torch.Tensor:
