@@ -8,11 +8,13 @@ A checkpoint in a run directory is two files:
 - ``checkpoint-<step>.safetensors`` -- the tensors (model weights, optimizer moments,
   RNG states).
 
-Both go through :class:`~ppl_vae.runs.rundir.RunDir`: writes are atomic and recorded in the
-run's manifest (the weights go to a temporary file that is renamed into place, then the
-JSON is renamed over the old one -- the commit point -- then the old weights file is
-removed), so a crash at any moment leaves either the old or the new checkpoint whole, and
-the temporaries it leaves are removed at the next start. On load every name read from the
+Both are written as one commit of :class:`~ppl_vae.runs.rundir.RunDir` (each hashed once as
+it is written, the manifest written once; the weights are renamed into place, then the
+JSON over the old one -- the commit point -- then the old weights file is removed), so a
+crash at any moment leaves either the old or the new checkpoint whole, and the
+temporaries it leaves are removed at the next start. A resume reads and hashes the weights
+once: the record its checks loaded (``load(..., keep=True)``) is the one
+:class:`RunCheckpointer` restores. On load every name read from the
 JSON must stay inside the run directory (``../victim/checkpoint-44.safetensors`` is
 refused) and the weights must match their SHA-256. Nothing is unpickled.
 
