@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -177,3 +178,37 @@ def test_a_refused_training_of_a_model_file_creates_no_trusted_list(tmp_path):
     (r,) = cli_cases([{"argv": ["train", "fine.py", *opts, "--out", "run"], "cwd": work}], env)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "xdg" / "ppl-vae" / "trusted.json").is_file()  # trained with: trusted
+
+
+WRITER = """
+import os, sys, time
+from ppl_vae.errors import UserError
+from ppl_vae.runs.rundir import RunDir
+run, done = RunDir(sys.argv[1]), 0
+while done < int(sys.argv[2]):
+    try:
+        with run.lock():
+            os.close(os.open(run.path / "inside", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            p = run.path / "count.txt"
+            run.write_text("count.txt", str(int(p.read_text()) + 1 if p.exists() else 1))
+            os.unlink(run.path / "inside")
+            done += 1
+    except UserError:
+        time.sleep(0.001)
+"""
+
+
+def test_writers_racing_for_a_lock_replaced_by_rename_never_hold_it_together(tmp_path):
+    """Each ``lock()`` swaps ``.lock`` for a new file; three processes taking it in a loop
+    never hold it at once (the second would fail to create ``inside``) and lose no update."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").write_text("1\n")  # an existing lock: every take replaces it
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(run), "30"], stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read().decode()[-2000:]
+    assert (run / "count.txt").read_text() == "90"
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "count.txt", "manifest.json"]
