@@ -4,6 +4,7 @@ backups made with ``cp -al`` left intact; a refused training leaves no trusted l
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -143,6 +144,8 @@ def test_a_resume_of_a_run_backed_up_with_cp_al_leaves_the_backup_intact(tmp_pat
     assert snapshot(backup) == before
     assert len(checkpoint.load(backup)["history"]) == 1  # the backup is still epoch 1's run
     assert (run / ".lock").read_text() == f"{os.getpid()}\n"
+    on_disk = json.loads((run / "manifest.json").read_text())["files"]
+    assert on_disk == RunDir(run).manifest()  # a finished job lists no file it removed
 
 
 @pytest.mark.parametrize("fails", [False, True], ids=["succeeds", "fails"])
