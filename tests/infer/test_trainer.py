@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -205,3 +206,100 @@ def test_init_from_data_sees_the_training_rows_once_and_a_resume_is_exact(tmp_pa
         assert torch.equal(v, weights(resumed.pair)[k]), k
     (m,) = resumed.pair.owners
     assert bool(m.data_seen) and torch.equal(m.center, ds.x_train.mean(0))
+
+
+class Keep:
+    """A checkpointer in memory: it keeps a copy of every record ``fit`` saves (a record
+    holds the live history and weights, as a checkpointer that writes at once may)."""
+
+    def __init__(self):
+        self.records: list[dict] = []
+
+    def restore(self, map_location):
+        return None
+
+    def save(self, record):
+        self.records.append(copy.deepcopy(record))
+
+
+def same(a, b) -> bool:
+    """Equal values, tensors bit for bit (dtype and shape too); a tuple equals its list."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and (a.dtype, a.shape) == (b.dtype, b.shape)
+            and torch.equal(a.cpu(), b.cpu())
+        )
+    if isinstance(a, dict) or isinstance(b, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return (
+            isinstance(b, (list, tuple))
+            and len(a) == len(b)
+            and all(same(x, y) for x, y in zip(a, b, strict=True))
+        )
+    return a == b
+
+
+#: Runs whose checkpoints between them set every field of the trainer's state: mid-epoch
+#: ones (position, running loss), early stopping (best, and the last weights kept apart as
+#: train_module once the best are put back) and pca's full-batch L-BFGS (grad_start).
+STATE_RUNS = {
+    "vae": dict(epochs=4, early_stopping=True, patience=1, lr=0.05, checkpoint_every=10),
+    "pca": dict(epochs=2),
+}
+
+
+def test_every_field_of_the_train_state_survives_a_checkpoint_and_a_restore(tmp_path):
+    """Each record ``fit`` saves, written to a run directory and read back, gives the same
+    :class:`TrainState` field by field; put back into a fresh fit's objects
+    (``trainer.restore``) and taken again (``trainer.snapshot``), the same again. The
+    fields come from ``dataclasses.fields``: a field ``to_record``/``from_record`` or the
+    restore leaves out fails here, and so does one that no run sets."""
+    from dataclasses import fields
+
+    from ppl_vae import data, registry
+    from ppl_vae.infer import trainer
+    from ppl_vae.infer.state import TrainState
+
+    names = [f.name for f in fields(TrainState)]
+    ds, records = data.load("digits"), []
+    for name, settings in STATE_RUNS.items():
+        torch.manual_seed(0)
+        extra = {"hidden": [16], "latent_dim": 2} if name == "vae" else {"latent_dim": 2}
+        model, guide = registry.build(name, x_dim=ds.x_dim, **extra)
+        cfg = trainer.recommended_config(model, guide, progress=False, device="cpu", **settings)
+        keep = Keep()
+        trainer.fit(model, guide, ds, cfg, keep)
+        loop, result = trainer.start(model, guide, ds, cfg, None, None)  # a fresh fit
+        records += [(loop, result, r) for r in keep.records]
+    set_somewhere = set()
+    for k, (loop, result, record) in enumerate(records):
+        saved = TrainState.from_record(record)
+        checkpoint.save(tmp_path / str(k), record)
+        disk = TrainState.from_record(checkpoint.load(tmp_path / str(k)))
+        trainer.restore(result, loop.shuffle, record, loop.device)
+        again = trainer.snapshot(result, loop.shuffle.get_state())
+        if saved.train_module is not None:  # the pair trains on from the last weights; the
+            # ones presented are the best epoch's, which the state keeps in ``best``
+            again.train_module, again.module = again.module, again.best["module"]
+        for name in names:
+            value = getattr(saved, name)
+            assert same(getattr(disk, name), value), (k, name, "checkpoint files")
+            assert same(getattr(again, name), value), (k, name, "restore")
+            default = getattr(TrainState(), name)
+            set_somewhere |= {name} if not same(value, default) else set()
+    assert set_somewhere == set(names), set(names) - set_somewhere
+
+
+def test_a_checkpoint_that_does_not_fit_is_one_error_line():
+    """A record without a field, or with one of the wrong type, is one line naming the
+    exception (an exception without a message by its type)."""
+    from ppl_vae.infer.state import TrainState, does_not_fit
+
+    with pytest.raises(UserError, match=r"does not fit this model \(KeyError: 'history'\)"):
+        TrainState.from_record({"step": 1, "seconds": 0.0})
+    with pytest.raises(UserError, match=r"\(TypeError: .*\); resume with the run's own"):
+        TrainState.from_record({"step": 1, "seconds": 0.0, "history": 3})
+    assert "(RuntimeError: RuntimeError)" in str(does_not_fit(RuntimeError("")))
