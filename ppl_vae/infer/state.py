@@ -8,11 +8,14 @@ the objects it trains (the weights, the optimizer's state, the random streams). 
 pickles: :mod:`ppl_vae.runs.checkpoint` stores it) and :meth:`~TrainState.from_record`
 reads one back, so what is saved and what is restored are one list of fields.
 
-The random streams (``rng``): ``torch``, the global CPU generator that Pyro's sample
-statements and the programs draw from; ``shuffle``, the generator of the epochs'
-permutations and dynamic binarisation, as it stood when the saved epoch began (a
-mid-epoch resume draws the epoch's permutation again and skips ``position`` steps);
-``cuda``, the GPU generator of a run on one.
+The random streams (``rng``, :func:`rng_states`): ``torch``, the global CPU generator that
+Pyro's sample statements and the programs draw from; ``python`` and ``numpy``, the other
+two that ``pyro.set_rng_seed`` seeds (Pyro's own ``pyro.util.get_rng_state``), which a
+program may draw from; ``shuffle``, the generator of the epochs' permutations and dynamic
+binarisation, as it stood when the saved epoch began (a mid-epoch resume draws the epoch's
+permutation again and skips ``position`` steps); ``cuda``, the GPU generator of a run on
+one. Each is a tensor (a checkpoint holds no pickles); a record without ``python`` or
+``numpy`` (written before they were kept) leaves those two as the seed set them.
 
 Example::
 
@@ -25,9 +28,11 @@ Example::
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from ppl_vae.errors import UserError, first_line
@@ -115,3 +120,41 @@ def does_not_fit(exc: BaseException) -> UserError:
         f"the checkpoint does not fit this model ({type(exc).__name__}: {first_line(exc)}); "
         "resume with the run's own options"
     )
+
+
+def rng_states(shuffle_state: torch.Tensor, cuda: bool = False) -> dict[str, torch.Tensor]:
+    """The random streams as tensors: torch's, Python's and NumPy's global generators (the
+    Mersenne Twister words, its position and the cached Gaussian if any, exact in float64), the
+    shuffle generator's ``shuffle_state`` and, with ``cuda``, the current GPU's."""
+    version, words, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    rng = {
+        "torch": torch.get_rng_state(),
+        "shuffle": shuffle_state,
+        "python": torch.tensor(
+            [version, *words, gauss is not None, gauss or 0.0], dtype=torch.float64
+        ),
+        "numpy": torch.tensor([*keys.tolist(), pos, has_gauss, cached], dtype=torch.float64),
+    }
+    if cuda:
+        rng["cuda"] = torch.cuda.get_rng_state()
+    return rng
+
+
+def set_rng_states(
+    rng: dict[str, torch.Tensor], shuffle: torch.Generator, device: torch.device
+) -> None:
+    """Put :func:`rng_states` back: into the global generators and ``shuffle`` (the CUDA
+    one on a GPU ``device``); ``python`` and ``numpy`` where the record has them."""
+    shuffle.set_state(rng["shuffle"])
+    torch.set_rng_state(rng["torch"])
+    if "python" in rng:
+        *words, has_gauss, gauss = rng["python"].double().tolist()
+        version, *words = (int(w) for w in words)
+        random.setstate((version, tuple(words), gauss if has_gauss else None))
+    if "numpy" in rng:
+        *keys, pos, has_gauss, cached = rng["numpy"].double().tolist()
+        keys = np.array(keys, dtype=np.uint32)
+        np.random.set_state(("MT19937", keys, int(pos), int(has_gauss), cached))
+    if device.type == "cuda" and "cuda" in rng:
+        torch.cuda.set_rng_state(rng["cuda"], device)

@@ -27,7 +27,11 @@ passed in -- the run layer's (:class:`ppl_vae.runs.checkpoint.RunCheckpointer`) 
 run directory -- which :func:`fit` asks for a state to resume from and hands a record
 every epoch and, with ``checkpoint_every=N``, every N steps inside an epoch, from which a
 resumed fit continues exactly where it stopped: same weights, optimizer moments, random
-streams and place in the epoch.
+streams and place in the epoch. All of that is one value, the result's
+:class:`~ppl_vae.infer.state.TrainState`, whose ``to_record``/``from_record`` are the save
+and the restore. :func:`fit` reads as :func:`start` (config, data, pair, objective,
+optimizer, resumed state), :func:`run_epochs` (each epoch's steps, then its record and the
+stopping decision of :mod:`ppl_vae.infer.stopping`) and :func:`end`.
 
 Example::
 
@@ -59,7 +63,7 @@ from ppl_vae.errors import UserError
 from ppl_vae.infer import adam, distributed, schedules
 from ppl_vae.infer.config import OBJECTIVES, TrainConfig
 from ppl_vae.infer.objective import Objective
-from ppl_vae.infer.state import TrainState, does_not_fit
+from ppl_vae.infer.state import TrainState, does_not_fit, rng_states, set_rng_states
 from ppl_vae.infer.stopping import StopReason, stopping
 from ppl_vae.measure.metrics import epoch_record
 from ppl_vae.programs import Program, Programs, label_form, owner_of
@@ -684,12 +688,9 @@ def restore(
         weights = saved.train_module if saved.train_module is not None else saved.module
         result.pair.load_state_dict(weights)
         result.optimizer.load_state_dict(saved.optimizer)
-        shuffle.set_state(saved.rng["shuffle"])
-        torch.set_rng_state(saved.rng["torch"])
+        set_rng_states(saved.rng, shuffle, device)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise does_not_fit(exc) from None
-    if device.type == "cuda" and "cuda" in saved.rng:
-        torch.cuda.set_rng_state(saved.rng["cuda"], device)
     running = distributed.main_share(saved.running)
     result.state = replace(
         saved, running=running, module={}, train_module=None, optimizer={}, rng={}
@@ -701,9 +702,8 @@ def snapshot(result: FitResult, shuffle_state: torch.Tensor) -> TrainState:
     the optimizer's state, the random streams (``shuffle_state``: the shuffle generator's
     state for the next epoch at an epoch's end, the one the epoch started from inside it)
     and the running loss summed over the ranks."""
-    rng = {"torch": torch.get_rng_state(), "shuffle": shuffle_state}
-    if torch.cuda.is_available() and result.pair.device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state()
+    cuda = torch.cuda.is_available() and result.pair.device.type == "cuda"
+    rng = rng_states(shuffle_state, cuda)
     running = result.state.running
     if running is not None:
         running = distributed.sum_across(running).detach().reshape(1)

@@ -303,3 +303,65 @@ def test_a_checkpoint_that_does_not_fit_is_one_error_line():
     with pytest.raises(UserError, match=r"\(TypeError: .*\); resume with the run's own"):
         TrainState.from_record({"step": 1, "seconds": 0.0, "history": 3})
     assert "(RuntimeError: RuntimeError)" in str(does_not_fit(RuntimeError("")))
+
+
+class Given(Keep):
+    """A checkpointer that resumes from one record."""
+
+    def __init__(self, record):
+        super().__init__()
+        self.record = record
+
+    def restore(self, map_location):
+        return self.record
+
+
+class NumpyNoise(torch.nn.Module):
+    """A Gaussian VAE whose guide widens its scale by draws from NumPy's and Python's global
+    generators (a program may draw from any stream ``pyro.set_rng_seed`` seeds)."""
+
+    def __init__(self, x_dim: int):
+        super().__init__()
+        self.enc, self.dec = torch.nn.Linear(x_dim, 2), torch.nn.Linear(2, x_dim)
+
+    def model(self, x):
+        import pyro
+        import pyro.distributions as dist
+
+        pyro.module("dec", self.dec)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(self.dec(z), 1.0).to_event(1), obs=x)
+
+    def guide(self, x):
+        import random
+
+        import numpy as np
+        import pyro
+        import pyro.distributions as dist
+
+        pyro.module("enc", self.enc)
+        scale = 0.5 + 0.1 * float(np.random.rand()) + 0.1 * random.random()
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(self.enc(x), scale).to_event(1))
+
+
+def test_a_mid_epoch_resume_continues_numpys_and_pythons_streams():
+    """Resumed from a checkpoint in the middle of its second epoch, a program that draws
+    from NumPy's and Python's generators gives the uninterrupted run's history and
+    weights: the checkpoint keeps those streams beside torch's and the shuffle's."""
+    from ppl_vae import data
+    from ppl_vae.infer.trainer import fit
+
+    ds = data.load("synthetic")
+    cfg = TrainConfig(epochs=2, checkpoint_every=3, jit=False, progress=False, device="cpu")
+    torch.manual_seed(0)
+    m, keep = NumpyNoise(ds.x_dim), Keep()
+    straight = fit(m.model, m.guide, ds, cfg, keep)
+    (middle, *_) = [r for r in keep.records if r["epoch"] == 1 and r["position"] > 0]
+    assert set(middle["rng"]) >= {"torch", "shuffle", "python", "numpy"}
+    m2 = NumpyNoise(ds.x_dim)
+    resumed = fit(m2.model, m2.guide, ds, cfg, Given(middle))
+    assert resumed.history == straight.history
+    for k, v in weights(straight.pair).items():
+        assert torch.equal(v, weights(resumed.pair)[k]), k
