@@ -394,8 +394,8 @@ class Loop:
     steps_per_epoch: int
     schedule: Callable[[int], float]
     total_steps: int
-    checkpointer: Checkpointer | None
-    on_epoch: Callable[[dict[str, Any], FitResult], None] | None
+    checkpointer: Checkpointer | None = None
+    on_epoch: Callable[[dict[str, Any], FitResult], None] | None = None
 
     @property
     def n(self) -> int:
@@ -480,6 +480,25 @@ def start(
     if pair is None:
         pair = Programs(model, guide, example_batch(data, model, guide))
     pair.to(device)
+    loop, result = build_loop(model, guide, pair, data, validation, config, device)
+    loop.checkpointer, loop.on_epoch = checkpointer, on_epoch
+    record = checkpointer.restore(device) if checkpointer is not None else None
+    if record is not None:
+        restore(result, loop.shuffle, record, device)
+    return loop, result
+
+
+def build_loop(
+    model: Program,
+    guide: Program,
+    pair: Programs,
+    data: Dataset,
+    validation: tuple | None,
+    config: TrainConfig,
+    device: torch.device,
+) -> tuple[Loop, FitResult]:
+    """The pair's objective (wrapped for DDP), its optimizer, the shuffle generator, the
+    schedules over the run's steps and the epochs' plan; a result with a fresh state."""
     objective = make_objective(pair, config, data.x_train.shape[0])
     loss_fn = distributed.wrap(objective, pair.args(*example_batch(data, model, guide)))
     optimizer = make_optimizer(pair.parameters(), config)
@@ -487,15 +506,20 @@ def start(
     result = FitResult(pair, optimizer, config, choice=objective.choice)
     n = data.x_train.shape[0]
     steps = math.ceil(n / config.batch_size)
-    schedule, total = beta_schedule(config, steps), schedule_steps(config, steps)
-    plan = labels.EpochPlan(pair, data.y_train, n, config.batch_size)  # (x, y) or (x,)
     loop = Loop(
-        *(pair, data, validation, config, device, objective, loss_fn, shuffle, plan),
-        *(steps, schedule, total, checkpointer, on_epoch),
+        pair=pair,
+        data=data,
+        validation=validation,
+        config=config,
+        device=device,
+        objective=objective,
+        loss_fn=loss_fn,
+        shuffle=shuffle,
+        plan=labels.EpochPlan(pair, data.y_train, n, config.batch_size),  # (x, y) or (x,)
+        steps_per_epoch=steps,
+        schedule=beta_schedule(config, steps),
+        total_steps=schedule_steps(config, steps),
     )
-    record = checkpointer.restore(device) if checkpointer is not None else None
-    if record is not None:
-        restore(result, shuffle, record, device)
     return loop, result
 
 
