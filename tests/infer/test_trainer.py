@@ -365,3 +365,22 @@ def test_a_mid_epoch_resume_continues_numpys_and_pythons_streams():
     assert resumed.history == straight.history
     for k, v in weights(straight.pair).items():
         assert torch.equal(v, weights(resumed.pair)[k]), k
+
+
+def test_a_record_without_pythons_and_numpys_streams_still_resumes_exactly():
+    """A checkpoint written before the state kept Python's and NumPy's generators (torch's
+    and the shuffle's only) resumes, exactly for a program that draws from torch alone."""
+    from ppl_vae import data, registry
+    from ppl_vae.infer.trainer import fit
+
+    ds = data.load("digits")
+    cfg = TrainConfig(epochs=2, progress=False, device="cpu")
+    torch.manual_seed(0)
+    model, guide = registry.build("vae", x_dim=ds.x_dim, hidden=[16], latent_dim=2)
+    keep = Keep()
+    straight = fit(model, guide, ds, cfg, keep)
+    old = copy.deepcopy(keep.records[0])
+    del old["rng"]["python"], old["rng"]["numpy"]
+    model, guide = registry.build("vae", x_dim=ds.x_dim, hidden=[16], latent_dim=2)
+    resumed = fit(model, guide, ds, cfg, Given(old))
+    assert resumed.history == straight.history
