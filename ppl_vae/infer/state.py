@@ -56,18 +56,18 @@ class TrainState:
     #: That epoch's running sum of per-example losses (None at an epoch's end).
     running: torch.Tensor | None = None
     #: With early stopping, the best epoch so far: ``{"epoch", "value", "module"}``.
-    best: dict[str, Any] | None = None
+    best: dict[str, Any] | None = field(default=None, repr=False)
     #: With ``grad_tolerance``: the full-batch gradient's norm before the first step.
     grad_start: float | None = None
     #: The weights (the pair's state dict): the ones a run presents.
-    module: dict[str, torch.Tensor] = field(default_factory=dict)
+    module: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     #: The weights training goes on from, where they are not ``module`` (the best epoch's
     #: restored at the end of an early-stopped run).
-    train_module: dict[str, torch.Tensor] | None = None
+    train_module: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     #: The optimizer's state dict (moments, step counts, hyper-parameters).
-    optimizer: dict[str, Any] = field(default_factory=dict)
+    optimizer: dict[str, Any] = field(default_factory=dict, repr=False)
     #: The random streams' states: ``torch``, ``shuffle`` and, on a GPU, ``cuda``.
-    rng: dict[str, torch.Tensor] = field(default_factory=dict)
+    rng: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def epoch(self) -> int:
