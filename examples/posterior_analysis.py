@@ -4,7 +4,7 @@ Steps, all from the Python API:
 
 1. :func:`ppl_vae.infer.trainer.fit` fits the suite's VAE, a Pyro model/guide pair, with a 2-d
    latent space (any other pair, a user's own included, goes through the same calls);
-2. :func:`ppl_vae.runs.evaluate.evaluation` compares the ELBO with the importance-weighted
+2. :func:`ppl_vae.measure.likelihood.evaluation` compares the ELBO with the importance-weighted
    :math:`\\log \\hat p_K(x) = \\log \\frac1K \\sum_k p(x, z_k) / q(z_k|x)`, whose excess
    over the ELBO estimates :math:`\\mathrm{KL}(q(z|x) \\,\\|\\, p(z|x))` on average;
 3. :func:`ppl_vae.analysis.posterior.analyze` draws from the guide, computes PSIS k-hat per test
@@ -27,7 +27,7 @@ from ppl_vae import data
 from ppl_vae.analysis.posterior import analyze
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.infer.trainer import fit
-from ppl_vae.runs.evaluate import evaluation
+from ppl_vae.measure.likelihood import evaluation
 
 
 def main() -> None:

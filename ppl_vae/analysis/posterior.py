@@ -53,7 +53,7 @@ from pyro import poutine
 from ppl_vae import traces
 from ppl_vae.analysis import reference
 from ppl_vae.analysis.reference import dim_name
-from ppl_vae.errors import UserError
+from ppl_vae.errors import UserError, first_line
 from ppl_vae.measure.importance import check_estimable, default_chunk, log_weights
 from ppl_vae.measure.metrics import eval_mode, seeded
 from ppl_vae.programs import Programs
@@ -319,7 +319,7 @@ def amortization_record(pair: Programs, args: tuple, seed: int = 0) -> dict[str,
     except (RuntimeError, ValueError, IndexError, NotImplementedError) as exc:
         # analysis degrades, never dies: a program whose sites do not take a batch of
         # particles (a mask of x's shape, BatchNorm over the batch) gets a note instead
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         return {
             "points": int(x.shape[0]),
             "note": f"the amortisation gap could not be "
@@ -399,7 +399,7 @@ def analyze(
         except UserError:
             raise
         except Exception as exc:
-            why = (str(exc).strip().splitlines() or [""])[0][:200]
+            why = first_line(exc)
             report["nuts"].append({"point": idx[j], "skipped": f"{type(exc).__name__}: {why}"})
             continue
         drawn = [n for n in pair.latent_sites if n in run.posterior]

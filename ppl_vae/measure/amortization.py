@@ -39,6 +39,7 @@ from ppl_vae import traces
 from ppl_vae.analysis.reference import frozen
 from ppl_vae.errors import UserError
 from ppl_vae.measure.metrics import seeded
+from ppl_vae.measure.stats import mean_and_se
 from ppl_vae.programs import Programs
 
 
@@ -93,13 +94,6 @@ def _log_weights(pair: Programs, args: tuple, particles: int, guide=None) -> tor
     model_tr, guide_tr = traces.trace_pair(pair, args, particles, guide=guide)
     t = traces.terms_of(pair, model_tr, guide_tr, args, particles)
     return t["log_lik"] + t["log_prior"] - t["log_q"]  # (particles, B)
-
-
-def _mean_se(v: torch.Tensor | None) -> tuple[float | None, float | None]:
-    if v is None:
-        return None, None
-    n = len(v)
-    return float(v.mean()), float(v.std() / math.sqrt(n)) if n > 1 else None
 
 
 def amortization_gap(
@@ -161,5 +155,5 @@ def amortization_gap(
     }
     record: dict = {"points": int(x.shape[0]), "steps": step, "converged": converged}
     for key, v in values.items():
-        record[key], record[f"{key}_se"] = _mean_se(v)
+        record[key], record[f"{key}_se"] = (None, None) if v is None else mean_and_se(v)
     return record

@@ -37,6 +37,7 @@ import torch
 
 from ppl_vae import traces
 from ppl_vae.infer import distributed
+from ppl_vae.measure.stats import standard_error_from_moments
 from ppl_vae.programs import Programs
 
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -147,11 +148,15 @@ def evaluate(
     }
     result = {
         "elbo": float(means["elbo"]),
-        "elbo_stderr": stderr(means["elbo"], out["elbo_sq"], n),
+        "elbo_stderr": standard_error_from_moments(means["elbo"], out["elbo_sq"], n),
         "distortion": float(means["distortion"]),
-        "distortion_stderr": stderr(means["distortion"], out["distortion_sq"], n),
+        "distortion_stderr": standard_error_from_moments(
+            means["distortion"], out["distortion_sq"], n
+        ),
         "rate": float(means["rate"]) if has_prior else None,
-        "rate_stderr": stderr(means["rate"], out["rate_sq"], n) if has_prior else None,
+        "rate_stderr": standard_error_from_moments(means["rate"], out["rate_sq"], n)
+        if has_prior
+        else None,
         "kl_per_dim": out["kl_per_dim"].tolist() if has_prior and per_dim_ok else None,
         "active_units": None,
         "recon_mse": float(out["recon_mse"]) if "recon_mse" in out else None,
@@ -161,15 +166,6 @@ def evaluate(
         variance = codes.var(0) if n > 1 else torch.zeros_like(codes[0])
         result["active_units"] = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
     return result
-
-
-def stderr(mean: torch.Tensor, mean_sq: torch.Tensor, n: int) -> float | None:
-    r"""The standard error of a mean over ``n`` examples from the mean of the values and of
-    their squares: :math:`\sqrt{s^2 / n}` with the unbiased sample variance :math:`s^2`."""
-    if n < 2:
-        return None
-    variance = (float(mean_sq) - float(mean) ** 2) * n / (n - 1)
-    return math.sqrt(max(variance, 0.0) / n)
 
 
 #: Each epoch scores as many training examples as the test set holds, at least

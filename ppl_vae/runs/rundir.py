@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from ppl_vae import validate
-from ppl_vae.errors import UserError
+from ppl_vae.errors import UserError, first_line
 from ppl_vae.runs import atomic
 
 MANIFEST = "manifest.json"
@@ -162,7 +162,7 @@ def parse_json(data: bytes, where: str) -> Any:
         obj = None
         deep = True
     except (ValueError, MemoryError) as exc:  # JSONDecodeError, UnicodeDecodeError, int digits
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise UserError(f"{where} is not valid JSON ({first[:200]})") from None
     else:
         deep = not json_depth_ok(obj)

@@ -20,8 +20,9 @@ from ppl_vae.cli import main
 from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.measure.importance import MAX_ROWS, default_chunk, iw_log_likelihood
+from ppl_vae.measure.likelihood import evaluation
 from ppl_vae.programs import Programs
-from ppl_vae.runs.evaluate import evaluation, table
+from ppl_vae.runs.evaluate import table
 
 
 def train_ppca(ds) -> PPCA:

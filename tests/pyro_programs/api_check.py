@@ -15,7 +15,7 @@ from ppl_vae import data, traces
 from ppl_vae.analysis import analyze
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.infer.trainer import fit, recommended
-from ppl_vae.runs.evaluate import evaluation
+from ppl_vae.measure.likelihood import evaluation
 
 HERE = Path(__file__).resolve().parent
 
