@@ -67,8 +67,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ppl_vae.figures.report import REPORT
     from ppl_vae.runs.evaluate import evaluate_run, output_path, table  # heavy: only to run
+    from ppl_vae.runs.report import REPORT
     from ppl_vae.runs.rundir import RunDir
 
     validate.seed(args.seed)

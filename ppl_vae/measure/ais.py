@@ -38,10 +38,9 @@ from pyro.ops.integrator import potential_grad, velocity_verlet
 from torch.distributions import biject_to
 
 from ppl_vae import traces
-from ppl_vae.analysis.reference import frozen
 from ppl_vae.errors import UserError
 from ppl_vae.measure.importance import check_estimable
-from ppl_vae.measure.metrics import seeded
+from ppl_vae.measure.metrics import frozen, seeded
 from ppl_vae.measure.stats import standard_error
 from ppl_vae.programs import Programs
 

@@ -36,9 +36,8 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
 from ppl_vae import traces
-from ppl_vae.analysis.reference import frozen
 from ppl_vae.errors import UserError
-from ppl_vae.measure.metrics import seeded
+from ppl_vae.measure.metrics import frozen, seeded
 from ppl_vae.measure.stats import mean_and_se
 from ppl_vae.programs import Programs
 

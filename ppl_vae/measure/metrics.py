@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 
 import torch
 
@@ -62,6 +63,27 @@ def eval_mode(pair: Programs):
         yield
     finally:
         pair.train(was_training)
+
+
+@contextlib.contextmanager
+def frozen(pair: Programs):
+    """Every parameter out of autograd, the pair in eval mode, torch on one thread (one
+    point at a time: thread hand-offs cost more than they save); all restored."""
+    params = list(pair.parameters())
+    flags = [p.requires_grad for p in params]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with eval_mode(pair), warnings.catch_warnings():
+            # pyro.module inside a program skips parameters that need no gradient, and says so
+            warnings.filterwarnings("ignore", message=".*was not registered in the param store")
+            for p in params:
+                p.requires_grad_(False)
+            yield pair
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+        torch.set_num_threads(threads)
 
 
 def batches(x: torch.Tensor, y: torch.Tensor | None, pair: Programs, size: int):

@@ -289,7 +289,7 @@ def _cell(key: str, value: Any, stderr: Any = None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if stderr is not None:
-        from ppl_vae.figures.report import plus_minus
+        from ppl_vae.runs.report import plus_minus
 
         return plus_minus(value, stderr)
     if key in ("test_recon_mse", "test_elbo", "test_log_likelihood"):

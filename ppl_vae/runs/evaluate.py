@@ -56,7 +56,7 @@ def evaluate_run(
     """Score one split of a trained run and write its record, which starts with the
     ``step`` of the checkpoint it scored; returns the record, the file written and the
     refreshed report (None when the run has none)."""
-    from ppl_vae.figures import report
+    from ppl_vae.runs import report
 
     validate.iwae_samples(iwae_samples)
     validate.batch_size(batch_size)
@@ -89,7 +89,7 @@ def evaluate_run(
 def table(record: dict, split: str) -> str:
     """A short two-column table of the headline figures, each estimate with its standard
     error (``-104.2 ± 0.4``)."""
-    from ppl_vae.figures.report import cell
+    from ppl_vae.runs.report import cell
 
     def fmt(v, se=None):
         if v is None:

@@ -207,7 +207,7 @@ def resumed_files(run: RunDir) -> list[str]:
     """The files of a run that a resumed job may replace or append to, saved at its start
     (:meth:`RunDir.savepoint`): the checkpoint (weights first), the configuration, the
     history and the records, figures and page written at the end."""
-    from ppl_vae.figures.report import REPORT
+    from ppl_vae.runs.report import REPORT
 
     return [*checkpoint.files(run), CONFIG, monitor.HISTORY, METRICS, *FIGURES, REPORT]
 
@@ -230,7 +230,7 @@ def _train_into(
     if cfg.is_user_file and not checkpointer.resume:
         cfg.model_file, cfg.model_sha256 = run.copy_model_file(cfg.model)
         trust.trust_hash(cfg.model_sha256)  # the user trained with it
-    from ppl_vae.figures.report import REPORT
+    from ppl_vae.runs.report import REPORT
 
     run.check_writable([*FIGURES, METRICS, REPORT])  # before training, not after it
     run.write_json(CONFIG, cfg.to_dict())
@@ -248,7 +248,7 @@ def _train_into(
             write_figures(pair, ds, path_for, cfg.train.seed, job.metrics, drawer)
     finally:
         drawer.close()
-    from ppl_vae.figures import report
+    from ppl_vae.runs import report
 
     report.write_report(run)
     return job
