@@ -66,17 +66,15 @@ def ais_record(
     n = min(points, int(x.shape[0]))
     settings = {"steps": steps, "chains": chains, "leapfrog": 5, "points": n}
     lower, acc = [], []
-    for i, start in enumerate(range(0, n, batch_size)):
-        rows = slice(start, min(start + batch_size, n))
+    for i, rows in enumerate(_row_slices(n, batch_size)):
         yb = None if y is None else y[rows]
         r = ais_log_likelihood(pair, x[rows], yb, steps, chains, seed=seed + i)
         lower.append(r.log_likelihood)
         acc.append(r.acceptance)
     ais = torch.cat(lower)
     record: dict[str, Any] = {}
-    record[f"{split}_log_likelihood_ais"], record[f"{split}_log_likelihood_ais_se"] = mean_and_se(
-        ais
-    )
+    mean, se = mean_and_se(ais)
+    record[f"{split}_log_likelihood_ais"], record[f"{split}_log_likelihood_ais_se"] = mean, se
     settings["acceptance"] = float(sum(acc) / len(acc))
     settings["evaluations_per_example"] = r.evaluations
     if iw is not None:  # the same points, so the difference has a paired standard error
@@ -84,27 +82,43 @@ def ais_record(
         settings["ais_minus_iw"], settings["ais_minus_iw_se"] = mean_and_se(ais - iw[:n].to(ais))
     record[f"{split}_log_likelihood_upper"] = None
     try:
-        up, low = [], []
-        for i, start in enumerate(range(0, n, batch_size)):
-            rows = slice(start, min(start + batch_size, n))
-            yb = None if y is None else y[rows]
-            b = bdmc(pair, x[rows], yb, steps=steps, chains=chains, seed=seed + 1000 + i)
-            up.append(b["upper"].log_likelihood)
-            low.append(b["lower"].log_likelihood)
+        upper, sim_lower = _bdmc_bounds(pair, x, y, n, steps, chains, batch_size, seed)
     except UserError as exc:
         record["ais_note"] = f"no BDMC upper bound: {exc}"
     else:
-        upper, sim_lower = torch.cat(up), torch.cat(low)
         mean, se = mean_and_se(upper)
-        record[f"{split}_log_likelihood_upper"], record[f"{split}_log_likelihood_upper_se"] = (
-            mean,
-            se,
-        )
+        record[f"{split}_log_likelihood_upper"] = mean
+        record[f"{split}_log_likelihood_upper_se"] = se
         settings["bdmc_lower"], settings["bdmc_lower_se"] = mean_and_se(sim_lower)
         settings["bdmc_gap"], settings["bdmc_gap_se"] = mean_and_se(upper - sim_lower)
         settings["bdmc_data"] = "simulated from the model"
     record["ais"] = settings
     return record
+
+
+def _row_slices(n: int, batch_size: int) -> list[slice]:
+    return [slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+
+
+def _bdmc_bounds(
+    pair: Programs,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    n: int,
+    steps: int,
+    chains: int,
+    batch_size: int,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BDMC's upper and lower bounds per example on ``n`` points simulated from the model
+    (shaped like the first ``n`` rows of ``x``)."""
+    up, low = [], []
+    for i, rows in enumerate(_row_slices(n, batch_size)):
+        yb = None if y is None else y[rows]
+        b = bdmc(pair, x[rows], yb, steps=steps, chains=chains, seed=seed + 1000 + i)
+        up.append(b["upper"].log_likelihood)
+        low.append(b["lower"].log_likelihood)
+    return torch.cat(up), torch.cat(low)
 
 
 def _rows_scored(site: dict[str, Any], batch: int) -> torch.Tensor:
@@ -220,26 +234,10 @@ def evaluation(
         f"{split}_log_likelihood": None,
         f"{split}_log_likelihood_stderr": None,
     }
-    try:
-        check_estimable(pair)
-    except UserError as exc:
-        record["log_likelihood_note"] = str(exc)
-        if ais_steps:
-            record["ais_note"] = f"no AIS: {exc}"
-    else:
-        ll = iw_log_likelihood(pair, x, y, num_samples, chunk_size, batch_size, seed, progress)
-        record[f"{split}_log_likelihood"] = float(ll.mean())
-        se = standard_error(ll)
-        record[f"{split}_log_likelihood_stderr"] = se
-        if ais_steps:
-            try:
-                ais = ais_record(
-                    pair, x, y, ais_steps, ais_chains, ais_points, batch_size, split, seed, ll
-                )
-            except (UserError, NotImplementedError) as exc:  # e.g. a discrete latent site
-                record["ais_note"] = f"no AIS: {exc}"
-            else:
-                record.update(ais)
+    ais = (ais_steps, ais_chains, ais_points)
+    record.update(
+        _estimates(pair, x, y, split, num_samples, ais, seed, batch_size, chunk_size, progress)
+    )
     keys = ("rate", "rate_stderr", "distortion", "distortion_stderr", "active_units")
     record.update({k: base[k] for k in (*keys, "kl_per_dim")})
     record.update(recon_mse=base["recon_mse"], iwae_samples=num_samples, split=split)
@@ -254,3 +252,39 @@ def check_ais(steps: int, chains: int, points: int) -> None:
     validate.integer("ais_steps", steps, 0, MAX_AIS_STEPS)
     validate.integer("ais_chains", chains, 1, 10_000)
     validate.integer("ais_points", points, 1)
+
+
+def _estimates(
+    pair: Programs,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    split: str,
+    num_samples: int,
+    ais: tuple[int, int, int],
+    seed: int,
+    batch_size: int,
+    chunk_size: int | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """The IW estimate with its standard error and, with ``ais = (steps, chains, points)``
+    and ``steps > 0``, :func:`ais_record`'s keys; a note instead where they do not apply."""
+    steps, chains, points = ais
+    record: dict[str, Any] = {}
+    try:
+        check_estimable(pair)
+    except UserError as exc:
+        record["log_likelihood_note"] = str(exc)
+        if steps:
+            record["ais_note"] = f"no AIS: {exc}"
+        return record
+    ll = iw_log_likelihood(pair, x, y, num_samples, chunk_size, batch_size, seed, progress)
+    record[f"{split}_log_likelihood"] = float(ll.mean())
+    record[f"{split}_log_likelihood_stderr"] = standard_error(ll)
+    if steps:
+        try:
+            record.update(
+                ais_record(pair, x, y, steps, chains, points, batch_size, split, seed, ll)
+            )
+        except (UserError, NotImplementedError) as exc:  # e.g. a discrete latent site
+            record["ais_note"] = f"no AIS: {exc}"
+    return record
