@@ -92,12 +92,10 @@ def test_fit_imports_nothing_of_the_run_directory_nor_the_cli():
 
 
 #: The layers, bottom up: each folder may import the base modules (errors, validate,
-#: programs, traces, registry, data, models) and the folders before it, never one after it.
-LAYERS = ("infer", "measure", "analysis", "figures", "runs", "cli")
-#: The one back-edge left: fit scores each epoch with measure.metrics.epoch_record (and
-#: reads STOP_REASONS there until the trainer owns them), while measure shards its batches
-#: with infer.distributed.
-BACK_EDGES = {("infer", "measure")}
+#: ranks, programs, traces, registry, data, models) and the folders before it, never one
+#: after it. fit scores each epoch with measure.metrics, so measure sits below infer (it
+#: shards its batches with the base module ranks, not with infer.distributed).
+LAYERS = ("measure", "infer", "analysis", "figures", "runs", "cli")
 
 
 def test_each_layer_imports_only_the_layers_beneath_it():
@@ -109,18 +107,7 @@ def test_each_layer_imports_only_the_layers_beneath_it():
             other = dep.split(".")
             if len(other) < 2 or other[1] not in LAYERS or other[1] == parts[1]:
                 continue
-            below = LAYERS.index(other[1]) < LAYERS.index(parts[1])
-            assert below or (parts[1], other[1]) in BACK_EDGES, f"{name} imports {dep}"
-
-
-def test_every_back_edge_left_is_still_needed():
-    used = {
-        (name.split(".")[1], dep.split(".")[1])
-        for name, deps in graph().items()
-        for dep in deps
-        if len(name.split(".")) > 2 and len(dep.split(".")) > 2
-    }
-    assert used >= BACK_EDGES, BACK_EDGES - used
+            assert LAYERS.index(other[1]) < LAYERS.index(parts[1]), f"{name} imports {dep}"
 
 
 def test_at_most_a_dozen_modules_directly_under_the_package_and_each_folder_explained():

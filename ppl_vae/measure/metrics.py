@@ -36,8 +36,7 @@ import warnings
 
 import torch
 
-from ppl_vae import traces
-from ppl_vae.infer import distributed
+from ppl_vae import ranks, traces
 from ppl_vae.measure.stats import standard_error_from_moments
 from ppl_vae.programs import Programs
 
@@ -125,8 +124,8 @@ def evaluate(
     # sharded over the ranks of a distributed run (batch k on rank k % W), the per-batch
     # sums are those of one process, and they are added up in the same order below.
     with eval_mode(pair):
-        for k, args in distributed.my_batches(batches(x, y, pair, batch_size)):
-            with seeded(distributed.batch_seed(seed, k), x.device):
+        for k, args in ranks.my_batches(batches(x, y, pair, batch_size)):
+            with seeded(ranks.batch_seed(seed, k), x.device):
                 t, z, recon = traces.measure(pair, args)
                 distortion = -t["log_lik"].double()
                 rate = sum(t[f"kl/{n}"] for n in pair.latent_sites).double()
@@ -152,7 +151,7 @@ def evaluate(
                     err = recon - args[0].reshape(recon.shape)
                     part["recon_mse"] = err.pow(2).sum(-1).sum(0)
                 parts[k] = part
-    parts = distributed.gather(parts, x.device)
+    parts = ranks.gather(parts, x.device)
     per_dim_ok = all("kl_per_dim" in part for part in parts.values())
     sums: dict[str, torch.Tensor] = {}
     for k in sorted(parts):
