@@ -110,6 +110,13 @@ def test_each_layer_imports_only_the_layers_beneath_it():
             assert LAYERS.index(other[1]) < LAYERS.index(parts[1]), f"{name} imports {dep}"
 
 
+def test_the_cli_reaches_measurements_analysis_and_figures_only_through_a_job():
+    for name, deps in graph().items():
+        if name.startswith("ppl_vae.cli"):
+            reached = {d for d in deps if d.split(".")[1] in ("measure", "analysis", "figures")}
+            assert not reached, f"{name} does a job's work: {sorted(reached)}"
+
+
 def test_at_most_a_dozen_modules_directly_under_the_package_and_each_folder_explained():
     top = [p for p in PACKAGE.glob("*.py")]
     assert len(top) <= 12, sorted(p.name for p in top)

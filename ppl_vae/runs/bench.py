@@ -386,8 +386,14 @@ def run(
     ablate: Iterable[str] = (),
     clock: str = "wall",
     compile: bool = False,
+    threads: int | None = None,
 ) -> list[dict]:
-    """One record per batch size (see :func:`bench_batch`); the medians are per step."""
+    """One record per batch size (see :func:`bench_batch`) with ``threads`` torch threads
+    (None: as set); the medians are per step."""
+    if threads is not None and threads < 1:
+        raise UserError("--threads must be at least 1")
+    if not hidden or min(hidden) < 1 or latent < 1 or x_dim < 1:
+        raise UserError("--hidden, --latent and --x-dim must be positive")
     ablate = set(ablate)
     unknown = ablate - set(ABLATIONS)
     if unknown:
@@ -397,6 +403,8 @@ def run(
     dev = train.resolve_device(device)
     if clock not in CLOCKS or (clock == "process" and dev.type == "cuda"):
         raise UserError("--clock is wall, or process (CPU seconds of this process) on the CPU")
+    if threads is not None:
+        torch.set_num_threads(threads)
     return [
         bench_batch(bs, dev, steps, repeats, x_dim, hidden, latent, seed, ablate, clock, compile)
         for bs in batch_sizes

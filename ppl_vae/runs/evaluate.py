@@ -64,6 +64,9 @@ def evaluate_run(
     if chunk_size is not None:
         validate.chunk_size(chunk_size)
     check_ais(ais_steps, ais_chains, ais_points)
+    validate.device(device)
+    # Every file the job will write, refused before it evaluates or writes anything.
+    RunDir(run_dir).check_writable([output_path(Path(), split).name, report.REPORT])
     pair, x, y, step = load_split_at_step(run_dir, split, device, trust)
     record = evaluation(
         pair,
