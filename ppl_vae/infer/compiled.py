@@ -23,7 +23,9 @@ The guarantees of the trace are kept:
   the same random draws, within :data:`~ppl_vae.infer.jit.RTOL` (fused float32
   arithmetic differs in the last bits, so a compiled run is close to, not bit for bit,
   an eager one). If recording, compiling or the check fails, the loss runs as without
-  ``--compile`` (the checked trace, or eagerly) and :attr:`Compiled.reason` says why.
+  ``--compile`` (the checked trace, or eagerly) and :attr:`Compiled.reason` says why;
+- a compiled graph that raises on a later batch is given up the same way, and that step
+  is taken again without it on the same batch from the same random state.
 
 Nothing is imported from ``torch._dynamo`` or ``torch.fx`` until a graph is recorded, and
 no global setting changes: Inductor's options go to this one ``torch.compile`` call.
@@ -52,7 +54,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ppl_vae.infer.jit import _difference, _quiet_recording, _signature, _Step
+from ppl_vae.infer.jit import (
+    _difference,
+    _quiet_recording,
+    _rng_state,
+    _set_rng_state,
+    _signature,
+    _Step,
+)
 
 #: ``torch.compile``'s backend; ``fallback_random`` keeps the random draws those of torch's
 #: generator (the programs' own stream), so the check compares the same draws.
@@ -100,7 +109,16 @@ class Compiled:
             return self._eager(*args, beta=beta)  # the graph is checked on the next batch
         if key not in self.checked:
             return self._check(key, beta_t, args, beta)
-        return self._graphs[key](self._inputs, beta_t, *args)
+        state = _rng_state(args)
+        try:
+            return self._graphs[key](self._inputs, beta_t, *args)
+        except Exception as exc:  # the step again, as without --compile, from the same state
+            self._give_up(
+                f"the compiled loss failed on a later batch ({_message(exc)}); that step was "
+                "repeated without it"
+            )
+            _set_rng_state(state)
+            return self._fallback(args, beta)
 
     def _tensors(self) -> list[torch.Tensor]:
         """The graph's first inputs, collected again at each recording and check (walking

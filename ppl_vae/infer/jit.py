@@ -17,11 +17,23 @@ A trace is only a recording of one call, so:
   (``train()``/``eval()``, which programs may branch on): the last, short batch of an
   epoch gets its own;
 - ``beta`` is an input of the trace (a 0-d tensor), so the beta schedules still work;
-- Python control flow and values read from tensors are frozen in a trace. Before a trace
-  is used, its loss and gradients are compared with the program's own on the next batch
-  of that signature (one it was not traced on), with the same random draws. If they
-  differ, or tracing fails, the program runs eagerly for the rest of the run and
-  :attr:`Traced.reason` says why.
+- Python control flow and values read from tensors are frozen in a trace, and so are
+  shapes that depend on the data (a loop over the steps a boolean mask selects). So a
+  trace is used only where the programs' control flow does not depend on the data:
+  while recording, a value the programs' own code reads from a tensor into Python
+  (``int(lengths.max())``, ``if x.mean() > 0``; reads in torch's, Pyro's or the
+  engine's code are left to the check below) or an operation whose result's shape
+  depends on values (boolean-mask indexing, ``nonzero``, ``masked_select``, ``unique``)
+  sends the programs to run eagerly for the whole run;
+- before a trace is used, its loss and gradients are compared with the program's own on
+  the next batch of that signature (one it was not traced on), with the same random
+  draws. If they differ, or tracing fails, the program runs eagerly for the rest of the
+  run;
+- a replay that raises (a frozen loop length that a later batch does not have) is never
+  seen by the user: the step is repeated eagerly on the same batch from the same random
+  state, so it is the step an eager run takes, and the run continues eagerly.
+
+:attr:`Traced.reason` says why the programs ran eagerly (``metrics.json``'s ``jit``).
 
 The parameters are those of the :class:`~ppl_vae.infer.objective.Objective` module (its
 :class:`~ppl_vae.programs.Programs` pair holds every parameter the programs use), so the
@@ -47,12 +59,15 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import warnings
 from collections.abc import Callable
 
 import pyro
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 #: Relative tolerance of the check of a trace against the program (float32 arithmetic in
 #: a different order may differ in the last bits; a frozen value differs in the first).
@@ -68,6 +83,96 @@ class _Step(nn.Module):
 
     def forward(self, beta: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
         return self.objective.eager(*args, beta=beta)
+
+
+#: Operations whose result's shape depends on the values of their input.
+_SHAPE_OPS = {
+    torch.nonzero,
+    torch.Tensor.nonzero,
+    torch.argwhere,
+    torch.Tensor.argwhere,
+    torch.masked_select,
+    torch.Tensor.masked_select,
+    torch.unique,
+    torch.Tensor.unique,
+    torch.unique_consecutive,
+    torch.Tensor.unique_consecutive,
+}
+
+
+def _mask_index(index) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return any(
+        isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) and i.dim() > 0
+        for i in items
+    )
+
+
+#: Reads of a tensor's value into Python.
+_VALUE_READS = {
+    torch.Tensor.__bool__,
+    torch.Tensor.__int__,
+    torch.Tensor.__float__,
+    torch.Tensor.__index__,
+    torch.Tensor.item,
+    torch.Tensor.tolist,
+    torch.Tensor.numpy,
+}
+
+
+class _Probe(TorchFunctionMode):
+    """Notes, while the programs are recorded, what a trace would freeze: a value the
+    programs' own code reads from a tensor into Python (``int(lengths.max())``, ``if
+    x.mean() > 0``; torch's, Pyro's and the engine's own reads are covered by the check),
+    or an operation whose result's shape depends on values (boolean-mask indexing,
+    ``nonzero``, ...)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: str | None = None
+        self._roots = _library_roots()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.found is None:
+            if func in _VALUE_READS:
+                caller = sys._getframe(1).f_code.co_filename
+                if _is_program_code(caller, self._roots):
+                    where = f"{os.path.basename(caller)}:{sys._getframe(1).f_lineno}"
+                    self.found = f"read a tensor's value into Python ({where})"
+            elif func in _SHAPE_OPS or (
+                func is torch.Tensor.__getitem__ and len(args) > 1 and _mask_index(args[1])
+            ):
+                name = getattr(func, "__name__", str(func))
+                name = "a boolean-mask index" if name == "__getitem__" else f"{name}()"
+                self.found = f"take a shape from the data ({name})"
+        return func(*args, **(kwargs or {}))
+
+
+def _library_roots() -> tuple[str, ...]:
+    """Where torch's, Pyro's and the engine's own code lives."""
+    import ppl_vae
+
+    return tuple(
+        os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (torch, pyro, ppl_vae)
+    )
+
+
+def _is_program_code(filename: str, roots: tuple[str, ...]) -> bool:
+    """A file of the programs: outside the libraries, or one of the suite's models (in
+    ``ppl_vae/models``, programs like a user's)."""
+    path = os.path.abspath(filename)
+    return path.startswith(os.path.join(roots[-1], "models") + os.sep) or not path.startswith(roots)
+
+
+def _rng_state(args: tuple) -> tuple:
+    cuda = [a.device for a in args if isinstance(a, torch.Tensor) and a.device.type == "cuda"]
+    return torch.get_rng_state(), (cuda[0], torch.cuda.get_rng_state(cuda[0])) if cuda else None
+
+
+def _set_rng_state(state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1][1], state[1][0])
 
 
 @contextlib.contextmanager
@@ -112,17 +217,37 @@ class Traced:
             return self._eager(*args, beta=beta)  # the trace is checked on the next batch
         if key not in self.checked:
             return self._check(key, beta_t, args, beta)
-        with torch.jit.optimized_execution(False):
-            return self._traces[key](beta_t, *args)
+        state = _rng_state(args)
+        try:
+            with torch.jit.optimized_execution(False):
+                return self._traces[key](beta_t, *args)
+        except Exception as exc:  # the step again, eagerly, as if no trace had been tried
+            message = (str(exc).strip().splitlines() or [""])[0]
+            self.reason = (
+                f"a trace of the loss failed to replay on a later batch ({type(exc).__name__}: "
+                f"{message}); that step was repeated eagerly and the run went on eagerly"
+            )
+            self._traces.clear()
+            _set_rng_state(state)
+            return self._eager(*args, beta=beta)
 
     def _record(self, key: tuple, beta_t: torch.Tensor, args: tuple) -> None:
         devices = [a.device for a in args if a.device.type == "cuda"][:1]
+        probe = _Probe()
         try:
-            with torch.random.fork_rng(devices=devices), _quiet_recording():
-                self._traces[key] = torch.jit.trace(self._step, (beta_t, *args), check_trace=False)
+            with torch.random.fork_rng(devices=devices), _quiet_recording(), probe:
+                trace = torch.jit.trace(self._step, (beta_t, *args), check_trace=False)
         except Exception as exc:  # any failure to record means: run the program itself
             self.reason = f"the programs could not be traced ({type(exc).__name__}: {exc})"
             self.reason = self.reason.splitlines()[0]
+            return
+        if probe.found is not None:
+            self.reason = (
+                f"the programs {probe.found}: their control flow depends on the data, which "
+                "a trace would freeze (frozen values give wrong losses on other batches)"
+            )
+            return
+        self._traces[key] = trace
 
     def _check(self, key: tuple, beta_t: torch.Tensor, args: tuple, beta: float) -> torch.Tensor:
         """The program's loss and gradients, then the trace's with the same random draws;
