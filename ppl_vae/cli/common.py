@@ -307,6 +307,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         default=d.lr_milestones,
         help="--lr-schedule multistep: the steps of the decays, e.g. 1000,3000",
     )
+    o.add_argument(
+        "--renyi-alpha",
+        action=Given,
+        type=float,
+        default=d.renyi_alpha,
+        help="--elbo renyi: the order of the bound (Pyro's default 0: the IWAE bound)",
+    )
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     g.add_argument(
         "--no-jit",

@@ -48,7 +48,7 @@ MMD_KERNELS = ("imq", "rbf")
 #: Objectives that bound log p(x) with importance weights: a beta would act inside them.
 IMPORTANCE_WEIGHTED = ("iwae", "miwae", "ciwae")
 #: ``--elbo`` names (:data:`ppl_vae.infer.elbo.ELBOS` holds the classes).
-ELBO_KINDS = ("auto", "trace", "meanfield", "enum")
+ELBO_KINDS = ("auto", "trace", "meanfield", "enum", "tracegraph", "renyi")
 #: ``--lr-schedule`` and ``--beta-schedule`` names (:mod:`ppl_vae.infer.schedules`).
 LR_SCHEDULES = ("constant", "cosine", "step", "multistep", "exponential")
 #: ``--optimizer`` names: Adam and the others by name (minibatches, any objective) or
@@ -145,6 +145,9 @@ class TrainConfig:
     lr_gamma: float = 0.1
     lr_step_size: int = 1000
     lr_milestones: list[int] = dataclasses.field(default_factory=list)
+    #: ``elbo="renyi"``: the order alpha of the Renyi bound (None: Pyro's default, 0, the
+    #: importance-weighted bound; alpha 1 would be the ELBO itself).
+    renyi_alpha: float | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
@@ -294,6 +297,17 @@ def check_optimizer_options(config: TrainConfig) -> None:
         validate.integer("lr_milestones", m, 1, validate.MAX_STEPS)
     if list(milestones) != sorted(set(milestones)):
         raise UserError(f"--lr-milestones must increase, got {list(milestones)}")
+    if config.renyi_alpha is not None:
+        if config.elbo != "renyi":
+            raise UserError(f"--renyi-alpha applies to --elbo renyi, not --elbo {config.elbo}")
+        alpha = validate.real("renyi_alpha", config.renyi_alpha, positive=False)
+        if alpha == 1:
+            raise UserError("--renyi-alpha 1 is the ELBO itself: use --elbo trace")
+    if config.elbo == "renyi" and (config.beta != 1 or config.beta_schedule != "constant"):
+        raise UserError(
+            "--elbo renyi bounds log p(x) with importance weights; a beta would act inside "
+            "them: drop --beta options"
+        )
     if config.lr_schedule == "multistep" and not milestones:
         raise UserError(
             "--lr-schedule multistep needs --lr-milestones (steps at which the lr "
