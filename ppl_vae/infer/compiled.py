@@ -24,6 +24,8 @@ The guarantees of the trace are kept:
   arithmetic differs in the last bits, so a compiled run is close to, not bit for bit,
   an eager one). If recording, compiling or the check fails, the loss runs as without
   ``--compile`` (the checked trace, or eagerly) and :attr:`Compiled.reason` says why;
+- a recording that sees the programs' control flow depend on the data (as the trace's
+  does, :mod:`ppl_vae.infer.jit`) is not compiled;
 - a compiled graph that raises on a later batch is given up the same way, and that step
   is taken again without it on the same batch from the same random state.
 
@@ -56,6 +58,7 @@ from torch import nn
 
 from ppl_vae.infer.jit import (
     _difference,
+    _Probe,
     _quiet_recording,
     _rng_state,
     _set_rng_state,
@@ -143,9 +146,17 @@ class Compiled:
             return functional_call(self._step, dict(zip(names, tensors)), (beta, *xs))
 
         devices = [a.device for a in args if a.device.type == "cuda"][:1]
+        probe = _Probe()
         try:
-            with torch.random.fork_rng(devices=devices), _quiet_recording():
+            with torch.random.fork_rng(devices=devices), _quiet_recording(), probe:
                 graph = make_fx(step)(self._tensors(), beta_t, *args)
+            if probe.found is not None:  # as the trace: a recording would freeze it
+                self._give_up(
+                    f"the programs {probe.found}: their control flow depends on the data, "
+                    "which a recording would freeze"
+                )
+                self.seconds += time.perf_counter() - t0
+                return
             options = INDUCTOR_OPTIONS if self.backend == "inductor" else None
             self._graphs[key] = torch.compile(
                 graph, backend=self.backend, dynamic=False, fullgraph=True, options=options

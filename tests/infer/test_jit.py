@@ -288,3 +288,19 @@ def test_a_replay_that_fails_is_repeated_eagerly_from_the_same_state(digits, mon
     assert how.startswith("eager: a trace of the loss failed to replay on a later batch")
     assert "RuntimeError: The following operation failed" in how
     assert traced == eager
+
+
+def test_compile_also_refuses_a_loop_length_taken_from_the_data(monkeypatch):
+    from ppl_vae.infer import compiled as compiled_mod
+
+    monkeypatch.setattr(compiled_mod, "BACKEND", "aot_eager")
+
+    def run(**kw):
+        pyro.set_rng_seed(0)
+        program = Sequences()
+        cfg = train.TrainConfig(epochs=2, batch_size=8, progress=False, device="cpu", **kw)
+        return train.fit(program.model, program.guide, sequences(0), cfg)
+
+    compiled, eager = run(compile=True), run(jit=False)
+    assert compiled.compile.startswith("fallback: the programs take a shape from the data")
+    assert compiled.history == eager.history
