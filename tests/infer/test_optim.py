@@ -164,3 +164,20 @@ def test_pyros_optimizers_train_and_resume_bit_for_bit_from_the_cli(tmp_path, mo
         json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "part")
     )
     assert part["history"] == whole["history"]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        "--momentum 0.9",
+        "--optimizer clipped_adam --lrd 0",
+        "--betas 0.9,x",
+        "--lr-schedule multistep",
+        "--optimizer lbfgs --batch-size 100000 --grad-clip 1",
+    ],
+)
+def test_a_bad_optimizer_flag_is_one_error_line_and_writes_nothing(flags, tmp_path, capsys):
+    rc = main(["train", "vae", "--data", "digits", *flags.split(), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error:") and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
