@@ -69,6 +69,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ppl_vae.errors import first_line
+
 #: Relative tolerance of the check of a trace against the program (float32 arithmetic in
 #: a different order may differ in the last bits; a frozen value differs in the first).
 RTOL = 1e-4
@@ -222,10 +224,9 @@ class Traced:
             with torch.jit.optimized_execution(False):
                 return self._traces[key](beta_t, *args)
         except Exception as exc:  # the step again, eagerly, as if no trace had been tried
-            message = (str(exc).strip().splitlines() or [""])[0]
             self.reason = (
                 f"a trace of the loss failed to replay on a later batch ({type(exc).__name__}: "
-                f"{message}); that step was repeated eagerly and the run went on eagerly"
+                f"{first_line(exc)}); that step was repeated eagerly and the run went on eagerly"
             )
             self._traces.clear()
             _set_rng_state(state)

@@ -54,7 +54,7 @@ from typing import Any
 import torch
 
 from ppl_vae import data
-from ppl_vae.errors import UserError
+from ppl_vae.errors import UserError, first_line
 from ppl_vae.figures.run_figures import FIGURES, skipped_figures, write_figures
 from ppl_vae.figures.worker import FigureWorker
 from ppl_vae.infer import distributed
@@ -333,8 +333,7 @@ def classification(pair: Programs, ds: data.Dataset) -> dict[str, Any]:
     try:
         out = torch.cat([torch.as_tensor(predict(xb)) for xb in ds.x_test.split(1000)])
     except Exception as exc:  # the program's own code: the run is kept, the note says why
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        return {"test_accuracy_note": f"{name}(x) failed: {type(exc).__name__}: {first}"}
+        return {"test_accuracy_note": f"{name}(x) failed: {type(exc).__name__}: {first_line(exc)}"}
     if out.dim() == 2 and out.shape[0] == n:
         predicted = out.argmax(-1)  # one-hot rows or per-class scores
     elif out.shape == (n,):
