@@ -26,7 +26,8 @@ ANALYZE = (
 #: Programs whose analysis runs twice and whose run is then replaced by --overwrite (the
 #: run-directory behaviour is the same for all; the others stop after the report).
 REPEATED = {"tutorial_vae", "ss_vae_m2"}
-#: Programs whose module classifies x (SSVAE's ``classifier``): metrics.json has test_accuracy.
+#: Programs whose module declares a label predictor (the SSVAE subclass: ``label_predictor =
+#: "classifier"``): metrics.json has test_accuracy.
 CLASSIFIES = {"ss_vae_m2"}
 PROGRAMS = {
     "tutorial_vae": ("tutorial_vae.py", "mnist_small_x.npz", "--latent-dim 2 --hidden 32", False),
