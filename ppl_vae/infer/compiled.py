@@ -57,7 +57,9 @@ import torch
 from torch import nn
 
 from ppl_vae.infer.jit import (
+    _NOT_TENSORS,
     _difference,
+    _kinds,
     _Probe,
     _quiet_recording,
     _rng_state,
@@ -99,6 +101,10 @@ class Compiled:
         self.seconds = 0.0
 
     def loss(self, args: tuple[torch.Tensor, ...], beta: float) -> torch.Tensor:
+        if self.reason is None and not all(isinstance(a, torch.Tensor) for a in args):
+            self._give_up(_NOT_TENSORS.format(_kinds(args)))
+        if self.reason is not None:
+            return self._fallback(args, beta)
         size = args[0].shape[0] if args and args[0].dim() else 0
         if self.reason is not None or not torch.is_grad_enabled() or size < self._largest:
             return self._fallback(args, beta)

@@ -187,6 +187,14 @@ def _quiet_recording():
         yield
 
 
+#: Why arguments other than tensors (a PackedSequence, a number) are not traced.
+_NOT_TENSORS = "the programs take arguments that are not tensors ({}), which a trace cannot take"
+
+
+def _kinds(args: tuple) -> str:
+    return ", ".join(sorted({type(a).__name__ for a in args if not isinstance(a, torch.Tensor)}))
+
+
 def _signature(args: tuple[torch.Tensor, ...]) -> tuple:
     return tuple((tuple(a.shape), a.dtype, a.device) for a in args)
 
@@ -211,6 +219,9 @@ class Traced:
 
     def loss(self, args: tuple[torch.Tensor, ...], beta: float) -> torch.Tensor:
         if self.reason is not None or not torch.is_grad_enabled():
+            return self._eager(*args, beta=beta)
+        if not all(isinstance(a, torch.Tensor) for a in args):
+            self.reason = _NOT_TENSORS.format(_kinds(args))
             return self._eager(*args, beta=beta)
         key = (_signature(args), self._pair.training)
         beta_t = torch.tensor(float(beta))  # a CPU scalar: no copy to the device

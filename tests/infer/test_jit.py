@@ -304,3 +304,39 @@ def test_compile_also_refuses_a_loop_length_taken_from_the_data(monkeypatch):
     compiled, eager = run(compile=True), run(jit=False)
     assert compiled.compile.startswith("fallback: the programs take a shape from the data")
     assert compiled.history == eager.history
+
+
+class Scaled(nn.Module):
+    """``model(x, annealing_factor)``: DMM's KL weight as a plain number argument."""
+
+    def __init__(self):
+        super().__init__()
+        self.loc = nn.Linear(4, 1)
+
+    def model(self, x, annealing_factor=1.0):
+        with pyro.plate("data", x.shape[0]), pyro.poutine.scale(scale=annealing_factor):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        with pyro.plate("data_x", x.shape[0]):
+            pyro.sample("x", dist.Normal(z.unsqueeze(-1), 1.0).to_event(1), obs=x)
+
+    def guide(self, x, annealing_factor=1.0):
+        with pyro.plate("data", x.shape[0]), pyro.poutine.scale(scale=annealing_factor):
+            pyro.sample("z", dist.Normal(self.loc(x).squeeze(-1), 1.0))
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_arguments_that_are_not_tensors_run_eagerly_with_a_reason(compile):
+    x = torch.rand(8, 4)
+    program = Scaled()
+    pair = Programs(program.model, program.guide, (x[:2], 0.5))
+    traced = Objective(pair, make_elbo(), jit=True, compile=compile)
+    eager = Objective(pair, make_elbo())
+    with pair.scope():
+        for seed in range(3):
+            ours = loss_and_grads(traced, (x, 0.5), 1.0, seed)
+            theirs = loss_and_grads(eager, (x, 0.5), 1.0, seed)
+            assert ours[0] == theirs[0]
+    recorder = traced.compiled if compile else traced.traced
+    assert recorder.reason == (
+        "the programs take arguments that are not tensors (float), which a trace cannot take"
+    )
