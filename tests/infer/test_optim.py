@@ -144,26 +144,40 @@ def test_an_option_the_optimizer_does_not_take_is_refused(settings, message):
 
 
 @pytest.mark.slow
-def test_pyros_optimizers_train_and_resume_bit_for_bit_from_the_cli(tmp_path, monkeypatch):
-    """dmm.py's settings (ClippedAdam with clip norm and lr decay) with an exponential
-    schedule on top, from the CLI: recorded in config.json, and a run resumed after one
-    epoch has the history of the run trained two epochs at once."""
+@pytest.mark.parametrize(
+    "flags, saved",
+    [
+        (  # dmm.py's ClippedAdam, an exponential schedule and whole-gradient clipping on top
+            "--optimizer clipped_adam --lr 0.003 --clip-norm 10 --lrd 0.9999 "
+            "--lr-schedule exponential --lr-gamma 0.999 --weight-decay 2.0 --grad-clip 50",
+            {"optimizer": "clipped_adam", "lrd": 0.9999, "weight_decay": 2.0, "grad_clip": 50},
+        ),
+        (  # sparse_gamma_def.py's AdagradRMSProp, a multi-step schedule
+            "--optimizer adagrad_rmsprop --lr 0.05 --momentum 0.1 --lr-schedule multistep "
+            "--lr-milestones 20,40 --lr-gamma 0.5",
+            {"optimizer": "adagrad_rmsprop", "momentum": 0.1, "lr_milestones": [20, 40]},
+        ),
+    ],
+    ids=["clipped_adam", "adagrad_rmsprop"],
+)
+def test_pyros_optimizers_train_and_resume_bit_for_bit_from_the_cli(
+    flags, saved, tmp_path, monkeypatch
+):
+    """From the CLI: the options recorded in config.json, and a run resumed after one
+    epoch has the history of the run trained two epochs at once (the optimizer state and
+    the learning rate as a function of the step survive the checkpoint)."""
     monkeypatch.chdir(tmp_path)
-    flags = (
-        "--data digits --latent-dim 2 --hidden 16 --no-progress --optimizer clipped_adam "
-        "--lr 0.003 --clip-norm 10 --lrd 0.9999 --lr-schedule exponential --lr-gamma 0.999 "
-        "--weight-decay 2.0 --grad-clip 50"
-    ).split()
+    flags = f"--data digits --latent-dim 2 --hidden 16 --no-progress {flags}".split()
     assert main(["train", "vae", *flags, "--epochs", "2", "--out", "whole"]) == 0
     assert main(["train", "vae", *flags, "--epochs", "1", "--out", "part"]) == 0
     assert main(["train", "vae", *flags, "--epochs", "2", "--out", "part", "--resume"]) == 0
-    saved = json.loads((tmp_path / "whole" / "config.json").read_text())["train"]
-    assert saved["optimizer"] == "clipped_adam" and saved["lrd"] == 0.9999
-    assert saved["weight_decay"] == 2.0 and saved["grad_clip"] == 50
+    config = json.loads((tmp_path / "whole" / "config.json").read_text())["train"]
+    assert {k: config[k] for k in saved} == saved
     whole, part = (
         json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "part")
     )
     assert part["history"] == whole["history"]
+    assert whole["history"][1]["test_elbo"] != whole["history"][0]["test_elbo"]
 
 
 @pytest.mark.parametrize(
