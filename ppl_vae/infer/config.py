@@ -48,7 +48,7 @@ MMD_KERNELS = ("imq", "rbf")
 #: Objectives that bound log p(x) with importance weights: a beta would act inside them.
 IMPORTANCE_WEIGHTED = ("iwae", "miwae", "ciwae")
 #: ``--elbo`` names (:data:`ppl_vae.infer.elbo.ELBOS` holds the classes).
-ELBO_KINDS = ("auto", "trace", "meanfield", "enum", "tracegraph", "renyi")
+ELBO_KINDS = ("auto", "trace", "meanfield", "enum", "tracegraph", "renyi", "tmc")
 #: ``--lr-schedule`` and ``--beta-schedule`` names (:mod:`ppl_vae.infer.schedules`).
 LR_SCHEDULES = ("constant", "cosine", "step", "multistep", "exponential")
 #: ``--optimizer`` names: Adam and the others by name (minibatches, any objective) or
@@ -303,10 +303,10 @@ def check_optimizer_options(config: TrainConfig) -> None:
         alpha = validate.real("renyi_alpha", config.renyi_alpha, positive=False)
         if alpha == 1:
             raise UserError("--renyi-alpha 1 is the ELBO itself: use --elbo trace")
-    if config.elbo == "renyi" and (config.beta != 1 or config.beta_schedule != "constant"):
+    if config.elbo in ("renyi", "tmc") and (config.beta != 1 or config.beta_schedule != "constant"):
         raise UserError(
-            "--elbo renyi bounds log p(x) with importance weights; a beta would act inside "
-            "them: drop --beta options"
+            f"--elbo {config.elbo} bounds log p(x) with importance weights; a beta would act "
+            "inside them: drop --beta options"
         )
     if config.lr_schedule == "multistep" and not milestones:
         raise UserError(

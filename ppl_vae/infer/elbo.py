@@ -7,7 +7,8 @@ at the sites where it is valid, ``Programs.analytic_kl_sites``) and ``enum``
 (``TraceEnum_ELBO``: sums out discrete latent sites marked for enumeration, as the
 semi-supervised VAE does), ``tracegraph`` (:class:`TraceGraph_ELBO`: Pyro's, with the
 baselines AIR uses) and ``renyi`` (:class:`RenyiELBO`: Pyro's Renyi bound of order
-``--renyi-alpha`` over ``--num-particles`` draws).
+``--renyi-alpha`` over ``--num-particles`` draws) and ``tmc`` (:class:`TraceTMC_ELBO`:
+Pyro's tensor Monte Carlo bound, ``--num-particles`` draws of each latent site).
 
 ``auto`` resolves from the pair's first trace: ``meanfield`` when every latent site of the
 guide is reparameterised, none is enumerated, the guide samples the latent sites in the
@@ -223,6 +224,22 @@ class RenyiELBO(pyro.infer.RenyiELBO):
         return -value + (surrogate_elbo.detach() - surrogate_elbo)
 
 
+class TraceTMC_ELBO(pyro.infer.TraceTMC_ELBO):
+    """Pyro's ``TraceTMC_ELBO`` (``--elbo tmc``: tensor Monte Carlo, Aitchison 2019) with
+    every sample site of the guide drawn ``num_samples`` times in parallel
+    (``config_enumerate(guide, "parallel", num_samples=K)``, ``K`` = ``--num-particles``)
+    and the bound contracted over all their combinations: for one latent site it is the
+    importance-weighted bound with K draws."""
+
+    def __init__(self, num_samples: int = 1, max_plate_nesting: int = 1):
+        super().__init__(max_plate_nesting=max_plate_nesting)
+        self.num_samples = num_samples
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        sampled = pyro.infer.config_enumerate(guide, "parallel", num_samples=self.num_samples)
+        return super().differentiable_loss(model, sampled, *args, **kwargs)
+
+
 def _detach(value):
     return value.detach() if isinstance(value, torch.Tensor) else value
 
@@ -275,6 +292,12 @@ def choose(pair: Programs, config) -> ELBOChoice:
             f"renyi (asked for): the Renyi bound of order {alpha:g} over "
             f"{config.num_particles} draws",
         )
+    if kind == "tmc":
+        return ELBOChoice(
+            kind,
+            sampled,
+            f"tmc (asked for): tensor Monte Carlo, {config.num_particles} draws of each site",
+        )
     blocker = _mean_field_blocker(pair)
     if kind == "meanfield" and blocker:
         raise UserError(
@@ -315,6 +338,7 @@ ELBOS = {
     "enum": pyro.infer.TraceEnum_ELBO,
     "tracegraph": TraceGraph_ELBO,
     "renyi": RenyiELBO,
+    "tmc": TraceTMC_ELBO,
 }
 
 
@@ -330,6 +354,8 @@ def make_elbo(
         options["strict_enumeration_warning"] = False
     if kind == "renyi":
         options["alpha"] = alpha
+    if kind == "tmc":
+        return TraceTMC_ELBO(num_samples=num_particles, max_plate_nesting=max_plate_nesting)
     return ELBOS[kind](
         num_particles=num_particles,
         # a baseline network sees one batch, not (particles, batch): tracegraph's particles

@@ -21,9 +21,10 @@ A trace is only a recording of one call, so:
   shapes that depend on the data (a loop over the steps a boolean mask selects). So a
   trace is used only where the programs' control flow does not depend on the data:
   while recording, a value the programs' own code reads from a tensor into Python
-  (``int(lengths.max())``, ``if x.mean() > 0``; reads in torch's, Pyro's or the
-  engine's code are left to the check below) or an operation whose result's shape
-  depends on values (boolean-mask indexing, ``nonzero``, ``masked_select``, ``unique``)
+  (``int(lengths.max())``, ``if x.mean() > 0``) or an operation of theirs whose result's
+  shape depends on values (boolean-mask indexing, ``nonzero``, ``masked_select``,
+  ``unique``) -- installed libraries' code (torch's, Pyro's, opt_einsum's) and the
+  engine's are left to the check below --
   sends the programs to run eagerly for the whole run;
 - before a trace is used, its loss and gradients are compared with the program's own on
   the next batch of that signature (one it was not traced on), with the same random
@@ -125,37 +126,58 @@ _VALUE_READS = {
 class _Probe(TorchFunctionMode):
     """Notes, while the programs are recorded, what a trace would freeze: a value the
     programs' own code reads from a tensor into Python (``int(lengths.max())``, ``if
-    x.mean() > 0``; torch's, Pyro's and the engine's own reads are covered by the check),
-    or an operation whose result's shape depends on values (boolean-mask indexing,
-    ``nonzero``, ...)."""
+    x.mean() > 0``) or an operation of theirs whose result's shape depends on values
+    (boolean-mask indexing, ``nonzero``, ...). Installed libraries' and the engine's own
+    code is left to the check (Pyro's, written to be traced, branches on the tracing
+    state)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.found: str | None = None
         self._roots = _library_roots()
+        torch_root = os.path.dirname(os.path.abspath(torch.__file__))
+        self._machinery = tuple(
+            os.path.join(torch_root, part)
+            for part in ("fx", "_subclasses", "_dynamo", "overrides.py", "utils/_python_dispatch")
+        )
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if self.found is None:
-            if func in _VALUE_READS:
-                caller = sys._getframe(1).f_code.co_filename
-                if _is_program_code(caller, self._roots):
-                    where = f"{os.path.basename(caller)}:{sys._getframe(1).f_lineno}"
+        if self.found is None and (
+            func in _VALUE_READS
+            or func in _SHAPE_OPS
+            or (func is torch.Tensor.__getitem__ and len(args) > 1 and _mask_index(args[1]))
+        ):
+            caller = sys._getframe(1)
+            while caller.f_back is not None and caller.f_code.co_filename.startswith(
+                self._machinery
+            ):  # make_fx's own modes re-dispatch the call: the caller is behind them
+                caller = caller.f_back
+            if _is_program_code(caller.f_code.co_filename, self._roots):
+                where = f"{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}"
+                if func in _VALUE_READS:
                     self.found = f"read a tensor's value into Python ({where})"
-            elif func in _SHAPE_OPS or (
-                func is torch.Tensor.__getitem__ and len(args) > 1 and _mask_index(args[1])
-            ):
-                name = getattr(func, "__name__", str(func))
-                name = "a boolean-mask index" if name == "__getitem__" else f"{name}()"
-                self.found = f"take a shape from the data ({name})"
+                else:
+                    name = getattr(func, "__name__", str(func))
+                    name = "a boolean-mask index" if name == "__getitem__" else f"{name}()"
+                    self.found = f"take a shape from the data ({name} at {where})"
         return func(*args, **(kwargs or {}))
 
 
 def _library_roots() -> tuple[str, ...]:
-    """Where torch's, Pyro's and the engine's own code lives."""
+    """Where libraries live: installed packages (torch, Pyro, opt_einsum, ...), Python's
+    own, and the engine; the engine's last (its ``models/`` are programs)."""
+    import sysconfig
+
     import ppl_vae
 
-    return tuple(
-        os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (torch, pyro, ppl_vae)
+    paths = sysconfig.get_paths()
+    installed = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    installed |= {p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")}
+    installed = {os.path.abspath(p) + os.sep for p in installed}
+    modules = (torch, pyro, ppl_vae)
+    return (
+        *sorted(installed),
+        *(os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in modules),
     )
 
 
