@@ -134,6 +134,7 @@ class _Probe(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.found: str | None = None
+        self._sizes: list = []  # what ``len()`` returned while tracing (a traced size)
         self._roots = _library_roots()
         torch_root = os.path.dirname(os.path.abspath(torch.__file__))
         self._machinery = tuple(
@@ -142,6 +143,12 @@ class _Probe(TorchFunctionMode):
         )
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.__len__:  # a size, not data: ``len(x)`` reads it back
+            out = func(*args, **(kwargs or {}))
+            self._sizes.append(out)
+            return out
+        if func in _VALUE_READS and any(args[0] is t for t in self._sizes):
+            return func(*args, **(kwargs or {}))
         if self.found is None and (
             func in _VALUE_READS
             or func in _SHAPE_OPS

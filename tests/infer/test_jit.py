@@ -340,3 +340,32 @@ def test_arguments_that_are_not_tensors_run_eagerly_with_a_reason(compile):
     assert recorder.reason == (
         "the programs take arguments that are not tensors (float), which a trace cannot take"
     )
+
+
+class Sized(nn.Module):
+    """``pyro.plate("batch", len(x))``, as Pyro's tutorials write it: a size read back
+    into Python, not a value of the data, so the programs are traced."""
+
+    def __init__(self):
+        super().__init__()
+        self.loc = nn.Linear(4, 1)
+
+    def model(self, x):
+        with pyro.plate("batch", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z.unsqueeze(-1), 1.0).to_event(1), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("batch", len(x)):
+            pyro.sample("z", dist.Normal(self.loc(x).squeeze(-1), 1.0))
+
+
+def test_a_size_read_with_len_is_not_data_dependence():
+    x = torch.rand(12, 4)
+    program = Sized()
+    pair = Programs(program.model, program.guide, (x[:2],))
+    traced = Objective(pair, make_elbo(), jit=True)
+    with pair.scope():
+        for i in range(3):
+            traced(x[4 * i : 4 * i + 4])
+    assert traced.traced.reason is None and len(traced.traced.checked) == 1
