@@ -279,8 +279,9 @@ class Traced:
             with torch.random.fork_rng(devices=devices), _quiet_recording(), probe:
                 trace = torch.jit.trace(self._step, (beta_t, *args), check_trace=False)
         except Exception as exc:  # any failure to record means: run the program itself
-            self.reason = f"the programs could not be traced ({type(exc).__name__}: {exc})"
-            self.reason = self.reason.splitlines()[0]
+            self.reason = (
+                f"the programs could not be traced ({type(exc).__name__}: {first_line(exc)})"
+            )
             return
         if probe.found is not None:
             self.reason = (
@@ -317,7 +318,7 @@ class Traced:
                 "the programs or the ELBO read into Python is frozen in a trace)"
             )
         except Exception as exc:
-            message = str(exc).splitlines()[0] if str(exc) else ""
+            message = first_line(exc)
             self.reason = f"a trace of the loss failed to replay ({type(exc).__name__}: {message})"
         self._traces.clear()
         torch.set_rng_state(after)
