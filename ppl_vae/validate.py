@@ -1,8 +1,8 @@
 """Option checks as pure functions: a value in, the value (normalised) out, or one
 :class:`~ppl_vae.errors.UserError` naming the option, the value and the fix.
 
-The CLI, ``TrainConfig.validate`` and model building call these, so a bad value is
-refused before any file is written. Bounds (refuse, never silently clip):
+The CLI, :class:`~ppl_vae.infer.config.TrainConfig`'s fields and model building call
+these, so a bad value is refused before any file is written. Bounds (refuse, never silently clip):
 
 =====================  =======================================  ========================
 option                 accepted                                 bound
@@ -28,8 +28,8 @@ batch sizes            whole number                             ``1 <= b <= 2**2
 ``--iwae-samples``     whole number                             ``1 <= k <= 100000``
 =====================  =======================================  ========================
 
-``--set KEY=VALUE`` values are parsed as JSON where they parse (``2``, ``2.5``, ``[64]``,
-``true``) and kept as text otherwise, then checked against the model constructor's
+``--set KEY=VALUE`` values are JSON (``2``, ``2.5``, ``[64]``, ``true``, ``"text"``;
+anything else is refused), then checked against the model constructor's
 signature: the key must be a parameter, the value must fit its annotation (or its
 default's type), and ``x_dim`` is refused (it comes from the data).
 
@@ -44,7 +44,7 @@ Example::
     >>> class M:
     ...     def __init__(self, x_dim: int, latent_dim: int = 2, likelihood: str = "bernoulli"):
     ...         pass
-    >>> model_options(M, parse_set(["latent_dim=3", "likelihood=gaussian:0.1"]))
+    >>> model_options(M, parse_set(["latent_dim=3", 'likelihood="gaussian:0.1"']))
     {'latent_dim': 3, 'likelihood': 'gaussian:0.1'}
 """
 
@@ -276,48 +276,19 @@ def boolean(name: str, value: Any) -> bool:
     return value
 
 
-#: TrainConfig field -> check; :func:`train_fields` runs the ones present.
-TRAIN_CHECKS = {
-    "epochs": epochs,
-    "batch_size": batch_size,
-    "eval_batch_size": lambda v: batch_size(v, "eval_batch_size"),
-    "lr": lr,
-    "lr_final": lr_final,
-    "seed": seed,
-    "device": device,
-    "num_particles": num_particles,
-    "beta": beta,
-    "warmup_steps": warmup_steps,
-    "cycles": cycles,
-    "gamma": lambda v: real("gamma", v),
-    "capacity_max": lambda v: capacity_max(v),
-    "capacity_steps": lambda v: integer("capacity_steps", v, 0, MAX_STEPS),
-    "checkpoint_every": lambda v: integer("checkpoint_every", v, 0, MAX_STEPS),
-    "tolerance": lambda v: tolerance("tolerance", v),
-    "grad_tolerance": lambda v: tolerance("grad_tolerance", v),
-    "optimizer": optimizer,
-    "miwae_groups": lambda v: integer("miwae_groups", v, 1, MAX_PARTICLES),
-    "ciwae_beta": lambda v: share("ciwae_beta", v),
-    "mmd_lambda": lambda v: real("mmd_lambda", v),
-    "info_alpha": lambda v: real("info_alpha", v, positive=False, high=1.0),
-    "compile": lambda v: boolean("compile", v),
-}
-
-
-def train_fields(fields: Mapping[str, Any]) -> None:
-    """Check every known training option present in ``fields`` (a TrainConfig as a dict)."""
-    for name, value in fields.items():
-        if name in TRAIN_CHECKS:
-            TRAIN_CHECKS[name](value)
-
-
-def parse_value(text: str) -> Any:
-    """JSON-ish typing of a ``--set`` value: ``2`` int, ``2.5`` float, ``[64, 32]`` list,
-    ``true`` bool, ``null`` None; anything else stays text (``gaussian:0.1``)."""
+def parse_value(text: str, key: str = "VALUE") -> Any:
+    """A ``--set`` value as JSON: ``2`` int, ``2.5`` float, ``[64, 32]`` list, ``true``
+    bool, ``null`` None, ``"gaussian:0.1"`` text; anything else is refused in one line
+    (``['r','t']`` is not JSON, and a value that silently stayed text would fail later
+    as an unrelated error)."""
     try:
         return json.loads(text)
-    except ValueError:
-        return text
+    except ValueError as exc:
+        reason = str(exc).split(":")[0]
+        raise UserError(
+            f"--set {key}={text} is not JSON ({reason}); --set takes JSON values: 2, 0.5, "
+            f'true, [64, 32], "text" (in a shell: --set \'{key}="text"\')'
+        ) from None
 
 
 def parse_set(items: Iterable[str]) -> dict[str, Any]:
@@ -331,7 +302,7 @@ def parse_set(items: Iterable[str]) -> dict[str, Any]:
             raise UserError(
                 f"--set expects KEY=VALUE with KEY a constructor argument, got {item!r}"
             )
-        out[key] = parse_value(value)
+        out[key] = parse_value(value, key)
     return out
 
 

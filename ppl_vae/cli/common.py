@@ -14,36 +14,28 @@ from typing import Any
 
 from ppl_vae import validate
 from ppl_vae.data.sources import BINARIZE, SOURCES, parse_binarize
-from ppl_vae.infer.config import (
-    BETA_SCHEDULES,
-    ELBO_KINDS,
-    LR_SCHEDULES,
-    MMD_KERNELS,
-    OBJECTIVES,
-    OPTIMIZERS,
-    TrainConfig,
-)
-from ppl_vae.runs.config import RunConfig
+from ppl_vae.infer.config import TrainConfig
+from ppl_vae.runs.config import TRAIN_FIELDS, RunConfig
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument(
         "--data",
-        action=Given,
+        action=Typed,
         default="digits",
         help=f"{' | '.join(SOURCES)} | FILE.npz",
     )
     g.add_argument(
         "--data-root",
-        action=Given,
+        action=Typed,
         help="folder holding MNIST/, FashionMNIST/ or KMNIST/ (torchvision layout), or the "
         "original dSprites .npz",
     )
     g.add_argument("--download", action="store_true", help="download MNIST-style data if missing")
     g.add_argument(
         "--binarize",
-        action=Given,
+        action=Typed,
         default="none",
         metavar="MODE",
         type=binarize_mode,
@@ -51,7 +43,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--labels",
-        action=Given,
+        action=Typed,
         type=int,
         metavar="N",
         help="keep N training labels (stratified), hide the rest: semi-supervised training",
@@ -84,162 +76,61 @@ def binarize_mode(text: str) -> str:
     return text
 
 
-class Given(argparse.Action):
-    """Store the value and note that the user gave the flag (so a model's recommended
-    training settings replace only the defaults the user did not override)."""
+class Typed(argparse.Action):
+    """Store the value and record that the user typed the flag, in ``typed`` (the one
+    record of what was typed: :attr:`~ppl_vae.runs.config.RunConfig.typed`). With
+    ``nargs=0`` it stores ``const`` (``--compile``, ``--no-jit``)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, values)
-        setattr(namespace, f"_given_{self.dest}", True)
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        typed = getattr(namespace, "typed", None) or set()
+        namespace.typed = typed | {self.dest}
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    d = TrainConfig()
+    """One flag per :class:`TrainConfig` field, made from the field's metadata
+    (:func:`ppl_vae.infer.config.option`): ``--name VALUE``, ``--name`` or ``--no-name``,
+    with the field's default, choices and help."""
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", action=Given, type=int, default=d.epochs)
-    g.add_argument("--batch-size", action=Given, type=int, default=d.batch_size)
-    g.add_argument("--lr", action=Given, type=float, default=d.lr)
-    g.add_argument("--lr-schedule", action=Given, default=d.lr_schedule, choices=LR_SCHEDULES)
-    g.add_argument(
-        "--lr-final", action=Given, type=float, default=d.lr_final, help="cosine: final lr / lr"
-    )
-    g.add_argument("--seed", action=Given, type=int, default=d.seed)
-    g.add_argument("--device", action=Given, default=d.device, help="auto | cpu | cuda")
-    g.add_argument("--elbo", action=Given, default=d.elbo, choices=ELBO_KINDS)
-    g.add_argument("--num-particles", action=Given, type=int, default=d.num_particles)
-    g.add_argument("--beta", action=Given, type=float, default=d.beta, help="weight of the KL term")
-    g.add_argument(
-        "--beta-schedule",
-        action=Given,
-        default=d.beta_schedule,
-        choices=BETA_SCHEDULES,
-    )
-    g.add_argument("--warmup-steps", action=Given, type=int, default=d.warmup_steps)
-    g.add_argument(
-        "--cycles", action=Given, type=int, default=d.cycles, help="cycles of the cyclical schedule"
-    )
-    g.add_argument(
-        "--objective",
-        action=Given,
-        default=d.objective,
-        choices=tuple(OBJECTIVES),
-        help="elbo (beta-weighted), capacity (gamma*|KL - C|, C rising to --capacity-max), "
-        "iwae (the importance-weighted bound with --num-particles K samples), tcvae "
-        "(beta-TCVAE: --beta weights the total correlation alone), miwae (--miwae-groups M "
-        "IWAE bounds of K samples, averaged) or ciwae (--ciwae-beta * ELBO + (1 - it) * IWAE "
-        "on the same K samples), wae (WAE-MMD: reconstruction + --mmd-lambda x MMD of the "
-        "batch's codes to the prior) or infovae (InfoVAE: (1 - --info-alpha) x KL + "
-        "(alpha + lambda - 1) x MMD)",
-    )
-    g.add_argument(
-        "--miwae-groups",
-        action=Given,
-        type=int,
-        default=d.miwae_groups,
-        metavar="M",
-        help="miwae: independent groups of --num-particles K draws per example",
-    )
-    g.add_argument(
-        "--ciwae-beta",
-        action=Given,
-        type=float,
-        default=d.ciwae_beta,
-        help="ciwae: the ELBO's share in [0, 1] (1: the ELBO, 0: the IWAE bound)",
-    )
-    g.add_argument(
-        "--mmd-kernel", action=Given, default=d.mmd_kernel, choices=MMD_KERNELS, help="wae, infovae"
-    )
-    g.add_argument(
-        "--mmd-lambda",
-        action=Given,
-        type=float,
-        default=d.mmd_lambda,
-        help="wae, infovae: the MMD's weight lambda, per example",
-    )
-    g.add_argument(
-        "--info-alpha",
-        action=Given,
-        type=float,
-        default=d.info_alpha,
-        help="infovae: alpha (the KL weighs 1 - alpha; 0 keeps the ELBO's KL)",
-    )
-    g.add_argument(
-        "--gamma", action=Given, type=float, default=d.gamma, help="capacity objective weight"
-    )
-    g.add_argument(
-        "--capacity-max",
-        action=Given,
-        type=float,
-        default=d.capacity_max,
-        help="final C, nats/example",
-    )
-    g.add_argument(
-        "--capacity-steps",
-        action=Given,
-        type=int,
-        default=d.capacity_steps,
-        help="steps for C to rise",
-    )
-    g.add_argument(
-        "--checkpoint-every",
-        action=Given,
-        type=int,
-        default=d.checkpoint_every,
-        metavar="N",
-        help="also checkpoint every N steps inside an epoch, so a crash loses at most N "
-        "steps (default: at epoch ends only)",
-    )
-    g.add_argument(
-        "--early-stopping",
-        action=Given,
-        type=validate.parse_value,
-        default=d.early_stopping,
-        metavar="true|false",
-        help="hold out a fixed 10%% of the training rows, stop after --patience epochs "
-        "without a better validation ELBO and keep the best epoch's weights",
-    )
-    g.add_argument(
-        "--patience", action=Given, type=int, default=d.patience, help="epochs without gain"
-    )
-    g.add_argument(
-        "--tolerance",
-        action=Given,
-        type=float,
-        default=d.tolerance,
-        help="full-batch deterministic losses: stop once the relative change of the loss "
-        "stays below this for --patience epochs (0: off)",
-    )
-    g.add_argument(
-        "--optimizer",
-        action=Given,
-        default=d.optimizer,
-        choices=OPTIMIZERS,
-        help="adam, or lbfgs: full-batch L-BFGS with a strong-Wolfe line search, 20 "
-        "iterations an epoch, the programs' random draws fixed for the run (needs "
-        "--batch-size at least the training rows and an objective without schedules)",
-    )
-    g.add_argument(
-        "--grad-tolerance",
-        action=Given,
-        type=float,
-        default=d.grad_tolerance,
-        help="full-batch losses: stop once the gradient's norm falls below this fraction "
-        "of its norm before the first step (0: off)",
-    )
-    g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    g.add_argument(
-        "--no-jit",
-        action="store_true",
-        help="run the programs through Pyro every step instead of replaying a checked trace "
-        "of the loss (same results, slower; for programs whose trace cannot be checked)",
-    )
-    g.add_argument(
-        "--compile",
-        action="store_true",
-        help="also torch.compile the loss of the full batches (checked against the programs "
-        "like the trace, else not used, with the reason in metrics.json); compiling takes "
-        "about a minute, once per run",
-    )
+    for f in dataclasses.fields(TrainConfig):
+        add_flag(g, f)
+
+
+#: How a flag's text becomes a field's value, by the field's annotation; the value is
+#: checked by :meth:`TrainConfig.validate` (``--early-stopping yes`` is refused there).
+PARSERS = {
+    "int": int,
+    "float": float,
+    "bool": lambda text: {"true": True, "false": False}.get(text, text),
+}
+
+
+def add_flag(g: Any, f: dataclasses.Field) -> None:
+    """The flag of one :class:`TrainConfig` field (none where ``cli`` is None)."""
+    meta, name = f.metadata, f.name.replace("_", "-")
+    kind = {"negate": (f"--no-{name}", False), "switch": (f"--{name}", True)}.get(meta["cli"])
+    if kind is not None:
+        flag, const = kind
+        g.add_argument(
+            flag,
+            dest=f.name,
+            action=Typed,
+            nargs=0,
+            const=const,
+            default=f.default,
+            help=meta["help"],
+        )
+    elif meta["cli"] == "flag":
+        g.add_argument(
+            f"--{name}",
+            dest=f.name,
+            action=Typed,
+            type=PARSERS.get(str(f.type)),
+            default=f.default,
+            choices=meta["choices"] or None,
+            metavar=meta["metavar"],
+            help=meta["help"],
+        )
 
 
 def add_monitor_args(p: argparse.ArgumentParser) -> None:
@@ -271,38 +162,30 @@ def model_args(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-#: TrainConfig fields that have no training flag of their own.
-NOT_FLAGS = {"eval_batch_size", "progress", "schedule_epochs", "jit", "compile"}
-#: The training flags: every other TrainConfig field (``--batch-size`` is ``batch_size``).
-TRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in NOT_FLAGS)
+def run_config(
+    args: argparse.Namespace, model: str | None, file: RunConfig | None = None
+) -> RunConfig:
+    """The run the flags describe, over a ``--config`` file's (``file``): the flags the
+    user typed win, then the file, then the command's defaults. ``typed`` records what the
+    flags and the file set; every value is checked once, by the job."""
+    flags = set(getattr(args, "typed", None) or ())
+    if file is None:
+        file = RunConfig(model=model or "", typed=frozenset())
+        train = {k: getattr(args, k) for k in TRAIN_FIELDS if hasattr(args, k)}
+        run = {k: getattr(args, k) for k in DATA_FLAGS}
+    else:
+        train = {k: getattr(args, k) for k in flags & set(TRAIN_FIELDS)}
+        run = {k: getattr(args, k) for k in flags & set(DATA_FLAGS)}
+    if run.get("labels") is not None:
+        run["labels"] = validate.labels(run["labels"])
+    return file.replace(
+        model=model or file.model,
+        model_args={**file.model_args, **model_args(args)},
+        train=file.train.replace(**train),
+        typed=frozenset(flags | set(file.typed or ())),
+        **run,
+        **({"download": True} if args.download else {}),
+    )
+
+
 DATA_FLAGS = ("data", "data_root", "binarize", "labels")
-
-
-def explicit_train_flags(args: argparse.Namespace) -> list[str]:
-    """The training flags the user typed (their values differ from argparse's sentinel)."""
-    return [k for k in TRAIN_FLAGS if getattr(args, f"_given_{k}", False)]
-
-
-def train_config(args: argparse.Namespace) -> TrainConfig:
-    values = {k: getattr(args, k) for k in TRAIN_FLAGS}
-    config = TrainConfig(
-        **values, progress=not args.no_progress, jit=not args.no_jit, compile=args.compile
-    )
-    return config
-
-
-def run_config(args: argparse.Namespace, model: str) -> RunConfig:
-    """The run the flags describe, every value checked."""
-    given = [k for k in DATA_FLAGS if getattr(args, f"_given_{k}", False)]
-    return RunConfig(
-        model=model,
-        model_args=model_args(args),
-        data=args.data,
-        data_root=args.data_root,
-        download=args.download,
-        binarize=args.binarize,
-        labels=validate.labels(args.labels) if args.labels is not None else None,
-        train=train_config(args),
-        train_explicit=explicit_train_flags(args),
-        given=given + explicit_train_flags(args),
-    )

@@ -46,8 +46,8 @@ import contextlib
 import importlib
 import math
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import pyro
@@ -59,6 +59,7 @@ from ppl_vae.errors import UserError
 from ppl_vae.infer import adam, distributed, schedules
 from ppl_vae.infer.config import OBJECTIVES, TrainConfig
 from ppl_vae.infer.objective import Objective
+from ppl_vae.infer.recommend import recommended, recommended_config, yielding  # noqa: F401
 from ppl_vae.measure.metrics import STOP_REASONS, epoch_record
 from ppl_vae.programs import Program, Programs, label_form, owner_of
 
@@ -620,56 +621,6 @@ def example_batch(data: Dataset, model: Program | None = None, guide: Program | 
     form = label_form(model, guide) if model is not None else "ids"
     n = data.x_train.shape[0] if data.y_train is not None and form != "ids" else 2
     return labels.first_batch(form, data.scored_train(n), data.y_train)
-
-
-def recommended(model: Program | Programs, guide: Program | None = None) -> dict[str, Any]:
-    """The training settings the programs' module recommends (``train_defaults``); a
-    :class:`~ppl_vae.programs.Programs` pair may be passed as ``model``."""
-    if isinstance(model, Programs):
-        model, guide = model.model, model.guide
-    out: dict[str, Any] = {}
-    for fn in (model, guide):
-        out.update(getattr(owner_of(fn), "train_defaults", {}) or {})
-    return out
-
-
-#: The settings a full-batch optimizer comes with: a recommended L-BFGS brings them all or
-#: none (its lr of 1 would make Adam diverge; the gradient test needs the whole batch).
-FULL_BATCH_SETTINGS = ("optimizer", "lr", "grad_tolerance", "num_particles")
-
-
-def yielding(recommendation: dict[str, Any], yours: Iterable[str]) -> dict[str, Any]:
-    """``recommendation`` less what your settings rule out: a batch size you chose (and no
-    optimizer) means minibatches, so a recommended L-BFGS yields to the default Adam
-    together with its :data:`FULL_BATCH_SETTINGS` (``ppl-vae train pca --batch-size 64``
-    trains pca with Adam, not an error).
-
-    Example::
-
-        >>> yielding({"optimizer": "lbfgs", "lr": 1.0, "epochs": 20}, ["batch_size"])
-        {'epochs': 20}
-    """
-    yours = set(yours)
-    if recommendation.get("optimizer") != "lbfgs" or "optimizer" in yours:
-        return dict(recommendation)
-    if "batch_size" not in yours:
-        return dict(recommendation)
-    drop = {*FULL_BATCH_SETTINGS, "batch_size"}
-    return {k: v for k, v in recommendation.items() if k not in drop}
-
-
-def recommended_config(
-    model: Program | Programs, guide: Program | None = None, **settings: Any
-) -> TrainConfig:
-    """The config :func:`fit` uses without one -- the programs' recommended settings
-    (:func:`recommended`) over :class:`TrainConfig`'s defaults -- with ``settings`` over
-    both: ``fit(m, g, ds, recommended_config(m, g, epochs=30))``. A setting that is no
-    field of :class:`TrainConfig` is a ``TypeError``, as in ``TrainConfig(...)``."""
-    names = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(settings) - names)
-    if unknown:
-        raise TypeError(f"TrainConfig has no setting {', '.join(map(repr, unknown))}")
-    return TrainConfig.from_dict({**yielding(recommended(model, guide), settings), **settings})
 
 
 def checkpoint_record(

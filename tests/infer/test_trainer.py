@@ -118,7 +118,7 @@ def test_nan_loss_is_caught():
 @pytest.mark.parametrize("field, value", [("epochs", 0), ("lr", -1.0), ("beta", 0.0)])
 def test_bad_training_settings(field, value):
     cfg = config()
-    setattr(cfg.train, field, value)
+    cfg = cfg.replace(train=cfg.train.replace(**{field: value}))
     with pytest.raises(UserError):
         train_run(cfg)
 
