@@ -36,6 +36,8 @@ from ppl_vae.runs.config import (
     CONFIG,
     RunConfig,
     read_config,
+    refuse_differences,
+    resume_differences,
     same_model,
 )
 from ppl_vae.runs.rundir import RunDir
@@ -176,14 +178,14 @@ def saved_run(
     that model's signature (when it names the same model), and the copy's path. The data
     file must be the one the run was trained on."""
     saved = read_config(run)
+    if not same_model(saved, typed):  # before the run's copy is checked or imported
+        if not typed.is_user_file:
+            _, typed = model_spec(typed)
+        refuse_differences(resume_differences(saved, typed))
     source = model_source(run, saved, trust)
     spec, saved = model_spec(saved, source)
-    if same_model(saved, typed):
-        typed = typed.replace(
-            model_args=validate.model_options(spec.factory, typed.model_args, typed.model)
-        )
-    elif not typed.is_user_file:
-        model_spec(typed)  # a suite model's options checked, as for a fresh run
+    args = validate.model_options(spec.factory, typed.model_args, typed.model)
+    typed = typed.replace(model_args=args)
     if saved.data_sha256 is not None:
         rundir.check_fingerprint(saved.data, saved.data_sha256)
     return saved, spec, typed, source

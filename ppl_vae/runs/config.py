@@ -173,16 +173,20 @@ def _resumed(
     take = {k for k in TRAIN_FIELDS if typed.was_typed(k)} | (free - {"epochs"})
     take -= {"schedule_epochs"} | ({"elbo"} if typed.train.elbo == "auto" else set())
     train = saved.train.replace(**{k: getattr(typed.train, k) for k in take}).validate()
-    diffs = resume_differences(saved, typed)
+    refuse_differences(resume_differences(saved, typed))
+    span = saved.train.schedule_epochs or saved.train.epochs
+    train = _checked(train, schedule_epochs=span)
+    train, _ = _chosen(train, choose)
+    return saved.replace(train=train, typed=None)
+
+
+def refuse_differences(diffs: list[str]) -> None:
+    """``--resume`` given options that differ from the saved run: one line listing them."""
     if diffs:
         raise UserError(
             f"--resume: options differ from the saved run: {'; '.join(diffs)}; drop them "
             "to continue that run, or start a new run with another --out"
         )
-    span = saved.train.schedule_epochs or saved.train.epochs
-    train = _checked(train, schedule_epochs=span)
-    train, _ = _chosen(train, choose)
-    return saved.replace(train=train, typed=None)
 
 
 def _checked(train: TrainConfig, **derived: Any) -> TrainConfig:
