@@ -72,7 +72,8 @@ def test_every_flag_is_made_from_its_fields_metadata():
             assert f.name not in actions
             continue
         action = actions[f.name]
-        assert action.default == f.default and action.help == f.metadata["help"]
+        default = getattr(TrainConfig(), f.name)
+        assert action.default == default and action.help == f.metadata["help"]
         assert tuple(action.choices or ()) == f.metadata["choices"]
 
 
