@@ -1,10 +1,12 @@
 """Flags shared by the commands that train (``train``, ``compare``, ``sweep``).
 
-Every value is checked once, by the job (:meth:`~ppl_vae.infer.config.TrainConfig.validate`
-and :mod:`ppl_vae.validate`: one ``error:`` line, exit 2, nothing written); this module
-imports no torch or Pyro, so ``--help`` answers at once. The flags the user typed are
-remembered, so ``--resume`` compares only those with the saved run and a model's
-recommended settings replace only the others."""
+The training flags are made from :class:`~ppl_vae.infer.config.TrainConfig`'s fields (each
+field's default, choices, help and kind of flag: :func:`add_flag`), so a new training
+option is a field there and nothing here. Every value is checked once, by the job
+(:func:`~ppl_vae.runs.config.resolve`: one ``error:`` line, exit 2, nothing written); this
+module imports no torch or Pyro, so ``--help`` answers at once. The flags the user typed
+are recorded in ``typed`` (:class:`Typed`), so ``--resume`` compares only those with the
+saved run and a model's recommended settings replace only the others."""
 
 from __future__ import annotations
 
