@@ -395,6 +395,10 @@ def _parse_config(raw: bytes, path: str | Path) -> dict[str, Any]:
             body = tomllib.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise UserError(f"{where} is not valid TOML ({str(exc)[:200]})") from None
+        except RecursionError:
+            body = None  # nested deeper than the parser goes: refused below
+        if body is None or not rundir.json_depth_ok(body):
+            raise UserError(f"{where} nests deeper than {rundir.JSON_DEPTH} levels")
     else:
         body = rundir.parse_json(raw, where)
     if not isinstance(body, dict):

@@ -128,6 +128,8 @@ HOSTILE = {
     "not JSON": ("c.json", "{epochs: 2}", "is not valid JSON"),
     "a list": ("c.json", "[1, 2]", "must hold a table"),
     "huge": ("c.toml", "# " + "x" * (1 << 20) + "\n", "over the 1 MiB"),
+    "deep TOML": ("c.toml", "a = " + "[" * 9999 + "]" * 9999 + "\n", "nests deeper"),
+    "deep JSON": ("c.json", "[" * 9999 + "]" * 9999, "nests deeper"),
     "a link": ("c.toml", None, "is a symlink"),
     "no model": ("c.toml", "epochs = 2\n", "train needs a MODEL"),
 }
