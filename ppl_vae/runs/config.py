@@ -100,11 +100,11 @@ class RunConfig:
         return None if self.typed is None else [k for k in VALUE_OPTIONS if k in self.typed]
 
     def to_dict(self) -> dict[str, Any]:
-        out = {}
+        out, whole = {}, dataclasses.asdict(self)
         for f in dataclasses.fields(self):
             if f.name != "typed":
-                out[f.name] = dataclasses.asdict(self)[f.name]
-            if f.name == "train":
+                out[f.name] = whole[f.name]
+            if f.name == "train":  # where the record has always had it
                 out["train_explicit"] = self.train_explicit
         return out
 
