@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from ppl_vae import validate
@@ -98,13 +99,33 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         add_flag(g, f)
 
 
-#: How a flag's text becomes a field's value, by the field's annotation; the value is
-#: checked by :meth:`TrainConfig.validate` (``--early-stopping yes`` is refused there).
-PARSERS = {
-    "int": int,
-    "float": float,
-    "bool": lambda text: {"true": True, "false": False}.get(text, text),
-}
+def numbers(kind: type) -> Callable[[str], list]:
+    """An argparse type: numbers separated by commas (``0.9,0.999``), as a list."""
+
+    def parse(text: str) -> list:
+        try:
+            return [kind(part) for part in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {kind.__name__} values separated by commas, got {text!r}"
+            ) from None
+
+    return parse
+
+
+def parser_for(annotation: str) -> Callable[[str], Any] | None:
+    """How a flag's text becomes a field's value, read off the field's annotation (``int``,
+    ``float | None``, ``list[int]``...); the value is then checked by the field's check
+    (``--early-stopping yes`` is refused there, in one line)."""
+    kind = str(annotation).replace(" | None", "")
+    scalars = {
+        "int": int,
+        "float": float,
+        "bool": lambda text: {"true": True, "false": False}.get(text, text),
+    }
+    if kind.startswith("list[") and kind[5:-1] in scalars:
+        return numbers(scalars[kind[5:-1]])
+    return scalars.get(kind)
 
 
 def add_flag(g: Any, f: dataclasses.Field) -> None:
@@ -127,8 +148,8 @@ def add_flag(g: Any, f: dataclasses.Field) -> None:
             f"--{name}",
             dest=f.name,
             action=Typed,
-            type=PARSERS.get(str(f.type)),
-            default=f.default,
+            type=parser_for(f.type),
+            default=f.default_factory() if f.default is dataclasses.MISSING else f.default,
             choices=meta["choices"] or None,
             metavar=meta["metavar"],
             help=meta["help"],

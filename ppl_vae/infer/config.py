@@ -70,14 +70,19 @@ def option(
     metavar: str | None = None,
     cli: str | None = "flag",
     resume_free: bool = False,
+    factory: Any = None,
 ) -> Any:
     """A :class:`TrainConfig` field and everything said about it: its ``default``, its
     ``check`` (value in, normalised value out, or a :class:`UserError`) or its ``choices``,
     its ``help`` (argparse text) and ``metavar``, how the command line sets it (``cli``:
     ``"flag"`` ``--name VALUE``, ``"switch"`` ``--name``, ``"negate"`` ``--no-name``, None: no
-    flag; a config file may set it all the same) and whether ``--resume`` may change it."""
+    flag; a config file may set it all the same), whether ``--resume`` may change it, and
+    ``factory`` for a mutable default (``factory=list``)."""
     meta = dict(check=check, help=help, choices=choices, metavar=metavar, cli=cli)
-    return dataclasses.field(default=default, metadata={**meta, "resume_free": resume_free})
+    meta["resume_free"] = resume_free
+    if factory is not None:  # a mutable default (a list): made afresh for each config
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 def _whole(name: str, low: int, high: int) -> Any:
