@@ -42,7 +42,7 @@ from ppl_vae.data.sources import TEST_BINARIZE_SEED, parse_binarize
 from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.infer.recommend import yielding
-from ppl_vae.runs import rundir
+from ppl_vae.runs import fingerprint, safeio
 from ppl_vae.runs.rundir import RunDir
 
 CONFIG = "config.json"
@@ -215,7 +215,7 @@ def _data_facts(cfg: RunConfig) -> dict[str, Any]:
     if not Path(cfg.data).is_file():
         return {}
     path = str(Path(cfg.data).resolve())
-    return {"data": path, "data_sha256": rundir.sha256_file(path)}
+    return {"data": path, "data_sha256": fingerprint.sha256_file(path)}
 
 
 def seed_of(
@@ -311,7 +311,7 @@ def same_model(saved: RunConfig, new: RunConfig) -> bool:
     if not saved.model_sha256 or not is_model_file(new.model):
         return False
     path = Path(new.model)
-    return path.is_file() and rundir.sha256_file(path) == saved.model_sha256
+    return path.is_file() and fingerprint.sha256_file(path) == saved.model_sha256
 
 
 def resume_differences(saved: RunConfig, new: RunConfig) -> list[str]:
@@ -365,7 +365,7 @@ def read_config_file(path: str | Path) -> RunConfig:
     run's record: the training options that run's user typed). Unknown keys, wrong types,
     a link, a file over :data:`CONFIG_FILE_LIMIT`: one :class:`UserError`."""
     where = f"config file {path}"
-    body = _parse_config(rundir.read_regular(path, CONFIG_FILE_LIMIT, "config file"), path)
+    body = _parse_config(safeio.read_regular(path, CONFIG_FILE_LIMIT, "config file"), path)
     train = body.pop("train", {})
     if not isinstance(train, dict):
         raise UserError(f"{where}: train must be a table of training options")
@@ -397,10 +397,10 @@ def _parse_config(raw: bytes, path: str | Path) -> dict[str, Any]:
             raise UserError(f"{where} is not valid TOML ({str(exc)[:200]})") from None
         except RecursionError:
             body = None  # nested deeper than the parser goes: refused below
-        if body is None or not rundir.json_depth_ok(body):
-            raise UserError(f"{where} nests deeper than {rundir.JSON_DEPTH} levels")
+        if body is None or not safeio.json_depth_ok(body):
+            raise UserError(f"{where} nests deeper than {safeio.JSON_DEPTH} levels")
     else:
-        body = rundir.parse_json(raw, where)
+        body = safeio.parse_json(raw, where)
     if not isinstance(body, dict):
         raise UserError(f"{where} must hold a table (TOML) or an object (JSON) of options")
     return body
@@ -441,9 +441,13 @@ def _record(run: dict, train: dict, flat: dict, where: str) -> RunConfig:
     if "schedule_epochs" in train and train["schedule_epochs"] == train.get("epochs"):
         del train["schedule_epochs"]  # computed from epochs: flags that change it move it
     if flat.get("data_sha256") and "data" in run:
-        rundir.check_fingerprint(run["data"], flat["data_sha256"])
+        fingerprint.check_fingerprint(run["data"], flat["data_sha256"])
     sha = flat.get("model_sha256")
-    if sha and Path(run.get("model", "")).is_file() and rundir.sha256_file(run["model"]) != sha:
+    if (
+        sha
+        and Path(run.get("model", "")).is_file()
+        and fingerprint.sha256_file(run["model"]) != sha
+    ):
         raise UserError(f"{where}: model file {run['model']} changed since that run (sha256)")
     explicit = flat.get("train_explicit")
     typed = {*run, *(set(train) if explicit is None else set(explicit) & set(train))}
