@@ -66,7 +66,7 @@ from pyro.poutine.util import prune_subsample_sites
 from torch import nn
 from torch.distributions import kl_divergence
 
-from ppl_vae.errors import UserError
+from ppl_vae.errors import UserError, first_line
 
 Program = Callable[..., Any]
 #: Layers whose reading of the input's dimensions an outer particle dimension changes.
@@ -293,7 +293,7 @@ class Programs(nn.Module):
             except UserError:
                 raise
             except Exception as exc:
-                first = (str(exc).strip().splitlines() or [""])[0]
+                first = first_line(exc)
                 if isinstance(exc, ValueError) and "Expected value argument" in first:
                     raise UserError(
                         f"{self.name}'s model cannot score this data: an observed value lies "

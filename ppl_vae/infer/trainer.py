@@ -55,7 +55,7 @@ import torch
 
 from ppl_vae.data import labels
 from ppl_vae.data.dataset import Dataset, shuffle_generator, validation_split
-from ppl_vae.errors import UserError
+from ppl_vae.errors import UserError, first_line
 from ppl_vae.infer import adam, distributed, schedules
 from ppl_vae.infer.config import OBJECTIVES, TrainConfig
 from ppl_vae.infer.objective import Objective
@@ -586,7 +586,7 @@ def restore(result: FitResult, shuffle: torch.Generator, state: dict, device) ->
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise UserError(
             f"the checkpoint does not fit this model ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0]}); resume with the run's own options"
+            f"{first_line(exc)}); resume with the run's own options"
         ) from None
     if device.type == "cuda" and "cuda" in state["rng"]:
         torch.cuda.set_rng_state(state["rng"]["cuda"], device)
