@@ -222,15 +222,10 @@ EPOCH_RECORD = {
     "test_recon_mse": "squared reconstruction error per example, summed over pixels",
     "grad_norm": "(with grad_tolerance) the norm of the full-batch gradient at the "
     "epoch's end, as a fraction of its norm before the first step",
-    "stopped": "why training stopped after this epoch (STOP_REASONS), None while it went on",
+    "stopped": "why training stopped after this epoch (a StopReason), None while it went on",
     "best_epoch": "the epoch whose weights the run keeps (the best on validation with "
     "early stopping, else the last)",
 }
-#: Why training stopped (``stopped``): the epochs ran out; the relative change of a
-#: full-batch deterministic loss fell below ``tolerance``, or its gradient's norm below
-#: ``grad_tolerance`` of its first; the validation ELBO did not improve for ``patience``
-#: epochs (``"no improvement for N epochs"``).
-STOP_REASONS = ("epochs reached", "converged", "no improvement for {patience} epochs")
 #: Draws of the guide averaged per test example in the figures a run reports
 #: (``metrics.json``, ``evaluate``: TEST_DRAWS) and in each epoch record (EPOCH_DRAWS): a
 #: curve needs one draw (its standard error says how noisy it is); the reported figures get
