@@ -251,14 +251,70 @@ def tolerance(name: str, value: Any) -> float:
 
 
 #: ``--optimizer`` names (:data:`ppl_vae.infer.config.OPTIMIZERS`).
-OPTIMIZERS = ("adam", "lbfgs")
+OPTIMIZERS = (
+    "adam",
+    "adamw",
+    "clipped_adam",
+    "sgd",
+    "adagrad",
+    "rmsprop",
+    "adagrad_rmsprop",
+    "lbfgs",
+)
 
 
 def optimizer(value: Any) -> str:
-    """``--optimizer``: Adam (any batch) or full-batch L-BFGS."""
+    """``--optimizer``: one of :data:`OPTIMIZERS` (:mod:`ppl_vae.infer.optim`)."""
     if value not in OPTIMIZERS:
         raise UserError(f"unknown optimizer {value!r}; choose one of {', '.join(OPTIMIZERS)}")
     return value
+
+
+def nonnegative(name: str, value: Any, high: float | None = None) -> float:
+    """A finite real at least 0 (and at most ``high``)."""
+    value = real(name, value, positive=False, high=high)
+    if value < 0:
+        raise UserError(f"{flag(name)} must be 0 or positive, got {value}")
+    return value
+
+
+def lr_gamma(value: Any) -> float:
+    """``--lr-gamma``: the factor of the decaying learning-rate schedules, in (0, 1]."""
+    value = real("lr_gamma", value)
+    if value > 1:
+        raise UserError(f"--lr-gamma must lie in (0, 1], got {value}")
+    return value
+
+
+def betas(value: Any) -> list[float]:
+    """``--betas``: Adam's two averaging rates, each in [0, 1)."""
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or not all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in value
+        )
+    ):
+        raise UserError(f"--betas takes two numbers in [0, 1), got {value!r}")
+    return [float(b) for b in value]
+
+
+def milestones(value: Any) -> list[int]:
+    """``--lr-milestones``: increasing step numbers."""
+    if not isinstance(value, (list, tuple)):
+        raise UserError(f"--lr-milestones takes step numbers, got {value!r}")
+    steps = [integer("lr_milestones", m, 1, MAX_STEPS) for m in value]
+    if steps != sorted(set(steps)):
+        raise UserError(f"--lr-milestones must increase, got {steps}")
+    return steps
+
+
+def renyi_alpha(value: Any) -> float:
+    """``--renyi-alpha``: the order of the Renyi bound; 1 is the ELBO itself."""
+    alpha = real("renyi_alpha", value, positive=False)
+    if alpha == 1:
+        raise UserError("--renyi-alpha 1 is the ELBO itself: use --elbo trace")
+    return alpha
 
 
 def share(name: str, value: Any) -> float:

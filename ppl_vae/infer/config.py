@@ -52,11 +52,11 @@ MMD_KERNELS = ("imq", "rbf")
 #: Objectives that bound log p(x) with importance weights: a beta would act inside them.
 IMPORTANCE_WEIGHTED = ("iwae", "miwae", "ciwae")
 #: ``--elbo`` names (:data:`ppl_vae.infer.elbo.ELBOS` holds the classes).
-ELBO_KINDS = ("auto", "trace", "meanfield", "enum")
+ELBO_KINDS = ("auto", "trace", "meanfield", "enum", "tracegraph", "renyi", "tmc")
 #: ``--lr-schedule`` and ``--beta-schedule`` names (:mod:`ppl_vae.infer.schedules`).
-LR_SCHEDULES = ("constant", "cosine")
-#: ``--optimizer`` names: Adam (minibatches, any objective) or L-BFGS (full batch, a fixed
-#: objective; :func:`ppl_vae.infer.trainer.make_optimizer`).
+LR_SCHEDULES = ("constant", "cosine", "step", "multistep", "exponential")
+#: ``--optimizer`` names: Adam and the others by name (minibatches, any objective) or
+#: L-BFGS (full batch, a fixed objective; :func:`ppl_vae.infer.optim.make_optimizer`).
 OPTIMIZERS = validate.OPTIMIZERS
 BETA_SCHEDULES = ("constant", "linear", "cyclical", "sigmoid")
 
@@ -230,8 +230,9 @@ class TrainConfig:
     optimizer: str = option(
         "adam",
         choices=OPTIMIZERS,
-        help="adam, or lbfgs: full-batch L-BFGS with a strong-Wolfe line search, 20 "
-        "iterations an epoch, the programs' random draws fixed for the run (needs "
+        help="adam (default), adamw, clipped_adam and adagrad_rmsprop (Pyro's), sgd, "
+        "adagrad, rmsprop (options below), or lbfgs: full-batch L-BFGS with a strong-Wolfe "
+        "line search, 20 iterations an epoch, the programs' random draws fixed for the run (needs "
         "--batch-size at least the training rows and an objective without schedules)",
     )
     #: For a full-batch deterministic objective: stop once the gradient of the epoch's loss
@@ -241,6 +242,65 @@ class TrainConfig:
         partial(validate.tolerance, "grad_tolerance"),
         "full-batch losses: stop once the gradient's norm falls below this fraction "
         "of its norm before the first step (0: off)",
+    )
+    # -- the optimizer's options (:mod:`ppl_vae.infer.optim`); None: the optimizer's own
+    # default; which optimizer takes which: :data:`OPTIMIZER_OPTIONS`. ``clip_norm`` (each
+    # gradient element clamped) and ``lrd`` (lr times lrd before every step): Pyro's
+    # ClippedAdam semantics.
+    weight_decay: float | None = option(
+        None,
+        partial(validate.nonnegative, "weight_decay"),
+        "adam, adamw (decoupled), clipped_adam, sgd, adagrad, rmsprop",
+    )
+    betas: list[float] | None = option(
+        None, validate.betas, "adam, adamw, clipped_adam: beta1,beta2 (e.g. 0.95,0.999)"
+    )
+    momentum: float | None = option(
+        None,
+        partial(validate.nonnegative, "momentum", high=1.0),
+        "sgd, rmsprop; adagrad_rmsprop's t",
+    )
+    clip_norm: float | None = option(
+        None,
+        partial(validate.real, "clip_norm"),
+        "clipped_adam: each gradient element clamped to [-C, C] (Pyro's, 10)",
+    )
+    lrd: float | None = option(
+        None,
+        partial(validate.real, "lrd", high=1.0),
+        "clipped_adam: the lr multiplied by this before every step (Pyro's, 1)",
+    )
+    #: The gradient of all parameters rescaled to at most this Euclidean norm before each
+    #: step (0: off); any optimizer but lbfgs.
+    grad_clip: float = option(
+        0.0,
+        partial(validate.nonnegative, "grad_clip"),
+        "rescale the whole gradient to at most this norm each step (0: off)",
+    )
+    #: ``lr_schedule`` step | multistep | exponential: the factor gamma, the period of
+    #: ``step`` and the milestones of ``multistep``, in optimizer steps.
+    lr_gamma: float = option(
+        0.1,
+        validate.lr_gamma,
+        "--lr-schedule step, multistep, exponential: the factor",
+    )
+    lr_step_size: int = option(
+        1000,
+        _whole("lr_step_size", 1, validate.MAX_STEPS),
+        "--lr-schedule step: optimizer steps between decays",
+    )
+    lr_milestones: list[int] = option(
+        (),
+        validate.milestones,
+        "--lr-schedule multistep: the steps of the decays, e.g. 1000,3000",
+        factory=list,
+    )
+    #: ``elbo="renyi"``: the order alpha of the Renyi bound (None: Pyro's default, 0, the
+    #: importance-weighted bound; alpha 1 would be the ELBO itself).
+    renyi_alpha: float | None = option(
+        None,
+        validate.renyi_alpha,
+        "--elbo renyi: the order of the bound (Pyro's default 0: the IWAE bound)",
     )
 
     def validate(self) -> TrainConfig:
@@ -310,6 +370,7 @@ def check_combinations(c: TrainConfig) -> None:
         raise UserError("--objective capacity replaces beta by gamma; drop --beta options")
     if c.optimizer == "lbfgs":
         check_lbfgs(c)
+    check_optimizer_options(c)
 
 
 def check_lbfgs(config: TrainConfig) -> None:
@@ -326,4 +387,42 @@ def check_lbfgs(config: TrainConfig) -> None:
         raise UserError(
             f"{fixed}; --lr-schedule {config.lr_schedule} is for adam (L-BFGS's line search "
             "chooses each step): drop it"
+        )
+
+
+#: Which optimizers take which option (:mod:`ppl_vae.infer.optim`).
+OPTIMIZER_OPTIONS = {
+    "weight_decay": ("adam", "adamw", "clipped_adam", "sgd", "adagrad", "rmsprop"),
+    "betas": ("adam", "adamw", "clipped_adam"),
+    "momentum": ("sgd", "rmsprop", "adagrad_rmsprop"),
+    "clip_norm": ("clipped_adam",),
+    "lrd": ("clipped_adam",),
+}
+
+
+def check_optimizer_options(c: TrainConfig) -> None:
+    """Each optimizer option given only to an optimizer that takes it; the options of the
+    Renyi bound and of the learning-rate schedules only where they act."""
+    for name, takers in OPTIMIZER_OPTIONS.items():
+        if getattr(c, name) is not None and c.optimizer not in takers:
+            raise UserError(
+                f"{validate.flag(name)} applies to {', '.join(takers)}, not --optimizer "
+                f"{c.optimizer}"
+            )
+    if c.grad_clip and c.optimizer == "lbfgs":
+        raise UserError(
+            "--grad-clip is for the minibatch optimizers; L-BFGS's line search "
+            "chooses its steps: drop it"
+        )
+    if c.renyi_alpha is not None and c.elbo != "renyi":
+        raise UserError(f"--renyi-alpha applies to --elbo renyi, not --elbo {c.elbo}")
+    if c.elbo in ("renyi", "tmc") and (c.beta != 1 or c.beta_schedule != "constant"):
+        raise UserError(
+            f"--elbo {c.elbo} bounds log p(x) with importance weights; a beta would act "
+            "inside them: drop --beta options"
+        )
+    if c.lr_schedule == "multistep" and not c.lr_milestones:
+        raise UserError(
+            "--lr-schedule multistep needs --lr-milestones (steps at which the lr "
+            "is multiplied by --lr-gamma)"
         )
