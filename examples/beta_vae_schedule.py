@@ -41,8 +41,9 @@ def main(argv=None) -> None:
     ds = data.load(args.data)
     config = TrainConfig(epochs=args.epochs, beta=args.beta, progress=False)
     steps_per_epoch = math.ceil(ds.x_train.shape[0] / config.batch_size)
-    config.beta_schedule = "linear"
-    config.warmup_steps = args.warmup_epochs * steps_per_epoch
+    config = config.replace(
+        beta_schedule="linear", warmup_steps=args.warmup_epochs * steps_per_epoch
+    )
     vae = VAE(ds.x_dim, latent_dim=args.latent_dim)
     result = fit(vae.model, vae.guide, ds, config)
 

@@ -1,8 +1,8 @@
 """Option checks as pure functions: a value in, the value (normalised) out, or one
 :class:`~ppl_vae.errors.UserError` naming the option, the value and the fix.
 
-The CLI, ``TrainConfig.validate`` and model building call these, so a bad value is
-refused before any file is written. Bounds (refuse, never silently clip):
+The CLI, :class:`~ppl_vae.infer.config.TrainConfig`'s fields and model building call
+these, so a bad value is refused before any file is written. Bounds (refuse, never silently clip):
 
 =====================  =======================================  ========================
 option                 accepted                                 bound
@@ -28,8 +28,8 @@ batch sizes            whole number                             ``1 <= b <= 2**2
 ``--iwae-samples``     whole number                             ``1 <= k <= 100000``
 =====================  =======================================  ========================
 
-``--set KEY=VALUE`` values are parsed as JSON where they parse (``2``, ``2.5``, ``[64]``,
-``true``) and kept as text otherwise, then checked against the model constructor's
+``--set KEY=VALUE`` values are JSON (``2``, ``2.5``, ``[64]``, ``true``, ``"text"``;
+anything else is refused), then checked against the model constructor's
 signature: the key must be a parameter, the value must fit its annotation (or its
 default's type), and ``x_dim`` is refused (it comes from the data).
 
@@ -44,7 +44,7 @@ Example::
     >>> class M:
     ...     def __init__(self, x_dim: int, latent_dim: int = 2, likelihood: str = "bernoulli"):
     ...         pass
-    >>> model_options(M, parse_set(["latent_dim=3", "likelihood=gaussian:0.1"]))
+    >>> model_options(M, parse_set(["latent_dim=3", 'likelihood="gaussian:0.1"']))
     {'latent_dim': 3, 'likelihood': 'gaussian:0.1'}
 """
 
@@ -270,6 +270,53 @@ def optimizer(value: Any) -> str:
     return value
 
 
+def nonnegative(name: str, value: Any, high: float | None = None) -> float:
+    """A finite real at least 0 (and at most ``high``)."""
+    value = real(name, value, positive=False, high=high)
+    if value < 0:
+        raise UserError(f"{flag(name)} must be 0 or positive, got {value}")
+    return value
+
+
+def lr_gamma(value: Any) -> float:
+    """``--lr-gamma``: the factor of the decaying learning-rate schedules, in (0, 1]."""
+    value = real("lr_gamma", value)
+    if value > 1:
+        raise UserError(f"--lr-gamma must lie in (0, 1], got {value}")
+    return value
+
+
+def betas(value: Any) -> list[float]:
+    """``--betas``: Adam's two averaging rates, each in [0, 1)."""
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or not all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in value
+        )
+    ):
+        raise UserError(f"--betas takes two numbers in [0, 1), got {value!r}")
+    return [float(b) for b in value]
+
+
+def milestones(value: Any) -> list[int]:
+    """``--lr-milestones``: increasing step numbers."""
+    if not isinstance(value, (list, tuple)):
+        raise UserError(f"--lr-milestones takes step numbers, got {value!r}")
+    steps = [integer("lr_milestones", m, 1, MAX_STEPS) for m in value]
+    if steps != sorted(set(steps)):
+        raise UserError(f"--lr-milestones must increase, got {steps}")
+    return steps
+
+
+def renyi_alpha(value: Any) -> float:
+    """``--renyi-alpha``: the order of the Renyi bound; 1 is the ELBO itself."""
+    alpha = real("renyi_alpha", value, positive=False)
+    if alpha == 1:
+        raise UserError("--renyi-alpha 1 is the ELBO itself: use --elbo trace")
+    return alpha
+
+
 def share(name: str, value: Any) -> float:
     """A weight in ``[0, 1]``."""
     value = real(name, value, positive=False, high=1.0)
@@ -285,48 +332,19 @@ def boolean(name: str, value: Any) -> bool:
     return value
 
 
-#: TrainConfig field -> check; :func:`train_fields` runs the ones present.
-TRAIN_CHECKS = {
-    "epochs": epochs,
-    "batch_size": batch_size,
-    "eval_batch_size": lambda v: batch_size(v, "eval_batch_size"),
-    "lr": lr,
-    "lr_final": lr_final,
-    "seed": seed,
-    "device": device,
-    "num_particles": num_particles,
-    "beta": beta,
-    "warmup_steps": warmup_steps,
-    "cycles": cycles,
-    "gamma": lambda v: real("gamma", v),
-    "capacity_max": lambda v: capacity_max(v),
-    "capacity_steps": lambda v: integer("capacity_steps", v, 0, MAX_STEPS),
-    "checkpoint_every": lambda v: integer("checkpoint_every", v, 0, MAX_STEPS),
-    "tolerance": lambda v: tolerance("tolerance", v),
-    "grad_tolerance": lambda v: tolerance("grad_tolerance", v),
-    "optimizer": optimizer,
-    "miwae_groups": lambda v: integer("miwae_groups", v, 1, MAX_PARTICLES),
-    "ciwae_beta": lambda v: share("ciwae_beta", v),
-    "mmd_lambda": lambda v: real("mmd_lambda", v),
-    "info_alpha": lambda v: real("info_alpha", v, positive=False, high=1.0),
-    "compile": lambda v: boolean("compile", v),
-}
-
-
-def train_fields(fields: Mapping[str, Any]) -> None:
-    """Check every known training option present in ``fields`` (a TrainConfig as a dict)."""
-    for name, value in fields.items():
-        if name in TRAIN_CHECKS:
-            TRAIN_CHECKS[name](value)
-
-
-def parse_value(text: str) -> Any:
-    """JSON-ish typing of a ``--set`` value: ``2`` int, ``2.5`` float, ``[64, 32]`` list,
-    ``true`` bool, ``null`` None; anything else stays text (``gaussian:0.1``)."""
+def parse_value(text: str, key: str = "VALUE") -> Any:
+    """A ``--set`` value as JSON: ``2`` int, ``2.5`` float, ``[64, 32]`` list, ``true``
+    bool, ``null`` None, ``"gaussian:0.1"`` text; anything else is refused in one line
+    (``['r','t']`` is not JSON, and a value that silently stayed text would fail later
+    as an unrelated error)."""
     try:
         return json.loads(text)
-    except ValueError:
-        return text
+    except ValueError as exc:
+        reason = str(exc).split(":")[0]
+        raise UserError(
+            f"--set {key}={text} is not JSON ({reason}); --set takes JSON values: 2, 0.5, "
+            f'true, [64, 32], "text" (in a shell: --set \'{key}="text"\')'
+        ) from None
 
 
 def parse_set(items: Iterable[str]) -> dict[str, Any]:
@@ -340,7 +358,7 @@ def parse_set(items: Iterable[str]) -> dict[str, Any]:
             raise UserError(
                 f"--set expects KEY=VALUE with KEY a constructor argument, got {item!r}"
             )
-        out[key] = parse_value(value)
+        out[key] = parse_value(value, key)
     return out
 
 

@@ -1,4 +1,5 @@
-"""``ppl-vae train MODEL``: fit one model and write its run directory."""
+"""``ppl-vae train MODEL``: fit one model and write its run directory; ``--config FILE``
+reads the options from a TOML or JSON file (or a run's ``config.json``), flags winning."""
 
 from __future__ import annotations
 
@@ -11,7 +12,19 @@ from ppl_vae.runs.report import REPORT
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a model and write a run directory")
-    p.add_argument("model", help="a name from `ppl-vae models`, or a path to your own .py file")
+    p.add_argument(
+        "model",
+        nargs="?",
+        help="a name from `ppl-vae models`, or a path to your own .py file (or the --config "
+        "file's model)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read options from a TOML (.toml) or JSON file with the flags' names (epochs = "
+        "5, latent_dim = 2, a [model_args] table), or a run's config.json to train that run "
+        "again; flags given as well win",
+    )
     common.add_data_args(p)
     common.add_model_args(p)
     common.add_train_args(p)
@@ -33,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from ppl_vae.runs.train import train_run  # heavy: imported only to run
 
     job = train_run(
-        common.run_config(args, args.model),
+        config(args),
         args.out,
         args.resume,
         args.overwrite,
@@ -62,3 +75,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"run directory: {job.out}")
         print(f"report: {job.out / REPORT}")  # keep last: `make demo` ends with this path
     return 0
+
+
+def config(args: argparse.Namespace):
+    """The run the flags and the ``--config`` file describe (the flags win)."""
+    from ppl_vae.errors import UserError
+    from ppl_vae.runs.config import read_config_file
+
+    file = read_config_file(args.config) if args.config is not None else None
+    named = file is not None and "model" in (file.typed or ())
+    if args.model is None and not named:
+        raise UserError("train needs a MODEL: name one, or give a --config file that does")
+    return common.run_config(args, args.model, file)

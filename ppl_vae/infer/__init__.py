@@ -28,7 +28,7 @@ from typing import Any
 _EXPORTS = {
     "TrainConfig": "config",
     "fit": "trainer",
-    "recommended_config": "trainer",
+    "recommended_config": "recommend",
     "FitResult": "trainer",
     "Objective": "objective",
     "make_elbo": "elbo",

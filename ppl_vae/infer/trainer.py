@@ -50,8 +50,8 @@ import contextlib
 import importlib
 import math
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import pyro
@@ -70,6 +70,7 @@ from ppl_vae.infer.optim import (  # noqa: F401  (their home is infer/optim.py)
     make_optimizer,
     set_learning_rate,
 )
+from ppl_vae.infer.recommend import recommended, recommended_config, yielding  # noqa: F401
 from ppl_vae.infer.state import TrainState, does_not_fit, rng_states, set_rng_states
 from ppl_vae.infer.stopping import StopReason, stopping
 from ppl_vae.measure.metrics import epoch_record
@@ -728,56 +729,6 @@ def example_batch(
     size = min(size, data.x_train.shape[0])
     n = data.x_train.shape[0] if data.y_train is not None and form != "ids" else size
     return labels.first_batch(form, data.scored_train(n), data.y_train, size)
-
-
-def recommended(model: Program | Programs, guide: Program | None = None) -> dict[str, Any]:
-    """The training settings the programs' module recommends (``train_defaults``); a
-    :class:`~ppl_vae.programs.Programs` pair may be passed as ``model``."""
-    if isinstance(model, Programs):
-        model, guide = model.model, model.guide
-    out: dict[str, Any] = {}
-    for fn in (model, guide):
-        out.update(getattr(owner_of(fn), "train_defaults", {}) or {})
-    return out
-
-
-#: The settings a full-batch optimizer comes with: a recommended L-BFGS brings them all or
-#: none (its lr of 1 would make Adam diverge; the gradient test needs the whole batch).
-FULL_BATCH_SETTINGS = ("optimizer", "lr", "grad_tolerance", "num_particles")
-
-
-def yielding(recommendation: dict[str, Any], yours: Iterable[str]) -> dict[str, Any]:
-    """``recommendation`` less what your settings rule out: a batch size you chose (and no
-    optimizer) means minibatches, so a recommended L-BFGS yields to the default Adam
-    together with its :data:`FULL_BATCH_SETTINGS` (``ppl-vae train pca --batch-size 64``
-    trains pca with Adam, not an error).
-
-    Example::
-
-        >>> yielding({"optimizer": "lbfgs", "lr": 1.0, "epochs": 20}, ["batch_size"])
-        {'epochs': 20}
-    """
-    yours = set(yours)
-    if recommendation.get("optimizer") != "lbfgs" or "optimizer" in yours:
-        return dict(recommendation)
-    if "batch_size" not in yours:
-        return dict(recommendation)
-    drop = {*FULL_BATCH_SETTINGS, "batch_size"}
-    return {k: v for k, v in recommendation.items() if k not in drop}
-
-
-def recommended_config(
-    model: Program | Programs, guide: Program | None = None, **settings: Any
-) -> TrainConfig:
-    """The config :func:`fit` uses without one -- the programs' recommended settings
-    (:func:`recommended`) over :class:`TrainConfig`'s defaults -- with ``settings`` over
-    both: ``fit(m, g, ds, recommended_config(m, g, epochs=30))``. A setting that is no
-    field of :class:`TrainConfig` is a ``TypeError``, as in ``TrainConfig(...)``."""
-    names = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(settings) - names)
-    if unknown:
-        raise TypeError(f"TrainConfig has no setting {', '.join(map(repr, unknown))}")
-    return TrainConfig.from_dict({**yielding(recommended(model, guide), settings), **settings})
 
 
 def checkpoint_record(result: FitResult, shuffle_state: torch.Tensor) -> dict[str, Any]:

@@ -3,24 +3,26 @@ checked, built and traced once) and, for the commands that read runs, the traine
 
 :func:`model_spec` resolves the model (importing a user's file, after its trust check)
 and checks the constructor options; :func:`build_programs` seeds, builds and traces the
-pair once on the data; :func:`resumed_config` applies the resume policy to a saved run;
+pair once on the data; :func:`recommended_of` reads the model's recommended settings;
+:func:`saved_run` reads what ``--resume`` continues (the policy itself is
+:func:`~ppl_vae.runs.config.resolve`'s);
 :func:`load_run` rebuilds a trained pair from a run directory without pickles, a user's
 model only from the run's own trusted copy (:mod:`ppl_vae.runs.trust`).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 import pyro
 import torch
 
 from ppl_vae import data, registry, validate
 from ppl_vae.errors import UserError
-from ppl_vae.infer.config import TrainConfig
+from ppl_vae.infer.recommend import recommended
 from ppl_vae.infer.trainer import (
     check_data,
     example_batch,
@@ -34,31 +36,36 @@ from ppl_vae.runs.config import (
     CONFIG,
     RunConfig,
     read_config,
+    refuse_differences,
     resume_differences,
     same_model,
 )
 from ppl_vae.runs.rundir import RunDir
 
 
-def load_data(cfg: RunConfig) -> data.Dataset:
+def load_data(cfg: RunConfig, seed: int | None = None) -> data.Dataset:
+    """The run's data set, its random preprocessing drawn with ``seed`` (default: the
+    config's training seed)."""
+    seed = cfg.train.seed if seed is None else seed
     ds = data.load(
-        cfg.data, cfg.data_root, cfg.download, cfg.binarize, cfg.train.seed, cfg.test_binarize_seed
+        cfg.data, cfg.data_root, cfg.download, cfg.binarize, seed, cfg.test_binarize_seed
     )
     if cfg.labels is not None:
         from ppl_vae.data.labels import keep_labels
 
         if ds.y_train is None:
             raise UserError(f"--labels needs a labelled data set; {ds.name} has no labels")
-        y = keep_labels(ds.y_train.cpu(), cfg.labels, seed=cfg.train.seed)
+        y = keep_labels(ds.y_train.cpu(), cfg.labels, seed=seed)
         ds = dataclasses.replace(ds, y_train=y.to(ds.y_train.device))
     return ds
 
 
-def model_spec(cfg: RunConfig, source: str | Path | None = None) -> registry.Spec:
+def model_spec(cfg: RunConfig, source: str | Path | None = None) -> tuple[registry.Spec, RunConfig]:
     """Resolve the model once (a user's file is imported here, after its trust check) and
-    check the constructor options against its signature, normalising them in
-    ``cfg.model_args``; a user's file is first checked to be a readable Python program.
-    ``source`` is the file to import instead of ``cfg.model`` (a run's own checked copy)."""
+    check the constructor options against its signature: the spec, and ``cfg`` with the
+    options normalised (hidden ``"64"`` is ``[64]``). A user's file is first checked to be
+    a readable Python program. ``source`` is the file to import instead of ``cfg.model``
+    (a run's own checked copy)."""
     name = str(source or cfg.model)
     if source is None and cfg.is_user_file:
         checks.read_model_source(name)  # a directory, a text file: one clear line
@@ -66,20 +73,18 @@ def model_spec(cfg: RunConfig, source: str | Path | None = None) -> registry.Spe
         spec = registry.load_file(source, cfg.model_sha256)
     else:
         spec = registry.resolve(name)
-    cfg.model_args = validate.model_options(spec.factory, cfg.model_args, cfg.model)
-    return spec
+    args = validate.model_options(spec.factory, cfg.model_args, cfg.model)
+    return spec, cfg.replace(model_args=args)
 
 
-def check_model_options(cfg: RunConfig, source: str | Path | None = None) -> None:
-    """:func:`model_spec` for its checks alone."""
-    model_spec(cfg, source)
-
-
-def build_programs(cfg: RunConfig, ds: data.Dataset, spec: registry.Spec) -> Programs:
-    """Seed, build the model and trace it once on the data: every check a model and data
-    can fail (options, shapes, likelihood support) happens here, before anything is
-    written. The same seed gives the same initial weights."""
-    pyro.set_rng_seed(cfg.train.seed)
+def build_programs(
+    cfg: RunConfig, ds: data.Dataset, spec: registry.Spec, seed: int | None = None
+) -> Programs:
+    """Seed (``seed``, default the config's), build the model and trace it once on the
+    data: every check a model and data can fail (options, shapes, likelihood support)
+    happens here, before anything is written. The same seed gives the same initial
+    weights."""
+    pyro.set_rng_seed(cfg.train.seed if seed is None else seed)
     model, guide = registry.instantiate(
         spec, x_dim=ds.x_dim, image_shape=ds.image_shape, **cfg.model_args
     )
@@ -95,25 +100,12 @@ def build_programs(cfg: RunConfig, ds: data.Dataset, spec: registry.Spec) -> Pro
     return pair
 
 
-def apply_recommended(cfg: RunConfig, spec: registry.Spec, pair: Programs | None = None) -> None:
-    """Let the model's recommended training settings (``train_defaults`` on the class or
-    factory that builds it, and with ``pair`` on the module its programs belong to: a
-    ``MODEL()`` function returning an SSVAE's programs) replace those the user left at
-    their defaults (``cfg.train_explicit`` lists what the user set)."""
-    if cfg.train_explicit is None:
-        return
-    from ppl_vae.infer.trainer import yielding
-
-    recommended = dict(getattr(spec.factory, "train_defaults", None) or {})
-    if pair is not None:
-        from ppl_vae.infer.trainer import recommended as of_programs
-
-        recommended.update(of_programs(pair))
-    recommended = yielding(recommended, cfg.train_explicit)
-    merged = cfg.train.__dict__ | {
-        k: v for k, v in recommended.items() if k not in cfg.train_explicit
-    }
-    cfg.train = TrainConfig.from_dict({k: v for k, v in merged.items() if k != "_checked"})
+def recommended_of(spec: registry.Spec, pair: Programs | None = None) -> dict[str, Any]:
+    """The model's recommended training settings: ``train_defaults`` on the class or
+    factory that builds it and, with ``pair``, on the module its programs belong to (a
+    ``MODEL()`` function returning an SSVAE's programs)."""
+    out = dict(getattr(spec.factory, "train_defaults", None) or {})
+    return out | (recommended(pair) if pair is not None else {})
 
 
 def model_source(run: RunDir, cfg: RunConfig, trust: bool = False) -> Path | None:
@@ -149,7 +141,7 @@ def load_run(
         if message:
             print(f"warning: {message}", file=sys.stderr)
     ds = load_data(cfg).to(dev)
-    spec = model_spec(cfg, source)
+    spec, cfg = model_spec(cfg, source)
     pyro.set_rng_seed(cfg.train.seed)
     model, guide = registry.instantiate(
         spec, x_dim=ds.x_dim, image_shape=ds.image_shape, **cfg.model_args
@@ -181,45 +173,35 @@ def load_split(
     return pair, ds.x_train, ds.y_train
 
 
-def resumed_config(run: RunDir, cfg: RunConfig, trust: bool = False) -> RunConfig:
-    """The saved configuration of the run in ``run``, after checking that ``cfg`` asks for
-    the same run; only the length (``epochs``, which may grow), the device, the progress
-    bar and ``checkpoint_every`` are taken from ``cfg``. The model options given are
-    normalised (hidden ``"64"`` is ``[64]``) before the comparison against the model's
-    signature; for a user's model file that is the run's own copy, after its trust check
-    (:func:`model_source`): the file named on the command line is never imported."""
+def saved_run(
+    run: RunDir, typed: RunConfig, trust: bool = False
+) -> tuple[RunConfig, registry.Spec, RunConfig, Path | None]:
+    """For ``--resume``: the saved configuration of the run in ``run``, its model's spec
+    (for a user's model the run's own copy, after its trust check: the file named on the
+    command line is never imported), ``typed`` with its model options normalised against
+    that model's signature (when it names the same model), and the copy's path. The data
+    file must be the one the run was trained on."""
     saved = read_config(run)
-    cfg = copy.deepcopy(cfg)
-    if not cfg.is_user_file:
-        check_model_options(cfg)
-    elif same_model(saved, cfg):
-        source = model_source(run, saved, trust)
-        cfg.model_sha256 = saved.model_sha256  # load_file runs exactly the bytes checked
-        check_model_options(cfg, source)
-    diffs = resume_differences(saved, cfg)
-    if diffs:
-        raise UserError(
-            f"--resume: options differ from the run in {run.path}: {'; '.join(diffs)}; "
-            "drop them to continue that run, or start a new run with another --out"
-        )
+    if not same_model(saved, typed):  # before the run's copy is checked or imported
+        if not typed.is_user_file:
+            _, typed = model_spec(typed)
+        refuse_differences(resume_differences(saved, typed))
+    source = model_source(run, saved, trust)
+    spec, saved = model_spec(saved, source)
+    args = validate.model_options(spec.factory, typed.model_args, typed.model)
+    typed = typed.replace(model_args=args)
     if saved.data_sha256 is not None:
         fingerprint.check_fingerprint(saved.data, saved.data_sha256)
+    return saved, spec, typed, source
+
+
+def check_length(run: RunDir, cfg: RunConfig) -> None:
+    """``--epochs`` of a resumed run is at least the epochs it has trained."""
     state = checkpoint.load(run, keep=True)  # fit restores this record: read once
     history = state.get("history") if isinstance(state, dict) else None
     done = len(history) if isinstance(history, list) else 0
-    epochs = cfg.train.epochs
-    if cfg.given is not None and "epochs" not in cfg.given:
-        epochs = saved.train.epochs  # resume to the length the run was started with
-    if epochs < done:
+    if cfg.train.epochs < done:
         raise UserError(
-            f"--epochs {epochs} is fewer than the {done} epochs {run.path} has trained; "
-            f"pass --epochs {done} or more"
+            f"--epochs {cfg.train.epochs} is fewer than the {done} epochs {run.path} has "
+            f"trained; pass --epochs {done} or more"
         )
-    if saved.train.schedule_epochs is None:
-        saved.train.schedule_epochs = saved.train.epochs
-    saved.train.epochs = epochs
-    saved.train.progress, saved.train.device = cfg.train.progress, cfg.train.device
-    saved.train.checkpoint_every = cfg.train.checkpoint_every
-    saved.train.jit, saved.train.compile = cfg.train.jit, cfg.train.compile
-    saved.train_explicit = None
-    return saved

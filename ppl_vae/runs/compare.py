@@ -142,9 +142,9 @@ def plan(
         used |= set(args)
         cfg = dataclasses.replace(base, model=name, model_args=args)
         if objective:
-            cfg.train = dataclasses.replace(base.train, objective=objective)
-            if objective in IMPORTANCE_WEIGHTED and cfg.train.num_particles == 1:
-                cfg.train.num_particles = DEFAULT_IWAE_PARTICLES
+            k = base.train.num_particles
+            k = DEFAULT_IWAE_PARTICLES if objective in IMPORTANCE_WEIGHTED and k == 1 else k
+            cfg = cfg.replace(train=base.train.replace(objective=objective, num_particles=k))
         configs.append(cfg)
     unused = sorted(set(shared) - used)
     if unused:

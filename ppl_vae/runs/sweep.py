@@ -36,7 +36,6 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import csv
 import math
 from dataclasses import dataclass
@@ -86,13 +85,10 @@ class Variant:
     capacity: float | None = None
 
     def config(self, base: RunConfig) -> RunConfig:
-        cfg = copy.deepcopy(base)
-        cfg.train.objective = self.objective
-        cfg.train.beta = self.beta
+        train = base.train.replace(objective=self.objective, beta=self.beta)
         if self.capacity is not None:
-            cfg.train.capacity_max = self.capacity
-            cfg.train.beta_schedule = "constant"
-        return cfg
+            train = train.replace(capacity_max=self.capacity, beta_schedule="constant")
+        return base.replace(train=train)
 
 
 def variants(

@@ -46,8 +46,8 @@ Example::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,21 +58,22 @@ from ppl_vae.errors import UserError, first_line
 from ppl_vae.figures.run_figures import FIGURES, skipped_figures, write_figures
 from ppl_vae.figures.worker import FigureWorker
 from ppl_vae.infer import distributed
+from ppl_vae.infer.config import TrainConfig
 from ppl_vae.infer.elbo import choose
 from ppl_vae.infer.trainer import FitResult, check_optimizer, fit, resolve_device
 from ppl_vae.measure.failure_modes import diagnose
 from ppl_vae.measure.metrics import FINAL_METRICS, TEST_DRAWS, epoch_record, evaluate_test_set
 from ppl_vae.programs import Programs, label_predictor
-from ppl_vae.runs import atomic, checkpoint, fingerprint, monitor, rollback, trust
+from ppl_vae.runs import checkpoint, monitor, rollback, trust
 from ppl_vae.runs.build import (
-    apply_recommended,
     build_programs,
+    check_length,
     load_data,
-    model_source,
     model_spec,
-    resumed_config,
+    recommended_of,
+    saved_run,
 )
-from ppl_vae.runs.config import CONFIG, RunConfig
+from ppl_vae.runs.config import CONFIG, RunConfig, resolve, seed_of
 from ppl_vae.runs.rundir import RunDir
 
 METRICS = "metrics.json"
@@ -91,12 +92,6 @@ class Run:
     @property
     def pair(self) -> Programs:
         return self.fit.pair
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON outside a run's manifest (atomic); a run's own files use
-    :meth:`RunDir.write_json`."""
-    atomic.write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
 
 
 def train_run(
@@ -127,33 +122,35 @@ def prepare(
     ds: data.Dataset | None = None,
 ) -> tuple[RunConfig, data.Dataset, Programs, RunDir | None]:
     """Every check of a training job, writing nothing: the run directory, the resume
-    policy and trust, the options (once), the device, the data (``ds`` when the caller
-    loaded it) and the model, built and traced once. Returns what :func:`train_built`
-    trains."""
+    policy and trust, the data (``ds`` when the caller loaded it), the model (built and
+    traced once with the seed the configuration will have), then the configuration,
+    resolved and validated once (:func:`~ppl_vae.runs.config.resolve`: ``cfg`` is what
+    the user typed), and the device. Returns what :func:`train_built` trains."""
     distributed.init()  # under torchrun: join the process group (else a no-op)
     run = RunDir(out) if out is not None else None
-    source = None
+    saved = None
     if run is not None:
         distributed.on_main(run.check, resume, overwrite)  # writes nothing; rank 0 decides
         if resume:
-            cfg.train.validate()  # the options given, before comparing them with the run's
-            cfg = resumed_config(run, cfg, trust)
-            source = model_source(run, cfg, trust)
-    spec = model_spec(cfg, source)
-    apply_recommended(cfg, spec)
-    cfg.train.validate()  # the one check of the training options (fit sees it was done)
+            saved, spec, cfg, _ = saved_run(run, cfg, trust)
+    if saved is None:
+        spec, cfg = model_spec(cfg)
+    built = saved or cfg  # the model and data the run trains
+    seed = seed_of(cfg, saved, recommended_of(spec))
+    ds = load_data(built, seed) if ds is None else ds
+    pair = build_programs(built, ds, spec, seed)
+    chooser = partial(chosen_elbo, pair)
+    cfg = resolve(cfg, saved, recommended_of(spec, pair), chooser)  # the one validation
     resolve_device(cfg.train.device)  # --device cuda without a GPU: before any write
-    ds = load_data(cfg) if ds is None else ds
-    pair = build_programs(cfg, ds, spec)
-    apply_recommended(cfg, spec, pair)  # a factory's module recommends too (Pyro's SSVAE)
-    cfg.train.validate()
+    if saved is not None:
+        check_length(run, cfg)
     check_optimizer(cfg.train, ds)  # L-BFGS full batch: known once the data is
-    if cfg.train.objective == "elbo":  # a wrong meanfield is refused before any write
-        chosen = choose(pair, cfg.train).elbo
-        if cfg.train.elbo == "auto":  # config.json records the estimator auto resolved to
-            cfg.train.elbo, cfg.elbo_requested = chosen, "auto"
-            cfg.train.validate()
     return cfg, ds, pair, run
+
+
+def chosen_elbo(pair: Programs, train: TrainConfig) -> str:
+    """The estimator ``train`` trains ``pair`` with (a wrong meanfield refused)."""
+    return choose(pair, train).elbo
 
 
 def train_built(
@@ -170,11 +167,6 @@ def train_built(
     if run is None:
         result = fit(pair, None, ds, cfg.train)
         return Run(result, final_metrics(result, ds), ds, cfg, None)
-    if not resume:
-        cfg.train.schedule_epochs = cfg.train.epochs
-        if Path(cfg.data).is_file():
-            cfg.data = str(Path(cfg.data).resolve())  # loads from any working folder
-            cfg.data_sha256 = fingerprint.sha256_file(cfg.data)
     checkpointer = checkpoint.RunCheckpointer(run, resume)
     if not distributed.is_main():  # rank 0 alone writes the run; the others read --resume
         result = fit(pair, None, ds, cfg.train, checkpointer)
@@ -228,7 +220,8 @@ def _train_into(
     tensorboard: bool = False,
 ) -> Run:
     if cfg.is_user_file and not checkpointer.resume:
-        cfg.model_file, cfg.model_sha256 = run.copy_model_file(cfg.model)
+        model_file, sha = run.copy_model_file(cfg.model)
+        cfg = cfg.replace(model_file=model_file, model_sha256=sha)
         trust.check_recordable()  # recorded once the run holds a checkpoint (below)
     from ppl_vae.runs.report import REPORT
 

@@ -90,8 +90,8 @@ def test_capacity_gradient_pushes_the_kl_towards_c(digits):
 def test_capacity_training_steers_the_rate_to_c(digits):
     config = TrainConfig(epochs=6, batch_size=64, progress=False, device="cpu")
     steps_per_epoch = math.ceil(digits.x_train.shape[0] / config.batch_size)
-    config.objective, config.gamma = "capacity", 50.0
-    config.capacity_max, config.capacity_steps = 6.0, 3 * steps_per_epoch
+    config = config.replace(objective="capacity", gamma=50.0)
+    config = config.replace(capacity_max=6.0, capacity_steps=3 * steps_per_epoch)
     vae = VAE(digits.x_dim, latent_dim=4, hidden=(64,))
     result = fit(vae.model, vae.guide, digits, config)
     caps = [h["capacity"] for h in result.history]
@@ -112,7 +112,7 @@ def test_capacity_settings_are_validated_and_reach_the_config():
         ["train", "vae", "--objective", "capacity", "--gamma", "30", "--capacity-max", "12"]
         + ["--capacity-steps", "500"]
     )
-    cfg = common.train_config(args)
+    cfg = common.run_config(args, "vae").train
     assert (cfg.objective, cfg.gamma, cfg.capacity_max, cfg.capacity_steps) == (
         "capacity",
         30.0,

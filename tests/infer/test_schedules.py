@@ -80,7 +80,7 @@ def test_make_rejects_bad_input():
 def test_a_warmup_run_records_beta_rising_monotonically_to_the_target(digits):
     config = TrainConfig(epochs=4, batch_size=128, beta=4.0, progress=False, device="cpu")
     steps_per_epoch = math.ceil(digits.x_train.shape[0] / config.batch_size)
-    config.beta_schedule, config.warmup_steps = "linear", 3 * steps_per_epoch
+    config = config.replace(beta_schedule="linear", warmup_steps=3 * steps_per_epoch)
     vae = VAE(digits.x_dim, latent_dim=2, hidden=(32,))
     result = fit(vae.model, vae.guide, digits, config)
     betas = [h["beta"] for h in result.history]

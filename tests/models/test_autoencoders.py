@@ -90,7 +90,7 @@ def test_ppca_elbo_reaches_the_closed_form_maximum_likelihood(synthetic, seed):
     cfg = TrainConfig(
         epochs=50, lr=0.1, batch_size=64, elbo="meanfield", lr_schedule="cosine", seed=seed
     )
-    cfg.progress = False
+    cfg = cfg.replace(progress=False)
     fit_module(m, synthetic, cfg)
     best = max_log_likelihood(x, 2)
     elbo = evaluate(pair_of(m), x)["elbo"]
@@ -186,7 +186,7 @@ def test_bad_arguments_are_user_errors(build):
 
 def defaults_run(model: str, data: str, seed: int, **model_args):
     """``ppl-vae train MODEL --data DATA --seed S``: no training flag given, so the model's
-    recommended ``train_defaults`` apply (as the CLI does through ``train_explicit``)."""
+    recommended ``train_defaults`` apply (as the CLI does through ``typed``)."""
     from ppl_vae.runs.config import RunConfig
     from ppl_vae.runs.train import train_run
 
@@ -195,7 +195,7 @@ def defaults_run(model: str, data: str, seed: int, **model_args):
         data=data,
         model_args=model_args,
         train=TrainConfig(seed=seed, progress=False, device="cpu"),
-        train_explicit=["seed", "device"],
+        typed=frozenset({"seed", "device"}),
     )
     return train_run(cfg)
 
