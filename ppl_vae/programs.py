@@ -66,7 +66,9 @@ from pyro.poutine.util import prune_subsample_sites
 from torch import nn
 from torch.distributions import kl_divergence
 
+from ppl_vae.data.fields import Fields
 from ppl_vae.errors import UserError
+from ppl_vae.inputs import Binder, Inputs, batch_hook
 
 Program = Callable[..., Any]
 #: Layers whose reading of the input's dimensions an outer particle dimension changes.
@@ -206,6 +208,7 @@ class Programs(nn.Module):
         guide: Program,
         example: torch.Tensor | tuple[torch.Tensor, ...],
         name: str | None = None,
+        inputs: Inputs | None = None,
     ):
         super().__init__()
         # The programs themselves stay out of the module tree (their owners go in below).
@@ -226,12 +229,23 @@ class Programs(nn.Module):
         self._state: dict[str, dict] = {"params": {}, "constraints": {}}
         self._depth = 0
         self._vectorizes: dict[str, bool] = {}  # per way of running: under a particle plate?
+        example = example if isinstance(example, tuple) else (example,)
+        hook = batch_hook(model, guide)
+        #: Inputs by name (:mod:`ppl_vae.inputs`): set for a data set of named arrays, with
+        #: ``--arg`` options or a declared input hook; None: ``(x[, y])`` as ever.
+        self.binder: Binder | None = None
+        if inputs or hook is not None or (len(example) > 1 and isinstance(example[1], Fields)):
+            self.binder = Binder(model, guide, inputs, hook)
+            # the engine passes the batch's other arrays in the labels' slot (``Fields``)
+            self.takes_labels, self.labels_optional, self.label_form = True, False, "ids"
+            args = self.args(*example[:2])
+            self._trace_once(args)
+            return
         self.takes_labels = takes_labels(model) and takes_labels(guide)
         self.labels_optional = self.takes_labels and all(
             labels_optional(f) for f in (model, guide) if takes_labels(f)
         )
         self.label_form = label_form(model, guide) if self.takes_labels else "ids"
-        example = example if isinstance(example, tuple) else (example,)
         if self.takes_labels and (len(example) < 2 or example[1] is None):
             self.args(example[0], None)  # the clear error where the programs need labels
         if self.labels_optional and len(example) > 1 and example[1] is not None:
@@ -259,9 +273,18 @@ class Programs(nn.Module):
             finally:
                 self._depth = 0
 
-    def args(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple:
+    def args(self, x: torch.Tensor, y: torch.Tensor | Fields | None = None) -> tuple:
         """The positional arguments the programs take for a batch: ``(x, y)``, or ``(x,)``
-        when they take no labels or their labels are optional and ``y`` is None."""
+        when they take no labels or their labels are optional and ``y`` is None. Programs
+        bound by name (:attr:`binder`) get their parameters filled from the batch's named
+        arrays: ``y`` is then the batch's :class:`~ppl_vae.data.fields.Fields` (or labels,
+        or None) and ``x`` the data view's rows, possibly binarised since."""
+        if self.binder is not None:
+            if isinstance(y, Fields):
+                batch = y.with_view(x)
+            else:
+                batch = {"x": x} if y is None else {"x": x, "y": y}
+            return self.binder(batch)
         if self.takes_labels:
             if y is None and self.labels_optional:
                 return (x,)
@@ -302,6 +325,9 @@ class Programs(nn.Module):
                         "validate_args=False)"
                     ) from None
                 hint = "check that the programs fit the data's shape"
+                if self.binder is not None:
+                    fed = ", ".join(f"{k} <- {v}" for k, v in self.binder.bound.items())
+                    hint = f"check that the programs fit the arrays bound by name ({fed})"
                 if labelled:
                     hint = (
                         f"the labels were passed as {self.label_form} ({_LABEL_HINT}); declare "
@@ -316,7 +342,7 @@ class Programs(nn.Module):
         return model_tr, guide_tr
 
     def _trace_once(self, args: tuple) -> None:
-        labelled = len(args) > 1
+        labelled = len(args) > 1 and self.binder is None
         model_tr, guide_tr = self._run_once(args, labelled)
         self._collect_parameters(model_tr, guide_tr)
         self._describe(model_tr, guide_tr, args[0])

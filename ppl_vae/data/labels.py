@@ -114,7 +114,10 @@ class EpochPlan:
         return out.split(self.batch_size) if out.shape[0] else ()
 
     def args(self, i: int, x: torch.Tensor, idx: torch.Tensor) -> tuple:
-        """The programs' arguments for batch ``i`` of the epoch (indices ``idx``)."""
+        """The programs' arguments for batch ``i`` of the epoch (indices ``idx``): for
+        programs bound by name, every per-example array sliced with ``idx``."""
+        if getattr(self.pair, "binder", None) is not None:
+            return self.pair.args(x[idx], None if self.y is None else self.y[idx])
         if not self.labelled:
             return (x[idx],)
         if not self.homogeneous:
@@ -130,6 +133,8 @@ def first_batch(pair_form: str, x: torch.Tensor, y: torch.Tensor | None) -> tupl
     (:meth:`~ppl_vae.data.dataset.Dataset.scored_train`)."""
     if y is None:
         return (x[:2],)
+    if pair_form == "ids" or not torch.is_tensor(y):  # named arrays: sliced with x
+        return (x[:2], y[:2])
     if pair_form == "ids":
         return (x[:2], y[:2])
     known = torch.nonzero(y >= 0).flatten()[:2]

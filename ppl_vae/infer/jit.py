@@ -105,6 +105,10 @@ class Traced:
     def loss(self, args: tuple[torch.Tensor, ...], beta: float) -> torch.Tensor:
         if self.reason is not None or not torch.is_grad_enabled():
             return self._eager(*args, beta=beta)
+        other = next((a for a in args if not torch.is_tensor(a)), None)
+        if other is not None:  # inputs by name: a constant, a PackedSequence
+            self.reason = f"the programs take a {type(other).__name__}; a trace takes tensors"
+            return self._eager(*args, beta=beta)
         key = (_signature(args), self._pair.training)
         beta_t = torch.tensor(float(beta))  # a CPU scalar: no copy to the device
         if key not in self._traces:
