@@ -101,6 +101,21 @@ class Inputs:
         return bool(self.renames or self.constants)
 
 
+def array_names(ds) -> list[str]:
+    """The names of a data set's per-example arrays: a named data set's own, else ``x``
+    (and ``y`` where it has labels)."""
+    from ppl_vae.data.fields import Fields
+
+    if isinstance(ds.y_train, Fields):
+        return list(ds.y_train)
+    return ["x"] + (["y"] if ds.y_train is not None else [])
+
+
+def inputs_for(specs: Mapping[str, Any] | Iterable[str] | None, ds) -> Inputs | None:
+    """:class:`Inputs` of ``--arg`` options against data set ``ds``'s arrays; None for none."""
+    return Inputs.parse(specs, array_names(ds)) if specs else None
+
+
 def _split(spec: str) -> tuple[str, str]:
     param, sep, value = str(spec).partition("=")
     if not sep or not param.isidentifier():

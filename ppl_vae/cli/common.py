@@ -14,6 +14,7 @@ from typing import Any
 
 from ppl_vae import validate
 from ppl_vae.data.sources import BINARIZE, SOURCES, parse_binarize
+from ppl_vae.errors import UserError
 from ppl_vae.infer.config import (
     BETA_SCHEDULES,
     ELBO_KINDS,
@@ -56,6 +57,68 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="keep N training labels (stratified), hide the rest: semi-supervised training",
     )
+    add_input_args(g)
+
+
+# -- inputs by name (issue 28): --arg, --image-shape ---------------------------------------
+def add_input_args(g) -> None:
+    g.add_argument(
+        "--arg",
+        dest="inputs",
+        action=AppendGiven,
+        default=[],
+        metavar="PARAM=ARRAY|VALUE",
+        help="fill the programs' parameter PARAM from the data's array ARRAY (a rename), or "
+        "with a constant VALUE given as JSON (5, 0.2, true, \"text\", {\"num_topics\": 8}: an "
+        "object reads by attribute too); repeatable. Parameters are otherwise filled from "
+        "the arrays of their own name, or keep their defaults",
+    )
+    g.add_argument(
+        "--image-shape",
+        action=Given,
+        type=image_shape,
+        metavar="C,H,W",
+        help="the shape of one example of the data view, so flattened rows get their "
+        "pictures: --image-shape 1,28,28 for (N, 784) MNIST rows",
+    )
+
+
+class AppendGiven(argparse.Action):
+    """Append the value and note that the user gave the flag."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, [*getattr(namespace, self.dest, []), values])
+        setattr(namespace, f"_given_{self.dest}", True)
+
+
+def image_shape(text: str) -> list[int]:
+    """``C,H,W`` (or ``H,W``) as positive whole numbers."""
+    try:
+        shape = [int(s) for s in text.split(",")]
+    except ValueError:
+        shape = []
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not C,H,W (or H,W) of positive whole numbers, e.g. 1,28,28"
+        )
+    return shape
+
+
+def input_specs(items: list[str]) -> dict[str, str]:
+    """``--arg`` options as ``{PARAM: SPEC}`` (SPEC resolved against the data's arrays
+    when the programs are built: :meth:`ppl_vae.inputs.Inputs.parse`)."""
+    out: dict[str, str] = {}
+    for item in items:
+        param, sep, spec = item.partition("=")
+        if not sep or not param.isidentifier():
+            raise UserError(
+                f"--arg {item!r} is not PARAM=ARRAY or PARAM=VALUE (a JSON value)"
+            )
+        out[param] = spec
+    return out
+
+
+# -- end of inputs by name -------------------------------------------------------------------
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -275,7 +338,7 @@ def model_args(args: argparse.Namespace) -> dict[str, Any]:
 NOT_FLAGS = {"eval_batch_size", "progress", "schedule_epochs", "jit", "compile"}
 #: The training flags: every other TrainConfig field (``--batch-size`` is ``batch_size``).
 TRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in NOT_FLAGS)
-DATA_FLAGS = ("data", "data_root", "binarize", "labels")
+DATA_FLAGS = ("data", "data_root", "binarize", "labels", "inputs", "image_shape")
 
 
 def explicit_train_flags(args: argparse.Namespace) -> list[str]:
@@ -302,6 +365,8 @@ def run_config(args: argparse.Namespace, model: str) -> RunConfig:
         download=args.download,
         binarize=args.binarize,
         labels=validate.labels(args.labels) if args.labels is not None else None,
+        inputs=input_specs(args.inputs),
+        image_shape=args.image_shape,
         train=train_config(args),
         train_explicit=explicit_train_flags(args),
         given=given + explicit_train_flags(args),

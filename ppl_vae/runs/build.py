@@ -27,6 +27,7 @@ from ppl_vae.infer.trainer import (
     move_programs,
     resolve_device,
 )
+from ppl_vae.inputs import inputs_for
 from ppl_vae.programs import Programs
 from ppl_vae.runs import checkpoint, rundir
 from ppl_vae.runs import trust as trust_module
@@ -42,7 +43,13 @@ from ppl_vae.runs.rundir import RunDir
 
 def load_data(cfg: RunConfig) -> data.Dataset:
     ds = data.load(
-        cfg.data, cfg.data_root, cfg.download, cfg.binarize, cfg.train.seed, cfg.test_binarize_seed
+        cfg.data,
+        cfg.data_root,
+        cfg.download,
+        cfg.binarize,
+        cfg.train.seed,
+        cfg.test_binarize_seed,
+        image_shape=cfg.image_shape,
     )
     if cfg.labels is not None:
         from ppl_vae.data.labels import keep_labels
@@ -84,7 +91,9 @@ def build_programs(cfg: RunConfig, ds: data.Dataset, spec: registry.Spec) -> Pro
         spec, x_dim=ds.x_dim, image_shape=ds.image_shape, **cfg.model_args
     )
     check_data(model, guide, ds)
-    pair = Programs(model, guide, example_batch(ds, model, guide), name=Path(cfg.model).stem)
+    example = example_batch(ds, model, guide)
+    pair = Programs(model, guide, example, Path(cfg.model).stem, inputs_for(cfg.inputs, ds))
+    cfg.bound = dict(pair.binder.bound) if pair.binder is not None else None
     if not any(True for _ in pair.parameters()):
         raise UserError(
             f"model {cfg.model} has no parameters to train; give its programs pyro.param or "
@@ -153,7 +162,8 @@ def load_run(
         spec, x_dim=ds.x_dim, image_shape=ds.image_shape, **cfg.model_args
     )
     move_programs(model, guide, dev)
-    pair = Programs(model, guide, example_batch(ds, model, guide), name=Path(cfg.model).stem)
+    example = example_batch(ds, model, guide)
+    pair = Programs(model, guide, example, Path(cfg.model).stem, inputs_for(cfg.inputs, ds))
     state = checkpoint.load(run, map_location=dev)
     try:
         pair.load_state_dict(state["module"])

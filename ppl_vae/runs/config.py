@@ -59,6 +59,11 @@ class RunConfig:
     #: Keep only this many training labels (stratified); the rest become -1, as the
     #: semi-supervised M2 VAE expects. None keeps them all.
     labels: int | None = None
+    #: ``--arg PARAM=ARRAY|VALUE``: what fills the programs' parameters besides the arrays
+    #: of their own names (:mod:`ppl_vae.inputs`), as typed.
+    inputs: dict[str, str] = field(default_factory=dict)
+    #: ``--image-shape C,H,W``: the data view's shape per example, None: the data's own.
+    image_shape: list[int] | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     #: The training settings the user gave explicitly (the CLI fills this); the model's
     #: recommended ``train_defaults`` replace the others. ``None``: apply none.
@@ -68,6 +73,9 @@ class RunConfig:
     model_sha256: str | None = None
     #: The SHA-256 of the data file (``--data FILE.npz``) the run was trained on.
     data_sha256: str | None = None
+    #: What fed each of the programs' parameters (``array NAME``, ``constant VALUE``,
+    #: ``input hook``, ``default``) for programs bound by name; None: ``(x[, y])``.
+    bound: dict[str, str] | None = None
     #: The ``--elbo`` asked for when it was resolved at train time (``auto``: ``train.elbo``
     #: then holds the estimator it resolved to); None when ``train.elbo`` is what was asked.
     elbo_requested: str | None = None
@@ -131,6 +139,21 @@ def check_saved(cfg: RunConfig) -> None:
             raise TypeError(f"{name} must be a non-empty string")
     if not isinstance(cfg.model_args, dict):
         raise TypeError("model_args must be an object")
+    for name in ("inputs", "bound"):
+        value = getattr(cfg, name)
+        if value is None and name == "bound":
+            continue
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise TypeError(f"{name} must be an object of strings")
+    shape = cfg.image_shape
+    if shape is not None and not (
+        isinstance(shape, list)
+        and len(shape) in (2, 3)
+        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
+    ):
+        raise TypeError("image_shape must be 2 or 3 positive whole numbers or null")
     for name in ("data_root", "model_file"):
         if getattr(cfg, name) is not None and not isinstance(getattr(cfg, name), str):
             raise TypeError(f"{name} must be a string or null")
@@ -175,6 +198,7 @@ BOOKKEEPING = {
     "model_file",
     "model_sha256",
     "data_sha256",
+    "bound",
     "elbo_requested",
     "given",
 }
