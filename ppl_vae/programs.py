@@ -68,7 +68,7 @@ from torch.distributions import kl_divergence
 
 from ppl_vae.data.fields import Fields
 from ppl_vae.errors import UserError
-from ppl_vae.inputs import Binder, Inputs, batch_hook
+from ppl_vae.inputs import Binder, Inputs, batch_hook, inputs_for
 
 Program = Callable[..., Any]
 #: Layers whose reading of the input's dimensions an outer particle dimension changes.
@@ -190,8 +190,10 @@ def _is_point_mass(fn: dist.Distribution) -> bool:
 class Programs(nn.Module):
     """``model`` and ``guide`` with all their parameters; see the module docstring.
 
-    ``example`` is a batch the programs accept (``x``, or ``(x, y)``): the pair is traced
-    on it once, which creates lazily-made parameters. Attributes set by that trace:
+    ``example`` is a batch the programs accept (``x``, or ``(x, y)``, or a data set whose
+    first rows are taken): the pair is traced on it once, which creates lazily-made
+    parameters. ``inputs`` fills parameters by name besides the arrays of their names
+    (:class:`~ppl_vae.inputs.Inputs`, or ``{PARAM: ARRAY or VALUE}`` with a data set). Attributes set by that trace:
     ``latent_sites``, ``observed_sites``, ``latent_sizes`` (values per example),
     ``takes_labels``, ``max_plate_nesting``, ``has_prior`` (some latent site is scored
     by the model, not masked out), ``point_mass`` (every latent site of the guide is a
@@ -208,7 +210,7 @@ class Programs(nn.Module):
         guide: Program,
         example: torch.Tensor | tuple[torch.Tensor, ...],
         name: str | None = None,
-        inputs: Inputs | None = None,
+        inputs: Inputs | dict[str, Any] | None = None,
     ):
         super().__init__()
         # The programs themselves stay out of the module tree (their owners go in below).
@@ -229,6 +231,11 @@ class Programs(nn.Module):
         self._state: dict[str, dict] = {"params": {}, "constraints": {}}
         self._depth = 0
         self._vectorizes: dict[str, bool] = {}  # per way of running: under a particle plate?
+        if hasattr(example, "x_train"):  # a Dataset: its first two training rows
+            if inputs is not None and not isinstance(inputs, Inputs):
+                inputs = inputs_for(inputs, example)
+            y = example.y_train
+            example = (example.x_train[:2], None if y is None else y[:2])
         example = example if isinstance(example, tuple) else (example,)
         hook = batch_hook(model, guide)
         #: Inputs by name (:mod:`ppl_vae.inputs`): set for a data set of named arrays, with
