@@ -193,7 +193,8 @@ class Programs(nn.Module):
     ``example`` is a batch the programs accept (``x``, or ``(x, y)``, or a data set whose
     first rows are taken): the pair is traced on it once, which creates lazily-made
     parameters. ``inputs`` fills parameters by name besides the arrays of their names
-    (:class:`~ppl_vae.inputs.Inputs`, or ``{PARAM: ARRAY or VALUE}`` with a data set). Attributes set by that trace:
+    (:class:`~ppl_vae.inputs.Inputs`, or ``{PARAM: ARRAY or VALUE}`` with a data set).
+    Attributes set by that trace:
     ``latent_sites``, ``observed_sites``, ``latent_sizes`` (values per example),
     ``takes_labels``, ``max_plate_nesting``, ``has_prior`` (some latent site is scored
     by the model, not masked out), ``point_mass`` (every latent site of the guide is a
