@@ -232,11 +232,11 @@ class Programs(nn.Module):
         self._state: dict[str, dict] = {"params": {}, "constraints": {}}
         self._depth = 0
         self._vectorizes: dict[str, bool] = {}  # per way of running: under a particle plate?
-        if hasattr(example, "x_train"):  # a Dataset: its first two training rows
-            if inputs is not None and not isinstance(inputs, Inputs):
+        if hasattr(example, "x_train"):  # a Dataset: its first two training rows (all of
+            if inputs is not None and not isinstance(inputs, Inputs):  # named arrays)
                 inputs = inputs_for(inputs, example)
-            y = example.y_train
-            example = (example.x_train[:2], None if y is None else y[:2])
+            y, n = example.y_train, (None if example.named else 2)
+            example = (example.x_train[:n], None if y is None else y[:n])
         example = example if isinstance(example, tuple) else (example,)
         hook = batch_hook(model, guide)
         #: Inputs by name (:mod:`ppl_vae.inputs`): set for a data set of named arrays, with

@@ -140,3 +140,36 @@ def test_dmm_from_python_matches_pyros_elbo_whatever_the_row_order(fresh):
     rest = torch.randperm(23, generator=torch.Generator().manual_seed(1)) + 1
     shuffled = ours(torch.cat([torch.tensor([0]), rest]))
     assert close(same, shuffled), (same, shuffled)
+
+
+def test_lda_takes_its_corpus_by_name_and_its_settings_as_constants():
+    """Pyro's LDA gets what its main() passes (the corpus as [words, documents], the sizes
+    in a Namespace, its own subsample size), and the engine's loss on those arguments is
+    Pyro's TraceEnum_ELBO's, draw for draw. (Training it end to end waits on the
+    measurements of global latents: helper F's part of issue 28.)"""
+    import argparse
+
+    from ppl_vae.data import as_dataset
+    from ppl_vae.infer.trainer import make_objective
+    from ppl_vae.programs import Programs
+
+    lda = module("lda")
+    sizes = {"num_topics": 4, "num_words": 32, "num_words_per_doc": 16}
+    pyro.set_rng_seed(0)
+    _, _, corpus = lda.model(args=argparse.Namespace(**sizes, num_docs=96))  # main()'s data
+    ds = as_dataset({"words_train": corpus.T[:64], "words_test": corpus.T[64:]})
+    model, guide = lda.MODEL(num_topics=4, num_words=32, layer_sizes="16-16")
+    pair = Programs(model, guide, ds, inputs={"args": sizes, "batch_size": 16})
+    data, args, batch_size = pair.args(ds.x_train, ds.y_train)
+    assert torch.equal(data, corpus[:, :64]) and batch_size == 16
+    assert vars(args) == {**sizes, "num_docs": 64}
+    assert pair.binder.bound["batch_inputs.words"] == "array words"
+    objective = make_objective(pair, TrainConfig(elbo="enum", jit=False), 64)
+    for seed in range(3):
+        with pair.scope():
+            pyro.set_rng_seed(seed)
+            ours = objective(data, args, batch_size, beta=1.0)
+            pyro.set_rng_seed(seed)
+            elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=2)
+            theirs = elbo.differentiable_loss(model, guide, data, args, batch_size)
+        assert torch.allclose(ours, theirs), (float(ours), float(theirs))

@@ -69,7 +69,7 @@ def add_input_args(g) -> None:
         default=[],
         metavar="PARAM=ARRAY|VALUE",
         help="fill the programs' parameter PARAM from the data's array ARRAY (a rename), or "
-        "with a constant VALUE given as JSON (5, 0.2, true, \"text\", {\"num_topics\": 8}: an "
+        'with a constant VALUE given as JSON (5, 0.2, true, "text", {"num_topics": 8}: an '
         "object reads by attribute too); repeatable. Parameters are otherwise filled from "
         "the arrays of their own name, or keep their defaults",
     )
@@ -111,9 +111,7 @@ def input_specs(items: list[str]) -> dict[str, str]:
     for item in items:
         param, sep, spec = item.partition("=")
         if not sep or not param.isidentifier():
-            raise UserError(
-                f"--arg {item!r} is not PARAM=ARRAY or PARAM=VALUE (a JSON value)"
-            )
+            raise UserError(f"--arg {item!r} is not PARAM=ARRAY or PARAM=VALUE (a JSON value)")
         out[param] = spec
     return out
 

@@ -133,8 +133,8 @@ def first_batch(pair_form: str, x: torch.Tensor, y: torch.Tensor | None) -> tupl
     (:meth:`~ppl_vae.data.dataset.Dataset.scored_train`)."""
     if y is None:
         return (x[:2],)
-    if pair_form == "ids" or not torch.is_tensor(y):  # named arrays: sliced with x
-        return (x[:2], y[:2])
+    if not torch.is_tensor(y):  # named arrays: the rows given, every array sliced with x
+        return (x, y[: x.shape[0]])
     if pair_form == "ids":
         return (x[:2], y[:2])
     known = torch.nonzero(y >= 0).flatten()[:2]

@@ -621,6 +621,8 @@ def example_batch(data: Dataset, model: Program | None = None, guide: Program | 
     programs' first trace, as scored (a binary draw under dynamic binarisation)."""
     form = label_form(model, guide) if model is not None else "ids"
     n = data.x_train.shape[0] if data.y_train is not None and form != "ids" else 2
+    if data.named:  # programs of named arrays may size their plates by the batch (LDA)
+        n = data.x_train.shape[0]
     return labels.first_batch(form, data.scored_train(n), data.y_train)
 
 
