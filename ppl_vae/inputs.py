@@ -137,21 +137,6 @@ def positional(fn: Callable) -> list[inspect.Parameter]:
     return [p for p in parameters(fn) if p.kind in kinds]
 
 
-def batch_hook(model: Callable, guide: Callable) -> Callable | None:
-    """The per-batch input hook the programs declare (``batch_inputs`` on a program or on
-    the module it belongs to), or None."""
-    from ppl_vae.programs import owner_of
-
-    for fn in (model, guide):
-        for where in (fn, owner_of(fn)):
-            hook = getattr(where, "batch_inputs", None)
-            if hook is not None:
-                if not callable(hook):
-                    raise UserError(f"batch_inputs of {type(where).__name__} is not callable")
-                return hook
-    return None
-
-
 class Binder:
     """The programs' positional arguments for a batch of named arrays (module docstring).
     ``bound`` says what fed each parameter (``array NAME``, ``constant VALUE``, ``input

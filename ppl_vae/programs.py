@@ -68,7 +68,7 @@ from torch.distributions import kl_divergence
 
 from ppl_vae.data.fields import Fields
 from ppl_vae.errors import UserError
-from ppl_vae.inputs import Binder, Inputs, batch_hook, inputs_for
+from ppl_vae.inputs import Binder, Inputs, inputs_for
 
 Program = Callable[..., Any]
 #: Layers whose reading of the input's dimensions an outer particle dimension changes.
@@ -123,6 +123,19 @@ def labels_optional(fn: Program) -> bool:
         return False
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return len(positional) >= 2 and positional[1].default is not inspect.Parameter.empty
+
+
+def batch_hook(model: Callable, guide: Callable) -> Callable | None:
+    """The per-batch input hook the programs declare (``batch_inputs`` on a program or on
+    the module it belongs to), or None."""
+    for fn in (model, guide):
+        for where in (fn, owner_of(fn)):
+            hook = getattr(where, "batch_inputs", None)
+            if hook is not None:
+                if not callable(hook):
+                    raise UserError(f"batch_inputs of {type(where).__name__} is not callable")
+                return hook
+    return None
 
 
 LABEL_FORMS = ("ids", "onehot", "float")
