@@ -322,7 +322,7 @@ def classification(pair: Programs, ds: data.Dataset) -> dict[str, Any]:
     one row per example ``(N, C)`` (one-hot, as SSVAE's, or scores: the largest is the
     prediction). Empty without such a method or test labels; a ``classifier`` that does
     not take x or gives another shape leaves ``test_accuracy_note`` instead."""
-    if ds.y_test is None:
+    if ds.y_test is None or ds.named:  # named arrays: no labels to score (issue 28)
         return {}
     found = None
     for name in ("classify", "classifier"):  # M2VAE's classifier is its logit network
