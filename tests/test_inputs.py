@@ -172,3 +172,15 @@ def test_each_cli_mistake_is_one_error_line_exit_2_nothing_written(folder, capsy
     assert rc == 2 and err.count("\n") == 1 and err.startswith("error:"), err
     assert match in err
     assert not Path("runs").exists()
+
+
+def test_image_shape_gives_flat_rows_their_pictures_from_the_command_line(tmp_path, monkeypatch):
+    from ppl_vae import data
+
+    digits = data.load("digits")  # (N, 64) rows, saved flat: no pictures of their own
+    np.savez(tmp_path / "flat.npz", x_train=digits.x_train[:200], x_test=digits.x_test[:50])
+    monkeypatch.chdir(tmp_path)
+    line = "train vae --data flat.npz --image-shape 1,8,8 --epochs 1 --no-progress --out runs/v"
+    assert main(line.split()) == 0
+    assert json.loads(Path("runs/v/config.json").read_text())["image_shape"] == [1, 8, 8]
+    assert Path("runs/v/reconstructions.png").is_file()
