@@ -184,3 +184,34 @@ def test_image_shape_gives_flat_rows_their_pictures_from_the_command_line(tmp_pa
     assert main(line.split()) == 0
     assert json.loads(Path("runs/v/config.json").read_text())["image_shape"] == [1, 8, 8]
     assert Path("runs/v/reconstructions.png").is_file()
+
+
+HOSTILE_FILES = {
+    "object arrays": (
+        {"feats_train": np.array([{"a": 1}] * 4, dtype=object), "feats_test": np.zeros((2, 4))},
+        "must be numeric",
+    ),
+    "hundreds of arrays": (
+        {f"a{i}_{s}": np.zeros(3) for i in range(200) for s in ("train", "test")},
+        "over the limit",
+    ),
+    "lengths disagree between names": (
+        {
+            "feats_train": np.zeros((40, 4)),
+            "feats_test": np.zeros((10, 4)),
+            "n_train": np.arange(39),
+            "n_test": np.arange(10),
+        },
+        "disagree on the number of examples",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_FILES))
+def test_each_hostile_data_file_is_one_error_line_exit_2_nothing_written(folder, capsys, case):
+    arrays, match = HOSTILE_FILES[case]
+    np.savez("bad.npz", **arrays)
+    rc = main("train pair.py --data bad.npz --epochs 1 --out runs/p".split())
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("error:") and match in err, err
+    assert not Path("runs").exists()
