@@ -423,7 +423,10 @@ def analyze(
     report["nuts_settings"] = {"samples": nuts_samples, "warmup": nuts_warmup, "chains": chains}
     if amortization_points:
         k = min(amortization_points, len(idx))
-        report["amortization"] = amortization_record(pair, tuple(a[:k] for a in args), seed)
+        points = tuple(a[:k] for a in args)
+        if pair.binder is not None:  # bound by name: the points' rows, bound again there
+            points = (x_all[idx][:k], None if y is None else y[:k])
+        report["amortization"] = amortization_record(pair, points, seed)
     report["figures"] = []
     compared = list(nuts.posterior.data_vars) if nuts is not None else list(pair.latent_sites)
     for name, fig in figures(diag["khat"], idata, nuts, compared).items():
