@@ -215,10 +215,25 @@ class Binder:
         names = [p.name for p in self.params]
         if torch.is_tensor(out):
             out = (out,)
+        given = None
         if isinstance(out, tuple | list) and len(out) <= len(names):
-            return dict(zip(names, out))
-        if isinstance(out, Mapping) and all(k in names for k in out):
-            return dict(out)
+            given = dict(zip(names, out))
+        elif isinstance(out, Mapping) and all(k in names for k in out):
+            given = dict(out)
+        if given is not None:
+            for key, value in given.items():
+                ends = (
+                    (value.shape[0], value.shape[-1])
+                    if torch.is_tensor(value) and value.ndim
+                    else ()
+                )
+                if ends and rows not in ends:
+                    raise UserError(
+                        f"the input hook {name} returned {key} of shape {tuple(value.shape)} "
+                        f"for a batch of {rows} examples; a tensor it returns holds one entry "
+                        "per example along its first or last dimension"
+                    )
+            return given
         got = f"{len(out)} values" if isinstance(out, tuple | list) else type(out).__name__
         if isinstance(out, Mapping):
             got = f"a dict with {', '.join(k for k in out if k not in names)}"

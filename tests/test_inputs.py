@@ -88,6 +88,10 @@ MISTAKES = {
         "returned a dict with lengths",
     ),
     "a hook returning neither": (dict(hook=lambda feats: "batch"), "returned str"),
+    "a hook returning the wrong shape": (
+        dict(hook=lambda feats: (feats[:2, :2],)),
+        r"returned feats of shape \(2, 2\) for a batch of 3 examples",
+    ),
 }
 
 
