@@ -259,8 +259,7 @@ class Programs(nn.Module):
             self.binder = Binder(model, guide, inputs, hook)
             # the engine passes the batch's other arrays in the labels' slot (``Fields``)
             self.takes_labels, self.labels_optional, self.label_form = True, False, "ids"
-            args = self.args(*example[:2])
-            self._trace_once(args)
+            self._trace_once(self.args(*example[:2]), example[0])  # x: the data view's rows
             return
         self.takes_labels = takes_labels(model) and takes_labels(guide)
         self.labels_optional = self.takes_labels and all(
@@ -362,11 +361,11 @@ class Programs(nn.Module):
                 ) from None
         return model_tr, guide_tr
 
-    def _trace_once(self, args: tuple) -> None:
+    def _trace_once(self, args: tuple, x: torch.Tensor | None = None) -> None:
         labelled = len(args) > 1 and self.binder is None
         model_tr, guide_tr = self._run_once(args, labelled)
         self._collect_parameters(model_tr, guide_tr)
-        self._describe(model_tr, guide_tr, args[0])
+        self._describe(model_tr, guide_tr, args[0] if x is None else x)
 
     def _collect_parameters(self, model_tr, guide_tr) -> None:
         owned = {id(p) for o in self.owners for p in o.parameters()}
