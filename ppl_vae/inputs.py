@@ -74,15 +74,20 @@ class Inputs:
     constants: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, specs: Iterable[str] | Mapping[str, Any], arrays: Iterable[str]) -> Inputs:
+    def parse(
+        cls,
+        specs: Iterable[str] | Mapping[str, Any],
+        arrays: Iterable[str],
+        text: bool = True,
+    ) -> Inputs:
         """``--arg PARAM=SPEC`` options (or a dict ``{PARAM: SPEC}``): SPEC names one of
-        ``arrays`` (a rename), or is a JSON value (a constant). From Python a value that is
-        not a string is a constant as it is."""
+        ``arrays`` (a rename), or is a JSON value (a constant). With ``text=False`` (values
+        from Python) a value that names no array is a constant as it is, strings too."""
         arrays = set(arrays)
         items = specs.items() if isinstance(specs, Mapping) else (_split(s) for s in specs)
         out = cls()
         for param, spec in items:
-            if not isinstance(spec, str):
+            if not isinstance(spec, str) or (not text and spec not in arrays):
                 out.constants[param] = _constant(spec)
             elif spec in arrays:
                 out.renames[param] = spec
@@ -111,9 +116,20 @@ def array_names(ds) -> list[str]:
     return ["x"] + (["y"] if ds.y_train is not None else [])
 
 
-def inputs_for(specs: Mapping[str, Any] | Iterable[str] | None, ds) -> Inputs | None:
-    """:class:`Inputs` of ``--arg`` options against data set ``ds``'s arrays; None for none."""
-    return Inputs.parse(specs, array_names(ds)) if specs else None
+def inputs_for(
+    specs: Mapping[str, Any] | Iterable[str] | None, ds, text: bool = True
+) -> Inputs | None:
+    """:class:`Inputs` of ``--arg`` options (``text``) or of values from Python against
+    data set ``ds``'s arrays; None for none."""
+    return Inputs.parse(specs, array_names(ds), text) if specs else None
+
+
+def _shown(value: Any) -> str:
+    """A constant as the run's record shows it: its JSON, or its type for other values."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return f"a {type(value).__name__}"
 
 
 def _split(spec: str) -> tuple[str, str]:
@@ -181,7 +197,7 @@ class Binder:
                 bound[p.name] = f"array {self.inputs.renames[p.name]}"
             elif p.name in self.inputs.constants:
                 values.append(self.inputs.constants[p.name])
-                bound[p.name] = f"constant {json.dumps(self.inputs.constants[p.name])}"
+                bound[p.name] = f"constant {_shown(self.inputs.constants[p.name])}"
             elif p.name in batch:
                 values.append(batch[p.name])
                 bound[p.name] = f"array {p.name}"

@@ -247,7 +247,7 @@ class Programs(nn.Module):
         self._vectorizes: dict[str, bool] = {}  # per way of running: under a particle plate?
         if hasattr(example, "x_train"):  # a Dataset: its first two training rows (all of
             if inputs is not None and not isinstance(inputs, Inputs):  # named arrays)
-                inputs = inputs_for(inputs, example)
+                inputs = inputs_for(inputs, example, text=False)
             y, n = example.y_train, (None if example.named else 2)
             example = (example.x_train[:n], None if y is None else y[:n])
         example = example if isinstance(example, tuple) else (example,)

@@ -45,6 +45,17 @@ def test_a_rename_and_constants_fill_parameters_defaults_before_them_passed():
     assert args[2].num_topics == 8 and args[2]["names"] == ["a"]  # a Namespace-like dict
 
 
+def test_from_python_a_string_naming_no_array_and_any_object_are_constants():
+    w = torch.ones(2)
+    inputs = Inputs.parse({"n": "x", "scale": "fast", "offset": w}, BATCH, text=False)
+    binder = Binder(program, program, inputs)
+    args = binder(BATCH)
+    assert args[1] is BATCH["x"] and args[2] == "fast" and args[3] is w
+    assert (
+        binder.bound["scale"] == 'constant "fast"' and binder.bound["offset"] == "constant a Tensor"
+    )
+
+
 def test_a_hook_fills_parameters_from_its_own_named_inputs():
     def hook(feats, x, k=2):  # a tuple: the model's parameters in order
         return feats[:, :k], x.sum(-1)
