@@ -153,3 +153,13 @@ def test_fields_refuse_disagreeing_rows_and_too_many_arrays():
         Fields({"x": torch.zeros(3, 2), "n": torch.zeros(2)})
     with pytest.raises(UserError, match="over the limit"):
         Fields({f"a{i}": torch.zeros(1) for i in range(MAX_ARRAYS + 1)}, x_name="a0")
+
+
+def test_the_validation_rows_of_early_stopping_take_every_array_alike(tmp_path):
+    from ppl_vae.data.dataset import validation_split
+
+    ds = data.load(str(save(tmp_path / "s.npz", **SEQ)))
+    rest, (x_val, fields_val) = validation_split(ds)
+    assert len(rest.y_train) == rest.x_train.shape[0] == 6 and len(fields_val) == 1
+    row = next(i for i in range(7) if torch.equal(ds.x_train[i], x_val[0]))
+    assert torch.equal(fields_val["lengths"], ds.y_train["lengths"][row : row + 1])
