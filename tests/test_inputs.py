@@ -230,3 +230,22 @@ def test_each_hostile_data_file_is_one_error_line_exit_2_nothing_written(folder,
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and err.startswith("error:") and match in err, err
     assert not Path("runs").exists()
+
+
+def test_labels_hides_the_y_array_of_named_arrays(folder):
+    from ppl_vae.runs.build import load_data
+    from ppl_vae.runs.config import RunConfig
+
+    rng = np.random.default_rng(1)
+    y = np.arange(40) % 2
+    np.savez(
+        "y.npz",
+        feats_train=rng.normal(size=(40, 4)),
+        feats_test=np.zeros((4, 4)),
+        y_train=y,
+        y_test=y[:4],
+    )
+    ds = load_data(RunConfig(model="pair.py", data="y.npz", labels=10))
+    kept = ds.y_train["y"]
+    assert int((kept >= 0).sum()) == 10 and torch.equal(kept[kept >= 0], torch.tensor(y)[kept >= 0])
+    assert torch.equal(ds.y_train["feats"], torch.tensor(np.load("y.npz")["feats_train"]).float())

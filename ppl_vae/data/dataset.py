@@ -88,6 +88,13 @@ class Dataset:
     def labels_test(self) -> torch.Tensor | None:
         return _labels(self.y_test)
 
+    def with_train_labels(self, y: torch.Tensor) -> Dataset:
+        """The data set with training labels ``y`` (a named data set's ``y`` array)."""
+        if isinstance(self.y_train, Fields):
+            fields = Fields({**self.y_train.arrays, "y": y}, self.y_train.x_name)
+            return replace(self, y_train=fields)
+        return replace(self, y_train=y)
+
     @property
     def x_dim(self) -> int:
         return int(self.x_train.shape[1])

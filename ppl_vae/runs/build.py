@@ -11,7 +11,6 @@ model only from the run's own trusted copy (:mod:`ppl_vae.runs.trust`).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -54,10 +53,11 @@ def load_data(cfg: RunConfig) -> data.Dataset:
     if cfg.labels is not None:
         from ppl_vae.data.labels import keep_labels
 
-        if ds.y_train is None:
+        labels = ds.labels_train  # y_train, or a named data set's array y
+        if labels is None:
             raise UserError(f"--labels needs a labelled data set; {ds.name} has no labels")
-        y = keep_labels(ds.y_train.cpu(), cfg.labels, seed=cfg.train.seed)
-        ds = dataclasses.replace(ds, y_train=y.to(ds.y_train.device))
+        y = keep_labels(labels.cpu(), cfg.labels, seed=cfg.train.seed)
+        ds = ds.with_train_labels(y.to(labels.device))
     return ds
 
 
