@@ -249,3 +249,33 @@ def test_labels_hides_the_y_array_of_named_arrays(folder):
     kept = ds.y_train["y"]
     assert int((kept >= 0).sum()) == 10 and torch.equal(kept[kept >= 0], torch.tensor(y)[kept >= 0])
     assert torch.equal(ds.y_train["feats"], torch.tensor(np.load("y.npz")["feats_train"]).float())
+
+
+FUNCTIONS = """
+import pyro, pyro.distributions as dist, torch
+
+
+def batch_inputs(feats, n):  # the file's per-batch input hook
+    return feats[:, :2], n.float()
+
+
+def model(obs, weight):
+    loc = pyro.param("loc", torch.zeros(2))
+    with pyro.plate("data", obs.shape[0]):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("obs", dist.Normal(loc + z[:, None], 1.0).to_event(1), obs=obs)
+
+
+def guide(obs, weight):
+    w = pyro.param("w", torch.zeros(2))
+    with pyro.plate("data", obs.shape[0]):
+        pyro.sample("z", dist.Normal(obs @ w, 1.0))
+"""
+
+
+def test_a_file_of_functions_declares_its_hook_at_module_level(folder, capsys):
+    Path("functions.py").write_text(FUNCTIONS)
+    rc = main("train functions.py --data d.npz --epochs 1 --out runs/f".split())
+    assert rc == 0, capsys.readouterr()
+    bound = json.loads(Path("runs/f/config.json").read_text())["bound"]
+    assert bound["obs"] == "input hook" and bound["batch_inputs.n"] == "array n"
