@@ -127,18 +127,14 @@ p.stale, div.card .note.stale { color: #a33; }
 """
 
 
-def read_json(path: Path, run: RunDir | None = None) -> Any:
-    """The parsed file, or None when it is missing, not valid JSON or (with ``run``) not
-    a file the run wrote with one link (:meth:`RunDir.embeddable`); read bounded in size
-    and depth, never through a link or from a FIFO."""
-    if run is None:
-        run, rel = RunDir(path.parent), path.name
-    else:
-        rel = path.relative_to(run.path).as_posix()
-        if not run.embeddable(rel):
-            return None
+def own_record(run: RunDir, name: str) -> Any:
+    """The run's JSON record ``name`` read the one way (:meth:`RunDir.read_json`: bounded,
+    no link, no FIFO), or None when the run did not write it with one link
+    (:meth:`RunDir.embeddable`) or it cannot be read: the page shows what it can."""
+    if not run.embeddable(name):
+        return None
     try:
-        return run.read_json(rel)
+        return run.read_json(name)
     except UserError:
         return None
 
@@ -350,7 +346,7 @@ def _is_count(v: Any) -> bool:
 def run_step(run_dir: Path, run: RunDir, metrics: Any = None) -> int | None:
     """The step the run has trained to: its checkpoint's (``checkpoint.json``), else the
     ``steps`` of ``metrics.json``; None when neither says."""
-    body = read_json(run_dir / "checkpoint.json", run)
+    body = own_record(run, "checkpoint.json")
     record = body.get("record") if isinstance(body, dict) else None
     step = record.get("step") if isinstance(record, dict) else None
     if not _is_count(step) and isinstance(metrics, dict):
@@ -413,14 +409,13 @@ def render(run_dir: str | Path) -> str:
     """The report page of ``run_dir`` as an HTML string."""
     run_dir = Path(run_dir)
     run = RunDir(run_dir)
-    config = read_json(run_dir / "config.json", run)
-    metrics = read_json(run_dir / "metrics.json", run)
+    config = own_record(run, "config.json")
+    metrics = own_record(run, "metrics.json")
     title = f"ppl-vae run: {run_dir.resolve().name}"
     if isinstance(config, dict):
         title += f" ({config.get('model', '?')} on {config.get('data', '?')})"
     tables = {
-        name: metrics if name == "metrics.json" else read_json(run_dir / name, run)
-        for name, _ in TABLES
+        name: metrics if name == "metrics.json" else own_record(run, name) for name, _ in TABLES
     }
     step = run_step(run_dir, run, metrics)
     stale = {name: stale_note(name, tables[name], step) for name in FROM_CHECKPOINT}

@@ -1,6 +1,9 @@
 """Runs: the run directory and the jobs that read and write it.
 
-``rundir.py`` is the run directory (manifest, lock, confined paths, staged figures);
+``rundir.py`` is the run directory (validation, confined paths, the one commit
+primitive), with ``commit.py`` (a commit's files), ``manifest.py``, ``lock.py`` (one
+writer), ``safeio.py`` (bounded reads, JSON), ``fingerprint.py`` (hashes), ``checks.py``
+(``--out``, folders of runs, model files) and ``rollback.py`` (a failed job undone);
 ``atomic.py`` the one place bytes are written (temporary file, fsync, rename);
 ``trust.py`` which model code may run; ``checkpoint.py`` checkpoints as safetensors plus
 JSON and the :class:`~ppl_vae.runs.checkpoint.RunCheckpointer` that ``fit`` is given;

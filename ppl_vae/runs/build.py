@@ -28,7 +28,7 @@ from ppl_vae.infer.trainer import (
 )
 from ppl_vae.inputs import inputs_for
 from ppl_vae.programs import Programs
-from ppl_vae.runs import checkpoint, rundir
+from ppl_vae.runs import checkpoint, checks, fingerprint
 from ppl_vae.runs import trust as trust_module
 from ppl_vae.runs.config import (
     CONFIG,
@@ -68,7 +68,7 @@ def model_spec(cfg: RunConfig, source: str | Path | None = None) -> registry.Spe
     ``source`` is the file to import instead of ``cfg.model`` (a run's own checked copy)."""
     name = str(source or cfg.model)
     if source is None and cfg.is_user_file:
-        rundir.read_model_source(name)  # a directory, a text file: one clear line
+        checks.read_model_source(name)  # a directory, a text file: one clear line
     if source is not None:  # the run's copy: run exactly the bytes whose hash was trusted
         spec = registry.load_file(source, cfg.model_sha256)
     else:
@@ -152,7 +152,7 @@ def load_run(
     source = model_source(run, cfg, trust)
     dev = resolve_device(device)
     if cfg.data_sha256 and Path(cfg.data).is_file():
-        message = rundir.check_fingerprint(cfg.data, cfg.data_sha256, warn_only=True)
+        message = fingerprint.check_fingerprint(cfg.data, cfg.data_sha256, warn_only=True)
         if message:
             print(f"warning: {message}", file=sys.stderr)
     ds = load_data(cfg).to(dev)
@@ -209,8 +209,8 @@ def resumed_config(run: RunDir, cfg: RunConfig, trust: bool = False) -> RunConfi
             "drop them to continue that run, or start a new run with another --out"
         )
     if saved.data_sha256 is not None:
-        rundir.check_fingerprint(saved.data, saved.data_sha256)
-    state = checkpoint.load(run)
+        fingerprint.check_fingerprint(saved.data, saved.data_sha256)
+    state = checkpoint.load(run, keep=True)  # fit restores this record: read once
     history = state.get("history") if isinstance(state, dict) else None
     done = len(history) if isinstance(history, list) else 0
     epochs = cfg.train.epochs

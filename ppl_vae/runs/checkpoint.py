@@ -8,11 +8,13 @@ A checkpoint in a run directory is two files:
 - ``checkpoint-<step>.safetensors`` -- the tensors (model weights, optimizer moments,
   RNG states).
 
-Both go through :class:`~ppl_vae.runs.rundir.RunDir`: writes are atomic and recorded in the
-run's manifest (the weights go to a temporary file that is renamed into place, then the
-JSON is renamed over the old one -- the commit point -- then the old weights file is
-removed), so a crash at any moment leaves either the old or the new checkpoint whole, and
-the temporaries it leaves are removed at the next start. On load every name read from the
+Both are written as one commit of :class:`~ppl_vae.runs.rundir.RunDir` (each hashed once as
+it is written, the manifest written once; the weights are renamed into place, then the
+JSON over the old one -- the commit point -- then the old weights file is removed), so a
+crash at any moment leaves either the old or the new checkpoint whole, and the
+temporaries it leaves are removed at the next start. A resume reads and hashes the weights
+once: the record its checks loaded (``load(..., keep=True)``) is the one
+:class:`RunCheckpointer` restores. On load every name read from the
 JSON must stay inside the run directory (``../victim/checkpoint-44.safetensors`` is
 refused) and the weights must match their SHA-256. Nothing is unpickled.
 
@@ -28,20 +30,20 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load as safetensors_load
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_save
 
 from ppl_vae.errors import UserError
-from ppl_vae.runs import rundir
+from ppl_vae.runs import fingerprint, safeio
 from ppl_vae.runs.rundir import RunDir
 
 RECORD = "checkpoint.json"
@@ -90,30 +92,27 @@ def as_run(directory: str | Path | RunDir) -> RunDir:
 
 
 def save(directory: str | Path | RunDir, record: dict[str, Any]) -> Path:
-    """Write ``record`` (nested dicts/lists of JSON values and tensors) atomically into the
-    run directory: the weights first, then ``checkpoint.json`` (the commit point), then the
-    old weights file is removed. A :class:`RunDir` must be locked by the caller; a plain
-    path is locked here."""
+    """Write ``record`` (nested dicts/lists of JSON values and tensors) into the run
+    directory as one commit (:meth:`RunDir.commit`): the weights, then ``checkpoint.json``
+    naming them with their hash (the commit point), each hashed once as it is written, the
+    manifest written once; then the old weights files go. A :class:`RunDir` must be locked
+    by the caller; a plain path is locked here."""
     run = as_run(directory)
     with run.lock():
         tensors: dict[str, torch.Tensor] = {}
         skeleton = flatten(record, tensors)
-        step = record.get("step", 0)
-        weights = f"checkpoint-{int(step)}.safetensors"
-        with run.atomic_path(weights) as tmp:
-            save_file(tensors, str(tmp))
-        path = run.resolve(weights)
-        body = {"weights": weights, "sha256": rundir.sha256_file(path), "record": skeleton}
-        # Compact: indent= makes json use its pure-Python encoder (a third of a save once the
-        # history is 300 epochs long, ppca's default).
-        record_path = run.write_text(RECORD, json.dumps(body, separators=(",", ":")) + "\n")
+        weights = f"checkpoint-{int(record.get('step', 0))}.safetensors"
         # The old weights: those in the manifest (ppl-vae wrote them) but the new ones, read
         # there rather than from the old record (7 ms of JSON at 300 epochs); a file a crash
         # left between the weights and the record goes too.
-        for old in [name for name in run.manifest() if WEIGHTS.fullmatch(name)]:
-            if old != weights:
-                run.remove(old)
-        return record_path
+        old = [name for name in run.manifest() if WEIGHTS.fullmatch(name) and name != weights]
+        with run.commit(remove=old) as tx:
+            sha = tx.write(weights, safetensors_save(tensors))
+            body = {"weights": weights, "sha256": sha, "record": skeleton}
+            # Compact: indent= makes json use its pure-Python encoder (a third of a save once
+            # the history is 300 epochs long, ppca's default).
+            tx.write(RECORD, (json.dumps(body, separators=(",", ":")) + "\n").encode())
+        return tx.staged[RECORD].path
 
 
 def _weights_name(run: RunDir) -> str | None:
@@ -178,14 +177,52 @@ HEADER_LIMIT = 64 * 2**20
 COUNT_LIMIT = 2**53
 
 
+#: Records loaded with ``keep=True``, by run, with the identity of the files they came from.
+_KEPT: weakref.WeakKeyDictionary[RunDir, tuple[tuple, dict[str, Any]]] = weakref.WeakKeyDictionary()
+
+
+def _identity(run: RunDir, weights: str | None) -> tuple:
+    """What says the checkpoint's files are the ones read (a save renames new ones in)."""
+    names = [RECORD] if weights is None else [RECORD, weights]
+    try:
+        stats = [os.lstat(run.path / name) for name in names]
+    except OSError:
+        return ()
+    return tuple((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) for st in stats)
+
+
 def load(
-    directory: str | Path | RunDir, map_location: str | torch.device = "cpu"
+    directory: str | Path | RunDir, map_location: str | torch.device = "cpu", keep: bool = False
 ) -> dict[str, Any]:
     """Read the record written by :func:`save`, checking the weights against their hash.
     Every name the record holds must stay inside the run directory; the files are read
     only as regular files, bounded in size, and the record's fields are checked
-    (:func:`check_record`): any failure is one :class:`UserError` line."""
+    (:func:`check_record`): any failure is one :class:`UserError` line.
+
+    With ``keep`` the record is also kept for the run's :class:`RunCheckpointer`, which
+    then restores it without reading the weights again (a resume checks the checkpoint
+    when it starts and trains from it: one read and one hash of the weights per job)."""
     run = as_run(directory)
+    weights, identity, record = _read(run)
+    if keep:
+        _KEPT[run] = (weights, identity, record)
+    if str(map_location) != "cpu":
+        record = _to(record, map_location)
+    return record
+
+
+def _kept(run: RunDir, map_location: str | torch.device) -> dict[str, Any] | None:
+    """The record :func:`load` kept for ``run`` (given up here), if its files are the ones
+    on disk still; else None."""
+    weights, identity, record = _KEPT.pop(run, ("", (), None))
+    if record is None or not identity or _identity(run, weights) != identity:
+        return None
+    return record if str(map_location) == "cpu" else _to(record, map_location)
+
+
+def _read(run: RunDir) -> tuple[str, tuple, dict[str, Any]]:
+    """:func:`load`'s reading and checks: the weights' name, the identity of the files
+    (taken before they are read) and the record."""
     record_path = run.path / RECORD
     if not os.path.lexists(record_path):
         raise UserError(
@@ -204,11 +241,12 @@ def load(
     ):
         raise UserError(f"{bad} (expected an object naming its weights); train the run again")
     weights = run.resolve(body["weights"])  # ../victim/... is refused here
+    identity = _identity(run, body["weights"])
     try:
-        data = rundir.read_regular(run._lexical(body["weights"]), WEIGHTS_LIMIT, "weights")
+        data = safeio.read_regular(run._lexical(body["weights"]), WEIGHTS_LIMIT, "weights")
     except UserError as exc:
         raise UserError(f"checkpoint weights {weights} cannot be used ({exc})") from None
-    if hashlib.sha256(data).hexdigest() != body["sha256"]:
+    if fingerprint.digest(data) != body["sha256"]:
         raise UserError(f"checkpoint weights {weights} are missing or do not match {record_path}")
     tensors = parse_weights(data, weights)
     try:
@@ -216,9 +254,7 @@ def load(
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UserError(f"{bad} ({type(exc).__name__}: {exc}); train the run again") from None
     check_record(record, bad)
-    if str(map_location) != "cpu":
-        record = _to(record, map_location)
-    return record
+    return body["weights"], identity, record
 
 
 def parse_weights(data: bytes, path: Path) -> dict[str, torch.Tensor]:
@@ -231,7 +267,7 @@ def parse_weights(data: bytes, path: Path) -> dict[str, torch.Tensor]:
     n = int.from_bytes(data[:8], "little")
     if n > min(HEADER_LIMIT, len(data) - 8):
         raise UserError(f"{bad} (its header claims {n} bytes); train the run again")
-    header = rundir.parse_json(data[8 : 8 + n], f"the header of {path}")
+    header = safeio.parse_json(data[8 : 8 + n], f"the header of {path}")
     body = len(data) - 8 - n
     if not isinstance(header, dict):
         raise UserError(f"{bad} (its header is not an object); train the run again")
@@ -329,7 +365,9 @@ class RunCheckpointer:
         self.run, self.resume = run, resume
 
     def restore(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-        return load(self.run, map_location=map_location) if self.resume else None
+        if not self.resume:
+            return None
+        return _kept(self.run, map_location) or load(self.run, map_location=map_location)
 
     def save(self, record: dict[str, Any]) -> None:
         from ppl_vae.infer import distributed

@@ -47,7 +47,7 @@ from ppl_vae.data.dataset import note_on_test_set
 from ppl_vae.errors import UserError
 from ppl_vae.figures.run_figures import codes_of_test_set, placeholder
 from ppl_vae.infer.config import IMPORTANCE_WEIGHTED, OBJECTIVES
-from ppl_vae.runs import rundir
+from ppl_vae.runs import checks
 from ppl_vae.runs.config import DEFAULT_LATENT_DIM, DEFAULT_MODELS, RunConfig
 from ppl_vae.runs.rundir import RunDir
 from ppl_vae.runs.train import Run, prepare, train_built
@@ -157,17 +157,17 @@ def plan(
 
 def preflight(configs: Sequence[RunConfig], out: Path | None, overwrite: bool) -> list[tuple]:
     """Everything that can fail before training, checked before a byte is written or
-    removed: the folder and its tables (:func:`ppl_vae.runs.rundir.check_outputs`), and for
+    removed: the folder and its tables (:func:`ppl_vae.runs.checks.check_outputs`), and for
     each model its run directory ``out/<model>`` (free, or a run of ours to
     ``overwrite``), its training settings, the device, the data, and the model built and
     traced on it (:func:`~ppl_vae.runs.train.prepare`). Returns the prepared runs."""
     if out is not None:
-        rundir.check_outputs(out, OUTPUTS, overwrite)
+        checks.check_outputs(out, OUTPUTS, overwrite)
     prepared, ds = [], None
     for cfg in configs:
         name = entry_name(cfg, configs[0])
         try:
-            where = rundir.check_member(out, name) if out is not None else None
+            where = checks.check_member(out, name) if out is not None else None
             run = prepare(cfg, where, overwrite=overwrite, ds=ds)
         except UserError as exc:
             raise UserError(f"{name}: {exc}") from None
@@ -259,7 +259,7 @@ def write(result: Comparison, out: str | Path | RunDir) -> list[Path]:
     top = out if isinstance(out, RunDir) else RunDir(out)
     with top.lock():
         top.cleanup_tmp()
-        rundir.check_outputs(top.path, OUTPUTS, overwrite=True)
+        checks.check_outputs(top.path, OUTPUTS, overwrite=True)
         with top.staged() as path_for:  # each file by rename, one manifest write
             write_csv(result.rows, path_for("comparison.csv"))
             figure = None

@@ -28,7 +28,7 @@ from ppl_vae import registry, validate
 from ppl_vae.data.sources import TEST_BINARIZE_SEED, parse_binarize
 from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
-from ppl_vae.runs import rundir
+from ppl_vae.runs import fingerprint
 from ppl_vae.runs.rundir import RunDir
 
 CONFIG = "config.json"
@@ -212,7 +212,7 @@ def same_model(saved: RunConfig, new: RunConfig) -> bool:
     if not saved.model_sha256 or not is_model_file(new.model):
         return False
     path = Path(new.model)
-    return path.is_file() and rundir.sha256_file(path) == saved.model_sha256
+    return path.is_file() and fingerprint.sha256_file(path) == saved.model_sha256
 
 
 def resume_differences(saved: RunConfig, new: RunConfig) -> list[str]:

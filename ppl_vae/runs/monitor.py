@@ -108,6 +108,12 @@ class HistoryLog:
             self.run.write_text(HISTORY, "")
             self.synced = True
 
+    def _linked(self) -> bool:
+        try:
+            return os.lstat(self.run.path / HISTORY).st_nlink > 1
+        except OSError:
+            return False
+
     def _text(self) -> str:
         try:
             with open(self.run.path / HISTORY, encoding="utf-8") as f:
@@ -116,8 +122,10 @@ class HistoryLog:
             return ""
 
     def __call__(self, record: dict[str, Any], history: list[dict[str, Any]]) -> None:
-        if not self.synced and self._text() != history_text(history[:-1]):
-            self.run.write_text(HISTORY, history_text(history))  # repaired by rename
+        if not self.synced and (self._linked() or self._text() != history_text(history[:-1])):
+            # repaired by rename; and a file another link shares (a `cp -al` backup of the
+            # run) is never appended to: the backup keeps its bytes
+            self.run.write_text(HISTORY, history_text(history))
             self.synced = True
             return
         fd = os.open(self.run.path / HISTORY, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)

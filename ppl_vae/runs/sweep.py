@@ -49,7 +49,7 @@ from ppl_vae import traces
 from ppl_vae.data.dataset import note_on_test_set
 from ppl_vae.errors import UserError
 from ppl_vae.figures.run_figures import placeholder
-from ppl_vae.runs import rundir
+from ppl_vae.runs import checks
 from ppl_vae.runs.config import RunConfig
 from ppl_vae.runs.rundir import RunDir
 from ppl_vae.runs.train import prepare, train_built
@@ -163,10 +163,10 @@ def check(
             "a beta sweep trains the beta-weighted ELBO (or --objective tcvae); for the "
             "capacity objective pass --capacities C1,C2 instead of --objective capacity"
         )
-    rundir.check_outputs(out, OUTPUTS, overwrite)
+    checks.check_outputs(out, OUTPUTS, overwrite)
     runs = variants(base, values, capacities)
     for variant in runs:
-        RunDir(rundir.check_member(out, variant.name)).check(resume=False, overwrite=overwrite)
+        RunDir(checks.check_member(out, variant.name)).check(resume=False, overwrite=overwrite)
         variant.config(base).train.validate()
     first = prepare(runs[0].config(base), Path(out) / runs[0].name, overwrite=overwrite)
     if not first[2].has_prior:
@@ -233,7 +233,7 @@ def _sweep(base, runs: list[Variant], top: RunDir, overwrite, log, first) -> lis
             )
         if log is not None:
             log(format_row(rows[-1]))
-    rundir.check_outputs(out, OUTPUTS, overwrite=True)  # nothing of the user's replaced
+    checks.check_outputs(out, OUTPUTS, overwrite=True)  # nothing of the user's replaced
     with top.staged() as path_for:  # each file by rename, one manifest write
         note = note_on_test_set(first[1])
         write_table(rows, path_for("sweep.csv"), path_for("sweep.md"), note)

@@ -63,7 +63,7 @@ from ppl_vae.infer.trainer import FitResult, check_optimizer, fit, resolve_devic
 from ppl_vae.measure.failure_modes import diagnose
 from ppl_vae.measure.metrics import FINAL_METRICS, TEST_DRAWS, epoch_record, evaluate_test_set
 from ppl_vae.programs import Programs
-from ppl_vae.runs import atomic, checkpoint, monitor, rundir, trust
+from ppl_vae.runs import atomic, checkpoint, fingerprint, monitor, rollback, trust
 from ppl_vae.runs.build import (
     apply_recommended,
     build_programs,
@@ -174,7 +174,7 @@ def train_built(
         cfg.train.schedule_epochs = cfg.train.epochs
         if Path(cfg.data).is_file():
             cfg.data = str(Path(cfg.data).resolve())  # loads from any working folder
-            cfg.data_sha256 = rundir.sha256_file(cfg.data)
+            cfg.data_sha256 = fingerprint.sha256_file(cfg.data)
     checkpointer = checkpoint.RunCheckpointer(run, resume)
     if not distributed.is_main():  # rank 0 alone writes the run; the others read --resume
         result = fit(pair, None, ds, cfg.train, checkpointer)
@@ -183,7 +183,7 @@ def train_built(
     with run.lock():  # the one lock of the job: fit and the checkpointer take none
         run.prepare(resume, overwrite)
         run.cleanup_tmp()
-        saved = run.savepoint(resumed_files(run) if resume else ())
+        saved = rollback.savepoint(run, resumed_files(run) if resume else ())
         try:
             return _train_into(run, cfg, pair, ds, checkpointer, tensorboard)
         except BaseException as exc:  # any failure: the run goes back to what it was
@@ -205,7 +205,7 @@ def train_built(
 
 def resumed_files(run: RunDir) -> list[str]:
     """The files of a run that a resumed job may replace or append to, saved at its start
-    (:meth:`RunDir.savepoint`): the checkpoint (weights first), the configuration, the
+    (:func:`rollback.savepoint`): the checkpoint (weights first), the configuration, the
     history and the records, figures and page written at the end."""
     from ppl_vae.figures.report import REPORT
 
@@ -230,7 +230,7 @@ def _train_into(
 ) -> Run:
     if cfg.is_user_file and not checkpointer.resume:
         cfg.model_file, cfg.model_sha256 = run.copy_model_file(cfg.model)
-        trust.trust_hash(cfg.model_sha256)  # the user trained with it
+        trust.check_recordable()  # recorded once the run holds a checkpoint (below)
     from ppl_vae.figures.report import REPORT
 
     run.check_writable([*FIGURES, METRICS, REPORT])  # before training, not after it
@@ -242,6 +242,8 @@ def _train_into(
             result = fit(pair, None, ds, cfg.train, checkpointer, on_epoch=live)
         finally:
             live.close()
+            if cfg.is_user_file and not checkpointer.resume and checkpoint.exists(run):
+                trust.trust_hash(cfg.model_sha256)  # the user trained with it
         live.close(result.history)  # history.jsonl committed as metrics.json's history
         job = Run(result, final_metrics(result, ds), ds, cfg, run.path)
         run.write_json(METRICS, job.metrics)
@@ -255,9 +257,9 @@ def _train_into(
     return job
 
 
-def _roll_back(run: RunDir, resume: bool, saved: rundir.Savepoint, exc: BaseException) -> bool:
+def _roll_back(run: RunDir, resume: bool, saved: rollback.Savepoint, exc: BaseException) -> bool:
     """Undo a failed job; True when that worked. A resumed run is put back as it was
-    before the command (:meth:`RunDir.roll_back`: checkpoint, configuration, history,
+    before the command (:func:`rollback.roll_back`: checkpoint, configuration, history,
     records; what the job created is removed). A fresh run loses what it wrote (and
     :meth:`RunDir.lock` the directory, when it created it), unless it reached a
     checkpoint: that is kept, to be resumed. An interrupted job (Ctrl-C) keeps its
@@ -266,7 +268,7 @@ def _roll_back(run: RunDir, resume: bool, saved: rundir.Savepoint, exc: BaseExce
         run.cleanup_tmp()
         if isinstance(exc, KeyboardInterrupt) or (not resume and checkpoint.exists(run)):
             return True
-        run.roll_back(saved)
+        rollback.roll_back(run, saved)
         return True
     except (OSError, UserError):  # a full disk: the failure that matters is the job's
         return False

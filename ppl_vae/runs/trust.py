@@ -18,7 +18,9 @@ from pathlib import Path
 
 from ppl_vae.errors import UserError
 from ppl_vae.runs import atomic
-from ppl_vae.runs.rundir import RunDir, read_json, sha256_file
+from ppl_vae.runs.fingerprint import sha256_file
+from ppl_vae.runs.rundir import RunDir
+from ppl_vae.runs.safeio import read_json
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
@@ -49,10 +51,28 @@ def trusted_hashes() -> set[str]:
     return {h for h in hashes if isinstance(h, str) and _SHA.match(h)}
 
 
+def check_recordable() -> None:
+    """Refuse, writing nothing, a trusted list :func:`trust_hash` could not record to (a
+    damaged list, a file where its folder goes, a folder that is not writable)."""
+    path = trusted_path()
+    trusted_hashes()
+    folder = path.parent
+    while not os.path.lexists(folder):
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(
+            f"cannot write the trusted list in {path.parent} ({folder} is not a folder you "
+            "can write); point XDG_CONFIG_HOME at a folder you can write"
+        )
+
+
 def trust_hash(sha: str) -> None:
-    """Add a model file's hash to the user's trusted list (atomic, under a lock)."""
+    """Add a model file's hash to the user's trusted list (atomic, under a lock); a hash
+    already listed creates nothing."""
     if not isinstance(sha, str) or not _SHA.match(sha):
         raise UserError(f"{sha!r} is not a SHA-256 hex digest")
+    if sha in trusted_hashes():
+        return
     path = trusted_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,17 +62,23 @@ def test_weights_a_crash_left_before_the_record_go_at_the_next_save(tmp_path, mo
     of the same pattern, not in the manifest, stays."""
     checkpoint.save(tmp_path, {"step": 1, "w": torch.zeros(2)})
     (tmp_path / "checkpoint-7.safetensors").write_bytes(b"the user's")
-    real = RunDir.write_text
+    real = os.replace
 
-    def killed(self, name, text):
-        if name == checkpoint.RECORD:
-            raise KeyboardInterrupt  # the weights of step 2 are written and recorded
-        return real(self, name, text)
+    def killed(src, dst, *args, **kwargs):
+        if Path(dst).name == checkpoint.RECORD:
+            raise KeyboardInterrupt  # the weights of step 2 are renamed into place, listed
+        return real(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(RunDir, "write_text", killed)
+    monkeypatch.setattr(os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save(tmp_path, {"step": 2, "w": torch.ones(2)})
-    monkeypatch.setattr(RunDir, "write_text", real)
+    monkeypatch.setattr(os, "replace", real)
+    assert (tmp_path / "checkpoint-2.safetensors").is_file()
+    assert sorted(RunDir(tmp_path).manifest()) == [
+        "checkpoint-1.safetensors",
+        "checkpoint-2.safetensors",
+        "checkpoint.json",
+    ]
     assert torch.equal(checkpoint.load(tmp_path)["w"], torch.zeros(2))
     checkpoint.save(tmp_path, {"step": 3, "w": torch.full((2,), 3.0)})
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == [
@@ -86,7 +94,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatc
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint, "save_file", broken)
+    monkeypatch.setattr(checkpoint, "safetensors_save", broken)
     with pytest.raises(OSError):
         checkpoint.save(tmp_path, {"step": 2, "w": torch.ones(2)})
     assert torch.equal(checkpoint.load(tmp_path)["w"], torch.zeros(2))

@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ppl_vae.errors import UserError
-from ppl_vae.runs import atomic, rundir, trust
-from ppl_vae.runs.rundir import MANIFEST, RunDir
+from ppl_vae.runs import atomic, fingerprint, manifest, rundir, trust
+from ppl_vae.runs.manifest import MANIFEST
+from ppl_vae.runs.rundir import RunDir
 
 
 def refused(
@@ -331,10 +332,8 @@ def test_record_all_lists_several_files_with_one_manifest_write(tmp_path, monkey
         for name in names:
             one.record(name)
     writes = []
-    write = RunDir._write_manifest
-    monkeypatch.setattr(
-        RunDir, "_write_manifest", lambda self, body: writes.append(write(self, body))
-    )
+    write = manifest.write
+    monkeypatch.setattr(manifest, "write", lambda folder, body: writes.append(write(folder, body)))
     with many.lock():
         assert many.record_all(names) == [many.resolve(n) for n in names]
     assert len(writes) == 1
@@ -519,17 +518,17 @@ def test_model_file_checks_confinement_hash_and_trust(tmp_path):
 def test_data_fingerprints(tmp_path):
     data = tmp_path / "d.npz"
     data.write_bytes(b"a" * 3_000_000)
-    sha = rundir.sha256_file(data)
+    sha = fingerprint.sha256_file(data)
     assert sha == hashlib.sha256(b"a" * 3_000_000).hexdigest()
-    assert rundir.check_fingerprint(data, sha) is None
-    assert rundir.check_fingerprint(data, None) is None  # runs that recorded nothing
+    assert fingerprint.check_fingerprint(data, sha) is None
+    assert fingerprint.check_fingerprint(data, None) is None  # runs that recorded nothing
     data.write_bytes(b"b" * 3_000_000)
     with pytest.raises(UserError, match="changed since the run was trained"):
-        rundir.check_fingerprint(data, sha)
-    assert "changed" in rundir.check_fingerprint(data, sha, warn_only=True)
+        fingerprint.check_fingerprint(data, sha)
+    assert "changed" in fingerprint.check_fingerprint(data, sha, warn_only=True)
     data.unlink()
     with pytest.raises(UserError, match="does not exist"):
-        rundir.check_fingerprint(data, sha)
+        fingerprint.check_fingerprint(data, sha)
 
 
 def test_check_is_fast_and_writes_nothing_on_a_big_run(tmp_path):

@@ -554,11 +554,6 @@ def hostile_runs(tmp: Path, trained: Path) -> dict[str, tuple]:
             ["report", "{run}"],
             ".lock is a symlink",
         ),
-        "lock is a hard link": (
-            lambda r: os.link(thesis, r / ".lock"),
-            ["report", "{run}"],
-            "has other links",
-        ),
         "lock is a FIFO": (lambda r: os.mkfifo(r / ".lock"), ["report", "{run}"], "regular file"),
         "manifest is a FIFO": (
             lambda r: ((r / "manifest.json").unlink(), os.mkfifo(r / "manifest.json")),
