@@ -90,7 +90,7 @@ def main(argv=None) -> float:
     from ppl_vae import data
     from ppl_vae.infer.config import TrainConfig
     from ppl_vae.infer.trainer import fit
-    from ppl_vae.runs.evaluate import evaluation
+    from ppl_vae.measure.likelihood import evaluation
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=20)

@@ -4,12 +4,13 @@ Steps, all from the Python API:
 
 1. :func:`ppl_vae.infer.trainer.fit` fits the suite's VAE, a Pyro model/guide pair, with a 2-d
    latent space (any other pair, a user's own included, goes through the same calls);
-2. :func:`ppl_vae.runs.evaluate.evaluation` compares the ELBO with the importance-weighted
+2. :func:`ppl_vae.measure.likelihood.evaluation` compares the ELBO with the importance-weighted
    :math:`\\log \\hat p_K(x) = \\log \\frac1K \\sum_k p(x, z_k) / q(z_k|x)`, whose excess
    over the ELBO estimates :math:`\\mathrm{KL}(q(z|x) \\,\\|\\, p(z|x))` on average;
-3. :func:`ppl_vae.analysis.posterior.analyze` draws from the guide, computes PSIS k-hat per test
-   point and runs NUTS on a few points with the parameters fixed, writing NetCDF, CSV,
-   JSON and PNG files under ``OUT/analysis``.
+3. :func:`ppl_vae.runs.analyze.write_analysis` draws from the guide, computes PSIS k-hat per
+   test point and runs NUTS on a few points with the parameters fixed
+   (:func:`ppl_vae.analysis.posterior.analyze`), writing NetCDF, CSV, JSON and PNG files
+   under ``OUT/analysis``.
 
 Run::
 
@@ -24,10 +25,10 @@ from pathlib import Path
 from ppl_vae.models.vae import VAE
 
 from ppl_vae import data
-from ppl_vae.analysis.posterior import analyze
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.infer.trainer import fit
-from ppl_vae.runs.evaluate import evaluation
+from ppl_vae.measure.likelihood import evaluation
+from ppl_vae.runs.analyze import write_analysis
 
 
 def main() -> None:
@@ -48,7 +49,7 @@ def main() -> None:
         f"gap {log_p - elbo:.3f} nats"
     )
     out = Path(args.out) / "analysis"
-    report = analyze(
+    report = write_analysis(
         pair,
         ds.x_test,
         out,

@@ -67,7 +67,7 @@ from torch import nn
 from torch.distributions import kl_divergence
 
 from ppl_vae.data.fields import Fields
-from ppl_vae.errors import UserError
+from ppl_vae.errors import UserError, first_line
 from ppl_vae.inputs import Binder, Inputs, inputs_for
 
 Program = Callable[..., Any]
@@ -336,7 +336,7 @@ class Programs(nn.Module):
             except UserError:
                 raise
             except Exception as exc:
-                first = (str(exc).strip().splitlines() or [""])[0]
+                first = first_line(exc)
                 if isinstance(exc, ValueError) and "Expected value argument" in first:
                     raise UserError(
                         f"{self.name}'s model cannot score this data: an observed value lies "

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ppl_vae import models as suite
-from ppl_vae.errors import UserError
+from ppl_vae.errors import UserError, first_line
 
 ENTRY_POINTS = "ppl_vae.models"
 WHAT_A_FILE_DEFINES = (
@@ -173,7 +173,7 @@ def load_file(path: str | Path, expected_sha256: str | None = None) -> Spec:
                 f"{path} imports {missing}, a module next to it that is not installed; "
                 f"{SELF_CONTAINED}"
             ) from None
-        first = (str(exc).strip().splitlines() or [""])[0]
+        first = first_line(exc)
         raise UserError(f"could not import {path}: {type(exc).__name__}: {first}") from None
     return spec_of_module(module, str(path), str(path))
 

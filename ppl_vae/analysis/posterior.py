@@ -40,6 +40,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -53,7 +54,7 @@ from pyro import poutine
 from ppl_vae import traces
 from ppl_vae.analysis import reference
 from ppl_vae.analysis.reference import dim_name
-from ppl_vae.errors import UserError
+from ppl_vae.errors import UserError, first_line
 from ppl_vae.measure.importance import check_estimable, default_chunk, log_weights
 from ppl_vae.measure.metrics import eval_mode, seeded
 from ppl_vae.programs import Programs
@@ -267,8 +268,16 @@ def figures(
     q = guide.posterior.sel(point=point)
     n = nuts.posterior.sel(point=point)
     total = sum(q[s].sizes[dim_name(s)] for s in sites)
+    out["density.png"] = _density_figure(q, n, sites, min(total, MAX_DENSITY_PANELS), point)
+    if total >= 2:
+        out["pair.png"] = _pair_figure(q, n, sites, min(total, MAX_PAIR_DIMS), point)
+    return out
 
-    shown = min(total, MAX_DENSITY_PANELS)
+
+def _density_figure(q: xr.Dataset, n: xr.Dataset, sites: list[str], shown: int, point: Any):
+    """``az.plot_density`` of the guide's and NUTS's draws, one panel per latent value."""
+    from matplotlib.figure import Figure
+
     cols = min(shown, 4)
     rows = math.ceil(shown / cols)
     fig = Figure(figsize=(3 * cols, 2.6 * rows), layout="constrained")
@@ -284,23 +293,25 @@ def figures(
         show=False,
     )
     fig.suptitle(f"posterior of point {point}: guide against NUTS")
-    out["density.png"] = fig
+    return fig
 
-    if total >= 2:
-        d = min(total, MAX_PAIR_DIMS)
-        fig = Figure(figsize=(2.2 * d, 2.2 * d), layout="constrained")
-        axes = fig.subplots(d - 1, d - 1, squeeze=False)
-        for data, label, color in ((q, GUIDE_LABEL, "C0"), (n, NUTS_LABEL, "C1")):
-            az.plot_pair(
-                _first_values(data, sites, d),
-                ax=axes if d > 2 else axes[0, 0],
-                scatter_kwargs={"label": label, "alpha": 0.3, "color": color},
-                show=False,
-            )
-        axes[0, 0].legend(fontsize=7, markerscale=3)
-        fig.suptitle(f"point {point}: guide against NUTS")
-        out["pair.png"] = fig
-    return out
+
+def _pair_figure(q: xr.Dataset, n: xr.Dataset, sites: list[str], d: int, point: Any):
+    """``az.plot_pair`` of the first ``d`` latent values, the guide's draws over NUTS's."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2.2 * d, 2.2 * d), layout="constrained")
+    axes = fig.subplots(d - 1, d - 1, squeeze=False)
+    for data, label, color in ((q, GUIDE_LABEL, "C0"), (n, NUTS_LABEL, "C1")):
+        az.plot_pair(
+            _first_values(data, sites, d),
+            ax=axes if d > 2 else axes[0, 0],
+            scatter_kwargs={"label": label, "alpha": 0.3, "color": color},
+            show=False,
+        )
+    axes[0, 0].legend(fontsize=7, markerscale=3)
+    fig.suptitle(f"point {point}: guide against NUTS")
+    return fig
 
 
 # -- the amortisation gap -------------------------------------------------------------------
@@ -319,7 +330,7 @@ def amortization_record(pair: Programs, args: tuple, seed: int = 0) -> dict[str,
     except (RuntimeError, ValueError, IndexError, NotImplementedError) as exc:
         # analysis degrades, never dies: a program whose sites do not take a batch of
         # particles (a mask of x's shape, BatchNorm over the batch) gets a note instead
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         return {
             "points": int(x.shape[0]),
             "note": f"the amortisation gap could not be "
@@ -328,10 +339,21 @@ def amortization_record(pair: Programs, args: tuple, seed: int = 0) -> dict[str,
 
 
 # -- the whole analysis ---------------------------------------------------------------------
+@dataclasses.dataclass
+class Analysis:
+    """What :func:`analyze` found, in memory: the report (``report.json``), the guide and
+    prior draws (``posterior.nc``), the NUTS references (``nuts.nc``; None without any) and
+    the figures by file name. :func:`ppl_vae.runs.analyze.write_analysis` writes them."""
+
+    report: dict[str, Any]
+    posterior: az.InferenceData
+    nuts: az.InferenceData | None
+    figures: dict[str, Any]
+
+
 def analyze(
     pair: Programs,
     x_all: torch.Tensor,
-    out,
     y_all: torch.Tensor | None = None,
     *,
     points: int = 50,
@@ -343,37 +365,50 @@ def analyze(
     nuts_warmup: int = 300,
     amortization_points: int = 10,
     step: int | None = None,
-) -> dict[str, Any]:
+) -> Analysis:
     """The whole analysis of ``points`` examples of ``x_all`` (labels ``y_all`` passed where
-    the programs take them), written to the folder ``out``: ``posterior.nc``,
-    ``summary.csv``, ``nuts.nc``, ``nuts_summary.csv``, ``report.json`` and PNG figures.
-    The report's ``amortization`` holds the approximation and amortisation gaps of the
-    first ``amortization_points`` of them (all, when fewer; :func:`amortization_record`);
-    ``step``, the training step of the checkpoint analysed (``ppl-vae analyze`` passes
-    it), goes first in the report when given. Returns the report."""
-    import json
-    from pathlib import Path
+    the programs take them), nothing written. The report's ``amortization`` holds the
+    approximation and amortisation gaps of the first ``amortization_points`` of them (all,
+    when fewer; :func:`amortization_record`); ``step``, the training step of the checkpoint
+    analysed (``ppl-vae analyze`` passes it), goes first in the report when given."""
+    _check_options(points, nuts_points, chains, amortization_points)
+    idx = choose_points(x_all.shape[0], points, seed)
+    y = y_all[idx] if y_all is not None else None
+    args = pair.eval_args(x_all[idx], y)
+    diag = psis(pair, args, draws, seed, idx)  # validates the pair and --draws first
+    idata = inference_data(pair, args, idx, draws, seed)
+    report = _report(pair, idx, draws, diag, step)
+    nuts_options = {"samples": nuts_samples, "warmup": nuts_warmup, "chains": chains}
+    nuts = _nuts_references(pair, args, idx, idata, diag, report, nuts_points, nuts_options, seed)
+    report["nuts_settings"] = nuts_options
+    if amortization_points:
+        k = min(amortization_points, len(idx))
+        first = tuple(a[:k] for a in args)
+        if pair.binder is not None:  # bound by name: the points' rows, bound again there
+            first = (x_all[idx][:k], None if y is None else y[:k])
+        report["amortization"] = amortization_record(pair, first, seed)
+    compared = list(nuts.posterior.data_vars) if nuts is not None else list(pair.latent_sites)
+    figs = figures(diag["khat"], idata, nuts, compared)
+    report["figures"] = list(figs)
+    return Analysis(report, idata, nuts, figs)
 
-    from ppl_vae.runs import atomic
 
+def _check_options(points: int, nuts_points: int, chains: int, amortization_points: int) -> None:
     if not 0 <= nuts_points <= points:
         raise UserError(f"--nuts-points must lie in 0..--points ({points}), got {nuts_points}")
     if chains < 1:
         raise UserError(f"--chains must be at least 1, got {chains}")
     if amortization_points < 0:
         raise UserError(f"--amortization-points cannot be negative, got {amortization_points}")
-    idx = choose_points(x_all.shape[0], points, seed)
-    y = y_all[idx] if y_all is not None else None
-    args = pair.eval_args(x_all[idx], y)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    diag = psis(pair, args, draws, seed, idx)  # validates the pair and --draws first
-    idata = inference_data(pair, args, idx, draws, seed)
-    idata.to_netcdf(str(out / "posterior.nc"))
-    az.summary(idata, kind="stats").to_csv(out / "summary.csv")
+
+
+def _report(
+    pair: Programs, idx: list[int], draws: int, diag: xr.Dataset, step: int | None
+) -> dict[str, Any]:
+    """The report's PSIS part: k-hat per point and its shares above 0.5 and 0.7."""
     khat = diag["khat"].values
     report: dict[str, Any] = {} if step is None else {"step": step}
-    report |= {
+    return report | {
         "points": idx,
         "draws": draws,
         "latent_sites": list(pair.latent_sites),
@@ -388,18 +423,36 @@ def analyze(
         "mean_gap_kl_q_to_posterior": float(diag["gap"].mean()),
         "nuts": [],
     }
-    runs = {}
+
+
+def _nuts_references(
+    pair: Programs,
+    args: tuple,
+    idx: list[int],
+    idata: az.InferenceData,
+    diag: xr.Dataset,
+    report: dict[str, Any],
+    nuts_points: int,
+    options: dict[str, int],
+    seed: int,
+) -> az.InferenceData | None:
+    """NUTS on the first ``nuts_points`` points, one row each appended to
+    ``report["nuts"]``; the references stacked (None without any).
+
+    Degrade, never die: NUTS enumerates discrete sites out of its draws (CEVAE's t, y) and
+    cannot start on a prior without .support (a zuko flow): compare the sites it drew, and
+    note a point it could not run, keeping the guide draws and PSIS."""
+    khat, runs = diag["khat"].values, {}
     for j in range(nuts_points):
         one = tuple(a[j : j + 1] for a in args)
-        # Degrade, never die: NUTS enumerates discrete sites out of its draws (CEVAE's t, y)
-        # and cannot start on a prior without .support (a zuko flow): compare the sites it
-        # drew, and note a point it could not run, keeping the guide draws and PSIS above.
         try:
-            run = reference.nuts_point(pair, one, nuts_samples, nuts_warmup, chains, seed + j)
+            run = reference.nuts_point(
+                pair, one, options["samples"], options["warmup"], options["chains"], seed + j
+            )
         except UserError:
             raise
         except Exception as exc:
-            why = (str(exc).strip().splitlines() or [""])[0][:200]
+            why = first_line(exc)
             report["nuts"].append({"point": idx[j], "skipped": f"{type(exc).__name__}: {why}"})
             continue
         drawn = [n for n in pair.latent_sites if n in run.posterior]
@@ -415,23 +468,4 @@ def analyze(
         if not_drawn:
             row["sites_not_drawn"] = not_drawn  # enumerated out by NUTS
         report["nuts"].append(row)
-    nuts = None
-    if runs:
-        nuts = reference.stack(pair, runs)
-        nuts.to_netcdf(str(out / "nuts.nc"))
-        az.summary(nuts, var_names=list(nuts.posterior.data_vars)).to_csv(out / "nuts_summary.csv")
-    report["nuts_settings"] = {"samples": nuts_samples, "warmup": nuts_warmup, "chains": chains}
-    if amortization_points:
-        k = min(amortization_points, len(idx))
-        points = tuple(a[:k] for a in args)
-        if pair.binder is not None:  # bound by name: the points' rows, bound again there
-            points = (x_all[idx][:k], None if y is None else y[:k])
-        report["amortization"] = amortization_record(pair, points, seed)
-    report["figures"] = []
-    compared = list(nuts.posterior.data_vars) if nuts is not None else list(pair.latent_sites)
-    for name, fig in figures(diag["khat"], idata, nuts, compared).items():
-        with atomic.writing(out / name) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-        report["figures"].append(name)
-    atomic.write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
-    return report
+    return reference.stack(pair, runs) if runs else None

@@ -32,21 +32,18 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import arviz as az
 import numpy as np
 import pyro
-import torch
 from pyro.infer import MCMC, NUTS
 from pyro.infer.mcmc.api import _UnarySampler
 
 from ppl_vae.errors import UserError
-from ppl_vae.measure.metrics import eval_mode, seeded
+from ppl_vae.measure.metrics import frozen, seeded
 from ppl_vae.programs import Programs
 
 
@@ -58,27 +55,6 @@ def dim_name(site: str) -> str:
 def dim_labels(pair: Programs) -> list[str]:
     """One label per latent value, all sites concatenated in guide order: ``z[0], ...``."""
     return [f"{n}[{i}]" for n, k in zip(pair.latent_sites, pair.latent_sizes) for i in range(k)]
-
-
-@contextlib.contextmanager
-def frozen(pair: Programs):
-    """Every parameter out of autograd, the pair in eval mode, torch on one thread (one
-    point at a time: thread hand-offs cost more than they save); all restored."""
-    params = list(pair.parameters())
-    flags = [p.requires_grad for p in params]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with eval_mode(pair), warnings.catch_warnings():
-            # pyro.module inside a program skips parameters that need no gradient, and says so
-            warnings.filterwarnings("ignore", message=".*was not registered in the param store")
-            for p in params:
-                p.requires_grad_(False)
-            yield pair
-    finally:
-        for p, f in zip(params, flags):
-            p.requires_grad_(f)
-        torch.set_num_threads(threads)
 
 
 class SequentialMCMC(MCMC):

@@ -1,20 +1,19 @@
 """``ppl-vae``: the command line. Each subcommand is one module of this package with a
-``register(subparsers)`` function; :func:`main` turns a :class:`~ppl_vae.errors.UserError`
-into one line on stderr and exit status 2, and so does a usage mistake (argparse's own
-errors are one ``error:`` line too). A closed pipe (``ppl-vae models | head``) ends the
-command quietly."""
+``register(subparsers)`` function; :func:`main` runs it under
+:func:`~ppl_vae.errors.one_error_line`, which turns a :class:`~ppl_vae.errors.UserError`
+(or any other failure, a full stdout included) into one line on stderr and exit status 2,
+and so does a usage mistake (argparse's own errors are one ``error:`` line too). A closed
+pipe (``ppl-vae models | head``) ends the command quietly."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import pkgutil
 import sys
-import warnings
 from collections.abc import Sequence
 
-from ppl_vae.errors import UserError
+from ppl_vae.errors import one_error_line
 
 
 class Parser(argparse.ArgumentParser):
@@ -22,6 +21,14 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+    def _print_message(self, message: str, file=None) -> None:
+        """argparse drops a failed write silently; help that cannot reach stdout (a full
+        device) fails as the one ``error:`` line instead."""
+        if message and (file is None or file is sys.stderr):
+            super()._print_message(message, file)
+        elif message:
+            file.write(message)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,68 +41,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def one_line(message: str) -> str:
-    """A message as one line: Pyro's trace-shape table and line breaks removed."""
-    message = message.split("Trace Shapes:")[0]
-    return " ".join(part.strip() for part in message.splitlines() if part.strip())
-
-
-def _fail(message: str) -> int:
-    _settle_stdout()
-    print(f"error: {one_line(message)}", file=sys.stderr)
-    return 2
-
-
-def _settle_stdout() -> None:
-    """Flush stdout; where it cannot be written (``/dev/full``, a closed pipe) point it at
-    /dev/null so the interpreter's last flush does not print a second complaint."""
-    try:
-        sys.stdout.flush()
-    except (OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; any failure is the one ``error:`` line of
+    :func:`~ppl_vae.errors.one_error_line` and its exit status."""
+    with one_error_line() as status:
+        status.code = _run(argv)
+    return status.code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     try:
         args = parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
-    # Warnings (Pyro's, torch's) are held back while the command runs: shown after it when
-    # it succeeds, dropped when it fails, so a failure is the one `error:` line.
-    with warnings.catch_warnings(record=True) as caught:
-        try:
-            code = int(args.func(args) or 0)
-            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
-        except UserError as exc:
-            return _fail(str(exc))
-        except KeyboardInterrupt:
-            _settle_stdout()
-            print("interrupted", file=sys.stderr)
-            return 130
-        except BrokenPipeError:
-            # The reader went away (`ppl-vae models | head`): stop quietly. Point stdout at
-            # /dev/null so the interpreter's final flush does not complain again.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-            return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe ended
-        except SystemExit as exc:  # a user's program called sys.exit() while it ran
-            return _fail(
-                f"the model program called sys.exit({exc.code!r}) while ppl-vae ran it; "
-                "a model file defines programs and does not exit"
-            )
-        except OSError as exc:  # a full disk, /dev/full, a permission
-            where = f" ({exc.filename})" if exc.filename else ""
-            return _fail(f"{exc.strerror or exc}{where}; free space or choose another place")
-        except Exception as exc:
-            if os.environ.get("PPL_VAE_TRACEBACK"):
-                raise
-            text = one_line(str(exc))[:300]
-            return _fail(
-                f"{type(exc).__name__}: {text} (unexpected; PPL_VAE_TRACEBACK=1 shows where)"
-            )
-    for w in caught:
-        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    return code
+    return int(args.func(args) or 0)

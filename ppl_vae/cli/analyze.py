@@ -1,5 +1,5 @@
 """``ppl-vae analyze DIR``: posterior analysis of a trained run
-(see :mod:`ppl_vae.analysis.posterior`).
+(see :mod:`ppl_vae.analysis.posterior`; the job: :mod:`ppl_vae.runs.analyze`).
 
 Works for any trained program pair (the suite's models and a user's ``.py`` alike), with
 the split's labels passed where the programs take them. Writes ``DIR/analysis/``:
@@ -19,11 +19,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from ppl_vae import validate
-from ppl_vae.errors import UserError
-from ppl_vae.runs.rundir import RunDir
 
 
 def register(sub) -> None:
@@ -49,44 +44,22 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ppl_vae.runs.evaluate import load_split_at_step  # heavy: imported only to run
+    from ppl_vae.runs.analyze import analyze_run  # heavy: imported only to run
 
-    for name in ("points", "draws", "chains", "nuts_samples"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.nuts_points < 0 or args.nuts_warmup < 0:
-        raise UserError("--nuts-points and --nuts-warmup cannot be negative")
-    validate.draws(args.draws)
-    validate.seed(args.seed)
-    validate.device(args.device)
-    for name in ("points", "chains", "nuts_samples", "nuts_points", "nuts_warmup"):
-        validate.integer(name, getattr(args, name), 0, validate.MAX_SAMPLES)
-    if args.amortization_points < 0:
-        raise UserError("--amortization-points cannot be negative")
-    run_dir = Path(args.run_dir)
-    from ppl_vae.analysis.posterior import analyze
-    from ppl_vae.figures import report
-
-    pair, x, y, step = load_split_at_step(run_dir, args.split, args.device, args.trust)
-    out = run_dir / "analysis"
-    # the lock; the files go in the manifest (an absolute root: RunDir.recording lists the
-    # folder's files relative to it, which fails for a relative run directory)
-    with RunDir(run_dir.absolute()).recording("analysis"):
-        r = analyze(
-            pair,
-            x,
-            out,
-            y if pair.takes_labels else None,
-            points=args.points,
-            draws=args.draws,
-            nuts_points=args.nuts_points,
-            chains=args.chains,
-            seed=args.seed,
-            nuts_samples=args.nuts_samples,
-            nuts_warmup=args.nuts_warmup,
-            amortization_points=args.amortization_points,
-            step=step,
+    options = {
+        name: getattr(args, name)
+        for name in (
+            "points",
+            "draws",
+            "nuts_points",
+            "chains",
+            "seed",
+            "nuts_samples",
+            "nuts_warmup",
+            "amortization_points",
         )
+    }
+    r, out, page = analyze_run(args.run_dir, args.split, args.device, args.trust, **options)
     print(
         f"PSIS k-hat over {len(r['points'])} {args.split} points ({args.draws} guide draws): "
         f"median {r['khat_median']:.2f}, max {r['khat_max']:.2f}, "
@@ -123,6 +96,6 @@ def run(args: argparse.Namespace) -> int:
                 f"{row['gap_kl_q_to_posterior']:>6.3f}"
             )
     print(f"wrote {out}")
-    if (page := report.refresh(run_dir)) is not None:
+    if page is not None:
         print(f"report: {page}")
     return 0

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 
-from ppl_vae.errors import UserError
-
 ABLATIONS = ("elbo", "adam", "permutation")  # ppl_vae.runs.bench.ABLATIONS, without its imports
 
 
@@ -68,16 +66,8 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    import torch
+    from ppl_vae.runs import bench  # heavy: imported only to run
 
-    from ppl_vae.runs import bench
-
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError("--threads must be at least 1")
-        torch.set_num_threads(args.threads)
-    if not args.hidden or min(args.hidden) < 1 or args.latent < 1 or args.x_dim < 1:
-        raise UserError("--hidden, --latent and --x-dim must be positive")
     records = bench.run(
         batch_sizes=args.batch_sizes,
         device=args.device,
@@ -90,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         ablate=args.ablate,
         clock=args.clock,
         compile=args.compile,
+        threads=args.threads,
     )
     if args.json:
         print(json.dumps(records, indent=1))

@@ -4,13 +4,11 @@ data with known factors, written to ``DIR/disentanglement.json`` with a traversa
 By default with disentanglement_lib's study settings (10000 points, batches of 64,
 gradient-boosted trees for DCI; minutes on a small model), ``--fast`` with 3 to 17 times
 fewer points and a random forest (seconds); the record keeps the ``settings`` and says
-``reference_settings: true|false``."""
+``reference_settings: true|false``. The job is :mod:`ppl_vae.runs.disentangle`."""
 
 from __future__ import annotations
 
 import argparse
-
-FIGURE = "disentanglement_traversals.png"
 
 
 def register(sub) -> None:
@@ -39,27 +37,12 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ppl_vae import validate
-    from ppl_vae.figures import report
-    from ppl_vae.runs import checkpoint, disentangle
-    from ppl_vae.runs.build import load_run
-    from ppl_vae.runs.rundir import RunDir
+    from ppl_vae.runs.disentangle import METRICS, disentangle_run  # heavy: only to run
 
-    validate.seed(args.seed)
-    validate.device(args.device)
-    (pair, ds, _), step = checkpoint.read_at_step(
-        args.run_dir, lambda: load_run(args.run_dir, args.device, args.trust)
+    record, out, page = disentangle_run(
+        args.run_dir, args.seed, args.fast, args.dci_classifier, args.device, args.trust
     )
-    sizes = {"dci": {"classifier": args.dci_classifier}} if args.dci_classifier else None
-    record = disentangle.scores(pair, ds, seed=args.seed, sizes=sizes, fast=args.fast)
-    record["step"] = step  # the checkpoint scored (the report flags a run trained since)
-    figure = disentangle.traversals(pair, ds, record)
-    run_dir = RunDir(args.run_dir)
-    with run_dir.lock():
-        out = run_dir.write_json("disentanglement.json", record)
-        with run_dir.atomic_path(FIGURE) as tmp:
-            figure.savefig(tmp, dpi=figure.dpi, format="png")
-    for name in disentangle.METRICS:
+    for name in METRICS:
         print(f"{name:<20} {record[name]:.3f}")
     best = ", ".join(f"z{d['latent']}: {d['factor']}" for d in record["latents"] if d["active"])
     print(f"latents (best factor): {best or 'none active'}")
@@ -68,6 +51,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("settings: not the reference's (--fast or --dci-classifier); not comparable")
     print(f"wrote {out}")
-    if (page := report.refresh(args.run_dir)) is not None:
+    if page is not None:
         print(f"report: {page}")
     return 0

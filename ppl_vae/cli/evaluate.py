@@ -32,9 +32,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from ppl_vae import validate
 
 SPLITS = ("test", "train")
 
@@ -67,15 +64,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ppl_vae.figures.report import REPORT
-    from ppl_vae.runs.evaluate import evaluate_run, output_path, table  # heavy: only to run
-    from ppl_vae.runs.rundir import RunDir
+    from ppl_vae.runs.evaluate import evaluate_run, table  # heavy: imported only to run
 
-    validate.seed(args.seed)
-    validate.device(args.device)
-    validate.batch_size(args.batch_size)
-    # Every file the job will write, refused before it evaluates or writes anything.
-    RunDir(args.run_dir).check_writable([output_path(Path(), args.split).name, REPORT])
     record, out, page = evaluate_run(
         args.run_dir,
         args.split,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ppl_vae.figures.report import write_report
+from ppl_vae.runs.report import write_report
 
 
 def register(sub) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ppl_vae.cli import common
-from ppl_vae.figures.report import REPORT
+from ppl_vae.runs.report import REPORT
 
 
 def register(sub) -> None:

@@ -74,7 +74,7 @@ import torch
 from ppl_vae.data.dataset import Dataset, all_finite, apply_binarization, validate
 from ppl_vae.data.fields import MAX_ARRAYS, Fields
 from ppl_vae.data.sources import FACTOR_SOURCES, SOURCES, TEST_BINARIZE_SEED, parse_binarize
-from ppl_vae.errors import UserError
+from ppl_vae.errors import UserError, first_line
 
 _TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
 
@@ -213,7 +213,7 @@ def load_torchvision(source: str, data_root: str | Path | None, download: bool) 
 
 
 def _bad_root(source: str, folder: Path, exc: BaseException) -> UserError:
-    first = (str(exc).splitlines() or [""])[0][:200]
+    first = first_line(exc)
     return UserError(
         f"could not read {source} from {folder} ({type(exc).__name__}: {first}); it needs "
         "the four IDX files under raw/ (and no processed/*.pt of old torchvision versions)"

@@ -153,6 +153,14 @@ def _image_figures(pair, ds, path_for, seed, codes, kl) -> list[Path]:
         paths.append(class_samples(pair, ds, path_for("class_samples.png")))
     if len(pair.latent_sites) != 1:
         return paths  # decoding a code needs a single latent site
+    return paths + _code_figures(pair, ds, path_for, codes, dims)
+
+
+def _code_figures(pair, ds, path_for, codes: torch.Tensor, dims: list[int]) -> list[Path]:
+    """The figures that decode codes of the one latent site: the latent manifold over the
+    two most informative dimensions ``dims[:2]``, interpolations and traversals."""
+    from ppl_vae.figures import images as plots
+
     icdf = latent_icdf(pair, ds, codes[:, dims[:2]])
 
     def decode(z: torch.Tensor) -> torch.Tensor:
@@ -160,7 +168,7 @@ def _image_figures(pair, ds, path_for, seed, codes, kl) -> list[Path]:
         return traces.decode(pair, z.to(ds.x_test.device), like).cpu()
 
     pairs = min(8, len(ds.x_test) // 2)  # none with one test example (skipped_figures)
-    paths.append(
+    paths = [
         plots.latent_manifold(
             decode,
             pair.latent_dim,
@@ -169,7 +177,7 @@ def _image_figures(pair, ds, path_for, seed, codes, kl) -> list[Path]:
             dims=sorted(dims[:2]),
             icdf=icdf,
         )
-    )
+    ]
     if pairs:
         paths.append(
             plots.interpolation(

@@ -9,9 +9,11 @@ extending Pyro's ``Trace_ELBO`` through ``_differentiable_loss_particle`` and ``
 ``iwae.py``, ``miwae.py`` and ``ciwae.py`` (the importance-weighted bounds, per example),
 ``jit.py`` (the loss traced once per batch shape, checked, replayed), ``schedules.py``
 (beta and learning rate as pure functions of the step), ``distributed.py`` (torchrun and
-DDP) and ``trainer.py`` (:func:`fit`, which knows no files). To add an objective: a file
-here with the ELBO class and a ``from_config(config, max_plate_nesting, dataset_size)``
-function, and one line in :data:`ppl_vae.infer.config.OBJECTIVES`.
+DDP), ``trainer.py`` (:func:`fit`, which knows no files), ``state.py`` (its loop's
+state as one value, what a checkpoint holds) and ``stopping.py`` (why training stops).
+To add an objective: a file here with the ELBO class and a
+``from_config(config, max_plate_nesting, dataset_size)`` function, and one line in
+:data:`ppl_vae.infer.config.OBJECTIVES`.
 
 ``from ppl_vae.infer import fit, TrainConfig`` (and ``recommended_config``, a model's
 recommended settings with yours over them) loads the trainer on first use, so

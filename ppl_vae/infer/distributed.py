@@ -51,9 +51,18 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from ppl_vae.errors import UserError
+from ppl_vae.ranks import (  # noqa: F401  (this module's API: rank and share of the work)
+    active,
+    batch_seed,
+    gather,
+    is_main,
+    my_batches,
+    progress,
+    rank,
+    world_size,
+)
 
 T = TypeVar("T")
 
@@ -79,26 +88,8 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def active() -> bool:
-    """A process group with more than one rank is open."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def rank() -> int:
-    return dist.get_rank() if active() else 0
-
-
-def world_size() -> int:
-    return dist.get_world_size() if active() else 1
-
-
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0")) if active() else 0
-
-
-def is_main() -> bool:
-    """Rank 0, the one rank that writes files and prints."""
-    return rank() == 0
 
 
 def backend() -> str:
@@ -157,17 +148,6 @@ def close() -> None:
     gc.collect()  # DDP and its reducer (cycles) go now, not at interpreter shutdown
     dist.destroy_process_group()
     gc.collect()
-
-
-def progress(enabled: bool, **options: Any) -> tqdm:
-    """A progress bar shown by rank 0 only (``enabled`` there), a silent one elsewhere.
-    It starts no monitor thread: tqdm's monitor, started by every bar even a disabled one,
-    would otherwise stay alive until the interpreter exits."""
-    return _Bar(disable=not enabled or not is_main(), **options)
-
-
-class _Bar(tqdm):
-    monitor_interval = 0  # no "tqdm_monitor" thread (it only tunes miniters of slow loops)
 
 
 def peer_failed(exc: BaseException) -> bool:
@@ -309,34 +289,6 @@ def sum_across(value: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def my_batches(items: Iterable[T]) -> Iterator[tuple[int, T]]:
-    """``(k, item)`` for this rank's share of ``items``: item ``k`` goes to rank
-    ``k % world_size`` (all of them in one process)."""
-    world, me = world_size(), rank()
-    for k, item in enumerate(items):
-        if k % world == me:
-            yield k, item
-
-
-def gather(parts: dict[int, Any], device: torch.device | str) -> dict[int, Any]:
-    """Merge every rank's ``{k: result}`` (tensors travel through the CPU and land on
-    ``device``); the identity in one process."""
-    if not active():
-        return parts
-    local = {k: _to(v, torch.device("cpu")) for k, v in parts.items()}
-    merged: list[dict[int, Any]] = [{} for _ in range(dist.get_world_size())]
-    dist.all_gather_object(merged, local)
-    return {k: _to(v, torch.device(device)) for d in merged for k, v in d.items()}
-
-
-def _to(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, dict):
-        return {k: _to(v, device) for k, v in value.items()}
-    return value
-
-
 def on_main(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
     """Run ``fn`` on rank 0 only (a write to the run directory) and tell every rank whether
     it failed: rank 0 raises its own error, the others a :class:`RankFailure` naming it.
@@ -356,11 +308,6 @@ def on_main(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
     if message[0] is not None:
         raise RankFailure(f"rank 0 failed ({message[0]}); rank {rank()} stops too")
     return result
-
-
-def batch_seed(seed: int, k: int) -> int:
-    """The evaluation seed of batch ``k``: ``seed`` itself for the first batch."""
-    return (seed + k * 0x9E3779B1) % (1 << 63)
 
 
 def main_share(value: torch.Tensor | None) -> torch.Tensor | None:

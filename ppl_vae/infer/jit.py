@@ -54,6 +54,8 @@ import pyro
 import torch
 from torch import nn
 
+from ppl_vae.errors import first_line
+
 #: Relative tolerance of the check of a trace against the program (float32 arithmetic in
 #: a different order may differ in the last bits; a frozen value differs in the first).
 RTOL = 1e-4
@@ -125,8 +127,9 @@ class Traced:
             with torch.random.fork_rng(devices=devices), _quiet_recording():
                 self._traces[key] = torch.jit.trace(self._step, (beta_t, *args), check_trace=False)
         except Exception as exc:  # any failure to record means: run the program itself
-            self.reason = f"the programs could not be traced ({type(exc).__name__}: {exc})"
-            self.reason = self.reason.splitlines()[0]
+            self.reason = (
+                f"the programs could not be traced ({type(exc).__name__}: {first_line(exc)})"
+            )
 
     def _check(self, key: tuple, beta_t: torch.Tensor, args: tuple, beta: float) -> torch.Tensor:
         """The program's loss and gradients, then the trace's with the same random draws;
@@ -155,7 +158,7 @@ class Traced:
                 "the programs or the ELBO read into Python is frozen in a trace)"
             )
         except Exception as exc:
-            message = str(exc).splitlines()[0] if str(exc) else ""
+            message = first_line(exc)
             self.reason = f"a trace of the loss failed to replay ({type(exc).__name__}: {message})"
         self._traces.clear()
         torch.set_rng_state(after)

@@ -27,7 +27,11 @@ passed in -- the run layer's (:class:`ppl_vae.runs.checkpoint.RunCheckpointer`) 
 run directory -- which :func:`fit` asks for a state to resume from and hands a record
 every epoch and, with ``checkpoint_every=N``, every N steps inside an epoch, from which a
 resumed fit continues exactly where it stopped: same weights, optimizer moments, random
-streams and place in the epoch.
+streams and place in the epoch. All of that is one value, the result's
+:class:`~ppl_vae.infer.state.TrainState`, whose ``to_record``/``from_record`` are the save
+and the restore. :func:`fit` reads as :func:`start` (config, data, pair, objective,
+optimizer, resumed state), :func:`run_epochs` (each epoch's steps, then its record and the
+stopping decision of :mod:`ppl_vae.infer.stopping`) and :func:`end`.
 
 Example::
 
@@ -60,7 +64,9 @@ from ppl_vae.errors import UserError
 from ppl_vae.infer import adam, distributed, schedules
 from ppl_vae.infer.config import OBJECTIVES, TrainConfig
 from ppl_vae.infer.objective import Objective
-from ppl_vae.measure.metrics import STOP_REASONS, epoch_record
+from ppl_vae.infer.state import TrainState, does_not_fit, rng_states, set_rng_states
+from ppl_vae.infer.stopping import StopReason, stopping
+from ppl_vae.measure.metrics import epoch_record
 from ppl_vae.programs import Program, Programs, label_form, owner_of
 
 LOG_EVERY = 50  # steps between reads of the running loss (progress bar, NaN check)
@@ -78,20 +84,32 @@ class Checkpointer(Protocol):
     def save(self, record: dict[str, Any]) -> None: ...
 
 
+def _state_field(name: str) -> property:
+    """``result.<name>``: the field of the result's :class:`TrainState`, read and set."""
+
+    def get(self: FitResult) -> Any:
+        return getattr(self.state, name)
+
+    def put(self: FitResult, value: Any) -> None:
+        setattr(self.state, name, value)
+
+    return property(get, put, doc=f"The state's ``{name}``.")
+
+
 @dataclass
 class FitResult:
     """The record of a run: the trained :class:`~ppl_vae.programs.Programs` pair and the
-    optimizer, per-epoch ``history`` (dicts with ``epoch``, ``step``, ``beta``,
-    ``train_objective``, ``train_elbo``, ``test_elbo``, ``rate``, ``distortion``,
-    ``kl_per_dim``, ``active_units``, ``test_recon_mse``), the global ``step``, the
-    training ``seconds`` and how the loss ran (``jit``)."""
+    optimizer, the loop's :class:`~ppl_vae.infer.state.TrainState` (its per-epoch
+    ``history``, dicts with ``epoch``, ``step``, ``beta``, ``train_objective``,
+    ``train_elbo``, ``test_elbo``, ``rate``, ``distortion``, ``kl_per_dim``,
+    ``active_units``, ``test_recon_mse``; the global ``step``; the training ``seconds``;
+    ``best`` and ``grad_start``, read here as attributes) and how the loss ran (``jit``)."""
 
     pair: Programs
     optimizer: torch.optim.Optimizer | adam.Adam
     config: TrainConfig
-    history: list[dict[str, Any]] = field(default_factory=list)
-    step: int = 0
-    seconds: float = 0.0
+    #: The loop's state, the one value a checkpoint saves and a resume restores.
+    state: TrainState = field(default_factory=TrainState)
     #: How the loss ran: ``traced`` (:mod:`ppl_vae.infer.jit`); ``off`` (not asked, or ``off:
     #: <why>`` for an objective that cannot be traced); ``eager: <why the trace failed>``.
     jit: str = "off"
@@ -101,12 +119,16 @@ class FitResult:
     #: ``--compile``: ``compiled`` (:mod:`ppl_vae.infer.compiled`), ``off`` (not asked, or
     #: ``off: <why>``), or ``fallback: <why>`` (the loss ran as without it).
     compile: str = "off"
+
+    history = _state_field("history")
+    step = _state_field("step")
+    seconds = _state_field("seconds")
     #: With early stopping, the best epoch so far: ``{"epoch", "value"`` (its validation
     #: ELBO) ``, "module"`` (its weights, a state dict kept in memory)``}``.
-    best: dict[str, Any] | None = field(default=None, repr=False)
+    best = _state_field("best")
     #: With ``grad_tolerance``: the norm of the full-batch gradient before the first step,
     #: which the epochs' ``grad_norm`` is relative to.
-    grad_start: float | None = None
+    grad_start = _state_field("grad_start")
 
     @property
     def last(self) -> dict[str, Any]:
@@ -353,6 +375,59 @@ def train_step(
     return loss.detach()
 
 
+@dataclass
+class Loop:
+    """What :func:`start` builds for one fit and the epochs read; fixed for the run (the
+    changing part is the result's :class:`~ppl_vae.infer.state.TrainState`)."""
+
+    pair: Programs
+    data: Dataset
+    #: The validation rows ``(x, y)`` of early stopping, else None.
+    validation: tuple | None
+    config: TrainConfig
+    device: torch.device
+    objective: Objective
+    #: The objective as the steps call it (wrapped by DDP under torchrun).
+    loss_fn: torch.nn.Module
+    #: The generator of the epochs' permutations and dynamic binarisation.
+    shuffle: torch.Generator
+    plan: labels.EpochPlan
+    steps_per_epoch: int
+    schedule: Callable[[int], float]
+    total_steps: int
+    checkpointer: Checkpointer | None = None
+    on_epoch: Callable[[dict[str, Any], FitResult], None] | None = None
+
+    @property
+    def n(self) -> int:
+        return self.data.x_train.shape[0]
+
+    @property
+    def every(self) -> int:
+        """Steps between mid-epoch checkpoints (0: none)."""
+        return self.config.checkpoint_every if self.checkpointer is not None else 0
+
+
+@dataclass
+class EpochRun:
+    """One epoch's working values, read by its steps, its checkpoints and its end."""
+
+    #: The shuffle generator's state as the epoch began (what a mid-epoch checkpoint keeps).
+    shuffle_state: torch.Tensor
+    #: The epoch's training inputs (a fresh binary draw under dynamic binarisation).
+    x: torch.Tensor
+    #: When the stretch of training time not yet added to the state's seconds began.
+    t0: float
+    #: The first step of the epoch (named by a non-finite loss's error).
+    first: int
+    beta: float
+    #: The last step's beta as the objective took it, and its batch's arguments.
+    scale: Any = None
+    args: tuple = ()
+    #: Steps since the running loss was last read.
+    since: int = 0
+
+
 def fit(
     model: Program | Programs,
     guide: Program | None,
@@ -378,6 +453,21 @@ def fit(
     ``on_epoch(record, result)`` is called with each new epoch record once it is
     checkpointed (live monitoring: the run layer's writers; rank 0 decides what to write).
     """
+    loop, result = start(model, guide, data, config, checkpointer, on_epoch)
+    run_epochs(loop, result)
+    return end(loop, result)
+
+
+def start(
+    model: Program | Programs,
+    guide: Program | None,
+    data: Dataset,
+    config: TrainConfig | None,
+    checkpointer: Checkpointer | None,
+    on_epoch: Callable[[dict[str, Any], FitResult], None] | None,
+) -> tuple[Loop, FitResult]:
+    """Everything before the first step: the config, device and seed, the data, the pair,
+    its objective and optimizer, and the state a checkpointer resumes from."""
     if isinstance(model, Programs):
         model, guide, pair = model.model, model.guide, model
     else:
@@ -388,122 +478,199 @@ def fit(
     data = as_dataset(data)  # a dict of arrays, a torch Dataset per split: named arrays
     device = distributed.local_device(resolve_device(config.device))
     pyro.set_rng_seed(config.seed)
-    move_programs(model, guide, device)
-    data = data.to(device)
-    check_data(model, guide, data)
-    validation = None
-    if config.early_stopping:  # a fixed slice of the training rows, never the test set
-        data, validation = validation_split(data)
-    check_optimizer(config, data)
-    init_from_data(model, guide, data)
+    data, validation = prepare_data(model, guide, data, config, device)
     if pair is None:
         pair = Programs(model, guide, example_batch(data, model, guide))
     pair.to(device)
+    loop, result = build_loop(model, guide, pair, data, validation, config, device)
+    loop.checkpointer, loop.on_epoch = checkpointer, on_epoch
+    record = checkpointer.restore(device) if checkpointer is not None else None
+    if record is not None:
+        restore(result, loop.shuffle, record, device)
+    return loop, result
+
+
+def build_loop(
+    model: Program,
+    guide: Program,
+    pair: Programs,
+    data: Dataset,
+    validation: tuple | None,
+    config: TrainConfig,
+    device: torch.device,
+) -> tuple[Loop, FitResult]:
+    """The pair's objective (wrapped for DDP), its optimizer, the shuffle generator, the
+    schedules over the run's steps and the epochs' plan; a result with a fresh state."""
     objective = make_objective(pair, config, data.x_train.shape[0])
-    elbo = objective.elbo  # it owns its per-step state (StepwiseELBO), if any
-    at_step = getattr(elbo, "at_step", None)
     loss_fn = distributed.wrap(objective, pair.args(*example_batch(data, model, guide)))
     optimizer = make_optimizer(pair.parameters(), config)
     shuffle = shuffle_generator(config.seed, device)
     result = FitResult(pair, optimizer, config, choice=objective.choice)
     n = data.x_train.shape[0]
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    schedule = beta_schedule(config, steps_per_epoch)
-    total_steps = schedule_steps(config, steps_per_epoch)
-    plan = labels.EpochPlan(pair, data.y_train, n, config.batch_size)  # (x, y) or (x,)
-    every = config.checkpoint_every if checkpointer is not None else 0
-    # A mid-epoch checkpoint holds the shuffle generator as it was at the start of its
-    # epoch, the steps taken in that epoch and the running loss: the epoch's permutation
-    # (and dynamic binarisation) are drawn again and the steps already taken are skipped.
-    position, resumed_running = 0, None
-    state = checkpointer.restore(device) if checkpointer is not None else None
-    if state is not None:
-        position, resumed_running = restore(result, shuffle, state, device)
+    steps = math.ceil(n / config.batch_size)
+    loop = Loop(
+        pair=pair,
+        data=data,
+        validation=validation,
+        config=config,
+        device=device,
+        objective=objective,
+        loss_fn=loss_fn,
+        shuffle=shuffle,
+        plan=labels.EpochPlan(pair, data.y_train, n, config.batch_size),  # (x, y) or (x,)
+        steps_per_epoch=steps,
+        schedule=beta_schedule(config, steps),
+        total_steps=schedule_steps(config, steps),
+    )
+    return loop, result
 
-    start_epoch = len(result.history)
-    if result.last.get("stopped") not in (None, STOP_REASONS[0]):
-        start_epoch = config.epochs  # converged or stopped early: a resume trains no more
-    elif start_epoch < config.epochs and result.history:
-        result.last["stopped"] = None  # resumed with more epochs: it goes on after all
+
+def prepare_data(
+    model: Program, guide: Program, data: Dataset, config: TrainConfig, device: torch.device
+) -> tuple[Dataset, tuple | None]:
+    """The programs' modules and the data on ``device``, the data checked, the validation
+    rows of early stopping held out (a fixed slice of the training rows, never the test
+    set), and the programs initialised from the rows they train on."""
+    move_programs(model, guide, device)
+    data = data.to(device)
+    check_data(model, guide, data)
+    validation = None
+    if config.early_stopping:
+        data, validation = validation_split(data)
+    check_optimizer(config, data)
+    init_from_data(model, guide, data)
+    return data, validation
+
+
+def first_epoch(result: FitResult, config: TrainConfig) -> int:
+    """The epoch a (resumed) run starts from: none left once it converged or stopped early;
+    a run that ran out of epochs and is given more goes on after all."""
+    if StopReason.ends_training(result.last.get("stopped")):
+        return config.epochs
+    if result.state.epoch < config.epochs and result.history:
+        result.last["stopped"] = None
+    return result.state.epoch
+
+
+def run_epochs(loop: Loop, result: FitResult) -> None:
+    """The epochs left, under one progress bar, until one's record says ``stopped``."""
+    config, first = loop.config, first_epoch(result, loop.config)
     bar = distributed.progress(
         config.progress,
-        total=max(0, (config.epochs - start_epoch) * steps_per_epoch - position),
+        total=max(0, (config.epochs - first) * loop.steps_per_epoch - result.state.position),
         desc="train",
         unit="step",
         dynamic_ncols=True,
     )
     try:
-        with pair.scope():
-            for _ in range(start_epoch, config.epochs):
-                t0 = time.perf_counter()
-                pair.train()
-                distributed.seed_epoch(config.seed, len(result.history))
-                epoch_shuffle = shuffle.get_state()
-                x_epoch = data.train_epoch(shuffle)
-                running = torch.zeros((), device=device)
-                first, beta, since = result.step, config.beta, 0
-                skip, position = position, 0
-                if skip:  # resumed from a mid-epoch checkpoint
-                    running = resumed_running.reshape(()).to(device)
-                    first = result.step - skip
-                for i, idx in distributed.shard(plan.batches(shuffle, device=device), loss_fn):
-                    if i < skip:
-                        continue
-                    args = plan.args(i, x_epoch, idx)
-                    if config.grad_tolerance > 0 and result.grad_start is None:
-                        result.grad_start = (
-                            full_gradient(loss_fn, optimizer, args, config.beta, 0, config.seed)
-                            or 1.0
-                        )
-                    beta = schedule(result.step)
-                    for group in optimizer.param_groups:
-                        group["lr"] = schedules.learning_rate(
-                            result.step, config.lr, total_steps, config.lr_schedule, config.lr_final
-                        )
-                    scale = at_step(result.step, beta) if at_step is not None else beta
-                    loss = train_step(loss_fn, optimizer, args, scale, result.step, config.seed)
-                    result.step += 1
-                    running += loss * args[0].shape[0]
-                    since += 1
-                    bar.update(1)
-                    if since == LOG_EVERY:  # one host read per log interval
-                        since = 0
-                        total = check_finite(running, first, result.step)
-                        bar.set_postfix(elbo=f"{-total / n:.2f}", beta=f"{beta:.3g}", refresh=False)
-                    if every and result.step % every == 0 and i + 1 < steps_per_epoch:
-                        now = time.perf_counter()  # (the epoch's end saves anyway)
-                        result.seconds, t0 = result.seconds + now - t0, now
-                        checkpointer.save(checkpoint_record(result, epoch_shuffle, i + 1, running))
-                total = check_finite(running, first, result.step)
-                result.seconds += time.perf_counter() - t0
-                if not all(torch.isfinite(p).all() for p in pair.parameters()):
-                    raise UserError(
-                        f"training diverged in epoch {len(result.history) + 1}; lower --lr"
-                    )
-                epoch = len(result.history) + 1
-                record = epoch_record(pair, data, config, epoch, result.step, validation)
-                record.update(beta=beta, train_objective=total / n)
-                if config.grad_tolerance > 0:
-                    now = full_gradient(loss_fn, optimizer, args, scale, result.step, config.seed)
-                    record["grad_norm"] = now / result.grad_start
-                if hasattr(elbo, "epoch_state"):
-                    record.update(elbo.epoch_state(result.step))
-                record.update(stopping(result, record, config))
-                result.history.append(record)
-                bar.set_postfix(test_elbo=f"{result.last['test_elbo']:.2f}", beta=f"{beta:.3g}")
-                if checkpointer is not None:
-                    checkpointer.save(checkpoint_record(result, shuffle.get_state()))
-                if on_epoch is not None:
-                    on_epoch(record, result)
-                if record["stopped"] is not None:
+        with loop.pair.scope():
+            for _ in range(first, config.epochs):
+                if run_epoch(loop, result, bar)["stopped"] is not None:
                     break
     finally:
         bar.close()
+
+
+def run_epoch(loop: Loop, result: FitResult, bar: Any) -> dict[str, Any]:
+    """One epoch: its steps, then its record. A mid-epoch checkpoint holds the shuffle
+    generator as it was at the start of its epoch, the steps taken in that epoch and the
+    running loss: the epoch's permutation (and dynamic binarisation) are drawn again and
+    the steps already taken are skipped."""
+    state, t0 = result.state, time.perf_counter()
+    loop.pair.train()
+    distributed.seed_epoch(loop.config.seed, state.epoch)
+    shuffle_state = loop.shuffle.get_state()
+    x = loop.data.train_epoch(loop.shuffle)
+    epoch = EpochRun(shuffle_state, x, t0, first=state.step - state.position, beta=loop.config.beta)
+    if state.position:  # resumed from a mid-epoch checkpoint
+        state.running = state.running.reshape(()).to(loop.device)
+    else:
+        state.running = torch.zeros((), device=loop.device)
+    skip = state.position
+    batches = loop.plan.batches(loop.shuffle, device=loop.device)
+    for i, idx in distributed.shard(batches, loop.loss_fn):
+        if i >= skip:
+            take_step(loop, result, epoch, loop.plan.args(i, epoch.x, idx))
+            after_step(loop, result, epoch, i, bar)
+    return finish_epoch(loop, result, epoch, bar)
+
+
+def take_step(loop: Loop, result: FitResult, epoch: EpochRun, args: tuple) -> None:
+    """One optimizer step on one batch's ``args``: beta, the learning rate and the
+    objective's own settings at the global step; the loss added to the running sum."""
+    config, state = loop.config, result.state
+    epoch.args = args
+    if config.grad_tolerance > 0 and state.grad_start is None:
+        start = full_gradient(loop.loss_fn, result.optimizer, args, config.beta, 0, config.seed)
+        state.grad_start = start or 1.0
+    epoch.beta = loop.schedule(state.step)
+    for group in result.optimizer.param_groups:
+        group["lr"] = schedules.learning_rate(
+            state.step, config.lr, loop.total_steps, config.lr_schedule, config.lr_final
+        )
+    at_step = getattr(loop.objective.elbo, "at_step", None)  # a StepwiseELBO's state
+    epoch.scale = at_step(state.step, epoch.beta) if at_step is not None else epoch.beta
+    loss = train_step(loop.loss_fn, result.optimizer, args, epoch.scale, state.step, config.seed)
+    state.step += 1
+    state.running += loss * args[0].shape[0]
+
+
+def after_step(loop: Loop, result: FitResult, epoch: EpochRun, i: int, bar: Any) -> None:
+    """After global batch ``i``: the place in the epoch, one host read of the running loss
+    per :data:`LOG_EVERY` steps, a checkpoint every ``checkpoint_every`` steps (not at the
+    epoch's last, whose end saves anyway)."""
+    state = result.state
+    state.position = i + 1
+    epoch.since += 1
+    bar.update(1)
+    if epoch.since == LOG_EVERY:
+        epoch.since = 0
+        total = check_finite(state.running, epoch.first, state.step)
+        bar.set_postfix(elbo=f"{-total / loop.n:.2f}", beta=f"{epoch.beta:.3g}", refresh=False)
+    if loop.every and state.step % loop.every == 0 and i + 1 < loop.steps_per_epoch:
+        now = time.perf_counter()
+        state.seconds, epoch.t0 = state.seconds + now - epoch.t0, now
+        loop.checkpointer.save(checkpoint_record(result, epoch.shuffle_state))
+
+
+def finish_epoch(loop: Loop, result: FitResult, epoch: EpochRun, bar: Any) -> dict[str, Any]:
+    """The epoch's end: the loss checked, the pair scored into one record, the stopping
+    decision, the checkpoint, then ``on_epoch``."""
+    config, state = loop.config, result.state
+    total = check_finite(state.running, epoch.first, state.step)
+    state.seconds += time.perf_counter() - epoch.t0
+    if not all(torch.isfinite(p).all() for p in loop.pair.parameters()):
+        raise UserError(f"training diverged in epoch {state.epoch + 1}; lower --lr")
+    record = epoch_record(
+        loop.pair, loop.data, config, state.epoch + 1, state.step, loop.validation
+    )
+    record.update(beta=epoch.beta, train_objective=total / loop.n)
+    if config.grad_tolerance > 0:
+        norm = full_gradient(
+            loop.loss_fn, result.optimizer, epoch.args, epoch.scale, state.step, config.seed
+        )
+        record["grad_norm"] = norm / state.grad_start
+    if hasattr(loop.objective.elbo, "epoch_state"):
+        record.update(loop.objective.elbo.epoch_state(state.step))
+    record.update(stopping(state, loop.pair, record, config))
+    state.history.append(record)
+    state.position, state.running = 0, None
+    bar.set_postfix(test_elbo=f"{record['test_elbo']:.2f}", beta=f"{epoch.beta:.3g}")
+    if loop.checkpointer is not None:
+        loop.checkpointer.save(checkpoint_record(result, loop.shuffle.get_state()))
+    if loop.on_epoch is not None:
+        loop.on_epoch(record, result)
+    return record
+
+
+def end(loop: Loop, result: FitResult) -> FitResult:
+    """After the last epoch: the best epoch's weights put back (early stopping), the ranks
+    checked to agree, and how the loss ran."""
     if result.best is not None and result.best["epoch"] != result.last.get("epoch"):
-        restore_best(result, checkpointer, shuffle)
-    distributed.check_in_sync(pair)
-    result.jit = jit_status(config, loss_fn.traced)
-    result.compile = compile_status(config, objective.compiled)
+        restore_best(result, loop.checkpointer, loop.shuffle)
+    distributed.check_in_sync(loop.pair)
+    result.jit = jit_status(loop.config, loop.loss_fn.traced)
+    result.compile = compile_status(loop.config, loop.objective.compiled)
     return result
 
 
@@ -523,39 +690,6 @@ def full_gradient(
     return gradient_norm(optimizer.param_groups[0]["params"])
 
 
-def stopping(result: FitResult, record: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
-    """``stopped`` and ``best_epoch`` of a new epoch ``record`` (see
-    :data:`~ppl_vae.measure.metrics.STOP_REASONS`); keeps the best weights in
-    ``result.best`` when early stopping. Everything it reads is in the history or in
-    ``result.best``, which the checkpoint carries, so a resumed run stops where an
-    uninterrupted one does."""
-    epoch, reason = record["epoch"], None
-    if config.early_stopping:
-        value = record["val_elbo"]
-        if result.best is None or value > result.best["value"]:
-            state = result.pair.state_dict()
-            result.best = {
-                "epoch": epoch,
-                "value": value,
-                "module": {k: v.detach().clone() for k, v in state.items()},
-            }
-        if epoch - result.best["epoch"] >= config.patience:
-            reason = STOP_REASONS[2].format(patience=config.patience)
-    if config.tolerance > 0 and reason is None:
-        losses = [r["train_objective"] for r in result.history[-config.patience :]]
-        losses.append(record["train_objective"])
-        changes = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses, losses[1:])]
-        if len(changes) == config.patience and max(changes) < config.tolerance:
-            reason = STOP_REASONS[1]
-    size = record.get("grad_norm")
-    if reason is None and size is not None and size <= config.grad_tolerance:
-        reason = STOP_REASONS[1]
-    if reason is None and epoch >= config.epochs:
-        reason = STOP_REASONS[0]
-    best = result.best["epoch"] if result.best is not None else epoch
-    return {"stopped": reason, "best_epoch": best}
-
-
 def restore_best(
     result: FitResult, checkpointer: Checkpointer | None, shuffle: torch.Generator
 ) -> None:
@@ -565,33 +699,47 @@ def restore_best(
     last = {k: v.detach().clone() for k, v in result.pair.state_dict().items()}
     result.pair.load_state_dict(result.best["module"])
     if checkpointer is not None:
-        record = checkpoint_record(result, shuffle.get_state())
-        record["train_module"] = last
-        checkpointer.save(record)
+        saved = replace(snapshot(result, shuffle.get_state()), train_module=last)
+        checkpointer.save(saved.to_record())
 
 
-def restore(result: FitResult, shuffle: torch.Generator, state: dict, device) -> tuple:
-    """Put a :func:`checkpoint_record` back: weights, optimizer, history, random streams.
-    Returns the position in the epoch and the epoch's running loss (for a mid-epoch one)."""
+def restore(
+    result: FitResult, shuffle: torch.Generator, record: dict[str, Any], device: torch.device
+) -> None:
+    """Put a :func:`checkpoint_record` back (:meth:`TrainState.from_record`): the weights,
+    the optimizer and the random streams into the objects they belong to, the rest as the
+    result's state (a mid-epoch one's position and running loss included)."""
+    saved = TrainState.from_record(record)
     try:
-        result.pair.load_state_dict(state.get("train_module", state["module"]))
-        result.optimizer.load_state_dict(state["optimizer"])
-        result.best = state.get("best")
-        result.history, result.step = state["history"], state["step"]
-        result.seconds = state["seconds"]
-        result.grad_start = state.get("grad_start")
-        position = int(state.get("position", 0))
-        running = distributed.main_share(state.get("running"))
-        shuffle.set_state(state["rng"]["shuffle"])
-        torch.set_rng_state(state["rng"]["torch"])
+        weights = saved.train_module if saved.train_module is not None else saved.module
+        result.pair.load_state_dict(weights)
+        result.optimizer.load_state_dict(saved.optimizer)
+        set_rng_states(saved.rng, shuffle, device)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise UserError(
-            f"the checkpoint does not fit this model ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0]}); resume with the run's own options"
-        ) from None
-    if device.type == "cuda" and "cuda" in state["rng"]:
-        torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-    return position, running
+        raise does_not_fit(exc) from None
+    running = distributed.main_share(saved.running)
+    result.state = replace(
+        saved, running=running, module={}, train_module=None, optimizer={}, rng={}
+    )
+
+
+def snapshot(result: FitResult, shuffle_state: torch.Tensor) -> TrainState:
+    """The result's state with what lives in the objects it trains filled in: the weights,
+    the optimizer's state, the random streams (``shuffle_state``: the shuffle generator's
+    state for the next epoch at an epoch's end, the one the epoch started from inside it)
+    and the running loss summed over the ranks."""
+    cuda = torch.cuda.is_available() and result.pair.device.type == "cuda"
+    rng = rng_states(shuffle_state, cuda)
+    running = result.state.running
+    if running is not None:
+        running = distributed.sum_across(running).detach().reshape(1)
+    return replace(
+        result.state,
+        running=running,
+        module=result.pair.state_dict(),
+        optimizer=result.optimizer.state_dict(),
+        rng=rng,
+    )
 
 
 def jit_status(config: TrainConfig, traced) -> str:
@@ -676,34 +824,9 @@ def recommended_config(
     return TrainConfig.from_dict({**yielding(recommended(model, guide), settings), **settings})
 
 
-def checkpoint_record(
-    result: FitResult,
-    shuffle_state: torch.Tensor,
-    position: int = 0,
-    running: torch.Tensor | None = None,
-) -> dict[str, Any]:
-    """Everything :func:`fit` needs to continue bit for bit: weights, optimizer moments,
-    history and the random streams (all uint8 or float tensors, no pickles). At an epoch's
-    end ``shuffle_state`` is the generator's state for the next epoch and ``position`` 0;
-    inside an epoch it is the state the epoch started from, ``position`` the steps taken in
-    it and ``running`` the epoch's running loss sum."""
-    rng = {"torch": torch.get_rng_state(), "shuffle": shuffle_state}
-    if torch.cuda.is_available() and result.pair.device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state()
-    record = {
-        "step": result.step,
-        "epoch": len(result.history),
-        "position": position,
-        "seconds": result.seconds,
-        "history": result.history,
-        "module": result.pair.state_dict(),
-        "optimizer": result.optimizer.state_dict(),
-        "rng": rng,
-    }
-    if result.best is not None:
-        record["best"] = result.best
-    if result.grad_start is not None:
-        record["grad_start"] = result.grad_start
-    if running is not None:
-        record["running"] = distributed.sum_across(running).detach().reshape(1)
-    return record
+def checkpoint_record(result: FitResult, shuffle_state: torch.Tensor) -> dict[str, Any]:
+    """Everything :func:`fit` needs to continue bit for bit (:func:`snapshot`'s
+    :meth:`TrainState.to_record`): weights, optimizer moments, history, the random
+    streams, and inside an epoch the steps taken in it and its running loss (all uint8 or
+    float tensors, no pickles)."""
+    return snapshot(result, shuffle_state).to_record()

@@ -38,10 +38,10 @@ from pyro.ops.integrator import potential_grad, velocity_verlet
 from torch.distributions import biject_to
 
 from ppl_vae import traces
-from ppl_vae.analysis.reference import frozen
 from ppl_vae.errors import UserError
 from ppl_vae.measure.importance import check_estimable
-from ppl_vae.measure.metrics import seeded
+from ppl_vae.measure.metrics import frozen, seeded
+from ppl_vae.measure.stats import standard_error
 from ppl_vae.programs import Programs
 
 
@@ -60,9 +60,8 @@ class AISResult:
         return float(self.log_likelihood.mean())
 
     @property
-    def mean_se(self) -> float:
-        n = len(self.log_likelihood)
-        return float(self.log_likelihood.std() / math.sqrt(n)) if n > 1 else float("nan")
+    def mean_se(self) -> float | None:
+        return standard_error(self.log_likelihood)
 
 
 def sigmoid_schedule(steps: int, delta: float = 4.0) -> torch.Tensor:

@@ -28,6 +28,7 @@ error. For a point-mass (all ``Delta``) guide the optimum is MAP and log p(x) is
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pyro
 import pyro.distributions as dist
@@ -36,9 +37,9 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
 from ppl_vae import traces
-from ppl_vae.analysis.reference import frozen
 from ppl_vae.errors import UserError
-from ppl_vae.measure.metrics import seeded
+from ppl_vae.measure.metrics import frozen, seeded
+from ppl_vae.measure.stats import mean_and_se
 from ppl_vae.programs import Programs
 
 
@@ -95,11 +96,31 @@ def _log_weights(pair: Programs, args: tuple, particles: int, guide=None) -> tor
     return t["log_lik"] + t["log_prior"] - t["log_q"]  # (particles, B)
 
 
-def _mean_se(v: torch.Tensor | None) -> tuple[float | None, float | None]:
-    if v is None:
-        return None, None
-    n = len(v)
-    return float(v.mean()), float(v.std() / math.sqrt(n)) if n > 1 else None
+def _maximise(
+    log_weights: Callable[[], torch.Tensor],
+    opt: torch.optim.Optimizer,
+    steps: int,
+    window: int,
+    tol: float,
+) -> tuple[int, bool]:
+    """Ascend the per-point ELBOs (the mean of ``log_weights()`` over its particles) for at
+    most ``steps`` steps, until two windows of ``window`` steps in a row gained less than
+    ``tol`` nats on average; returns the steps run and whether that happened."""
+    history, previous, calm, step = [], None, 0, 0
+    for step in range(1, steps + 1):  # noqa: B007 - ``step`` is reported
+        opt.zero_grad()
+        elbo = log_weights().mean(0)
+        (-elbo.sum()).backward()
+        opt.step()
+        history.append(elbo.detach())
+        if step % window == 0:
+            current = torch.stack(history[-window:]).mean(0)
+            gain = math.inf if previous is None else float((current - previous).mean())
+            calm = calm + 1 if gain < tol else 0
+            if calm == 2:
+                return step, True
+            previous = current
+    return step, False
 
 
 def amortization_gap(
@@ -127,21 +148,9 @@ def amortization_gap(
         guide = PerPoint(params)(pair.guide)
         leaves = [p for loc, ls, _ in params.values() for p in (loc, ls) if p is not None]
         opt = torch.optim.Adam(leaves, lr=lr)
-        history, previous, calm, converged, step = [], None, 0, False, 0
-        for step in range(1, steps + 1):  # noqa: B007 - ``step`` is reported
-            opt.zero_grad()
-            elbo = _log_weights(pair, args, particles, guide).mean(0)
-            (-elbo.sum()).backward()
-            opt.step()
-            history.append(elbo.detach())
-            if step % window == 0:
-                current = torch.stack(history[-window:]).mean(0)
-                gain = math.inf if previous is None else float((current - previous).mean())
-                calm = calm + 1 if gain < tol else 0
-                if calm == 2:  # two windows in a row gained less than tol
-                    converged = True
-                    break
-                previous = current
+        step, converged = _maximise(
+            lambda: _log_weights(pair, args, particles, guide), opt, steps, window, tol
+        )
         with torch.no_grad():
             with seeded(seed + 1, x.device):
                 encoder = _log_weights(pair, args, elbo_samples).mean(0)
@@ -161,5 +170,5 @@ def amortization_gap(
     }
     record: dict = {"points": int(x.shape[0]), "steps": step, "converged": converged}
     for key, v in values.items():
-        record[key], record[f"{key}_se"] = _mean_se(v)
+        record[key], record[f"{key}_se"] = (None, None) if v is None else mean_and_se(v)
     return record

@@ -37,9 +37,8 @@ import math
 
 import torch
 
-from ppl_vae import traces
+from ppl_vae import ranks, traces
 from ppl_vae.errors import UserError
-from ppl_vae.infer import distributed
 from ppl_vae.measure.metrics import batches, eval_mode, seeded
 from ppl_vae.programs import Programs
 
@@ -113,7 +112,7 @@ def iw_log_likelihood(
     chunk = chunk_size or default_chunk(num_samples, min(batch_size, x.shape[0]))
     sizes = [min(chunk, num_samples - k) for k in range(0, num_samples, chunk)]
     n_batches = math.ceil(x.shape[0] / batch_size)
-    bar = distributed.progress(
+    bar = ranks.progress(
         progress,
         total=n_batches * len(sizes),
         desc=f"IW K={num_samples}",
@@ -123,18 +122,18 @@ def iw_log_likelihood(
     out = {}
     try:
         # Batch k under its own seed: sharded over the ranks of a distributed run (batch k
-        # on rank k % W, see ppl_vae.infer.distributed), every example gets the draws it gets in
+        # on rank k % W, see ppl_vae.ranks), every example gets the draws it gets in
         # one process, and the estimates are gathered in example order.
         with eval_mode(pair):
-            for k, args in distributed.my_batches(batches(x, y, pair, batch_size)):
+            for k, args in ranks.my_batches(batches(x, y, pair, batch_size)):
                 xb = args[0]
                 acc = torch.full(xb.shape[:1], -math.inf, dtype=xb.dtype, device=xb.device)
-                with seeded(distributed.batch_seed(seed, k), x.device):
+                with seeded(ranks.batch_seed(seed, k), x.device):
                     for p in sizes:
                         acc = torch.logaddexp(acc, log_weights(pair, args, p).logsumexp(0))
                         bar.update()
                 out[k] = acc - math.log(num_samples)
     finally:
         bar.close()
-    out = distributed.gather(out, x.device)
+    out = ranks.gather(out, x.device)
     return torch.cat([out[k] for k in sorted(out)])

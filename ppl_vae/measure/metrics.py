@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 
 import torch
 
-from ppl_vae import traces
-from ppl_vae.infer import distributed
+from ppl_vae import ranks, traces
+from ppl_vae.measure.stats import standard_error_from_moments
 from ppl_vae.programs import Programs
 
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -61,6 +62,27 @@ def eval_mode(pair: Programs):
         yield
     finally:
         pair.train(was_training)
+
+
+@contextlib.contextmanager
+def frozen(pair: Programs):
+    """Every parameter out of autograd, the pair in eval mode, torch on one thread (one
+    point at a time: thread hand-offs cost more than they save); all restored."""
+    params = list(pair.parameters())
+    flags = [p.requires_grad for p in params]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with eval_mode(pair), warnings.catch_warnings():
+            # pyro.module inside a program skips parameters that need no gradient, and says so
+            warnings.filterwarnings("ignore", message=".*was not registered in the param store")
+            for p in params:
+                p.requires_grad_(False)
+            yield pair
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+        torch.set_num_threads(threads)
 
 
 def batches(x: torch.Tensor, y: torch.Tensor | None, pair: Programs, size: int):
@@ -102,8 +124,8 @@ def evaluate(
     # sharded over the ranks of a distributed run (batch k on rank k % W), the per-batch
     # sums are those of one process, and they are added up in the same order below.
     with eval_mode(pair):
-        for k, args in distributed.my_batches(batches(x, y, pair, batch_size)):
-            with seeded(distributed.batch_seed(seed, k), x.device):
+        for k, args in ranks.my_batches(batches(x, y, pair, batch_size)):
+            with seeded(ranks.batch_seed(seed, k), x.device):
                 t, z, recon = traces.measure(pair, args)
                 distortion = -t["log_lik"].double()
                 rate = sum(t[f"kl/{n}"] for n in pair.latent_sites).double()
@@ -129,7 +151,7 @@ def evaluate(
                     err = recon - args[0].reshape(recon.shape)
                     part["recon_mse"] = err.pow(2).sum(-1).sum(0)
                 parts[k] = part
-    parts = distributed.gather(parts, x.device)
+    parts = ranks.gather(parts, x.device)
     per_dim_ok = all("kl_per_dim" in part for part in parts.values())
     sums: dict[str, torch.Tensor] = {}
     for k in sorted(parts):
@@ -147,11 +169,15 @@ def evaluate(
     }
     result = {
         "elbo": float(means["elbo"]),
-        "elbo_stderr": stderr(means["elbo"], out["elbo_sq"], n),
+        "elbo_stderr": standard_error_from_moments(means["elbo"], out["elbo_sq"], n),
         "distortion": float(means["distortion"]),
-        "distortion_stderr": stderr(means["distortion"], out["distortion_sq"], n),
+        "distortion_stderr": standard_error_from_moments(
+            means["distortion"], out["distortion_sq"], n
+        ),
         "rate": float(means["rate"]) if has_prior else None,
-        "rate_stderr": stderr(means["rate"], out["rate_sq"], n) if has_prior else None,
+        "rate_stderr": standard_error_from_moments(means["rate"], out["rate_sq"], n)
+        if has_prior
+        else None,
         "kl_per_dim": out["kl_per_dim"].tolist() if has_prior and per_dim_ok else None,
         "active_units": None,
         "recon_mse": float(out["recon_mse"]) if "recon_mse" in out else None,
@@ -161,15 +187,6 @@ def evaluate(
         variance = codes.var(0) if n > 1 else torch.zeros_like(codes[0])
         result["active_units"] = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
     return result
-
-
-def stderr(mean: torch.Tensor, mean_sq: torch.Tensor, n: int) -> float | None:
-    r"""The standard error of a mean over ``n`` examples from the mean of the values and of
-    their squares: :math:`\sqrt{s^2 / n}` with the unbiased sample variance :math:`s^2`."""
-    if n < 2:
-        return None
-    variance = (float(mean_sq) - float(mean) ** 2) * n / (n - 1)
-    return math.sqrt(max(variance, 0.0) / n)
 
 
 #: Each epoch scores as many training examples as the test set holds, at least
@@ -205,15 +222,10 @@ EPOCH_RECORD = {
     "test_recon_mse": "squared reconstruction error per example, summed over pixels",
     "grad_norm": "(with grad_tolerance) the norm of the full-batch gradient at the "
     "epoch's end, as a fraction of its norm before the first step",
-    "stopped": "why training stopped after this epoch (STOP_REASONS), None while it went on",
+    "stopped": "why training stopped after this epoch (a StopReason), None while it went on",
     "best_epoch": "the epoch whose weights the run keeps (the best on validation with "
     "early stopping, else the last)",
 }
-#: Why training stopped (``stopped``): the epochs ran out; the relative change of a
-#: full-batch deterministic loss fell below ``tolerance``, or its gradient's norm below
-#: ``grad_tolerance`` of its first; the validation ELBO did not improve for ``patience``
-#: epochs (``"no improvement for N epochs"``).
-STOP_REASONS = ("epochs reached", "converged", "no improvement for {patience} epochs")
 #: Draws of the guide averaged per test example in the figures a run reports
 #: (``metrics.json``, ``evaluate``: TEST_DRAWS) and in each epoch record (EPOCH_DRAWS): a
 #: curve needs one draw (its standard error says how noisy it is); the reported figures get

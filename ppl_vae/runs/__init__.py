@@ -8,8 +8,10 @@ writer), ``safeio.py`` (bounded reads, JSON), ``fingerprint.py`` (hashes), ``che
 ``trust.py`` which model code may run; ``checkpoint.py`` checkpoints as safetensors plus
 JSON and the :class:`~ppl_vae.runs.checkpoint.RunCheckpointer` that ``fit`` is given;
 ``config.py`` the run's configuration record and the resume comparison; ``build.py``
-builds a job's data and programs once; the jobs are ``train.py``, ``compare.py``,
-``sweep.py``, ``disentangle.py`` and ``bench.py``. A new job builds through ``build.py``,
+builds a job's data and programs once; ``report.py`` a run's ``report.html``; the jobs
+are ``train.py``, ``evaluate.py``, ``calibrate.py``, ``analyze.py``, ``sample.py``,
+``compare.py``, ``sweep.py``, ``disentangle.py`` and ``bench.py`` (``cli/`` only parses
+their options and prints what they return). A new job builds through ``build.py``,
 writes only through :class:`~ppl_vae.runs.rundir.RunDir` under its lock, and validates
 everything before the first write.
 """

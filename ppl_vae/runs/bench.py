@@ -49,6 +49,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import pyro.infer
 import torch
@@ -260,6 +261,57 @@ def check_same_step(
     return diff
 
 
+def interleave(sides: list[Side], clock: Callable[[], float], steps: int, repeats: int) -> None:
+    """Warm every side up, then time ``repeats`` blocks of ``steps`` steps per side,
+    interleaved: A B, then B A, so drift and warm caches hit all sides alike."""
+    for side in sides:
+        side.clock = clock
+        side.block(WARMUP)
+        side.times.clear()
+    for r in range(repeats):
+        for side in sides if r % 2 == 0 else sides[::-1]:
+            side.block(steps)
+
+
+def compiled_figures(
+    compiled: Side,
+    hand_run: Side,
+    batch_size: int,
+    compiled_fn: Objective,
+    config: train.TrainConfig,
+    diff: float,
+) -> dict[str, Any]:
+    """The compiled side's timings against the hand-written side's, its relative loss
+    difference ``diff`` in the check, and its compile status."""
+    compiled_s, hand_s = statistics.median(compiled.times), statistics.median(hand_run.times)
+    return {
+        "compiled_ratio": compiled_s / hand_s,
+        "compiled_paired_ratio": statistics.median(
+            a / b for a, b in zip(compiled.times, hand_run.times)
+        ),
+        "compiled_ms": compiled_s * 1e3,
+        "compiled_examples_per_s": batch_size / compiled_s,
+        "compiled_loss_rel_diff": diff,
+        "compile": train.compile_status(config, compiled_fn.compiled),
+        "compile_seconds": compiled_fn.compiled.seconds,
+    }
+
+
+def models(
+    batch_size: int, device: torch.device, x_dim: int, hidden: Sequence[int], latent: int, seed: int
+) -> tuple[torch.Tensor, VAE, VAE, HandVAE]:
+    """Random binary data of ``BATCHES_PER_EPOCH`` batches, the suite's VAE, its twin (the
+    compiled side's weights: the same, trained apart) and the hand-written VAE with the
+    same weights."""
+    torch.manual_seed(seed)
+    n = batch_size * BATCHES_PER_EPOCH
+    x = torch.rand(n, x_dim, device=device).bernoulli()
+    vae = VAE(x_dim, latent_dim=latent, hidden=tuple(hidden), likelihood="bernoulli").to(device)
+    twin = copy.deepcopy(vae)
+    hand = HandVAE(x_dim, hidden, latent).to(device).copy_from(vae)
+    return x, vae, twin, hand
+
+
 def bench_batch(
     batch_size: int,
     device: torch.device,
@@ -274,12 +326,7 @@ def bench_batch(
     compile: bool = False,
 ) -> dict:
     """One batch size: the check, then ``repeats`` interleaved blocks per side."""
-    torch.manual_seed(seed)
-    n = batch_size * BATCHES_PER_EPOCH
-    x = torch.rand(n, x_dim, device=device).bernoulli()
-    vae = VAE(x_dim, latent_dim=latent, hidden=tuple(hidden), likelihood="bernoulli").to(device)
-    twin = copy.deepcopy(vae)  # the compiled side's weights: the same, trained apart
-    hand = HandVAE(x_dim, hidden, latent).to(device).copy_from(vae)
+    x, vae, twin, hand = models(batch_size, device, x_dim, hidden, latent, seed)
     config = train.TrainConfig(  # the sampled KL: the hand-written side's estimator
         batch_size=batch_size, seed=seed, device=str(device), jit="jit" not in ablate, elbo="trace"
     )
@@ -293,29 +340,14 @@ def bench_batch(
         compiled.name = "compiled"
         compiled_diff = check_same_step(compiled_fn, twin, hand, x[:batch_size], seed)
         sides.append(compiled)
-    for side in sides:
-        side.clock = CLOCKS[clock]
-        side.block(WARMUP)
-        side.times.clear()
-    for r in range(repeats):  # A B, then B A: drift and warm caches hit all sides alike
-        for side in sides if r % 2 == 0 else sides[::-1]:
-            side.block(steps)
+    interleave(sides, CLOCKS[clock], steps, repeats)
     suite_s, hand_s = statistics.median(suite.times), statistics.median(hand_run.times)
     paired = statistics.median(a / b for a, b in zip(suite.times, hand_run.times))
     extra = {}
     if compile:
-        compiled_s = statistics.median(compiled.times)
-        extra = {
-            "compiled_ratio": compiled_s / hand_s,
-            "compiled_paired_ratio": statistics.median(
-                a / b for a, b in zip(compiled.times, hand_run.times)
-            ),
-            "compiled_ms": compiled_s * 1e3,
-            "compiled_examples_per_s": batch_size / compiled_s,
-            "compiled_loss_rel_diff": compiled_diff,
-            "compile": train.compile_status(compiled_config, compiled_fn.compiled),
-            "compile_seconds": compiled_fn.compiled.seconds,
-        }
+        extra = compiled_figures(
+            compiled, hand_run, batch_size, compiled_fn, compiled_config, compiled_diff
+        )
     return {
         "batch_size": batch_size,
         "device": str(device),
@@ -354,8 +386,14 @@ def run(
     ablate: Iterable[str] = (),
     clock: str = "wall",
     compile: bool = False,
+    threads: int | None = None,
 ) -> list[dict]:
-    """One record per batch size (see :func:`bench_batch`); the medians are per step."""
+    """One record per batch size (see :func:`bench_batch`) with ``threads`` torch threads
+    (None: as set); the medians are per step."""
+    if threads is not None and threads < 1:
+        raise UserError("--threads must be at least 1")
+    if not hidden or min(hidden) < 1 or latent < 1 or x_dim < 1:
+        raise UserError("--hidden, --latent and --x-dim must be positive")
     ablate = set(ablate)
     unknown = ablate - set(ABLATIONS)
     if unknown:
@@ -365,6 +403,8 @@ def run(
     dev = train.resolve_device(device)
     if clock not in CLOCKS or (clock == "process" and dev.type == "cuda"):
         raise UserError("--clock is wall, or process (CPU seconds of this process) on the CPU")
+    if threads is not None:
+        torch.set_num_threads(threads)
     return [
         bench_batch(bs, dev, steps, repeats, x_dim, hidden, latent, seed, ablate, clock, compile)
         for bs in batch_sizes

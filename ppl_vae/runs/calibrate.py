@@ -48,7 +48,7 @@ def calibrate_run(
 ) -> tuple[dict[str, Any], Path, Path, Path | None]:
     """Calibrate the run's guide and write its record and figure; returns the record, the
     two files written and the refreshed report (None when the run has none)."""
-    from ppl_vae.figures import report
+    from ppl_vae.runs import report
 
     check(simulations, draws, bins, seed)
     start = time.perf_counter()

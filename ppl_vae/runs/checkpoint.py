@@ -42,7 +42,7 @@ import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
-from ppl_vae.errors import UserError
+from ppl_vae.errors import UserError, first_line
 from ppl_vae.runs import fingerprint, safeio
 from ppl_vae.runs.rundir import RunDir
 
@@ -290,7 +290,7 @@ def parse_weights(data: bytes, path: Path) -> dict[str, torch.Tensor]:
     try:
         return safetensors_load(data)
     except Exception as exc:  # SafetensorError and whatever else the parser raises
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise UserError(f"{bad} ({first[:200]}); train the run again") from None
 
 

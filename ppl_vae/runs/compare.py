@@ -230,12 +230,13 @@ def summarise(name: str, job: Run, iwae_samples: int | None = None) -> dict[str,
     log_p = log_p_se = of = None
     if iwae_samples and pair.has_prior and not pair.point_mass:
         from ppl_vae.measure.importance import iw_log_likelihood
-        from ppl_vae.runs.evaluate import likelihood_of
+        from ppl_vae.measure.likelihood import likelihood_of
+        from ppl_vae.measure.stats import standard_error
 
         ds, seed = job.dataset, job.config.train.seed
         ll = iw_log_likelihood(pair, ds.x_test, ds.y_test, iwae_samples, seed=seed)
         log_p = float(ll.mean())
-        log_p_se = float(ll.std() / math.sqrt(len(ll))) if len(ll) > 1 else None
+        log_p_se = standard_error(ll)
         of = likelihood_of(pair, ds.x_test, ds.y_test)["log_likelihood_of"]  # m2-vae: "x, y"
     return {
         "model": name,
@@ -288,7 +289,7 @@ def _cell(key: str, value: Any, stderr: Any = None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if stderr is not None:
-        from ppl_vae.figures.report import plus_minus
+        from ppl_vae.runs.report import plus_minus
 
         return plus_minus(value, stderr)
     if key in ("test_recon_mse", "test_elbo", "test_log_likelihood"):

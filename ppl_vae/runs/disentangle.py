@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,6 +50,7 @@ SMALL = {
 
 
 METRICS = ("mig", "beta_vae", "factor_vae", "dci_disentanglement")
+RECORD, FIGURE = "disentanglement.json", "disentanglement_traversals.png"
 
 
 def check(pair: Programs, ds: Dataset) -> None:
@@ -110,3 +112,36 @@ def traversals(pair: Programs, ds: Dataset, record: dict[str, Any]):
             return traces.decode(pair, z.to(device), batch).cpu()
 
     return traversal_figure(decode, base, ds.image_shape[-2:], latents=record.get("latents"))
+
+
+def disentangle_run(
+    run_dir: str | Path,
+    seed: int = 0,
+    fast: bool = False,
+    dci_classifier: str | None = None,
+    device: str = "cpu",
+    trust: bool = False,
+) -> tuple[dict[str, Any], Path, Path | None]:
+    """Score the run in ``run_dir`` (:func:`scores`, ``dci_classifier`` ``"forest"`` or
+    ``"gbt"`` overriding the settings' one), and write :data:`RECORD` with the checkpoint's
+    ``step`` (the report flags a run trained since) and :data:`FIGURE` under the run's lock;
+    returns the record, the file written and the refreshed report (None when the run has
+    none)."""
+    from ppl_vae import validate
+    from ppl_vae.runs import checkpoint, report
+    from ppl_vae.runs.build import load_run
+    from ppl_vae.runs.rundir import RunDir
+
+    validate.seed(seed)
+    validate.device(device)
+    (pair, ds, _), step = checkpoint.read_at_step(run_dir, lambda: load_run(run_dir, device, trust))
+    sizes = {"dci": {"classifier": dci_classifier}} if dci_classifier else None
+    record = scores(pair, ds, seed=seed, sizes=sizes, fast=fast)
+    record["step"] = step
+    figure = traversals(pair, ds, record)
+    run = RunDir(run_dir)
+    with run.lock():
+        out = run.write_json(RECORD, record)
+        with run.atomic_path(FIGURE) as tmp:
+            figure.savefig(tmp, dpi=figure.dpi, format="png")
+    return record, out, report.refresh(run_dir)

@@ -294,7 +294,7 @@ def write_table(
 def estimate(row: dict[str, Any], key: str) -> str:
     """A Markdown cell: ``value ± stderr`` where the row has the standard error, else the
     value to three decimals."""
-    from ppl_vae.figures.report import plus_minus
+    from ppl_vae.runs.report import plus_minus
 
     stderr = row.get(f"{key}_stderr")
     return plus_minus(row[key], stderr) if stderr is not None else f"{row[key]:.3f}"

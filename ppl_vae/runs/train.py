@@ -54,7 +54,7 @@ from typing import Any
 import torch
 
 from ppl_vae import data
-from ppl_vae.errors import UserError
+from ppl_vae.errors import UserError, first_line
 from ppl_vae.figures.run_figures import FIGURES, skipped_figures, write_figures
 from ppl_vae.figures.worker import FigureWorker
 from ppl_vae.infer import distributed
@@ -207,7 +207,7 @@ def resumed_files(run: RunDir) -> list[str]:
     """The files of a run that a resumed job may replace or append to, saved at its start
     (:func:`rollback.savepoint`): the checkpoint (weights first), the configuration, the
     history and the records, figures and page written at the end."""
-    from ppl_vae.figures.report import REPORT
+    from ppl_vae.runs.report import REPORT
 
     return [*checkpoint.files(run), CONFIG, monitor.HISTORY, METRICS, *FIGURES, REPORT]
 
@@ -215,9 +215,8 @@ def resumed_files(run: RunDir) -> list[str]:
 def failure_line(exc: BaseException) -> str:
     """``Type: first line`` of an exception from a program, Pyro's trace-shape table and
     any later lines of the message left out."""
-    text = str(exc).split("Trace Shapes:")[0].strip()
-    first = text.splitlines()[0].strip() if text else ""
-    return f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
+    first = first_line(exc, 300).split("Trace Shapes:")[0].strip() if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _train_into(
@@ -231,7 +230,7 @@ def _train_into(
     if cfg.is_user_file and not checkpointer.resume:
         cfg.model_file, cfg.model_sha256 = run.copy_model_file(cfg.model)
         trust.check_recordable()  # recorded once the run holds a checkpoint (below)
-    from ppl_vae.figures.report import REPORT
+    from ppl_vae.runs.report import REPORT
 
     run.check_writable([*FIGURES, METRICS, REPORT])  # before training, not after it
     run.write_json(CONFIG, cfg.to_dict())
@@ -251,7 +250,7 @@ def _train_into(
             write_figures(pair, ds, path_for, cfg.train.seed, job.metrics, drawer)
     finally:
         drawer.close()
-    from ppl_vae.figures import report
+    from ppl_vae.runs import report
 
     report.write_report(run)
     return job
@@ -344,7 +343,7 @@ def classification(pair: Programs, ds: data.Dataset) -> dict[str, Any]:
     except (TypeError, ValueError, RuntimeError) as exc:
         if name == "classify":
             raise
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        first = first_line(exc)
         return {"test_accuracy_note": f"{name}(x) failed: {type(exc).__name__}: {first}"}
     if out.dim() == 2 and out.shape[0] == n:
         predicted = out.argmax(-1)  # one-hot rows or per-class scores

@@ -26,6 +26,7 @@ from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.infer.trainer import fit
 from ppl_vae.programs import Programs, from_object
+from ppl_vae.runs.analyze import write
 
 
 def cfg(**kw) -> TrainConfig:
@@ -170,10 +171,9 @@ def test_analysis_of_a_user_program_with_two_latent_sites(synthetic, tmp_path):
     torch.manual_seed(0)
     user = TwoLayerVAE(synthetic.x_dim)
     pair = fit(user.model, user.guide, synthetic, cfg(epochs=3, batch_size=100, lr=0.01)).pair
-    r = analysis.analyze(
+    result = analysis.analyze(
         pair,
         synthetic.x_test,
-        tmp_path,
         points=5,
         draws=100,
         nuts_points=1,
@@ -184,13 +184,12 @@ def test_analysis_of_a_user_program_with_two_latent_sites(synthetic, tmp_path):
     assert _backend() is backend and plt.get_fignums() == figs
     assert pyro.settings.get("module_local_params") == local
 
-    idata = az.from_netcdf(tmp_path / "posterior.nc")
+    r, idata, nuts = result.report, result.posterior, result.nuts
     for group in (idata.posterior, idata.prior):
         assert set(group.data_vars) == {"z1", "z2"}
         assert dict(group["z1"].sizes) == {"chain": 1, "draw": 100, "point": 5, "z1_dim": 2}
         assert group["z2"].dims == ("chain", "draw", "point", "z2_dim")
     assert abs(float(idata.prior["z1"].std()) - 1) < 0.15  # ancestral draws: z1 ~ N(0, I)
-    nuts = az.from_netcdf(tmp_path / "nuts.nc")
     assert dict(nuts.posterior["z2"].sizes) == {"chain": 2, "draw": 30, "point": 1, "z2_dim": 2}
     assert r["latent_values"] == ["z1[0]", "z1[1]", "z2[0]", "z2[1]"]
     (row,) = r["nuts"]
@@ -198,7 +197,11 @@ def test_analysis_of_a_user_program_with_two_latent_sites(synthetic, tmp_path):
         row["gap_kl_q_to_posterior"]
     )
     assert r["figures"] == ["khat.png", "density.png", "pair.png"]
+    write(result, tmp_path)  # the analyze job's writer: every file, atomically
     assert all((tmp_path / name).stat().st_size > 0 for name in r["figures"])
+    written = az.from_netcdf(tmp_path / "nuts.nc")
+    assert written.posterior["z2"].shape == nuts.posterior["z2"].shape
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries
     summary = (tmp_path / "summary.csv").read_text()
     assert "z1[" in summary and "z2[" in summary
 
@@ -254,17 +257,17 @@ def test_programs_that_take_labels_get_them(tmp_path):
     x = mus[y] + torch.randn(10, 1)
     pair = Programs(model, guide, (x, y))
     assert pair.takes_labels
-    r = analysis.analyze(
-        pair, x, tmp_path, y, points=6, draws=200, nuts_points=1, chains=1, nuts_samples=60
+    result = analysis.analyze(
+        pair, x, y, points=6, draws=200, nuts_points=1, chains=1, nuts_samples=60
     )
-    idata = az.from_netcdf(tmp_path / "posterior.nc")
+    r, idata = result.report, result.posterior
     prior_mean = idata.prior["z"].mean(("chain", "draw")).values[:, 0]
     np.testing.assert_allclose(prior_mean, mus[y[r["points"]], 0].numpy(), atol=0.3)
     assert max(r["khat"]) < analysis.KHAT_BAD  # the guide is the exact posterior here
     (row,) = r["nuts"]
     assert abs(row["nuts_mean"][0] - row["guide_mean"][0]) < 0.3 and row["rhat_max"] is None
     with pytest.raises(UserError, match="takes labels"):
-        analysis.analyze(pair, x, tmp_path, points=3, nuts_points=0)
+        analysis.analyze(pair, x, points=3, nuts_points=0)
 
 
 # -- the command ----------------------------------------------------------------------------

@@ -18,8 +18,9 @@ from ppl_vae.cli import main
 from ppl_vae.data.dataset import VALIDATION_FRACTION, Dataset, validation_split
 from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
+from ppl_vae.infer.stopping import StopReason
 from ppl_vae.infer.trainer import fit, recommended_config
-from ppl_vae.measure.metrics import STOP_REASONS, TEST_DRAWS, evaluate
+from ppl_vae.measure.metrics import TEST_DRAWS, evaluate
 from ppl_vae.runs import checkpoint
 from ppl_vae.runs.config import RunConfig
 from ppl_vae.runs.train import train_run
@@ -57,7 +58,7 @@ def test_early_stopping_stops_on_the_validation_elbo_and_restores_the_best(tmp_p
     job = train_run(vae_run(tmp_path, epochs=30, patience=1, lr=0.02), out=tmp_path / "r")
     history = job.metrics["history"]
     last = history[-1]
-    assert last["stopped"] == STOP_REASONS[2].format(patience=1)
+    assert last["stopped"] == "no improvement for 1 epochs"
     assert len(history) < 30 and all(r["stopped"] is None for r in history[:-1])
     best = last["best_epoch"]
     values = [r["val_elbo"] for r in history]
@@ -213,4 +214,20 @@ def test_pca_with_no_flag_matches_sklearn_on_unseen_data(tmp_path, monkeypatch, 
     sk = SkPCA(n_components=rank).fit(x_train)
     sk_mse = float(((sk.inverse_transform(sk.transform(x_test)) - x_test) ** 2).sum(1).mean())
     assert metrics["test_recon_mse"] == pytest.approx(sk_mse, rel=0.005)
-    assert metrics["stopped"] == STOP_REASONS[1]  # converged, not out of epochs
+    assert metrics["stopped"] == "converged"  # converged, not out of epochs
+
+
+def test_stop_reasons_are_the_strings_metrics_json_has_always_held():
+    """The enum's records are plain strings, the ones earlier runs wrote (a resumed old run
+    and a new one compare equal); only "epochs reached" lets a resume with more epochs
+    train on."""
+    assert [r.text(patience=3) for r in StopReason] == [
+        "epochs reached",
+        "converged",
+        "no improvement for 3 epochs",
+    ]
+    assert type(StopReason.CONVERGED.text()) is str
+    assert json.dumps({"stopped": StopReason.CONVERGED}) == '{"stopped": "converged"}'
+    ends = [StopReason.ends_training(s) for s in (None, "epochs reached", "converged")]
+    assert ends == [False, False, True]
+    assert StopReason.ends_training("no improvement for 3 epochs")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -205,3 +206,181 @@ def test_init_from_data_sees_the_training_rows_once_and_a_resume_is_exact(tmp_pa
         assert torch.equal(v, weights(resumed.pair)[k]), k
     (m,) = resumed.pair.owners
     assert bool(m.data_seen) and torch.equal(m.center, ds.x_train.mean(0))
+
+
+class Keep:
+    """A checkpointer in memory: it keeps a copy of every record ``fit`` saves (a record
+    holds the live history and weights, as a checkpointer that writes at once may)."""
+
+    def __init__(self):
+        self.records: list[dict] = []
+
+    def restore(self, map_location):
+        return None
+
+    def save(self, record):
+        self.records.append(copy.deepcopy(record))
+
+
+def same(a, b) -> bool:
+    """Equal values, tensors bit for bit (dtype and shape too); a tuple equals its list."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and (a.dtype, a.shape) == (b.dtype, b.shape)
+            and torch.equal(a.cpu(), b.cpu())
+        )
+    if isinstance(a, dict) or isinstance(b, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return (
+            isinstance(b, (list, tuple))
+            and len(a) == len(b)
+            and all(same(x, y) for x, y in zip(a, b, strict=True))
+        )
+    return a == b
+
+
+#: Runs whose checkpoints between them set every field of the trainer's state: mid-epoch
+#: ones (position, running loss), early stopping (best, and the last weights kept apart as
+#: train_module once the best are put back) and pca's full-batch L-BFGS (grad_start).
+STATE_RUNS = {
+    "vae": dict(epochs=4, early_stopping=True, patience=1, lr=0.05, checkpoint_every=10),
+    "pca": dict(epochs=2),
+}
+
+
+def test_every_field_of_the_train_state_survives_a_checkpoint_and_a_restore(tmp_path):
+    """Each record ``fit`` saves, written to a run directory and read back, gives the same
+    :class:`TrainState` field by field; put back into a fresh fit's objects
+    (``trainer.restore``) and taken again (``trainer.snapshot``), the same again. The
+    fields come from ``dataclasses.fields``: a field ``to_record``/``from_record`` or the
+    restore leaves out fails here, and so does one that no run sets."""
+    from dataclasses import fields
+
+    from ppl_vae import data, registry
+    from ppl_vae.infer import trainer
+    from ppl_vae.infer.state import TrainState
+
+    names = [f.name for f in fields(TrainState)]
+    ds, records = data.load("digits"), []
+    for name, settings in STATE_RUNS.items():
+        torch.manual_seed(0)
+        extra = {"hidden": [16], "latent_dim": 2} if name == "vae" else {"latent_dim": 2}
+        model, guide = registry.build(name, x_dim=ds.x_dim, **extra)
+        cfg = trainer.recommended_config(model, guide, progress=False, device="cpu", **settings)
+        keep = Keep()
+        trainer.fit(model, guide, ds, cfg, keep)
+        loop, result = trainer.start(model, guide, ds, cfg, None, None)  # a fresh fit
+        records += [(loop, result, r) for r in keep.records]
+    set_somewhere = set()
+    for k, (loop, result, record) in enumerate(records):
+        saved = TrainState.from_record(record)
+        checkpoint.save(tmp_path / str(k), record)
+        disk = TrainState.from_record(checkpoint.load(tmp_path / str(k)))
+        trainer.restore(result, loop.shuffle, record, loop.device)
+        again = trainer.snapshot(result, loop.shuffle.get_state())
+        if saved.train_module is not None:  # the pair trains on from the last weights; the
+            # ones presented are the best epoch's, which the state keeps in ``best``
+            again.train_module, again.module = again.module, again.best["module"]
+        for name in names:
+            value = getattr(saved, name)
+            assert same(getattr(disk, name), value), (k, name, "checkpoint files")
+            assert same(getattr(again, name), value), (k, name, "restore")
+            default = getattr(TrainState(), name)
+            set_somewhere |= {name} if not same(value, default) else set()
+    assert set_somewhere == set(names), set(names) - set_somewhere
+
+
+def test_a_checkpoint_that_does_not_fit_is_one_error_line():
+    """A record without a field, or with one of the wrong type, is one line naming the
+    exception (an exception without a message by its type)."""
+    from ppl_vae.infer.state import TrainState, does_not_fit
+
+    with pytest.raises(UserError, match=r"does not fit this model \(KeyError: 'history'\)"):
+        TrainState.from_record({"step": 1, "seconds": 0.0})
+    with pytest.raises(UserError, match=r"\(TypeError: .*\); resume with the run's own"):
+        TrainState.from_record({"step": 1, "seconds": 0.0, "history": 3})
+    assert "(RuntimeError: RuntimeError)" in str(does_not_fit(RuntimeError("")))
+
+
+class Given(Keep):
+    """A checkpointer that resumes from one record."""
+
+    def __init__(self, record):
+        super().__init__()
+        self.record = record
+
+    def restore(self, map_location):
+        return self.record
+
+
+class NumpyNoise(torch.nn.Module):
+    """A Gaussian VAE whose guide widens its scale by draws from NumPy's and Python's global
+    generators (a program may draw from any stream ``pyro.set_rng_seed`` seeds)."""
+
+    def __init__(self, x_dim: int):
+        super().__init__()
+        self.enc, self.dec = torch.nn.Linear(x_dim, 2), torch.nn.Linear(2, x_dim)
+
+    def model(self, x):
+        import pyro
+        import pyro.distributions as dist
+
+        pyro.module("dec", self.dec)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(self.dec(z), 1.0).to_event(1), obs=x)
+
+    def guide(self, x):
+        import random
+
+        import numpy as np
+        import pyro
+        import pyro.distributions as dist
+
+        pyro.module("enc", self.enc)
+        scale = 0.5 + 0.1 * float(np.random.rand()) + 0.1 * random.random()
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(self.enc(x), scale).to_event(1))
+
+
+def test_a_mid_epoch_resume_continues_numpys_and_pythons_streams():
+    """Resumed from a checkpoint in the middle of its second epoch, a program that draws
+    from NumPy's and Python's generators gives the uninterrupted run's history and
+    weights: the checkpoint keeps those streams beside torch's and the shuffle's."""
+    from ppl_vae import data
+    from ppl_vae.infer.trainer import fit
+
+    ds = data.load("synthetic")
+    cfg = TrainConfig(epochs=2, checkpoint_every=3, jit=False, progress=False, device="cpu")
+    torch.manual_seed(0)
+    m, keep = NumpyNoise(ds.x_dim), Keep()
+    straight = fit(m.model, m.guide, ds, cfg, keep)
+    (middle, *_) = [r for r in keep.records if r["epoch"] == 1 and r["position"] > 0]
+    assert set(middle["rng"]) >= {"torch", "shuffle", "python", "numpy"}
+    m2 = NumpyNoise(ds.x_dim)
+    resumed = fit(m2.model, m2.guide, ds, cfg, Given(middle))
+    assert resumed.history == straight.history
+    for k, v in weights(straight.pair).items():
+        assert torch.equal(v, weights(resumed.pair)[k]), k
+
+
+def test_a_record_without_pythons_and_numpys_streams_still_resumes_exactly():
+    """A checkpoint written before the state kept Python's and NumPy's generators (torch's
+    and the shuffle's only) resumes, exactly for a program that draws from torch alone."""
+    from ppl_vae import data, registry
+    from ppl_vae.infer.trainer import fit
+
+    ds = data.load("digits")
+    cfg = TrainConfig(epochs=2, progress=False, device="cpu")
+    torch.manual_seed(0)
+    model, guide = registry.build("vae", x_dim=ds.x_dim, hidden=[16], latent_dim=2)
+    keep = Keep()
+    straight = fit(model, guide, ds, cfg, keep)
+    old = copy.deepcopy(keep.records[0])
+    del old["rng"]["python"], old["rng"]["numpy"]
+    model, guide = registry.build("vae", x_dim=ds.x_dim, hidden=[16], latent_dim=2)
+    resumed = fit(model, guide, ds, cfg, Given(old))
+    assert resumed.history == straight.history

@@ -20,8 +20,9 @@ from ppl_vae.cli import main
 from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.measure.importance import MAX_ROWS, default_chunk, iw_log_likelihood
+from ppl_vae.measure.likelihood import evaluation
 from ppl_vae.programs import Programs
-from ppl_vae.runs.evaluate import evaluation, table
+from ppl_vae.runs.evaluate import table
 
 
 def train_ppca(ds) -> PPCA:
@@ -195,7 +196,7 @@ def test_cli_evaluate_writes_the_contract(tiny_run, capsys):
     assert main(["evaluate", str(tiny_run), "--iwae-samples", "200", "--no-progress"]) == 0
     rec = json.loads((tiny_run / "evaluation.json").read_text())
     page = (tiny_run / "report.html").read_text()  # the run's report now shows the record
-    from ppl_vae.figures.report import plus_minus
+    from ppl_vae.runs.report import plus_minus
 
     shown = plus_minus(rec["test_log_likelihood"], rec["test_log_likelihood_stderr"])
     assert "Evaluation (ppl-vae evaluate)" in page and f">{shown}<" in page

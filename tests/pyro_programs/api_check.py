@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 from ppl_vae import data, traces
-from ppl_vae.analysis import analyze
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.infer.trainer import fit, recommended
-from ppl_vae.runs.evaluate import evaluation
+from ppl_vae.measure.likelihood import evaluation
+from ppl_vae.runs.analyze import write_analysis
 
 HERE = Path(__file__).resolve().parent
 
@@ -87,7 +87,7 @@ def check(name: str, data_dir: Path) -> None:
             ).shape
         ),
         "analyze": lambda: sorted(
-            analyze(
+            write_analysis(
                 pair,
                 ds.x_test,
                 Path(tempfile.mkdtemp()) / "analysis",

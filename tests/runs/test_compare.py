@@ -13,10 +13,10 @@ from PIL import Image
 
 from ppl_vae.cli import main
 from ppl_vae.errors import UserError
-from ppl_vae.figures.report import plus_minus
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.runs import compare
 from ppl_vae.runs.config import RunConfig
+from ppl_vae.runs.report import plus_minus
 
 MODELS = ["ae", "pca", "ppca", "sparse-ae"]
 

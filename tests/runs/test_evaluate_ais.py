@@ -14,7 +14,7 @@ from ppl_vae.models.ae import AE
 from ppl_vae.models.sparse_ae import SparseAE
 
 from ppl_vae.cli import main
-from ppl_vae.runs.evaluate import evaluation
+from ppl_vae.measure.likelihood import evaluation
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import pytest
 
 from ppl_vae.cli import main
 from ppl_vae.errors import UserError
-from ppl_vae.figures.report import plus_minus
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.runs import sweep
 from ppl_vae.runs.config import RunConfig
+from ppl_vae.runs.report import plus_minus
 
 
 def test_parse_values():

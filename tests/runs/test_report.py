@@ -16,9 +16,9 @@ from PIL import Image
 from ppl_vae import cli
 from ppl_vae.errors import UserError
 from ppl_vae.figures import images as plots
-from ppl_vae.figures.report import REPORT, plus_minus, render, stale_note, write_report
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.runs.config import RunConfig
+from ppl_vae.runs.report import REPORT, plus_minus, render, stale_note, write_report
 from ppl_vae.runs.rundir import RunDir
 from ppl_vae.runs.train import train_run
 
