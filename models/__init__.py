@@ -5,5 +5,7 @@ adding a model is adding a file here: a class with ``model(x)`` and ``guide(x)``
 ``(x, y)``), the math in the module docstring, the optimum explained, a closed-form or
 library oracle beside it where one exists, a doctest, and under about 120 lines; an
 optional ``train_defaults = {...}`` on the class recommends training settings the user's
-flags override. The building blocks they share live in ``blocks/``.
+flags override, and ``label_predictor = "method"`` declares the method that predicts a
+label from x (``test_accuracy``; never guessed from a name). The building blocks they
+share live in ``blocks/``.
 """

@@ -459,7 +459,9 @@ class Programs(nn.Module):
         else ``slow()`` (one draw at a time). ``key`` names the way the programs run; a
         shape error sends that key to ``slow()`` from then on, also after the fast path
         once worked (a layer such as BatchNorm1d may accept one batch size under the
-        particle plate and not another), and ``slow()`` raises what is really wrong.
+        particle plate and not another), and ``slow()`` raises what is really wrong. Any
+        exception of the fast path counts (a program's own ``assert`` on a shape, as AIR's,
+        raises AssertionError), never only a few types.
         Programs with a batch- or instance-norm layer always run ``slow()``: BatchNorm1d
         reads ``(particles, batch, features)`` as ``(N, C, L)``, so where the batch size
         equals its features (ProdLDA: 100 words, a batch of 100) the fast path runs without
@@ -473,7 +475,7 @@ class Programs(nn.Module):
                 out = fast()
                 self._vectorizes[key] = True
                 return out
-            except (RuntimeError, ValueError, IndexError):
+            except Exception:  # whatever the programs raise: slow() says what is wrong
                 self._vectorizes[key] = False
         return slow()
 
@@ -496,3 +498,32 @@ def from_object(obj: Any, example, name: str | None = None) -> Programs:
     """:class:`Programs` of an object with ``model`` and ``guide`` (a suite model, or a
     Pyro-tutorial-style ``nn.Module``)."""
     return Programs(obj.model, obj.guide, example, name=name or type(obj).__name__)
+
+
+def label_predictor(pair: Programs) -> tuple[str, Callable[[torch.Tensor], Any]] | None:
+    """The label predictor the programs declare, as ``(name, predict)``, or None.
+
+    A program states it on the module its programs belong to, as it states
+    ``train_defaults``: ``label_predictor = "classify"`` (the name of a method taking the
+    data x and returning class ids ``(N,)`` or one row per example ``(N, C)``), or the
+    method itself. Nothing is guessed from a method's name: a ``classifier`` attribute
+    may be q(y|x) (Pyro's ss-vae M2) or q(y|z) (scANVI), and only its author knows.
+    A declaration naming no method raises :class:`~ppl_vae.errors.UserError`.
+    """
+    from ppl_vae.errors import UserError
+
+    for owner in pair.owners:
+        declared = getattr(type(owner), "label_predictor", None)
+        if declared is None:
+            continue
+        if isinstance(declared, str):
+            name, predict = declared, getattr(owner, declared, None)
+        else:  # the method itself (``label_predictor = classify``): bound to the owner
+            name, predict = getattr(declared, "__name__", "label_predictor"), owner.label_predictor
+        if not callable(predict):
+            raise UserError(
+                f"{type(owner).__name__}.label_predictor = {declared!r} names no method of "
+                "it; name the method that predicts the labels from x"
+            )
+        return name, predict
+    return None

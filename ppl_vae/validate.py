@@ -251,11 +251,20 @@ def tolerance(name: str, value: Any) -> float:
 
 
 #: ``--optimizer`` names (:data:`ppl_vae.infer.config.OPTIMIZERS`).
-OPTIMIZERS = ("adam", "lbfgs")
+OPTIMIZERS = (
+    "adam",
+    "adamw",
+    "clipped_adam",
+    "sgd",
+    "adagrad",
+    "rmsprop",
+    "adagrad_rmsprop",
+    "lbfgs",
+)
 
 
 def optimizer(value: Any) -> str:
-    """``--optimizer``: Adam (any batch) or full-batch L-BFGS."""
+    """``--optimizer``: one of :data:`OPTIMIZERS` (:mod:`ppl_vae.infer.optim`)."""
     if value not in OPTIMIZERS:
         raise UserError(f"unknown optimizer {value!r}; choose one of {', '.join(OPTIMIZERS)}")
     return value

@@ -561,3 +561,18 @@ def test_programs_with_batch_norm_never_run_under_a_particle_plate():
     assert pair.vectorized("k", lambda: called.append("fast"), lambda: "slow") == "slow"
     assert called == [] and pair._vectorizes["k"] is False
     assert plain.vectorized("k", lambda: "fast", lambda: "slow") == "fast"
+
+
+@pytest.mark.parametrize("error", [AssertionError, KeyError, NotImplementedError, TypeError])
+def test_the_particle_plate_fallback_takes_any_exception_the_programs_raise(error):
+    """AIR asserts on its shapes: an AssertionError escaping the fast path once crashed
+    ``analyze``. Whatever the programs raise under the particle plate sends that key to
+    the one-draw-at-a-time path."""
+    vae = TutorialVAE()
+    pair = Programs(vae.model, vae.guide, toy_data().x_train[:2])
+
+    def fast():
+        raise error("shape")
+
+    assert pair.vectorized("k", fast, lambda: "slow") == "slow"
+    assert pair._vectorizes["k"] is False

@@ -26,7 +26,8 @@ ANALYZE = (
 #: Programs whose analysis runs twice and whose run is then replaced by --overwrite (the
 #: run-directory behaviour is the same for all; the others stop after the report).
 REPEATED = {"tutorial_vae", "ss_vae_m2"}
-#: Programs whose module classifies x (SSVAE's ``classifier``): metrics.json has test_accuracy.
+#: Programs whose module declares a label predictor (the SSVAE subclass: ``label_predictor =
+#: "classifier"``): metrics.json has test_accuracy.
 CLASSIFIES = {"ss_vae_m2"}
 PROGRAMS = {
     "tutorial_vae": ("tutorial_vae.py", "mnist_small_x.npz", "--latent-dim 2 --hidden 32", False),
@@ -156,9 +157,10 @@ def test_semi_supervised_ssvae_gets_homogeneous_one_hot_batches(fresh, capsys):
 
 
 @pytest.mark.parametrize("source", ["m2-vae", "programs/ss_vae_m2.py"])
-def test_test_accuracy_reads_classify_or_pyros_classifier(source, fresh):
-    """The suite's M2 ``classify(x)`` gives class ids; Pyro's SSVAE ``classifier(xs)``
-    one-hot rows: both become the same test_accuracy."""
+def test_test_accuracy_reads_the_declared_label_predictor(source, fresh):
+    """The suite's M2 declares ``label_predictor = "classify"`` (class ids); Pyro's SSVAE
+    (the added subclass) ``"classifier"`` (one-hot rows): both become the same
+    test_accuracy."""
     from ppl_vae import registry
     from ppl_vae.data import load
     from ppl_vae.infer.trainer import example_batch
@@ -180,6 +182,65 @@ def test_test_accuracy_reads_classify_or_pyros_classifier(source, fresh):
     expected = float((predicted == ds.y_test).float().mean())
     assert out == {"test_accuracy": pytest.approx(expected), "train_labels_used": 200}
     assert 0 <= out["test_accuracy"] <= 1
+
+
+@pytest.mark.parametrize(
+    "declared, expected",
+    [(None, {}), ("classifier", "accuracy"), ("predict", "error"), ("broken", "note")],
+)
+def test_a_label_predictor_is_declared_never_guessed_from_a_name(declared, expected, fresh):
+    """A module with a ``classifier`` attribute but no declaration gets no test_accuracy
+    (scANVI's ``classifier`` is q(y|z2), not a function of x); a declaration naming no
+    method is one error; a declared predictor that raises leaves a note."""
+    import pyro
+    import pyro.distributions as dist
+    from torch import nn
+
+    from ppl_vae.data import load
+    from ppl_vae.errors import UserError
+    from ppl_vae.programs import Programs
+    from ppl_vae.runs.train import classification
+
+    ds = load("data/mnist_small.npz", binarize="threshold")
+
+    class Labelled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(784, 10)
+
+        def model(self, x):
+            pyro.module("net", self.net)
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(0.0, 1.0))
+                logits = self.net(x).sum(-1) + z
+                pyro.sample("obs", dist.Bernoulli(logits=logits), obs=x[:, 0])
+
+        def guide(self, x):
+            with pyro.plate("data", x.shape[0]):
+                pyro.sample("z", dist.Normal(self.net(x)[:, 0], 1.0))
+
+        def classifier(self, x):
+            return self.net(x)
+
+        def broken(self, x):
+            raise ValueError("not a function of x\nsecond line")
+
+    if declared is not None:
+        Labelled.label_predictor = declared
+    owner = Labelled()
+    pair = Programs(owner.model, owner.guide, (ds.x_train[:2],))
+    if expected == "error":
+        with pytest.raises(UserError, match="names no method"):
+            classification(pair, ds)
+        return
+    out = classification(pair, ds)
+    if expected == "accuracy":
+        want = float((owner.net(ds.x_test).argmax(-1) == ds.y_test).float().mean())
+        assert out["test_accuracy"] == pytest.approx(want)
+    elif expected == "note":
+        assert out == {"test_accuracy_note": "broken(x) failed: ValueError: not a function of x"}
+    else:
+        assert out == expected
 
 
 def test_a_model_file_importing_its_sibling_module_is_refused_in_one_line(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from ppl_vae import validate
@@ -154,6 +155,20 @@ class Given(argparse.Action):
         setattr(namespace, f"_given_{self.dest}", True)
 
 
+def numbers(kind: type) -> Callable[[str], list]:
+    """An argparse type: numbers separated by commas (``0.9,0.999``), as a list."""
+
+    def parse(text: str) -> list:
+        try:
+            return [kind(part) for part in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {kind.__name__} values separated by commas, got {text!r}"
+            ) from None
+
+    return parse
+
+
 def add_train_args(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     g = p.add_argument_group("training")
@@ -275,8 +290,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         action=Given,
         default=d.optimizer,
         choices=OPTIMIZERS,
-        help="adam, or lbfgs: full-batch L-BFGS with a strong-Wolfe line search, 20 "
-        "iterations an epoch, the programs' random draws fixed for the run (needs "
+        help="adam (default), adamw, clipped_adam and adagrad_rmsprop (Pyro's), sgd, "
+        "adagrad, rmsprop (options below), or lbfgs: full-batch L-BFGS with a strong-Wolfe "
+        "line search, 20 iterations an epoch, the programs' random draws fixed for the run (needs "
         "--batch-size at least the training rows and an objective without schedules)",
     )
     g.add_argument(
@@ -286,6 +302,78 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         default=d.grad_tolerance,
         help="full-batch losses: stop once the gradient's norm falls below this fraction "
         "of its norm before the first step (0: off)",
+    )
+    # -- the optimizer's options (ppl_vae.infer.optim); unset: the optimizer's own default
+    o = p.add_argument_group("optimizer options (unset: the optimizer's own default)")
+    o.add_argument(
+        "--weight-decay",
+        action=Given,
+        type=float,
+        default=d.weight_decay,
+        help="adam, adamw (decoupled), clipped_adam, sgd, adagrad, rmsprop",
+    )
+    o.add_argument(
+        "--betas",
+        action=Given,
+        type=numbers(float),
+        default=d.betas,
+        help="adam, adamw, clipped_adam: beta1,beta2 (e.g. 0.95,0.999)",
+    )
+    o.add_argument(
+        "--momentum",
+        action=Given,
+        type=float,
+        default=d.momentum,
+        help="sgd, rmsprop; adagrad_rmsprop's t",
+    )
+    o.add_argument(
+        "--clip-norm",
+        action=Given,
+        type=float,
+        default=d.clip_norm,
+        help="clipped_adam: each gradient element clamped to [-C, C] (Pyro's, 10)",
+    )
+    o.add_argument(
+        "--lrd",
+        action=Given,
+        type=float,
+        default=d.lrd,
+        help="clipped_adam: the lr multiplied by this before every step (Pyro's, 1)",
+    )
+    o.add_argument(
+        "--grad-clip",
+        action=Given,
+        type=float,
+        default=d.grad_clip,
+        help="rescale the whole gradient to at most this norm each step (0: off)",
+    )
+    o.add_argument(
+        "--lr-gamma",
+        action=Given,
+        type=float,
+        default=d.lr_gamma,
+        help="--lr-schedule step, multistep, exponential: the factor",
+    )
+    o.add_argument(
+        "--lr-step-size",
+        action=Given,
+        type=int,
+        default=d.lr_step_size,
+        help="--lr-schedule step: optimizer steps between decays",
+    )
+    o.add_argument(
+        "--lr-milestones",
+        action=Given,
+        type=numbers(int),
+        default=d.lr_milestones,
+        help="--lr-schedule multistep: the steps of the decays, e.g. 1000,3000",
+    )
+    o.add_argument(
+        "--renyi-alpha",
+        action=Given,
+        type=float,
+        default=d.renyi_alpha,
+        help="--elbo renyi: the order of the bound (Pyro's default 0: the IWAE bound)",
     )
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     g.add_argument(

@@ -23,7 +23,11 @@ The guarantees of the trace are kept:
   the same random draws, within :data:`~ppl_vae.infer.jit.RTOL` (fused float32
   arithmetic differs in the last bits, so a compiled run is close to, not bit for bit,
   an eager one). If recording, compiling or the check fails, the loss runs as without
-  ``--compile`` (the checked trace, or eagerly) and :attr:`Compiled.reason` says why.
+  ``--compile`` (the checked trace, or eagerly) and :attr:`Compiled.reason` says why;
+- a recording that sees the programs' control flow depend on the data (as the trace's
+  does, :mod:`ppl_vae.infer.jit`) is not compiled;
+- a compiled graph that raises on a later batch is given up the same way, and that step
+  is taken again without it on the same batch from the same random state.
 
 Nothing is imported from ``torch._dynamo`` or ``torch.fx`` until a graph is recorded, and
 no global setting changes: Inductor's options go to this one ``torch.compile`` call.
@@ -52,7 +56,17 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ppl_vae.infer.jit import _difference, _quiet_recording, _signature, _Step
+from ppl_vae.infer.jit import (
+    _NOT_TENSORS,
+    _difference,
+    _kinds,
+    _Probe,
+    _quiet_recording,
+    _rng_state,
+    _set_rng_state,
+    _signature,
+    _Step,
+)
 
 #: ``torch.compile``'s backend; ``fallback_random`` keeps the random draws those of torch's
 #: generator (the programs' own stream), so the check compares the same draws.
@@ -87,6 +101,10 @@ class Compiled:
         self.seconds = 0.0
 
     def loss(self, args: tuple[torch.Tensor, ...], beta: float) -> torch.Tensor:
+        if self.reason is None and not all(isinstance(a, torch.Tensor) for a in args):
+            self._give_up(_NOT_TENSORS.format(_kinds(args)))
+        if self.reason is not None:
+            return self._fallback(args, beta)
         size = args[0].shape[0] if args and args[0].dim() else 0
         if self.reason is not None or not torch.is_grad_enabled() or size < self._largest:
             return self._fallback(args, beta)
@@ -100,7 +118,16 @@ class Compiled:
             return self._eager(*args, beta=beta)  # the graph is checked on the next batch
         if key not in self.checked:
             return self._check(key, beta_t, args, beta)
-        return self._graphs[key](self._inputs, beta_t, *args)
+        state = _rng_state(args)
+        try:
+            return self._graphs[key](self._inputs, beta_t, *args)
+        except Exception as exc:  # the step again, as without --compile, from the same state
+            self._give_up(
+                f"the compiled loss failed on a later batch ({_message(exc)}); that step was "
+                "repeated without it"
+            )
+            _set_rng_state(state)
+            return self._fallback(args, beta)
 
     def _tensors(self) -> list[torch.Tensor]:
         """The graph's first inputs, collected again at each recording and check (walking
@@ -125,9 +152,17 @@ class Compiled:
             return functional_call(self._step, dict(zip(names, tensors)), (beta, *xs))
 
         devices = [a.device for a in args if a.device.type == "cuda"][:1]
+        probe = _Probe()
         try:
-            with torch.random.fork_rng(devices=devices), _quiet_recording():
+            with torch.random.fork_rng(devices=devices), _quiet_recording(), probe:
                 graph = make_fx(step)(self._tensors(), beta_t, *args)
+            if probe.found is not None:  # as the trace: a recording would freeze it
+                self._give_up(
+                    f"the programs {probe.found}: their control flow depends on the data, "
+                    "which a recording would freeze"
+                )
+                self.seconds += time.perf_counter() - t0
+                return
             options = INDUCTOR_OPTIONS if self.backend == "inductor" else None
             self._graphs[key] = torch.compile(
                 graph, backend=self.backend, dynamic=False, fullgraph=True, options=options

@@ -48,11 +48,11 @@ MMD_KERNELS = ("imq", "rbf")
 #: Objectives that bound log p(x) with importance weights: a beta would act inside them.
 IMPORTANCE_WEIGHTED = ("iwae", "miwae", "ciwae")
 #: ``--elbo`` names (:data:`ppl_vae.infer.elbo.ELBOS` holds the classes).
-ELBO_KINDS = ("auto", "trace", "meanfield", "enum")
+ELBO_KINDS = ("auto", "trace", "meanfield", "enum", "tracegraph", "renyi", "tmc")
 #: ``--lr-schedule`` and ``--beta-schedule`` names (:mod:`ppl_vae.infer.schedules`).
-LR_SCHEDULES = ("constant", "cosine")
-#: ``--optimizer`` names: Adam (minibatches, any objective) or L-BFGS (full batch, a fixed
-#: objective; :func:`ppl_vae.infer.trainer.make_optimizer`).
+LR_SCHEDULES = ("constant", "cosine", "step", "multistep", "exponential")
+#: ``--optimizer`` names: Adam and the others by name (minibatches, any objective) or
+#: L-BFGS (full batch, a fixed objective; :func:`ppl_vae.infer.optim.make_optimizer`).
 OPTIMIZERS = validate.OPTIMIZERS
 BETA_SCHEDULES = ("constant", "linear", "cyclical", "sigmoid")
 
@@ -127,6 +127,27 @@ class TrainConfig:
     #: For a full-batch deterministic objective: stop once the gradient of the epoch's loss
     #: is this small (0: off), measured as in :func:`~ppl_vae.infer.trainer.gradient_size`.
     grad_tolerance: float = 0.0
+    # -- the optimizer's options (:mod:`ppl_vae.infer.optim`); None: the optimizer's own
+    # default. ``weight_decay``: adam, adamw, clipped_adam, sgd, adagrad, rmsprop;
+    # ``betas``: adam, adamw, clipped_adam; ``momentum``: sgd, rmsprop, adagrad_rmsprop
+    # (its ``t``); ``clip_norm`` (each gradient element clamped) and ``lrd`` (lr times lrd
+    # before every step): clipped_adam, Pyro's semantics.
+    weight_decay: float | None = None
+    betas: list[float] | None = None
+    momentum: float | None = None
+    clip_norm: float | None = None
+    lrd: float | None = None
+    #: The gradient of all parameters rescaled to at most this Euclidean norm before each
+    #: step (0: off); any optimizer but lbfgs.
+    grad_clip: float = 0.0
+    #: ``lr_schedule`` step | multistep | exponential: the factor gamma, the period of
+    #: ``step`` and the milestones of ``multistep``, in optimizer steps.
+    lr_gamma: float = 0.1
+    lr_step_size: int = 1000
+    lr_milestones: list[int] = dataclasses.field(default_factory=list)
+    #: ``elbo="renyi"``: the order alpha of the Renyi bound (None: Pyro's default, 0, the
+    #: importance-weighted bound; alpha 1 would be the ELBO itself).
+    renyi_alpha: float | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
@@ -194,6 +215,7 @@ class TrainConfig:
             raise UserError("--objective capacity replaces beta by gamma; drop --beta options")
         if self.optimizer == "lbfgs":
             check_lbfgs(self)
+        check_optimizer_options(self)
         object.__setattr__(self, "_checked", True)
         return self
 
@@ -217,4 +239,77 @@ def check_lbfgs(config: TrainConfig) -> None:
         raise UserError(
             f"{fixed}; --lr-schedule {config.lr_schedule} is for adam (L-BFGS's line search "
             "chooses each step): drop it"
+        )
+
+
+#: Which optimizers take which option (:mod:`ppl_vae.infer.optim`).
+OPTIMIZER_OPTIONS = {
+    "weight_decay": ("adam", "adamw", "clipped_adam", "sgd", "adagrad", "rmsprop"),
+    "betas": ("adam", "adamw", "clipped_adam"),
+    "momentum": ("sgd", "rmsprop", "adagrad_rmsprop"),
+    "clip_norm": ("clipped_adam",),
+    "lrd": ("clipped_adam",),
+}
+
+
+def check_optimizer_options(config: TrainConfig) -> None:
+    """Each optimizer option given only to an optimizer that takes it, in its range; the
+    learning-rate schedule's own settings in theirs."""
+    for name, takers in OPTIMIZER_OPTIONS.items():
+        value = getattr(config, name)
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if config.optimizer not in takers:
+            raise UserError(
+                f"{flag} applies to {', '.join(takers)}, not --optimizer {config.optimizer}"
+            )
+        if name == "betas":
+            if (
+                not isinstance(value, (list, tuple))
+                or len(value) != 2
+                or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in value)
+            ):
+                raise UserError(f"--betas takes two numbers in [0, 1), got {value!r}")
+            continue
+        high = 1.0 if name in ("momentum", "lrd") else None
+        number = validate.real(name, value, positive=False, high=high)
+        positive = name in ("clip_norm", "lrd")
+        if number < 0 or (positive and number == 0):
+            least = "positive" if positive else "at least 0"
+            raise UserError(f"{flag} must be {least}, got {value}")
+    grad_clip = validate.real("grad_clip", config.grad_clip, positive=False)
+    if grad_clip < 0:
+        raise UserError(f"--grad-clip must be 0 (off) or positive, got {config.grad_clip}")
+    if grad_clip and config.optimizer == "lbfgs":
+        raise UserError(
+            "--grad-clip is for the minibatch optimizers; L-BFGS's line search "
+            "chooses its steps: drop it"
+        )
+    gamma = validate.real("lr_gamma", config.lr_gamma)
+    if gamma > 1:
+        raise UserError(f"--lr-gamma must lie in (0, 1], got {config.lr_gamma}")
+    validate.integer("lr_step_size", config.lr_step_size, 1, validate.MAX_STEPS)
+    milestones = config.lr_milestones
+    if not isinstance(milestones, (list, tuple)):
+        raise UserError(f"--lr-milestones takes step numbers, got {milestones!r}")
+    for m in milestones:
+        validate.integer("lr_milestones", m, 1, validate.MAX_STEPS)
+    if list(milestones) != sorted(set(milestones)):
+        raise UserError(f"--lr-milestones must increase, got {list(milestones)}")
+    if config.renyi_alpha is not None:
+        if config.elbo != "renyi":
+            raise UserError(f"--renyi-alpha applies to --elbo renyi, not --elbo {config.elbo}")
+        alpha = validate.real("renyi_alpha", config.renyi_alpha, positive=False)
+        if alpha == 1:
+            raise UserError("--renyi-alpha 1 is the ELBO itself: use --elbo trace")
+    if config.elbo in ("renyi", "tmc") and (config.beta != 1 or config.beta_schedule != "constant"):
+        raise UserError(
+            f"--elbo {config.elbo} bounds log p(x) with importance weights; a beta would act "
+            "inside them: drop --beta options"
+        )
+    if config.lr_schedule == "multistep" and not milestones:
+        raise UserError(
+            "--lr-schedule multistep needs --lr-milestones (steps at which the lr "
+            "is multiplied by --lr-gamma)"
         )

@@ -5,7 +5,10 @@ ELBOs: ``auto`` (the default: ``meanfield`` where the pair allows it, else ``tra
 host reads, see below), ``meanfield`` (:class:`TraceMeanField_ELBO`: the KL in closed form
 at the sites where it is valid, ``Programs.analytic_kl_sites``) and ``enum``
 (``TraceEnum_ELBO``: sums out discrete latent sites marked for enumeration, as the
-semi-supervised VAE does).
+semi-supervised VAE does), ``tracegraph`` (:class:`TraceGraph_ELBO`: Pyro's, with the
+baselines AIR uses) and ``renyi`` (:class:`RenyiELBO`: Pyro's Renyi bound of order
+``--renyi-alpha`` over ``--num-particles`` draws) and ``tmc`` (:class:`TraceTMC_ELBO`:
+Pyro's tensor Monte Carlo bound, ``--num-particles`` draws of each latent site).
 
 ``auto`` resolves from the pair's first trace: ``meanfield`` when every latent site of the
 guide is reparameterised, none is enumerated, the guide samples the latent sites in the
@@ -31,13 +34,14 @@ Example::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import pyro.infer
 import torch
 from pyro.infer.trace_elbo import _compute_log_r
-from pyro.infer.util import is_identically_zero
+from pyro.infer.util import get_dependent_plate_dims, is_identically_zero, torch_sum
 
 from ppl_vae.errors import UserError
 from ppl_vae.programs import Programs, closed_form_kl
@@ -152,6 +156,90 @@ class TraceMeanField_ELBO(pyro.infer.TraceMeanField_ELBO):
         return torch.as_tensor(loss)
 
 
+class TraceGraph_ELBO(pyro.infer.TraceGraph_ELBO):
+    """Pyro's ``TraceGraph_ELBO`` (``--elbo tracegraph``: the score-function estimator with
+    each non-reparameterised site's downstream costs only, and the baselines AIR declares
+    through ``infer={"baseline": ...}``) as a differentiable loss: its value is the negative
+    ELBO, its gradient that of Pyro's surrogate loss, the baselines' own loss included (so
+    a baseline network trains with the programs). Not traced (:attr:`untraceable` says
+    why)."""
+
+    untraceable = (
+        "the tracegraph estimator updates its baselines' moving averages in the param store "
+        "at every step, which a trace would not repeat"
+    )
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        elbo, surrogate = self._loss_and_surrogate_loss(model, guide, args, kwargs)
+        elbo, surrogate = torch.as_tensor(elbo), torch.as_tensor(surrogate)
+        return -elbo.detach() + (surrogate - surrogate.detach())
+
+
+class RenyiELBO(pyro.infer.RenyiELBO):
+    """Pyro's ``RenyiELBO`` (``--elbo renyi``, Li & Turner 2016; ``alpha`` 0, its default,
+    is the importance-weighted bound of Burda et al. 2015) as a differentiable loss: the
+    value and gradient of Pyro's ``loss_and_grads``, without its host read.
+
+    .. math::
+
+        \\mathcal{L}_\\alpha = \\frac{1}{1-\\alpha} \\log \\frac1K \\sum_k
+            \\Big(\\frac{p(x, z_k)}{q(z_k \\mid x)}\\Big)^{1-\\alpha}, \\qquad z_k \\sim q.
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        elbos, surrogates = [], []
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            dims = get_dependent_plate_dims(model_trace.nodes.values())
+            elbo, surrogate = 0.0, 0.0
+            for site in model_trace.nodes.values():
+                if site["type"] == "sample":
+                    log_prob = torch_sum(site["log_prob"], dims)
+                    elbo, surrogate = elbo + log_prob.detach(), surrogate + log_prob
+            for name, site in guide_trace.nodes.items():
+                if site["type"] != "sample":
+                    continue
+                _, score_function_term, entropy_term = site["score_parts"]
+                log_prob = torch_sum(site["log_prob"], dims)
+                elbo = elbo - log_prob.detach()
+                if not is_identically_zero(entropy_term):
+                    surrogate = surrogate - log_prob
+                    if not is_identically_zero(score_function_term):
+                        raise UserError(
+                            f"--elbo renyi cannot train the partly reparameterised site {name} "
+                            "(pyro issue 1222); use --elbo trace"
+                        )
+                if not is_identically_zero(score_function_term):
+                    surrogate = surrogate + (self.alpha / (1.0 - self.alpha)) * log_prob
+            elbos.append(torch.as_tensor(elbo))
+            surrogates.append(torch.as_tensor(surrogate))
+        if self.vectorize_particles and self.num_particles > 1:
+            elbo, surrogate = elbos[0], surrogates[0]
+        else:
+            elbo, surrogate = torch.stack(elbos), torch.stack(surrogates)
+        log_weights = (1.0 - self.alpha) * elbo
+        log_mean = torch.logsumexp(log_weights, 0, keepdim=True) - math.log(self.num_particles)
+        value = log_mean.sum() / (1.0 - self.alpha)
+        weights = (log_weights - log_mean).exp()
+        surrogate_elbo = (weights * surrogate).sum() / self.num_particles
+        return -value + (surrogate_elbo.detach() - surrogate_elbo)
+
+
+class TraceTMC_ELBO(pyro.infer.TraceTMC_ELBO):
+    """Pyro's ``TraceTMC_ELBO`` (``--elbo tmc``: tensor Monte Carlo, Aitchison 2019) with
+    every sample site of the guide drawn ``num_samples`` times in parallel
+    (``config_enumerate(guide, "parallel", num_samples=K)``, ``K`` = ``--num-particles``)
+    and the bound contracted over all their combinations: for one latent site it is the
+    importance-weighted bound with K draws."""
+
+    def __init__(self, num_samples: int = 1, max_plate_nesting: int = 1):
+        super().__init__(max_plate_nesting=max_plate_nesting)
+        self.num_samples = num_samples
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        sampled = pyro.infer.config_enumerate(guide, "parallel", num_samples=self.num_samples)
+        return super().differentiable_loss(model, sampled, *args, **kwargs)
+
+
 def _detach(value):
     return value.detach() if isinstance(value, torch.Tensor) else value
 
@@ -189,6 +277,27 @@ def choose(pair: Programs, config) -> ELBOChoice:
         return ELBOChoice("enum", kl, "enum: discrete sites summed out, the others from draws")
     if kind == "trace":
         return ELBOChoice("trace", sampled, "trace (asked for): every KL from one draw")
+    if kind == "tracegraph":
+        return ELBOChoice(
+            kind,
+            sampled,
+            "tracegraph (asked for): every KL from draws, score-function "
+            "terms with downstream costs and the programs' baselines",
+        )
+    if kind == "renyi":
+        alpha = getattr(config, "renyi_alpha", None) or 0.0
+        return ELBOChoice(
+            kind,
+            sampled,
+            f"renyi (asked for): the Renyi bound of order {alpha:g} over "
+            f"{config.num_particles} draws",
+        )
+    if kind == "tmc":
+        return ELBOChoice(
+            kind,
+            sampled,
+            f"tmc (asked for): tensor Monte Carlo, {config.num_particles} draws of each site",
+        )
     blocker = _mean_field_blocker(pair)
     if kind == "meanfield" and blocker:
         raise UserError(
@@ -227,19 +336,31 @@ ELBOS = {
     "trace": Trace_ELBO,
     "meanfield": TraceMeanField_ELBO,
     "enum": pyro.infer.TraceEnum_ELBO,
+    "tracegraph": TraceGraph_ELBO,
+    "renyi": RenyiELBO,
+    "tmc": TraceTMC_ELBO,
 }
 
 
-def make_elbo(kind: str = "trace", num_particles: int = 1, max_plate_nesting: int = 1):
-    """A Pyro ELBO by name (see the module docstring); particles are vectorised."""
+def make_elbo(
+    kind: str = "trace", num_particles: int = 1, max_plate_nesting: int = 1, alpha: float = 0.0
+):
+    """A Pyro ELBO by name (see the module docstring); particles are vectorised; ``alpha``
+    is ``renyi``'s order."""
     if kind not in ELBOS:
         raise UserError(f"unknown ELBO {kind!r}; choose one of {', '.join(ELBOS)}")
     options = {}
     if kind == "enum":  # a labelled batch (y observed) has nothing to enumerate
         options["strict_enumeration_warning"] = False
+    if kind == "renyi":
+        options["alpha"] = alpha
+    if kind == "tmc":
+        return TraceTMC_ELBO(num_samples=num_particles, max_plate_nesting=max_plate_nesting)
     return ELBOS[kind](
         num_particles=num_particles,
-        vectorize_particles=num_particles > 1,
+        # a baseline network sees one batch, not (particles, batch): tracegraph's particles
+        # run one after another, as in Pyro's AIR example
+        vectorize_particles=num_particles > 1 and kind != "tracegraph",
         max_plate_nesting=max_plate_nesting,
         **options,
     )
@@ -250,4 +371,5 @@ def from_config(config, max_plate_nesting: int = 1, dataset_size: int = 1) -> py
     resolved by the trainer, :func:`choose`, before this is called; here it means
     ``trace``), beta applied by the trainer to the latent sites."""
     kind = "trace" if config.elbo == "auto" else config.elbo
-    return make_elbo(kind, config.num_particles, max_plate_nesting)
+    alpha = getattr(config, "renyi_alpha", None) or 0.0
+    return make_elbo(kind, config.num_particles, max_plate_nesting, alpha=alpha)

@@ -81,7 +81,8 @@ class Objective(nn.Module):
     the loss of the full batches is recorded as a graph and ``torch.compile``-d, after the same
     check (:mod:`ppl_vae.infer.compiled`); the other batches, and every batch once
     ``compiled.reason`` says why compiling was given up, run as without it. Use either only
-    with an ELBO whose settings do not change between steps."""
+    with an ELBO whose settings do not change between steps; an ELBO with an
+    ``untraceable`` attribute (a reason) runs eagerly, with that reason."""
 
     def __init__(
         self, pair: Programs, elbo: pyro.infer.ELBO, jit: bool = False, compile: bool = False
@@ -91,6 +92,10 @@ class Objective(nn.Module):
         self.elbo = elbo
         self.traced = Traced(self) if jit else None
         self.compiled = Compiled(self, self.uncompiled) if compile else None
+        why = getattr(elbo, "untraceable", None)  # an estimator with side effects says so
+        for recorder in (self.traced, self.compiled):
+            if recorder is not None and why:
+                recorder.reason = why
 
     def forward(self, *args: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
         if self.compiled is not None:

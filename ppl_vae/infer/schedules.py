@@ -24,7 +24,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from ppl_vae.errors import UserError
@@ -109,22 +109,41 @@ def make(name: str, **params) -> Callable[[int], float]:
 
 
 def learning_rate(
-    step: int, lr: float, total_steps: int, kind: str = "constant", final: float = 0.01
+    step: int,
+    lr: float,
+    total_steps: int,
+    kind: str = "constant",
+    final: float = 0.01,
+    gamma: float = 0.1,
+    step_size: int = 1000,
+    milestones: Sequence[int] = (),
 ) -> float:
     """The optimizer's step size at ``step``, also a pure function of the step:
     ``constant`` is :math:`\\eta`; ``cosine`` anneals from :math:`\\eta` to
     :math:`f\\eta` over the run, :math:`\\eta_t = \\eta\\,(f + (1 - f)\\tfrac12(1 + \\cos
-    \\pi \\min(1, t/T)))`. Smaller late steps settle the Monte Carlo noise of the ELBO's
-    gradient, so a fit lands closer to its optimum.
+    \\pi \\min(1, t/T)))` (smaller late steps settle the Monte Carlo noise of the ELBO's
+    gradient, so a fit lands closer to its optimum); ``step`` is
+    :math:`\\eta\\gamma^{\\lfloor t/s \\rfloor}`, ``multistep`` :math:`\\eta\\gamma^k` with
+    :math:`k` the milestones :math:`\\le t`, ``exponential`` :math:`\\eta\\gamma^t` (as
+    ``torch.optim.lr_scheduler``'s StepLR, MultiStepLR and ExponentialLR stepped once per
+    optimizer step).
 
     >>> learning_rate(0, 0.1, 100, "cosine"), learning_rate(100, 0.1, 100, "cosine")
     (0.1, 0.001)
+    >>> learning_rate(30, 1.0, 100, "multistep", gamma=0.5, milestones=[10, 20, 40])
+    0.25
     """
     if kind == "constant":
         return float(lr)
+    if kind == "step":
+        return lr * gamma ** (step // max(1, step_size))
+    if kind == "multistep":
+        return lr * gamma ** sum(1 for m in milestones if m <= step)
+    if kind == "exponential":
+        return lr * gamma**step
     if kind != "cosine":
         raise UserError(
-            f"unknown learning-rate schedule {kind!r}; choose {' or '.join(LR_SCHEDULES)}"
+            f"unknown learning-rate schedule {kind!r}; choose one of {', '.join(LR_SCHEDULES)}"
         )
     t = min(1.0, step / max(1, total_steps))
     return lr * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t)))

@@ -64,15 +64,19 @@ from ppl_vae.errors import UserError
 from ppl_vae.infer import adam, distributed, schedules
 from ppl_vae.infer.config import OBJECTIVES, TrainConfig
 from ppl_vae.infer.objective import Objective
+from ppl_vae.infer.optim import (  # noqa: F401  (their home is infer/optim.py)
+    LBFGS_HISTORY,
+    LBFGS_ITERATIONS,
+    check_optimizer,
+    make_optimizer,
+    set_learning_rate,
+)
 from ppl_vae.infer.state import TrainState, does_not_fit, rng_states, set_rng_states
 from ppl_vae.infer.stopping import StopReason, stopping
 from ppl_vae.measure.metrics import epoch_record
 from ppl_vae.programs import Program, Programs, label_form, owner_of
 
 LOG_EVERY = 50  # steps between reads of the running loss (progress bar, NaN check)
-#: ``optimizer="lbfgs"``: iterations of one ``torch.optim.LBFGS.step`` (one epoch) and the
-#: curvature pairs it keeps.
-LBFGS_ITERATIONS, LBFGS_HISTORY = 20, 50
 
 
 class Checkpointer(Protocol):
@@ -259,53 +263,6 @@ def make_objective(pair: Programs, config: TrainConfig, dataset_size: int = 1) -
     )
     objective.choice = choice
     return objective
-
-
-def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer | adam.Adam:
-    """The trainer's optimizer. Adam: ``torch.optim.Adam(fused=True)`` on CUDA; elsewhere
-    :class:`ppl_vae.infer.adam.Adam`, the multi-tensor (``foreach``) update of
-    ``torch.optim.Adam`` bit for bit, which spares a run the import of ``torch._dynamo``
-    that every ``torch.optim`` optimizer makes (~1.6 s of CPU). ``lbfgs``: torch's L-BFGS
-    with a strong-Wolfe line search (Nocedal & Wright 2006, alg. 7.5 and 3.5),
-    :data:`LBFGS_ITERATIONS` iterations per step; its own stopping tests are off but for a
-    loss that no longer changes at all (the trainer's ``grad_tolerance`` decides)."""
-    params = list(params)
-    if config.optimizer == "lbfgs":
-        return torch.optim.LBFGS(
-            params,
-            lr=config.lr,
-            max_iter=LBFGS_ITERATIONS,
-            history_size=LBFGS_HISTORY,
-            line_search_fn="strong_wolfe",
-            tolerance_grad=0.0,
-            tolerance_change=1e-12,
-        )
-    if params and all(p.is_cuda and p.is_floating_point() for p in params):
-        return torch.optim.Adam(params, lr=config.lr, fused=True)
-    return adam.Adam(params, lr=config.lr)
-
-
-def check_optimizer(config: TrainConfig, data: Dataset) -> None:
-    """What :meth:`TrainConfig.validate` cannot see: L-BFGS and ``grad_tolerance`` need the
-    whole training set in every step (a fixed objective, an exact gradient), and L-BFGS
-    the same rows at every step (no dynamic binarisation) in one process."""
-    n = data.x_train.shape[0]
-    for wanted, name in (
-        (config.optimizer == "lbfgs", "--optimizer lbfgs"),
-        (config.grad_tolerance > 0, "--grad-tolerance"),
-    ):
-        if wanted and config.batch_size < n:
-            raise UserError(
-                f"{name} needs full-batch training: --batch-size {config.batch_size} is less "
-                f"than the {n} training rows; give --batch-size {n} or more"
-            )
-    if config.optimizer == "lbfgs" and data.binarize == "dynamic":
-        raise UserError(
-            "--optimizer lbfgs needs the same training rows at every step; --binarize dynamic "
-            "draws new ones each epoch: use adam or a static binarisation"
-        )
-    if config.optimizer == "lbfgs" and distributed.active():
-        raise UserError("--optimizer lbfgs runs in one process; run it without torchrun")
 
 
 @contextlib.contextmanager
@@ -604,10 +561,7 @@ def take_step(loop: Loop, result: FitResult, epoch: EpochRun, args: tuple) -> No
         start = full_gradient(loop.loss_fn, result.optimizer, args, config.beta, 0, config.seed)
         state.grad_start = start or 1.0
     epoch.beta = loop.schedule(state.step)
-    for group in result.optimizer.param_groups:
-        group["lr"] = schedules.learning_rate(
-            state.step, config.lr, loop.total_steps, config.lr_schedule, config.lr_final
-        )
+    set_learning_rate(result.optimizer, config, state.step, loop.total_steps)
     at_step = getattr(loop.objective.elbo, "at_step", None)  # a StepwiseELBO's state
     epoch.scale = at_step(state.step, epoch.beta) if at_step is not None else epoch.beta
     loss = train_step(loop.loss_fn, result.optimizer, args, epoch.scale, state.step, config.seed)

@@ -58,7 +58,6 @@ from torch import nn
 
 from ppl_vae import data
 from ppl_vae.errors import UserError
-from ppl_vae.infer import schedules
 from ppl_vae.infer import trainer as train
 from ppl_vae.infer.objective import Objective
 from ppl_vae.models.blocks.nets import mlp
@@ -183,10 +182,7 @@ def suite_side(
         idx = next(indices)
         args = (x[idx],)
         beta = schedule(count)
-        for group in optimizer.param_groups:
-            group["lr"] = schedules.learning_rate(
-                count, config.lr, total_steps, config.lr_schedule, config.lr_final
-            )
+        train.set_learning_rate(optimizer, config, count, total_steps)
         loss = train.train_step(loss_fn, optimizer, args, beta, count)
         count += 1
         return loss * args[0].shape[0]

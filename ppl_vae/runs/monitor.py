@@ -220,12 +220,12 @@ class TensorBoardLog:
     def learning_rate(self, step: int) -> float:
         """The learning rate of the optimizer step that ended at ``step`` (a pure function
         of the step, as the trainer computes it)."""
-        from ppl_vae.infer import schedules
+        from ppl_vae.infer.optim import step_size
         from ppl_vae.infer.trainer import schedule_steps
 
         c = self.train
         total = schedule_steps(c, math.ceil(self.ds.x_train.shape[0] / c.batch_size))
-        return schedules.learning_rate(max(step - 1, 0), c.lr, total, c.lr_schedule, c.lr_final)
+        return step_size(c, max(step - 1, 0), total)
 
     def _scalars(self, record: dict[str, Any]) -> None:
         step = record["step"]

@@ -62,7 +62,7 @@ from ppl_vae.infer.elbo import choose
 from ppl_vae.infer.trainer import FitResult, check_optimizer, fit, resolve_device
 from ppl_vae.measure.failure_modes import diagnose
 from ppl_vae.measure.metrics import FINAL_METRICS, TEST_DRAWS, epoch_record, evaluate_test_set
-from ppl_vae.programs import Programs
+from ppl_vae.programs import Programs, label_predictor
 from ppl_vae.runs import atomic, checkpoint, fingerprint, monitor, rollback, trust
 from ppl_vae.runs.build import (
     apply_recommended,
@@ -317,22 +317,15 @@ def final_metrics(result: FitResult, ds: data.Dataset) -> dict[str, Any]:
 
 @torch.no_grad()
 def classification(pair: Programs, ds: data.Dataset) -> dict[str, Any]:
-    """``test_accuracy`` (and the number of training labels used) for programs whose
-    module can classify x: ``classify(x)`` (the suite's M2 VAE) or, failing that, Pyro's
-    ``classifier(xs)`` (``ss_vae_M2.py``'s SSVAE). Either may return class ids ``(N,)`` or
-    one row per example ``(N, C)`` (one-hot, as SSVAE's, or scores: the largest is the
-    prediction). Empty without such a method or test labels; a ``classifier`` that does
-    not take x or gives another shape leaves ``test_accuracy_note`` instead."""
+    """``test_accuracy`` (and the number of training labels used) for programs that declare
+    a label predictor (:func:`ppl_vae.programs.label_predictor`: ``label_predictor =
+    "classify"`` on the suite's M2 VAE, ``"classifier"`` on Pyro's SSVAE), returning class
+    ids ``(N,)`` or one row per example ``(N, C)`` (one-hot, or scores: the largest is the
+    prediction). Empty without a declaration or test labels; a predictor that fails on x or
+    gives another shape leaves ``test_accuracy_note`` instead."""
     if ds.y_test is None or ds.named:  # named arrays: no labels to score (issue 28)
         return {}
-    found = None
-    for name in ("classify", "classifier"):  # M2VAE's classifier is its logit network
-        found = next(
-            ((name, getattr(o, name)) for o in pair.owners if callable(getattr(o, name, None))),
-            None,
-        )
-        if found is not None:
-            break
+    found = label_predictor(pair)
     if found is None:
         return {}
     name, predict = found
@@ -340,11 +333,8 @@ def classification(pair: Programs, ds: data.Dataset) -> dict[str, Any]:
     n = ds.y_test.shape[0]
     try:
         out = torch.cat([torch.as_tensor(predict(xb)) for xb in ds.x_test.split(1000)])
-    except (TypeError, ValueError, RuntimeError) as exc:
-        if name == "classify":
-            raise
-        first = first_line(exc)
-        return {"test_accuracy_note": f"{name}(x) failed: {type(exc).__name__}: {first}"}
+    except Exception as exc:  # the program's own code: the run is kept, the note says why
+        return {"test_accuracy_note": f"{name}(x) failed: {type(exc).__name__}: {first_line(exc)}"}
     if out.dim() == 2 and out.shape[0] == n:
         predicted = out.argmax(-1)  # one-hot rows or per-class scores
     elif out.shape == (n,):

@@ -1,4 +1,4 @@
-"""The traced loss (ppl_vae/jit.py): the programs' values and gradients, the same random
+"""The traced loss (ppl_vae/infer/jit.py): the programs' values and gradients, the same random
 stream, and a program whose trace would be wrong runs eagerly instead. (No test asserts a
 speed; ``ppl-vae bench --ablate jit`` measures it.)"""
 
@@ -130,8 +130,8 @@ def test_a_program_the_trace_would_get_wrong_runs_eagerly():
     traced = Objective(pair, make_elbo(), jit=True)
     eager = Objective(pair, make_elbo())
     with pair.scope():
-        traced(low)  # recorded with the narrow branch
-        ours = loss_and_grads(traced, (high,), 1.0, 3)  # the check sees the wide one
+        traced(low)  # the recording sees the guide read x.mean() into Python
+        ours = loss_and_grads(traced, (high,), 1.0, 3)
         assert "frozen" in traced.traced.reason and not traced.traced.checked
         theirs = loss_and_grads(eager, (high,), 1.0, 3)
         torch.testing.assert_close(ours[0], theirs[0])
@@ -177,10 +177,195 @@ def test_cli_says_when_a_program_ran_eagerly_and_no_jit_turns_tracing_off(tmp_pa
     common = ["--data", "digits", "--epochs", "1", "--batch-size", "256", "--no-progress"]
     assert main(["train", str(program), *common, "--out", str(tmp_path / "a")]) == 0
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    assert metrics["jit"].startswith("eager: a trace of the loss gives")
-    assert "note: the loss ran eagerly, not traced: a trace" in capsys.readouterr().err
+    assert metrics["jit"].startswith("eager: the programs read a tensor's value into Python")
+    assert "note: the loss ran eagerly, not traced: the programs read" in capsys.readouterr().err
     assert main(["train", "vae", *common, "--no-jit", "--out", str(tmp_path / "b")]) == 0
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
     config = json.loads((tmp_path / "b" / "config.json").read_text())
     assert metrics["jit"] == "off" and config["train"]["jit"] is False
     assert "note:" not in capsys.readouterr().err
+
+
+class Sequences(nn.Module):
+    """A DMM-like program taking x only: rows are sequences of up to ``steps`` vectors,
+    zero after each sequence's end, flattened. The loop runs over the steps where some
+    sequence of the batch still runs (selected by a boolean mask: a loop length that
+    depends on the data), each step masked to the sequences running:
+    z_t ~ N(tanh(W z_{t-1}), 0.5^2 I), x_t ~ N(V z_t, I); q(z_t | x_t, z_{t-1}) Gaussian.
+    (The guide reads z_{t-1} through a tanh and its scale through a softplus: a run stays
+    finite.)"""
+
+    def __init__(self, steps: int = 6, dim: int = 3, latent: int = 2):
+        super().__init__()
+        self.steps, self.dim, self.latent = steps, dim, latent
+        self.trans, self.emit = nn.Linear(latent, latent), nn.Linear(latent, dim)
+        self.enc = nn.Linear(dim + latent, 2 * latent)
+
+    def running(self, x):
+        seq = x.reshape(x.shape[0], self.steps, self.dim)
+        alive = seq.abs().sum(-1) > 0
+        used = alive.any(0)
+        return seq[:, used], alive[:, used]
+
+    def model(self, x):
+        seq, alive = self.running(x)
+        z = x.new_zeros(x.shape[0], self.latent)
+        with pyro.plate("data", x.shape[0]):
+            for t in range(seq.shape[1]):
+                with pyro.poutine.mask(mask=alive[:, t]):
+                    prior = dist.Normal(torch.tanh(self.trans(z)), 0.5).to_event(1)
+                    z = pyro.sample(f"z_{t}", prior)
+                    pyro.sample(f"x_{t}", dist.Normal(self.emit(z), 1.0).to_event(1), obs=seq[:, t])
+
+    def guide(self, x):
+        seq, alive = self.running(x)
+        z = x.new_zeros(x.shape[0], self.latent)
+        with pyro.plate("data", x.shape[0]):
+            for t in range(seq.shape[1]):
+                loc, scale = self.enc(torch.cat([seq[:, t], torch.tanh(z)], -1)).chunk(2, -1)
+                scale = nn.functional.softplus(scale) + 1e-3
+                with pyro.poutine.mask(mask=alive[:, t]):
+                    z = pyro.sample(f"z_{t}", dist.Normal(loc, scale).to_event(1))
+
+
+def sequences(seed: int, n: int = 96, steps: int = 6, dim: int = 3) -> data.Dataset:
+    g = torch.Generator().manual_seed(seed)
+    x = 0.5 + torch.rand(n, steps, dim, generator=g)  # never 0 while running
+    lengths = torch.randint(1, steps + 1, (n,), generator=g)
+    x[torch.arange(steps) >= lengths[:, None]] = 0.0
+    x = x.reshape(n, steps * dim)
+    return data.Dataset("sequences", x[:64], x[64:])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_loop_length_that_varies_with_the_batch_trains_as_eagerly(seed):
+    """Issue 28: the traced loss crashed mid-training at 3 of 6 seeds of DMM (its loop
+    length depends on the batch, the trace was checked on one batch only). The recording
+    sees the shape taken from the data, so the run is the eager run, bit for bit."""
+
+    def history(jit: bool):
+        pyro.set_rng_seed(seed)
+        program = Sequences()
+        cfg = train.TrainConfig(
+            epochs=3, batch_size=8, progress=False, seed=seed, device="cpu", jit=jit
+        )
+        result = train.fit(program.model, program.guide, sequences(seed), cfg)
+        return result.history, result.jit
+
+    (traced, how), (eager, _) = history(True), history(False)
+    assert how.startswith("eager: the programs take a shape from the data (a boolean-mask")
+    assert traced == eager
+
+
+def test_a_replay_that_fails_is_repeated_eagerly_from_the_same_state(digits, monkeypatch):
+    """A trace that raises on a later batch (a frozen value the recording did not see):
+    that step is taken again eagerly on the same batch from the same random state, and
+    the run is the eager run, bit for bit, with the reason in ``jit``."""
+    real_trace = torch.jit.trace
+
+    class Flaky:
+        def __init__(self, trace):
+            self.trace, self.calls = trace, 0
+
+        def __call__(self, *args):
+            self.calls += 1
+            if self.calls == 4:  # the check's replay, two good replays, then a failure
+                torch.rand(5)  # the failed replay drew from the stream before it died
+                raise RuntimeError("The following operation failed in the TorchScript interpreter.")
+            return self.trace(*args)
+
+    def history(jit: bool):
+        pyro.set_rng_seed(0)
+        vae = VAE(digits.x_dim, latent_dim=2, hidden=(16,))
+        cfg = train.TrainConfig(epochs=2, batch_size=128, progress=False, device="cpu", jit=jit)
+        result = train.fit(vae.model, vae.guide, digits, cfg)
+        return result.history, result.jit
+
+    monkeypatch.setattr(torch.jit, "trace", lambda *a, **k: Flaky(real_trace(*a, **k)))
+    traced, how = history(True)
+    monkeypatch.undo()
+    eager, _ = history(False)
+    assert how.startswith("eager: a trace of the loss failed to replay on a later batch")
+    assert "RuntimeError: The following operation failed" in how
+    assert traced == eager
+
+
+def test_compile_also_refuses_a_loop_length_taken_from_the_data(monkeypatch):
+    from ppl_vae.infer import compiled as compiled_mod
+
+    monkeypatch.setattr(compiled_mod, "BACKEND", "aot_eager")
+
+    def run(**kw):
+        pyro.set_rng_seed(0)
+        program = Sequences()
+        cfg = train.TrainConfig(epochs=2, batch_size=8, progress=False, device="cpu", **kw)
+        return train.fit(program.model, program.guide, sequences(0), cfg)
+
+    compiled, eager = run(compile=True), run(jit=False)
+    assert compiled.compile.startswith("fallback: the programs take a shape from the data")
+    assert compiled.history == eager.history
+
+
+class Scaled(nn.Module):
+    """``model(x, annealing_factor)``: DMM's KL weight as a plain number argument."""
+
+    def __init__(self):
+        super().__init__()
+        self.loc = nn.Linear(4, 1)
+
+    def model(self, x, annealing_factor=1.0):
+        with pyro.plate("data", x.shape[0]), pyro.poutine.scale(scale=annealing_factor):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        with pyro.plate("data_x", x.shape[0]):
+            pyro.sample("x", dist.Normal(z.unsqueeze(-1), 1.0).to_event(1), obs=x)
+
+    def guide(self, x, annealing_factor=1.0):
+        with pyro.plate("data", x.shape[0]), pyro.poutine.scale(scale=annealing_factor):
+            pyro.sample("z", dist.Normal(self.loc(x).squeeze(-1), 1.0))
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_arguments_that_are_not_tensors_run_eagerly_with_a_reason(compile):
+    x = torch.rand(8, 4)
+    program = Scaled()
+    pair = Programs(program.model, program.guide, (x[:2], 0.5))
+    traced = Objective(pair, make_elbo(), jit=True, compile=compile)
+    eager = Objective(pair, make_elbo())
+    with pair.scope():
+        for seed in range(3):
+            ours = loss_and_grads(traced, (x, 0.5), 1.0, seed)
+            theirs = loss_and_grads(eager, (x, 0.5), 1.0, seed)
+            assert ours[0] == theirs[0]
+    recorder = traced.compiled if compile else traced.traced
+    assert recorder.reason == (
+        "the programs take arguments that are not tensors (float), which a trace cannot take"
+    )
+
+
+class Sized(nn.Module):
+    """``pyro.plate("batch", len(x))``, as Pyro's tutorials write it: a size read back
+    into Python, not a value of the data, so the programs are traced."""
+
+    def __init__(self):
+        super().__init__()
+        self.loc = nn.Linear(4, 1)
+
+    def model(self, x):
+        with pyro.plate("batch", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z.unsqueeze(-1), 1.0).to_event(1), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("batch", len(x)):
+            pyro.sample("z", dist.Normal(self.loc(x).squeeze(-1), 1.0))
+
+
+def test_a_size_read_with_len_is_not_data_dependence():
+    x = torch.rand(12, 4)
+    program = Sized()
+    pair = Programs(program.model, program.guide, (x[:2],))
+    traced = Objective(pair, make_elbo(), jit=True)
+    with pair.scope():
+        for i in range(3):
+            traced(x[4 * i : 4 * i + 4])
+    assert traced.traced.reason is None and len(traced.traced.checked) == 1

@@ -100,7 +100,7 @@ def test_cosine_learning_rate_anneals_to_its_final_fraction():
     assert all(a > b for a, b in zip(values, values[1:]))
     assert schedules.learning_rate(123, 0.1, 200) == 0.1  # constant
     with pytest.raises(UserError, match="learning-rate schedule"):
-        schedules.learning_rate(0, 0.1, 200, "step")
+        schedules.learning_rate(0, 0.1, 200, "triangle")
 
 
 def test_the_trainer_sets_the_scheduled_learning_rate(digits):

@@ -94,7 +94,7 @@ def test_an_early_stopped_run_resumes_exactly(tmp_path):
         {"early_stopping": 1},
         {"grad_tolerance": -1e-3},
         {"grad_tolerance": 2.0},
-        {"optimizer": "sgd"},
+        {"optimizer": "nadam"},
         # L-BFGS needs one objective for the whole run: no schedule, no per-step settings.
         {"optimizer": "lbfgs", "objective": "capacity"},
         {"optimizer": "lbfgs", "objective": "tcvae"},

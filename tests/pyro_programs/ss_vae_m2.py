@@ -11,7 +11,8 @@ utils/custom_mlp.py is Pyro's file, verbatim). Dropped imports: utils.mnist_cach
 utils.vae_plots, visdom and print_and_log (data loading, plotting, logging; the class
 does not use them). Added: the ``MODEL`` factory, which does what main() does: the
 guide wrapped in ``config_enumerate(..., 'parallel', expand=True)`` and trained with
-``TraceEnum_ELBO`` (``train_defaults``), and with ``aux_loss_multiplier`` the
+``TraceEnum_ELBO`` (``train_defaults``), its label predictor declared
+(``label_predictor``), and with ``aux_loss_multiplier`` the
 auxiliary classification loss (main()'s second SVI, ``model_classify``) summed in.
 Conformance program for ppl-vae (issue 22): not part of the engine.
 """
@@ -233,6 +234,7 @@ class SSVAE(nn.Module):
 class _SSVAE(SSVAE):
     train_defaults = {"elbo": "enum"}  # main(): TraceEnum_ELBO(max_plate_nesting=1)
     label_form = "onehot"  # SSVAE's ys are one-hot rows; None for an unlabelled batch
+    label_predictor = "classifier"  # SSVAE.classifier(xs): one-hot rows of q(y|x)'s argmax
 
 
 def MODEL(latent_dim=50, hidden=(500,), x_dim=784, aux_loss_multiplier=None):
