@@ -62,7 +62,7 @@ import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.messenger import unwrap
-from pyro.poutine.util import prune_subsample_sites
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from torch import nn
 from torch.distributions import kl_divergence
 
@@ -200,22 +200,93 @@ def _is_point_mass(fn: dist.Distribution) -> bool:
     return isinstance(fn, dist.Delta)
 
 
+def latent_names(guide_tr) -> list[str]:
+    """The latent sites of a guide trace (its unobserved sample sites), in guide order."""
+    return [
+        n
+        for n, s in guide_tr.nodes.items()
+        if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
+    ]
+
+
+def data_dim(site: dict[str, Any], batch: int) -> int | None:
+    """The dimension of a site's ``log_prob`` (counted from the right) that is the data
+    plate: the plate named ``data`` whose size there is ``batch``, else the innermost-listed
+    plate of that size (a subsampled plate counts by its subsample); None for a site
+    outside it (a global site)."""
+    shape = site["fn"].batch_shape
+    found = None
+    for frame in site["cond_indep_stack"]:
+        if frame.dim is None or len(shape) < -frame.dim or frame.name.startswith("_ppl_vae"):
+            continue
+        if shape[frame.dim] == batch and (found is None or frame.name == "data"):
+            found = frame.dim
+    return found
+
+
+def is_local(site: dict[str, Any], batch: int) -> bool:
+    """Whether a latent site lies in the data plate (one value per example)."""
+    return data_dim(site, batch) is not None
+
+
+def enumerated_sites(guide_tr, latent: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The latent sites a guide trace marks for enumeration."""
+    return tuple(n for n in latent if guide_tr.nodes[n]["infer"].get("enumerate"))
+
+
+def analytic_sites(model_tr, guide_tr, latent: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The latent sites whose KL has a closed form valid in these traces: the guide samples
+    the latent sites in the model's order (mean field), and each site is not enumerated,
+    has the same scale and mask in both programs, and ``kl_divergence`` knows its two
+    distributions. Read per trace, so sites that come and go with the batch are judged
+    where they occur."""
+    order = tuple(n for n, s in model_tr.nodes.items() if s["type"] == "sample" and n in latent)
+    if order != tuple(latent):
+        return ()
+    enumerated = enumerated_sites(guide_tr, latent)
+    return tuple(n for n in latent if n not in enumerated and _closed_form(guide_tr, model_tr, n))
+
+
+def _closed_form(guide_tr, model_tr, name: str) -> bool:
+    """Whether the KL of site ``name`` has a closed form in these traces: the same scale
+    and mask in both programs, and ``kl_divergence`` knows the two distributions."""
+    q, p = guide_tr.nodes[name], model_tr.nodes[name]
+    if p["is_observed"]:
+        return False
+    masks = [None if m is True else m for m in (q["mask"], p["mask"])]  # True: no mask
+    if not (_same(q["scale"], p["scale"]) and _same(*masks)):
+        return False
+    with torch.no_grad():
+        return closed_form_kl(q, p) is not None
+
+
 class Programs(nn.Module):
     """``model`` and ``guide`` with all their parameters; see the module docstring.
 
     ``example`` is a batch the programs accept (``x``, or ``(x, y)``, or a data set whose
-    first rows are taken): the pair is traced on it once, which creates lazily-made
-    parameters. ``inputs`` fills parameters by name besides the arrays of their names
-    (:class:`~ppl_vae.inputs.Inputs`, or ``{PARAM: ARRAY or VALUE}`` with a data set).
-    Attributes set by that trace:
-    ``latent_sites``, ``observed_sites``, ``latent_sizes`` (values per example),
+    first rows are taken: all of them for named arrays): the pair is traced on it once,
+    which creates lazily-made parameters. ``inputs`` fills parameters by name besides the
+    arrays of their names (:class:`~ppl_vae.inputs.Inputs`, or ``{PARAM: ARRAY or VALUE}``
+    with a data set). ``batch``, a real batch of the
+    configured size (the whole training set for a full-batch program), is traced first
+    where given (on a fork of the random streams), so per-example parameters and plate
+    sizes come out at their real sizes, and the sites are described from it
+    (``first_batch_size``). Attributes set by that trace: ``latent_sites`` (the *local*
+    latent sites, one value per example in the data plate: the codes),
+    ``global_sites`` (latent sites outside the data plate: LDA's topics, a DEF's weights),
+    ``all_latent_sites`` (both, in guide order), ``observed_sites``, ``latent_sizes``
+    (values per example of each local site),
     ``takes_labels``, ``max_plate_nesting``, ``has_prior`` (some latent site is scored
     by the model, not masked out), ``point_mass`` (every latent site of the guide is a
     ``Delta``: a deterministic autoencoder, whose importance weights estimate nothing),
     ``mean_field`` (the guide samples the latent sites in the model's order),
     ``reparameterized`` (every latent site of the guide draws by ``rsample``),
-    ``enumerated`` (the latent sites marked for enumeration) and ``analytic_kl_sites``
-    (where the KL has a valid closed form; see the module docstring).
+    ``scaled`` (some site carries a ``poutine.scale`` of the program's own),
+    ``enumerated`` (the latent sites marked for enumeration), ``model_enumerated`` (sites
+    the model enumerates and the guide does not sample) and ``analytic_kl_sites``
+    (where the KL has a valid closed form; see the module docstring). These describe the
+    first trace; the measurements (:mod:`ppl_vae.traces`) read the sites of each trace
+    they compute on, since sites may come and go with the batch.
     """
 
     def __init__(
@@ -224,6 +295,8 @@ class Programs(nn.Module):
         guide: Program,
         example: torch.Tensor | tuple[torch.Tensor, ...],
         name: str | None = None,
+        *,
+        batch: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
         inputs: Inputs | dict[str, Any] | None = None,
     ):
         super().__init__()
@@ -259,13 +332,39 @@ class Programs(nn.Module):
             self.binder = Binder(model, guide, inputs, hook)
             # the engine passes the batch's other arrays in the labels' slot (``Fields``)
             self.takes_labels, self.labels_optional, self.label_form = True, False, "ids"
-            self._trace_once(self.args(*example[:2]), example[0])  # x: the data view's rows
+        else:
+            self.takes_labels = takes_labels(model) and takes_labels(guide)
+            self.labels_optional = self.takes_labels and all(
+                labels_optional(f) for f in (model, guide) if takes_labels(f)
+            )
+            self.label_form = label_form(model, guide) if self.takes_labels else "ids"
+        self.first_batch_size = None
+        if batch is None:
+            self._first_trace(example)
             return
-        self.takes_labels = takes_labels(model) and takes_labels(guide)
-        self.labels_optional = self.takes_labels and all(
-            labels_optional(f) for f in (model, guide) if takes_labels(f)
-        )
-        self.label_form = label_form(model, guide) if self.takes_labels else "ids"
+        batch = batch if isinstance(batch, tuple) else (batch,)
+        cuda = [batch[0].device.index or 0] if batch[0].is_cuda else []
+        buffers = {k: b.clone() for k, b in self.owners.named_buffers()}  # BatchNorm's stats
+        with torch.random.fork_rng(devices=cuda):
+            self._first_trace(batch)
+        with torch.no_grad():
+            for k, b in self.owners.named_buffers():
+                if k in buffers and buffers[k].shape == b.shape:
+                    b.copy_(buffers[k])
+        self.first_batch_size = int(batch[0].shape[0])
+        # The two-row example as before, on the caller's random streams: what it draws keeps
+        # a seed's numbers the same. A full-batch program may refuse two rows: that is fine.
+        try:
+            self._first_trace(example, describe=False)
+        except Exception:  # noqa: BLE001 - the real batch ran; the example only draws
+            pass
+
+    def _first_trace(self, example: tuple, describe: bool = True) -> None:
+        """Trace the pair once on ``example`` (``(x,)`` or ``(x, y)``): parameters are
+        created and collected, and (with ``describe``) the sites described."""
+        if self.binder is not None:  # bound by name; described against the data view's rows
+            self._trace_once(self.args(*example[:2]), describe, example[0])
+            return
         if self.takes_labels and (len(example) < 2 or example[1] is None):
             self.args(example[0], None)  # the clear error where the programs need labels
         if self.labels_optional and len(example) > 1 and example[1] is not None:
@@ -273,7 +372,7 @@ class Programs(nn.Module):
             # are those of an unlabelled one: there the guide samples what labels observe
             self._run_once(self.args(*example[:2]), labelled=True)
             example = example[:1]
-        self._trace_once(example[: 2 if self.takes_labels else 1])
+        self._trace_once(example[: 2 if self.takes_labels else 1], describe)
 
     # -- the param-store scope ------------------------------------------------------------
     @contextlib.contextmanager
@@ -361,11 +460,14 @@ class Programs(nn.Module):
                 ) from None
         return model_tr, guide_tr
 
-    def _trace_once(self, args: tuple, x: torch.Tensor | None = None) -> None:
+    def _trace_once(
+        self, args: tuple, describe: bool = True, x: torch.Tensor | None = None
+    ) -> None:
         labelled = len(args) > 1 and self.binder is None
         model_tr, guide_tr = self._run_once(args, labelled)
         self._collect_parameters(model_tr, guide_tr)
-        self._describe(model_tr, guide_tr, args[0] if x is None else x)
+        if describe:
+            self._describe(model_tr, guide_tr, args[0] if x is None else x)
 
     def _collect_parameters(self, model_tr, guide_tr) -> None:
         owned = {id(p) for o in self.owners for p in o.parameters()}
@@ -385,9 +487,7 @@ class Programs(nn.Module):
     def _describe(self, model_tr, guide_tr, x: torch.Tensor) -> None:
         batch = x.shape[0]
         guide_tr, model_tr = prune_subsample_sites(guide_tr), prune_subsample_sites(model_tr)
-        latent = [
-            n for n, s in guide_tr.nodes.items() if s["type"] == "sample" and not s["is_observed"]
-        ]
+        latent = latent_names(guide_tr)
         observed = [
             n for n, s in model_tr.nodes.items() if s["type"] == "sample" and s["is_observed"]
         ]
@@ -407,7 +507,12 @@ class Programs(nn.Module):
                 f"the guide samples {', '.join(missing)} but the model does not; model and "
                 "guide must sample the same latent sites"
             )
-        self.latent_sites, self.observed_sites = tuple(latent), tuple(observed)
+        # local sites (inside the data plate) are the codes; global ones are shared
+        local = [n for n in latent if is_local(guide_tr.nodes[n], batch)]
+        self.all_latent_sites = tuple(latent)
+        self.latent_sites = tuple(local)
+        self.global_sites = tuple(n for n in latent if n not in local)
+        self.observed_sites = tuple(observed)
         # The observed site(s) that score x itself (others may score labels, as in M2).
         numel = x.numel()
         data_sites = [n for n in observed if model_tr.nodes[n]["value"].numel() == numel]
@@ -417,7 +522,7 @@ class Programs(nn.Module):
         self.data_sites = tuple(data_sites or observed)
         self.label_sites = tuple(n for n in observed if n not in self.data_sites)
         self.latent_sizes = tuple(
-            max(1, guide_tr.nodes[n]["value"].numel() // max(batch, 1)) for n in latent
+            max(1, guide_tr.nodes[n]["value"].numel() // max(batch, 1)) for n in local
         )
         frames = [
             f.dim
@@ -432,27 +537,28 @@ class Programs(nn.Module):
         self.point_mass = all(_is_point_mass(guide_tr.nodes[n]["fn"]) for n in latent)
         in_model = [n for n, s in model_tr.nodes.items() if s["type"] == "sample" and n in latent]
         self.model_order = tuple(in_model)
-        self.mean_field = self.model_order == self.latent_sites
+        self.mean_field = self.model_order == self.all_latent_sites
         self.reparameterized = all(
             getattr(guide_tr.nodes[n]["fn"], "has_rsample", False) for n in latent
         )
-        self.enumerated = tuple(n for n in latent if guide_tr.nodes[n]["infer"].get("enumerate"))
-        self.analytic_kl_sites = tuple(
-            n for n in latent if self.mean_field and self._closed_form(guide_tr, model_tr, n)
+        self.enumerated = enumerated_sites(guide_tr, latent)
+        # some site carries a poutine.scale of the program's own (scANVI's scale_factor)
+        self.scaled = any(
+            not (isinstance(s["scale"], int | float) and s["scale"] == 1)
+            for tr in (model_tr, guide_tr)
+            for s in tr.nodes.values()
+            if s["type"] == "sample"
         )
-
-    def _closed_form(self, guide_tr, model_tr, name: str) -> bool:
-        """Whether the KL of site ``name`` has a closed form valid in this pair's traces:
-        not enumerated, the same scale and mask in both programs, and ``kl_divergence``
-        knows the two distributions."""
-        q, p = guide_tr.nodes[name], model_tr.nodes[name]
-        if name in self.enumerated or p["is_observed"]:
-            return False
-        masks = [None if m is True else m for m in (q["mask"], p["mask"])]  # True: no mask
-        if not (_same(q["scale"], p["scale"]) and _same(*masks)):
-            return False
-        with torch.no_grad():
-            return closed_form_kl(q, p) is not None
+        # sites the model enumerates itself (marginalised out; the guide does not sample them)
+        self.model_enumerated = tuple(
+            n
+            for n, s in model_tr.nodes.items()
+            if s["type"] == "sample"
+            and not s["is_observed"]
+            and n not in latent
+            and s["infer"].get("enumerate")
+        )
+        self.analytic_kl_sites = analytic_sites(model_tr, guide_tr, latent)
 
     def vectorized(self, key: str, fast: Callable[[], Any], slow: Callable[[], Any]) -> Any:
         """``fast()`` (the programs under an outer particle plate) where they allow it,

@@ -127,17 +127,17 @@ class EpochPlan:
         return (x[idx],)
 
 
-def first_batch(pair_form: str, x: torch.Tensor, y: torch.Tensor | None) -> tuple:
-    """Two examples for a pair's first trace, labelled in ``pair_form`` where ``y`` has two
+def first_batch(pair_form: str, x: torch.Tensor, y: torch.Tensor | None, size: int = 2) -> tuple:
+    """``size`` examples for a pair's first trace, labelled in ``pair_form`` where ``y`` has
     known labels (their ids as they are for ``ids``). ``x`` are the rows as scored
     (:meth:`~ppl_vae.data.dataset.Dataset.scored_train`)."""
     if y is None:
-        return (x[:2],)
-    if not torch.is_tensor(y):  # named arrays: the rows given, every array sliced with x
-        return (x, y[: x.shape[0]])
+        return (x[:size],)
+    if not torch.is_tensor(y):  # named arrays: every array sliced with x
+        return (x[:size], y[:size])
     if pair_form == "ids":
-        return (x[:2], y[:2])
-    known = torch.nonzero(y >= 0).flatten()[:2]
+        return (x[:size], y[:size])
+    known = torch.nonzero(y >= 0).flatten()[:size]
     if known.shape[0] == 0:
-        return (x[:2],)
+        return (x[:size],)
     return (x[known], as_form(y[known], pair_form, int(y.max()) + 1))

@@ -265,7 +265,7 @@ def choose(pair: Programs, config) -> ELBOChoice:
     would be wrong (a guide that samples the latent sites out of the model's order, or a
     site drawn without ``rsample``); the objectives other than ``elbo`` estimate every KL
     from draws."""
-    sites = pair.latent_sites
+    sites = pair.all_latent_sites
     sampled = dict.fromkeys(sites, "sampled")
     if config.objective != "elbo":
         return ELBOChoice(
@@ -321,7 +321,7 @@ def _mean_field_blocker(pair: Programs) -> str | None:
     """Why the closed-form KL of a mean-field ELBO would be wrong for the pair, or None."""
     if not pair.mean_field:
         return (
-            f"the guide samples {', '.join(pair.latent_sites)} but the model "
+            f"the guide samples {', '.join(pair.all_latent_sites)} but the model "
             f"{', '.join(pair.model_order)} (not mean-field: a site's model parents must be "
             "drawn from the guide before it)"
         )

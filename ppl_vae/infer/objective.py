@@ -67,8 +67,8 @@ def scaled(pair: Programs, beta: float | torch.Tensor):
     if not isinstance(beta, torch.Tensor) and beta == 1.0:
         return pair.model, pair.guide
     return (
-        LatentScaleMessenger(beta, pair.latent_sites)(pair.model),
-        LatentScaleMessenger(beta, pair.latent_sites)(pair.guide),
+        LatentScaleMessenger(beta, pair.all_latent_sites)(pair.model),
+        LatentScaleMessenger(beta, pair.all_latent_sites)(pair.guide),
     )
 
 

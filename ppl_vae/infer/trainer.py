@@ -437,7 +437,8 @@ def start(
     pyro.set_rng_seed(config.seed)
     data, validation = prepare_data(model, guide, data, config, device)
     if pair is None:
-        pair = Programs(model, guide, example_batch(data, model, guide))
+        first = example_batch(data, model, guide, config.batch_size)  # a real batch
+        pair = Programs(model, guide, example_batch(data, model, guide), batch=first)
     pair.to(device)
     loop, result = build_loop(model, guide, pair, data, validation, config, device)
     loop.checkpointer, loop.on_epoch = checkpointer, on_epoch
@@ -718,14 +719,17 @@ def compile_status(config: TrainConfig, compiled) -> str:
     return "compiled"
 
 
-def example_batch(data: Dataset, model: Program | None = None, guide: Program | None = None):
-    """Two training examples (and their labels, in the form the programs declare) for the
-    programs' first trace, as scored (a binary draw under dynamic binarisation)."""
+def example_batch(
+    data: Dataset, model: Program | None = None, guide: Program | None = None, size: int = 2
+):
+    """``size`` training examples (two by default; at most all of them) and their labels, in
+    the form the programs declare, for the programs' first trace, as scored (a binary draw
+    under dynamic binarisation). ``size`` = the configured batch size gives the real first
+    batch (:class:`~ppl_vae.programs.Programs`' ``batch``)."""
     form = label_form(model, guide) if model is not None else "ids"
-    n = data.x_train.shape[0] if data.y_train is not None and form != "ids" else 2
-    if data.named:  # programs of named arrays may size their plates by the batch (LDA)
-        n = data.x_train.shape[0]
-    return labels.first_batch(form, data.scored_train(n), data.y_train)
+    size = min(size, data.x_train.shape[0])
+    n = data.x_train.shape[0] if data.y_train is not None and form != "ids" else size
+    return labels.first_batch(form, data.scored_train(n), data.y_train, size)
 
 
 def recommended(model: Program | Programs, guide: Program | None = None) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from ppl_vae.errors import UserError
 from ppl_vae.measure.importance import check_estimable
 from ppl_vae.measure.metrics import frozen, seeded
 from ppl_vae.measure.stats import standard_error
-from ppl_vae.programs import Programs
+from ppl_vae.programs import Programs, latent_names
 
 
 @dataclass
@@ -81,15 +81,19 @@ class Annealed:
         self.batch, self.dim = args[0].shape[0], -(pair.max_plate_nesting + 1)
         tr = self._trace(pair.guide if start == "guide" else pair.model, {})
         self.shapes, self.transforms = {}, {}
-        mtr = self._trace(pair.model, {n: tr.nodes[n]["value"] for n in pair.latent_sites})
-        for n in pair.latent_sites:
+        # the latent sites of this batch's trace (they may vary with the batch)
+        self.sites = tuple(latent_names(tr))
+        mtr = self._trace(pair.model, {n: tr.nodes[n]["value"] for n in self.sites})
+        for n in self.sites:
             v = tr.nodes[n]["value"]
             if v.shape[:2] != (chains, self.batch):
                 raise UserError(f"latent site {n!r} is not inside the data plate")
             self.shapes[n] = v.shape[2:]
             self.transforms[n] = biject_to(mtr.nodes[n]["fn"].support)
-        self.u0 = self.flatten({n: tr.nodes[n]["value"] for n in pair.latent_sites})
-        self.observed = set(pair.observed_sites) - set(pair.latent_sites)
+        self.u0 = self.flatten({n: tr.nodes[n]["value"] for n in self.sites})
+        self.observed = {
+            k for k, v in mtr.nodes.items() if v["type"] == "sample" and v["is_observed"]
+        } - set(self.sites)
 
     def _trace(self, fn, data: dict):
         fn = traces.in_particle_plate(poutine.condition(fn, data=data), self.chains, self.dim)
@@ -100,27 +104,27 @@ class Annealed:
 
     def flatten(self, z: dict[str, torch.Tensor]) -> torch.Tensor:
         c, b = self.chains, self.batch
-        parts = [self.transforms[n].inv(z[n]).reshape(c, b, -1) for n in self.pair.latent_sites]
+        parts = [self.transforms[n].inv(z[n]).reshape(c, b, -1) for n in self.sites]
         return torch.cat(parts, -1).detach()
 
     def terms(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(h, g, log|J|)`` at ``u``, each ``(C, B)``."""
         z, jac, start, c, b = {}, 0.0, 0, self.chains, self.batch
-        for n in self.pair.latent_sites:
+        for n in self.sites:
             size = math.prod(self.shapes[n])
             w = u[..., start : start + size].reshape(c, b, *self.shapes[n])
             z[n], start = self.transforms[n](w), start + size
             ladj = self.transforms[n].log_abs_det_jacobian(w, z[n])
             jac = jac + ladj.reshape(c, b, -1).sum(-1)
         mtr = self._trace(self.pair.model, z)
-        one = lambda s: traces.per_example(s, b, c)  # noqa: E731
+        one = lambda s: traces.per_example(traces.unscaled(s), b, c)  # noqa: E731 - nats
         sites = mtr.nodes.items()
         lik = sum(one(s) for k, s in sites if s["type"] == "sample" and k in self.observed)
-        prior = sum(one(mtr.nodes[n]) for n in self.pair.latent_sites)
+        prior = sum(one(mtr.nodes[n]) for n in self.sites)
         if self.start == "prior":
             return prior, lik, jac
         gtr = self._trace(self.pair.guide, z)
-        log_q = sum(one(gtr.nodes[n]) for n in self.pair.latent_sites)
+        log_q = sum(one(gtr.nodes[n]) for n in self.sites)
         return log_q, lik + prior - log_q, jac
 
 
@@ -209,7 +213,8 @@ def simulate(pair: Programs, like: tuple) -> tuple[dict[str, torch.Tensor], torc
     value = tr.nodes[pair.data_sites[0]]["value"]
     if value.numel() != like[0].numel():
         raise UserError(f"{pair.name}'s data site does not score x itself; cannot simulate x")
-    return {n: tr.nodes[n]["value"] for n in pair.latent_sites}, value.reshape(like[0].shape)
+    latent = [n for n in latent_names(tr) if n not in pair.observed_sites]
+    return {n: tr.nodes[n]["value"] for n in latent}, value.reshape(like[0].shape)
 
 
 def bdmc(

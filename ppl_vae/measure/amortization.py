@@ -142,6 +142,11 @@ def amortization_gap(
     ``log_likelihood`` and ``approximation_gap`` are ``None`` for a point-mass guide."""
     if steps < 1 or window < 1 or particles < 1 or x.shape[0] < 1:
         raise UserError("the per-point optimisation needs steps, window, particles and x")
+    if pair.global_sites:
+        raise UserError(
+            f"{pair.name} has global latent sites ({', '.join(pair.global_sites)}): the "
+            "amortisation gap compares per-example guides, which those sites do not have"
+        )
     args = pair.eval_args(x, y)
     with frozen(pair), seeded(seed, x.device), pyro.validation_enabled(False):
         params = initial_params(pair, args)

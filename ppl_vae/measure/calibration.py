@@ -108,6 +108,11 @@ def calibrate(
     the guide too narrow / too wide), ``bias`` and ``passed``; overall ``passed``."""
     if draws < 1 or not 1 <= bins <= draws + 1 or n < 2:
         raise UserError("SBC needs draws >= 1, 1 <= bins <= draws + 1 and n >= 2")
+    if pair.global_sites:
+        raise UserError(
+            f"{pair.name} has global latent sites ({', '.join(pair.global_sites)}) shared by "
+            "all simulations, so per-simulation ranks of its latents are not calibration"
+        )
     rows = torch.arange(n, device=like.device) % like.shape[0]
     like, y = like[rows], (None if y is None else y[rows])
     with eval_mode(pair), seeded(seed, like.device), torch.no_grad():

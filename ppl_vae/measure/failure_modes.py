@@ -41,7 +41,7 @@ import torch
 
 from ppl_vae import traces
 from ppl_vae.measure.metrics import eval_mode
-from ppl_vae.programs import Programs
+from ppl_vae.programs import Programs, is_local, latent_names
 
 COLLAPSE_RATE = 0.1  # nats per example
 
@@ -60,8 +60,11 @@ def marginal_kl_per_dim(pair: Programs, x: torch.Tensor, y: torch.Tensor | None 
     with eval_mode(pair):
         model_tr, guide_tr = traces.trace_pair(pair, pair.eval_args(x, y))
     mus, variances = [], []
+    local = [n for n in latent_names(guide_tr) if is_local(guide_tr.nodes[n], x.shape[0])]
+    if not local:
+        return None
     try:
-        for name in pair.latent_sites:
+        for name in local:  # this trace's codes (global sites are no example's code)
             q, p = guide_tr.nodes[name]["fn"], model_tr.nodes[name]["fn"]
             if not (torch.all(p.mean == 0) and torch.all(p.variance == 1)):
                 return None  # the criterion compares with N(0, I)

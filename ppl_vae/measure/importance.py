@@ -51,7 +51,8 @@ MAX_SAMPLES = 1_000_000
 
 def check_estimable(pair: Programs) -> None:
     """Refuse pairs whose importance weights do not estimate :math:`p(x)`: those whose model
-    masks out its latent prior, or whose guide is a point mass (``Delta``) at every site."""
+    masks out its latent prior, whose guide is a point mass (``Delta``) at every site, or
+    with global latent sites (outside the data plate), whose draws every example shares."""
     if not pair.has_prior:
         raise UserError(
             f"{pair.name} has no latent prior, so log p(x) is undefined; "
@@ -61,6 +62,12 @@ def check_estimable(pair: Programs) -> None:
         raise UserError(
             f"{pair.name} has a point-mass (Delta) guide, whose importance "
             "weights do not estimate log p(x); use a model with a stochastic guide"
+        )
+    if pair.global_sites:
+        raise UserError(
+            f"{pair.name} has global latent sites ({', '.join(pair.global_sites)}) shared by "
+            "every example, so a per-example importance-weighted bound on log p(x) is not "
+            "defined; the ELBO, rate and distortion include them"
         )
 
 

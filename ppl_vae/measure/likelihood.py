@@ -231,6 +231,8 @@ def evaluation(
     record: dict[str, Any] = {
         f"{split}_elbo": base["elbo"],
         f"{split}_elbo_stderr": base["elbo_stderr"],
+        f"{split}_elbo_scaled": base["elbo_scaled"],  # the program's units (measure.metrics)
+        f"{split}_elbo_scaled_stderr": base["elbo_scaled_stderr"],
         f"{split}_log_likelihood": None,
         f"{split}_log_likelihood_stderr": None,
     }

@@ -15,8 +15,17 @@ one-sample Monte Carlo estimate :math:`\\log q - \\log p` otherwise. Active unit
 Burda et al. (2016): unit :math:`u` is active when :math:`\\mathrm{Var}_x(\\mathbb{E}_q[z_u|x])
 > 0.01`.
 
-Every figure is a mean per example, in nats. Evaluation is at ``beta = 1`` and runs under
-its own seed, so the same weights always give the same numbers.
+Every figure is a mean per example, in nats of the *unscaled* model: each site's
+log-density without the ``poutine.scale`` a program puts on it (scANVI's ``scale_factor``,
+a subsampled plate's ``N / B``). Beside it, ``elbo_scaled`` is the same ELBO in the
+program's own units, every term (analytic KLs too) carrying its site's scale: what Pyro's
+``Trace_ELBO`` of the program reports per example, and equal to ``elbo`` for a program
+that scales nothing. A global latent site (outside the data plate) gives each of the
+:math:`N` evaluated examples :math:`1/N` of its terms, as Pyro scales a subsampled plate;
+its values are no example's code, so active units and ``kl_per_dim`` cover the local sites
+(``kl_per_dim`` is None where it would not add up to the rate). The sites are those of
+each batch's trace: they may come and go with the batch. Evaluation is at ``beta = 1``
+and runs under its own seed, so the same weights always give the same numbers.
 
 Example::
 
@@ -55,13 +64,15 @@ def seeded(seed: int, device: torch.device | str | None = None):
 
 @contextlib.contextmanager
 def eval_mode(pair: Programs):
-    """The pair in ``eval()`` mode (no corruption, no dropout), restored afterwards."""
-    was_training = pair.training
+    """The pair in ``eval()`` mode (no corruption, no dropout); afterwards each module is
+    back in the mode it was in (a module the user set to ``eval()`` stays so)."""
+    modes = [(m, m.training) for m in pair.modules()]
     pair.eval()
     try:
         yield
     finally:
-        pair.train(was_training)
+        for module, training in modes:
+            module.training = training
 
 
 @contextlib.contextmanager
@@ -117,36 +128,58 @@ def evaluate(
     ``rate``, ``kl_per_dim`` and ``active_units`` are ``None`` for a pair whose model masks
     out its latent prior (the deterministic autoencoders); its ``elbo`` is then the
     reconstruction log-likelihood. ``kl_per_dim`` is ``None`` where some latent site's
-    KL does not split per dimension.
+    KL does not split per dimension. ``elbo_scaled`` (and ``elbo_scaled_stderr``) is the
+    ELBO per example in the program's own units (see the module docstring); the other
+    figures are in nats of the unscaled model. Where the guide or the model enumerates sites
+    (``config_enumerate``), the ELBO is ``TraceEnum_ELBO``'s with those sites summed out
+    (:func:`~ppl_vae.traces.enum_elbo`), and so is the distortion
+    :math:`-\mathbb{E}_q \log p(x \mid z)` (the rate is the rest; where the model
+    enumerates its own sites the rate is the guide sites' KL and the distortion the rest).
     """
     parts: dict[int, dict[str, torch.Tensor]] = {}  # per batch: sums over its examples
     # Batch k runs under its own seed, so its draws do not depend on the batches before it:
     # sharded over the ranks of a distributed run (batch k on rank k % W), the per-batch
     # sums are those of one process, and they are added up in the same order below.
+    n = x.shape[0]
     with eval_mode(pair):
         for k, args in ranks.my_batches(batches(x, y, pair, batch_size)):
             with seeded(ranks.batch_seed(seed, k), x.device):
-                t, z, recon = traces.measure(pair, args)
+                t, z, recon = traces.measure(pair, args, total=n)
                 distortion = -t["log_lik"].double()
-                rate = sum(t[f"kl/{n}"] for n in pair.latent_sites).double()
-                dims = [t[f"kl_dims/{n}"] for n in pair.latent_sites]
+                rate = _rate(t).double()
+                scaled = t["elbo_scaled"].double()
+                dims = [t.get(f"kl_dims/{s}") for s in pair.latent_sites]
                 for _ in range(draws - 1):  # more draws of the same examples
-                    more = traces.terms(pair, args)
+                    more = traces.terms(pair, args, total=n)
                     distortion = distortion - more["log_lik"].double()
-                    rate = rate + sum(more[f"kl/{n}"] for n in pair.latent_sites).double()
-                    extra = [more.get(f"kl_dims/{n}") for n in pair.latent_sites]
+                    rate = rate + _rate(more).double()
+                    scaled = scaled + more["elbo_scaled"].double()
+                    extra = [more.get(f"kl_dims/{s}") for s in pair.latent_sites]
                     dims = [  # KL per dimension over the same draws as the rate
                         None if d is None or e is None else d + e for d, e in zip(dims, extra)
                     ]
-                distortion, rate = distortion / draws, rate / draws
+                distortion, rate, scaled = distortion / draws, rate / draws, scaled / draws
+                if pair.model_enumerated or pair.enumerated:
+                    elbo_e, scaled, distortion = _enumerated(pair, args, n, draws)
+                    if distortion is None:  # the model's own sites summed out: -E log p(x|z)
+                        distortion = -elbo_e - rate
+                    else:  # the guide's enumerated sites summed out in both terms
+                        rate = -elbo_e - distortion
                 dims = [None if d is None else d / draws for d in dims]
                 elbo = -(distortion + rate)
                 part = {"distortion": distortion.sum(0), "rate": rate.sum(0)}
-                for key, value in (("elbo", elbo), ("distortion", distortion), ("rate", rate)):
+                part["elbo_scaled"] = scaled.sum(0)
+                for key, value in (
+                    ("elbo", elbo),
+                    ("distortion", distortion),
+                    ("rate", rate),
+                    ("elbo_scaled", scaled),
+                ):
                     part[f"{key}_sq"] = value.pow(2).sum(0)
-                if all(d is not None for d in dims):
+                if all(d is not None for d in dims) and not global_kl(t):
                     part["kl_per_dim"] = torch.cat(dims, -1).sum(0)
-                part["codes"] = z
+                if z is not None:
+                    part["codes"] = z
                 if pair.x_shaped:  # the observed site scores x itself (not Pyro's CVAE)
                     err = recon - args[0].reshape(recon.shape)
                     part["recon_mse"] = err.pow(2).sum(-1).sum(0)
@@ -158,8 +191,8 @@ def evaluate(
         for key, value in parts[k].items():
             if key != "codes" and (key != "kl_per_dim" or per_dim_ok):
                 sums[key] = sums.get(key, 0) + value
-    codes = [parts[k]["codes"] for k in sorted(parts)]
-    n = x.shape[0]
+    codes = [parts[k]["codes"] for k in sorted(parts) if "codes" in parts[k]]
+    codes_ok = len(codes) == len(parts)
     out = {k: v / n for k, v in sums.items()}
     has_prior = pair.has_prior
     means = {
@@ -181,12 +214,51 @@ def evaluate(
         "kl_per_dim": out["kl_per_dim"].tolist() if has_prior and per_dim_ok else None,
         "active_units": None,
         "recon_mse": float(out["recon_mse"]) if "recon_mse" in out else None,
+        "elbo_scaled": float(out["elbo_scaled"]),
+        "elbo_scaled_stderr": standard_error_from_moments(
+            out["elbo_scaled"], out["elbo_scaled_sq"], n
+        ),
     }
-    if has_prior:
+    if has_prior and codes_ok and pair.latent_sites:
         codes = torch.cat(codes)
         variance = codes.var(0) if n > 1 else torch.zeros_like(codes[0])
         result["active_units"] = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
     return result
+
+
+def _enumerated(pair: Programs, args: tuple, total: int, draws: int):
+    """The ELBO, the ELBO in the program's units and (where the model enumerates nothing
+    itself) the distortion per example, with the enumerated sites summed out by
+    ``TraceEnum_ELBO``'s machinery (:func:`ppl_vae.traces.enum_elbo`), ``draws`` averaged."""
+
+    x = args[0]
+    cuda = [x.device.index or 0] if x.is_cuda else []
+    parts = (False,) if pair.model_enumerated else (False, True)
+    elbo = scaled = distortion = 0.0
+    for _ in range(draws):  # the program's units from the same draws (a forked stream)
+        if pair.scaled:
+            with torch.random.fork_rng(devices=cuda):
+                scaled = scaled + traces.enum_elbo(pair, args, total, scaled=True).double()
+        terms = traces.enum_terms(pair, args, total, parts=parts)
+        elbo = elbo + terms[0].double()
+        if not pair.scaled:
+            scaled = scaled + terms[0].double()
+        if not pair.model_enumerated:
+            distortion = distortion - terms[1].double()
+    if pair.model_enumerated:
+        return elbo / draws, scaled / draws, None
+    return elbo / draws, scaled / draws, distortion / draws
+
+
+def _rate(t: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The KL of every latent site of a trace's terms (global ones carry their share)."""
+    return sum(v for k, v in t.items() if k.startswith("kl/"))
+
+
+def global_kl(t: dict[str, torch.Tensor]) -> bool:
+    """Whether some latent site of the terms has no per-dimension split (so the rate
+    does not split over the local dimensions)."""
+    return any(v is None for k, v in t.items() if k.startswith("kl_dims/"))
 
 
 #: Each epoch scores as many training examples as the test set holds, at least
@@ -213,6 +285,10 @@ EPOCH_RECORD = {
     "test_draws": "draws of the guide averaged per test example (EPOCH_DRAWS; the final "
     "figures of metrics.json: TEST_DRAWS)",
     "test_elbo_stderr": "standard error of test_elbo over the test examples",
+    "test_elbo_scaled": "test_elbo in the program's own units: every term carrying its "
+    "site's poutine.scale (test_elbo and the other figures are nats per example of the "
+    "unscaled model; the two agree for a program that scales nothing)",
+    "test_elbo_scaled_stderr": "standard error of test_elbo_scaled over the test examples",
     "rate": "KL(q(z|x) || p(z)) per example (the log prior density where no KL applies)",
     "rate_stderr": "standard error of rate over the test examples",
     "distortion": "-log p(x|z) per example",
@@ -236,6 +312,8 @@ FINAL_METRICS = (
     "train_elbo",
     "test_elbo",
     "test_elbo_stderr",
+    "test_elbo_scaled",
+    "test_elbo_scaled_stderr",
     "test_draws",
     "test_recon_mse",
     "rate",
@@ -263,6 +341,8 @@ def evaluate_test_set(pair: Programs, data, config, draws: int = TEST_DRAWS) -> 
     return {
         "test_elbo": test["elbo"],
         "test_elbo_stderr": test["elbo_stderr"],
+        "test_elbo_scaled": test["elbo_scaled"],
+        "test_elbo_scaled_stderr": test["elbo_scaled_stderr"],
         "test_draws": draws,
         "rate": test["rate"],
         "rate_stderr": test["rate_stderr"],

@@ -91,8 +91,10 @@ def build_programs(cfg: RunConfig, ds: data.Dataset, spec: registry.Spec) -> Pro
         spec, x_dim=ds.x_dim, image_shape=ds.image_shape, **cfg.model_args
     )
     check_data(model, guide, ds)
+    first = example_batch(ds, model, guide, cfg.train.batch_size)  # a real batch
     example = example_batch(ds, model, guide)
-    pair = Programs(model, guide, example, Path(cfg.model).stem, inputs_for(cfg.inputs, ds))
+    inputs = inputs_for(cfg.inputs, ds)
+    pair = Programs(model, guide, example, Path(cfg.model).stem, batch=first, inputs=inputs)
     cfg.bound = dict(pair.binder.bound) if pair.binder is not None else None
     if not any(True for _ in pair.parameters()):
         raise UserError(
@@ -162,8 +164,10 @@ def load_run(
         spec, x_dim=ds.x_dim, image_shape=ds.image_shape, **cfg.model_args
     )
     move_programs(model, guide, dev)
+    first = example_batch(ds, model, guide, cfg.train.batch_size)  # a real batch
     example = example_batch(ds, model, guide)
-    pair = Programs(model, guide, example, Path(cfg.model).stem, inputs_for(cfg.inputs, ds))
+    inputs = inputs_for(cfg.inputs, ds)
+    pair = Programs(model, guide, example, Path(cfg.model).stem, batch=first, inputs=inputs)
     state = checkpoint.load(run, map_location=dev)
     try:
         pair.load_state_dict(state["module"])
