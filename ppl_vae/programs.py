@@ -66,7 +66,9 @@ from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from torch import nn
 from torch.distributions import kl_divergence
 
+from ppl_vae.data.fields import Fields
 from ppl_vae.errors import UserError, first_line
+from ppl_vae.inputs import Binder, Inputs, inputs_for
 
 Program = Callable[..., Any]
 #: Layers whose reading of the input's dimensions an outer particle dimension changes.
@@ -121,6 +123,19 @@ def labels_optional(fn: Program) -> bool:
         return False
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return len(positional) >= 2 and positional[1].default is not inspect.Parameter.empty
+
+
+def batch_hook(model: Callable, guide: Callable) -> Callable | None:
+    """The per-batch input hook the programs declare (``batch_inputs`` on a program or on
+    the module it belongs to), or None."""
+    for fn in (model, guide):
+        for where in (fn, owner_of(fn)):
+            hook = getattr(where, "batch_inputs", None)
+            if hook is not None:
+                if not callable(hook):
+                    raise UserError(f"batch_inputs of {type(where).__name__} is not callable")
+                return hook
+    return None
 
 
 LABEL_FORMS = ("ids", "onehot", "float")
@@ -248,8 +263,11 @@ def _closed_form(guide_tr, model_tr, name: str) -> bool:
 class Programs(nn.Module):
     """``model`` and ``guide`` with all their parameters; see the module docstring.
 
-    ``example`` is a batch the programs accept (``x``, or ``(x, y)``): the pair is traced
-    on it once, which creates lazily-made parameters. ``batch``, a real batch of the
+    ``example`` is a batch the programs accept (``x``, or ``(x, y)``, or a data set whose
+    first rows are taken: all of them for named arrays): the pair is traced on it once,
+    which creates lazily-made parameters. ``inputs`` fills parameters by name besides the
+    arrays of their names (:class:`~ppl_vae.inputs.Inputs`, or ``{PARAM: ARRAY or VALUE}``
+    with a data set). ``batch``, a real batch of the
     configured size (the whole training set for a full-batch program), is traced first
     where given (on a fork of the random streams), so per-example parameters and plate
     sizes come out at their real sizes, and the sites are described from it
@@ -279,6 +297,7 @@ class Programs(nn.Module):
         name: str | None = None,
         *,
         batch: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
+        inputs: Inputs | dict[str, Any] | None = None,
     ):
         super().__init__()
         # The programs themselves stay out of the module tree (their owners go in below).
@@ -299,12 +318,26 @@ class Programs(nn.Module):
         self._state: dict[str, dict] = {"params": {}, "constraints": {}}
         self._depth = 0
         self._vectorizes: dict[str, bool] = {}  # per way of running: under a particle plate?
-        self.takes_labels = takes_labels(model) and takes_labels(guide)
-        self.labels_optional = self.takes_labels and all(
-            labels_optional(f) for f in (model, guide) if takes_labels(f)
-        )
-        self.label_form = label_form(model, guide) if self.takes_labels else "ids"
+        if hasattr(example, "x_train"):  # a Dataset: its first two training rows (all of
+            if inputs is not None and not isinstance(inputs, Inputs):  # named arrays)
+                inputs = inputs_for(inputs, example, text=False)
+            y, n = example.y_train, (None if example.named else 2)
+            example = (example.x_train[:n], None if y is None else y[:n])
         example = example if isinstance(example, tuple) else (example,)
+        hook = batch_hook(model, guide)
+        #: Inputs by name (:mod:`ppl_vae.inputs`): set for a data set of named arrays, with
+        #: ``--arg`` options or a declared input hook; None: ``(x[, y])`` as ever.
+        self.binder: Binder | None = None
+        if inputs or hook is not None or (len(example) > 1 and isinstance(example[1], Fields)):
+            self.binder = Binder(model, guide, inputs, hook)
+            # the engine passes the batch's other arrays in the labels' slot (``Fields``)
+            self.takes_labels, self.labels_optional, self.label_form = True, False, "ids"
+        else:
+            self.takes_labels = takes_labels(model) and takes_labels(guide)
+            self.labels_optional = self.takes_labels and all(
+                labels_optional(f) for f in (model, guide) if takes_labels(f)
+            )
+            self.label_form = label_form(model, guide) if self.takes_labels else "ids"
         self.first_batch_size = None
         if batch is None:
             self._first_trace(example)
@@ -329,6 +362,9 @@ class Programs(nn.Module):
     def _first_trace(self, example: tuple, describe: bool = True) -> None:
         """Trace the pair once on ``example`` (``(x,)`` or ``(x, y)``): parameters are
         created and collected, and (with ``describe``) the sites described."""
+        if self.binder is not None:  # bound by name; described against the data view's rows
+            self._trace_once(self.args(*example[:2]), describe, example[0])
+            return
         if self.takes_labels and (len(example) < 2 or example[1] is None):
             self.args(example[0], None)  # the clear error where the programs need labels
         if self.labels_optional and len(example) > 1 and example[1] is not None:
@@ -356,9 +392,18 @@ class Programs(nn.Module):
             finally:
                 self._depth = 0
 
-    def args(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple:
+    def args(self, x: torch.Tensor, y: torch.Tensor | Fields | None = None) -> tuple:
         """The positional arguments the programs take for a batch: ``(x, y)``, or ``(x,)``
-        when they take no labels or their labels are optional and ``y`` is None."""
+        when they take no labels or their labels are optional and ``y`` is None. Programs
+        bound by name (:attr:`binder`) get their parameters filled from the batch's named
+        arrays: ``y`` is then the batch's :class:`~ppl_vae.data.fields.Fields` (or labels,
+        or None) and ``x`` the data view's rows, possibly binarised since."""
+        if self.binder is not None:
+            if isinstance(y, Fields):
+                batch = y.with_view(x)
+            else:
+                batch = {"x": x} if y is None else {"x": x, "y": y}
+            return self.binder(batch)
         if self.takes_labels:
             if y is None and self.labels_optional:
                 return (x,)
@@ -399,6 +444,9 @@ class Programs(nn.Module):
                         "validate_args=False)"
                     ) from None
                 hint = "check that the programs fit the data's shape"
+                if self.binder is not None:
+                    fed = ", ".join(f"{k} <- {v}" for k, v in self.binder.bound.items())
+                    hint = f"check that the programs fit the arrays bound by name ({fed})"
                 if labelled:
                     hint = (
                         f"the labels were passed as {self.label_form} ({_LABEL_HINT}); declare "
@@ -412,12 +460,14 @@ class Programs(nn.Module):
                 ) from None
         return model_tr, guide_tr
 
-    def _trace_once(self, args: tuple, describe: bool = True) -> None:
-        labelled = len(args) > 1
+    def _trace_once(
+        self, args: tuple, describe: bool = True, x: torch.Tensor | None = None
+    ) -> None:
+        labelled = len(args) > 1 and self.binder is None
         model_tr, guide_tr = self._run_once(args, labelled)
         self._collect_parameters(model_tr, guide_tr)
         if describe:
-            self._describe(model_tr, guide_tr, args[0])
+            self._describe(model_tr, guide_tr, args[0] if x is None else x)
 
     def _collect_parameters(self, model_tr, guide_tr) -> None:
         owned = {id(p) for o in self.owners for p in o.parameters()}

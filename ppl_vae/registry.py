@@ -111,6 +111,9 @@ def spec_of_module(module, name: str, origin: str) -> Spec:
             and callable(getattr(module, "model", None))
             and callable(getattr(module, "guide", None))
         ):
+            hook = getattr(module, "batch_inputs", None)  # the file's per-batch input hook
+            if callable(hook):
+                module.model.batch_inputs = hook  # declared where programs declare theirs
             return Spec(name, _functions_factory(module.model, module.guide), origin, doc)
         else:
             names_found = ", ".join(c.__name__ for c in found)

@@ -383,7 +383,10 @@ def analyze(
     report["nuts_settings"] = nuts_options
     if amortization_points:
         k = min(amortization_points, len(idx))
-        report["amortization"] = amortization_record(pair, tuple(a[:k] for a in args), seed)
+        first = tuple(a[:k] for a in args)
+        if pair.binder is not None:  # bound by name: the points' rows, bound again there
+            first = (x_all[idx][:k], None if y is None else y[:k])
+        report["amortization"] = amortization_record(pair, first, seed)
     compared = list(nuts.posterior.data_vars) if nuts is not None else list(pair.latent_sites)
     figs = figures(diag["khat"], idata, nuts, compared)
     report["figures"] = list(figs)

@@ -17,6 +17,7 @@ from typing import Any
 
 from ppl_vae import validate
 from ppl_vae.data.sources import BINARIZE, SOURCES, parse_binarize
+from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.runs.config import TRAIN_FIELDS, RunConfig
 
@@ -51,6 +52,58 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="keep N training labels (stratified), hide the rest: semi-supervised training",
     )
+    add_input_args(g)
+
+
+# -- inputs by name (issue 28): --arg, --image-shape ---------------------------------------
+def add_input_args(g) -> None:
+    g.add_argument(
+        "--arg",
+        dest="inputs",
+        action=AppendTyped,
+        default=[],
+        metavar="PARAM=ARRAY|VALUE",
+        help="fill the programs' parameter PARAM from the data's array ARRAY (a rename), or "
+        'with a constant VALUE given as JSON (5, 0.2, true, "text", {"num_topics": 8}: an '
+        "object reads by attribute too); repeatable. Parameters are otherwise filled from "
+        "the arrays of their own name, or keep their defaults",
+    )
+    g.add_argument(
+        "--image-shape",
+        action=Typed,
+        type=image_shape,
+        metavar="C,H,W",
+        help="the shape of one example of the data view, so flattened rows get their "
+        "pictures: --image-shape 1,28,28 for (N, 784) MNIST rows",
+    )
+
+
+def image_shape(text: str) -> list[int]:
+    """``C,H,W`` (or ``H,W``) as positive whole numbers."""
+    try:
+        shape = [int(s) for s in text.split(",")]
+    except ValueError:
+        shape = []
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not C,H,W (or H,W) of positive whole numbers, e.g. 1,28,28"
+        )
+    return shape
+
+
+def input_specs(items: list[str]) -> dict[str, str]:
+    """``--arg`` options as ``{PARAM: SPEC}`` (SPEC resolved against the data's arrays
+    when the programs are built: :meth:`ppl_vae.inputs.Inputs.parse`)."""
+    out: dict[str, str] = {}
+    for item in items:
+        param, sep, spec = item.partition("=")
+        if not sep or not param.isidentifier():
+            raise UserError(f"--arg {item!r} is not PARAM=ARRAY or PARAM=VALUE (a JSON value)")
+        out[param] = spec
+    return out
+
+
+# -- end of inputs by name -------------------------------------------------------------------
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -88,6 +141,13 @@ class Typed(argparse.Action):
         setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
         typed = getattr(namespace, "typed", None) or set()
         namespace.typed = typed | {self.dest}
+
+
+class AppendTyped(Typed):
+    """Append the value (a repeatable flag) and record that the user typed the flag."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, [*(getattr(namespace, self.dest) or []), values])
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -201,6 +261,8 @@ def run_config(
         run = {k: getattr(args, k) for k in flags & set(DATA_FLAGS)}
     if run.get("labels") is not None:
         run["labels"] = validate.labels(run["labels"])
+    if "inputs" in run:
+        run["inputs"] = input_specs(run["inputs"] or [])
     return file.replace(
         model=model or file.model,
         model_args={**file.model_args, **model_args(args)},
@@ -211,4 +273,4 @@ def run_config(
     )
 
 
-DATA_FLAGS = ("data", "data_root", "binarize", "labels")
+DATA_FLAGS = ("data", "data_root", "binarize", "labels", "inputs", "image_shape")

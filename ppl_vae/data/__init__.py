@@ -3,7 +3,9 @@
 ``sources.py`` is the one table of source names and binarisation modes (no torch: the
 CLI's parser reads it); ``loaders.py`` turns a name or an ``.npz`` path into a
 :class:`Dataset` (:func:`load`); ``dataset.py`` holds the type, minibatches, binarisation
-and the finiteness check; ``labels.py`` hides training labels for semi-supervised runs;
+and the finiteness check; ``fields.py`` the named per-example arrays of a data set of named
+arrays (any ``NAME_train``/``NAME_test``), sliced together with ``x``; ``labels.py`` hides
+training labels for semi-supervised runs;
 ``dsprites.py`` makes sprites with known factors and imports only the dataset type. To
 add a source: write ``load_<name>() -> Dataset`` in ``loaders.py``, add its name to
 ``SOURCES`` and one branch to :func:`load`, and test it on data the test writes.
@@ -25,12 +27,15 @@ _EXPORTS = {
         "load_mnist_5k",
         "load_torchvision",
         "load_npz",
+        "from_arrays",
+        "as_dataset",
         "load_synthetic",
         "stratified",
         "mnist_5k_file",
         "MNIST_5K",
         "NPZ_MAX_BYTES",
     ),
+    "fields": ("Fields", "MAX_ARRAYS"),
     "dataset": (
         "Dataset",
         "bernoulli_draw",

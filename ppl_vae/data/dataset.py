@@ -26,13 +26,16 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ppl_vae.data.fields import Fields
 from ppl_vae.data.sources import TEST_BINARIZE_SEED, parse_binarize
 from ppl_vae.errors import UserError
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """A whole data set as tensors: ``x_*`` are ``(N, D)`` floats, ``y_*`` labels or None.
+    """A whole data set as tensors: ``x_*`` are ``(N, D)`` floats, ``y_*`` labels or None,
+    or, for a data set of named arrays, every array by name (:class:`~ppl_vae.data.fields.
+    Fields`, sliced with ``x``; ``x`` is then the data view's rows, flattened).
 
     ``image_shape`` is ``(C, H, W)`` for images (a 2-tuple ``(H, W)`` given by a loader is
     read as one channel) and None otherwise; when set, ``C * H * W == D``.
@@ -41,8 +44,8 @@ class Dataset:
     name: str
     x_train: torch.Tensor
     x_test: torch.Tensor
-    y_train: torch.Tensor | None = None
-    y_test: torch.Tensor | None = None
+    y_train: torch.Tensor | Fields | None = None
+    y_test: torch.Tensor | Fields | None = None
     image_shape: tuple[int, int, int] | None = None
     binarize: str = "none"
     #: The seed of the test split's one random draw (dynamic binarisation), None where the
@@ -70,6 +73,27 @@ class Dataset:
     def image_hw(self) -> tuple[int, int] | None:
         """``(H, W)`` of the images, or None for non-image data."""
         return None if self.image_shape is None else self.image_shape[1:]
+
+    @property
+    def named(self) -> bool:
+        """Whether the data set is one of named arrays (``y_*`` are :class:`Fields`)."""
+        return isinstance(self.y_train, Fields)
+
+    @property
+    def labels_train(self) -> torch.Tensor | None:
+        """The class labels of the training split: ``y_train``, or a named data set's ``y``."""
+        return _labels(self.y_train)
+
+    @property
+    def labels_test(self) -> torch.Tensor | None:
+        return _labels(self.y_test)
+
+    def with_train_labels(self, y: torch.Tensor) -> Dataset:
+        """The data set with training labels ``y`` (a named data set's ``y`` array)."""
+        if isinstance(self.y_train, Fields):
+            fields = Fields({**self.y_train.arrays, "y": y}, self.y_train.x_name)
+            return replace(self, y_train=fields)
+        return replace(self, y_train=y)
 
     @property
     def x_dim(self) -> int:
@@ -111,6 +135,12 @@ class Dataset:
         if self.binarize == "dynamic":
             return bernoulli_draw(self.x_train, generator)
         return self.x_train
+
+
+def _labels(y: torch.Tensor | Fields | None) -> torch.Tensor | None:
+    if isinstance(y, Fields):
+        return y.arrays.get("y")
+    return y
 
 
 #: The validation split of early stopping: this fraction of the training rows (at least
@@ -209,7 +239,19 @@ def validate(ds: Dataset) -> None:
             f"x_train has {ds.x_train.shape[1]} features per example but x_test has "
             f"{ds.x_test.shape[1]}; both splits must have the same width"
         )
+    if isinstance(ds.y_train, Fields) != isinstance(ds.y_test, Fields):
+        raise UserError("both splits must hold the same named arrays")
+    if isinstance(ds.y_train, Fields) and list(ds.y_train) != list(ds.y_test):
+        raise UserError(
+            f"the training split holds {', '.join(ds.y_train)} but the test split "
+            f"{', '.join(ds.y_test)}; both splits need the same named arrays"
+        )
     for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
+        if isinstance(y, Fields) and len(y) != x.shape[0]:
+            raise UserError(
+                f"the {split} split's named arrays have {len(y)} rows but its data view "
+                f"{y.x_name} has {x.shape[0]}"
+            )
         if y is not None and y.shape[0] != x.shape[0]:
             raise UserError(
                 f"y_{split} has {y.shape[0]} labels but x_{split} has {x.shape[0]} rows"

@@ -114,7 +114,10 @@ class EpochPlan:
         return out.split(self.batch_size) if out.shape[0] else ()
 
     def args(self, i: int, x: torch.Tensor, idx: torch.Tensor) -> tuple:
-        """The programs' arguments for batch ``i`` of the epoch (indices ``idx``)."""
+        """The programs' arguments for batch ``i`` of the epoch (indices ``idx``): for
+        programs bound by name, every per-example array sliced with ``idx``."""
+        if getattr(self.pair, "binder", None) is not None:
+            return self.pair.args(x[idx], None if self.y is None else self.y[idx])
         if not self.labelled:
             return (x[idx],)
         if not self.homogeneous:
@@ -130,6 +133,8 @@ def first_batch(pair_form: str, x: torch.Tensor, y: torch.Tensor | None, size: i
     (:meth:`~ppl_vae.data.dataset.Dataset.scored_train`)."""
     if y is None:
         return (x[:size],)
+    if not torch.is_tensor(y):  # named arrays: every array sliced with x
+        return (x[:size], y[:size])
     if pair_form == "ids":
         return (x[:size], y[:size])
     known = torch.nonzero(y >= 0).flatten()[:size]

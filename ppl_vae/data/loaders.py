@@ -64,12 +64,15 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from ppl_vae.data.dataset import Dataset, apply_binarization, validate
+from ppl_vae.data.dataset import Dataset, all_finite, apply_binarization, validate
+from ppl_vae.data.fields import MAX_ARRAYS, Fields
 from ppl_vae.data.sources import FACTOR_SOURCES, SOURCES, TEST_BINARIZE_SEED, parse_binarize
 from ppl_vae.errors import UserError, first_line
 
@@ -86,10 +89,12 @@ def load(
     binarize: str = "none",
     seed: int = 0,
     test_seed: int = TEST_BINARIZE_SEED,
+    image_shape: tuple[int, ...] | None = None,
 ) -> Dataset:
     """Load a source by name (see the module docstring) or from an ``.npz`` path. ``seed``
     draws the ``synthetic`` source only; the test split's binarisation uses ``test_seed``,
-    the data set's own fixed seed, never the training seed."""
+    the data set's own fixed seed, never the training seed. ``image_shape`` (``--image-shape
+    C,H,W``) gives flattened rows their pictures: ``(N, 784)`` MNIST as ``(1, 28, 28)``."""
     parse_binarize(binarize)
     if source == "digits":
         ds = load_digits()
@@ -110,6 +115,8 @@ def load(
             f"unknown data source {source!r}; use one of {', '.join(SOURCES)} "
             "or a path to a .npz file"
         )
+    if image_shape is not None:
+        ds = replace(ds, image_shape=tuple(image_shape))  # checked against the rows' width
     validate(ds)
     return apply_binarization(ds, binarize, test_seed)
 
@@ -219,6 +226,7 @@ NPZ_MAX_BYTES = 8 * 2**30
 
 
 _NPZ_KEYS = ("x_train", "x_test", "y_train", "y_test")
+_SPLITS = ("_train", "_test")
 
 
 def _npz_headers(zf) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -227,6 +235,9 @@ def _npz_headers(zf) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     headers = {}
     for info in zf.infolist():
         if not info.filename.endswith(".npy"):
+            continue
+        if len(headers) > 2 * MAX_ARRAYS + 1:  # refused below, before reading another header
+            headers[info.filename[: -len(".npy")]] = ((), np.dtype("f4"))
             continue
         with zf.open(info) as f:
             version = fmt.read_magic(f)
@@ -238,6 +249,36 @@ def _npz_headers(zf) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                 raise ValueError(f"unsupported .npy format version {version}")
         headers[info.filename[: -len(".npy")]] = (tuple(shape), dtype)
     return headers
+
+
+def _check_headers(headers: dict, path: Path) -> None:
+    """Refuse what the headers already show: too many arrays, names that are neither
+    ``NAME_train``/``NAME_test`` nor ``image_shape``, non-numeric or object dtypes (never
+    unpickled), a claimed size over :data:`NPZ_MAX_BYTES`."""
+    if len(headers) > 2 * MAX_ARRAYS + 1:
+        raise UserError(
+            f"{path} holds {len(headers)} arrays, over the limit of {MAX_ARRAYS} named arrays "
+            "per split; keep the arrays the programs take"
+        )
+    stray = [k for k in headers if k != "image_shape" and not k.endswith(_SPLITS)]
+    if stray:
+        raise UserError(
+            f"{path} holds {', '.join(stray[:5])}, which is neither NAME_train, NAME_test nor "
+            "image_shape; name each array NAME_train and NAME_test"
+        )
+    total = 0
+    for key, (shape, dtype) in headers.items():
+        if dtype.hasobject or dtype.kind not in "fiub":
+            raise UserError(
+                f"{key} in {path} has dtype {dtype}; it must be numeric (int, float, bool)"
+            )
+        need = 4 * math.prod(shape)
+        total += need
+        if need > NPZ_MAX_BYTES or total > NPZ_MAX_BYTES:
+            raise UserError(
+                f"{key} in {path} claims shape {shape} ({need / 2**30:.0f} GiB as float32),"
+                f" over the {NPZ_MAX_BYTES >> 30} GiB limit; use a smaller data set"
+            )
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -266,38 +307,43 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(path) as zf:
             headers = _npz_headers(zf)
-            for key in _NPZ_KEYS:
-                if key not in headers:
-                    continue
-                shape, dtype = headers[key]
-                if dtype.hasobject or dtype.kind not in "fiub":
-                    raise UserError(
-                        f"{key} in {path} has dtype {dtype}; it must be numeric (int, float, bool)"
-                    )
-                need = 4 * math.prod(shape)
-                if need > NPZ_MAX_BYTES:
-                    raise UserError(
-                        f"{key} in {path} claims shape {shape} ({need / 2**30:.0f} GiB as float32),"
-                        f" over the {NPZ_MAX_BYTES >> 30} GiB limit; use a smaller data set"
-                    )
+            _check_headers(headers, path)
             arrays = {}
-            for key in _NPZ_KEYS:
-                if key in headers:
-                    with zf.open(f"{key}.npy") as f:
-                        arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
+            for key in headers:
+                with zf.open(f"{key}.npy") as f:
+                    arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
     except UserError:
         raise
     except Exception as exc:  # a file from outside: any failure to parse it is a bad file
         raise UserError(
             f"could not read {path} as an .npz data file ({type(exc).__name__}: {exc}); {how}"
         ) from None
-    missing = [k for k in ("x_train", "x_test") if k not in arrays]
+    _check_names(arrays, path)
+    return arrays
+
+
+def _check_names(arrays: dict, path) -> None:
+    """Every name has both splits (``y_*`` alone may be partial, as ever)."""
+    names = _names(arrays)
+    if set(names) <= {"x", "y"}:  # x_* and y_* alone: x is required, y_* optional, as always
+        names = ["x"]
+    missing = [f"{n}{s}" for n in names for s in _SPLITS if f"{n}{s}" not in arrays]
     if missing:
         raise UserError(
-            f"{path} lacks {', '.join(missing)}; an .npz data file holds x_train and x_test "
-            f"(and optionally y_train, y_test); it has {', '.join(headers) or 'no arrays'}"
+            f"{path} lacks {', '.join(missing)}; an .npz data file holds NAME_train and "
+            f"NAME_test for each array (x_train and x_test at least, or arrays the programs "
+            f"take by name); it has {', '.join(arrays) or 'no arrays'}"
         )
-    return arrays
+
+
+def _names(arrays: dict) -> list[str]:
+    """The array names of an archive, in its order (``x_train`` and ``x_test``: ``x``)."""
+    out: list[str] = []
+    for key in arrays:
+        for split in _SPLITS:
+            if key.endswith(split) and key[: -len(split)] not in out:
+                out.append(key[: -len(split)])
+    return out
 
 
 def _npz_labels(arrays: dict[str, np.ndarray], key: str, n: int, path: Path) -> torch.Tensor | None:
@@ -322,17 +368,70 @@ def _npz_labels(arrays: dict[str, np.ndarray], key: str, n: int, path: Path) -> 
     return torch.from_numpy(y.astype(np.int64))
 
 
+def _npz_image_shape(arrays: dict, path: Path) -> tuple[int, ...] | None:
+    """The ``image_shape`` entry of an archive: 2 or 3 positive whole numbers, or None."""
+    if "image_shape" not in arrays:
+        return None
+    a = arrays.pop("image_shape")
+    if a.ndim != 1 or a.size not in (2, 3) or a.dtype.kind not in "iu" or (a < 1).any():
+        raise UserError(
+            f"image_shape in {path} is {a.tolist()}; give the shape of one example as 2 or 3 "
+            "positive whole numbers, e.g. np.array([1, 28, 28])"
+        )
+    return tuple(int(s) for s in a)
+
+
+def _rows(a: np.ndarray) -> torch.Tensor:
+    """One float32 row per example."""
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is caught later
+        flat = np.ascontiguousarray(a.reshape(a.shape[0], -1), dtype=np.float32)
+    return torch.from_numpy(flat)
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    """An array as the programs get it: floats as float32, bools as bool, whole numbers
+    as int64 (torch's index type), its shape kept."""
+    if a.dtype.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    if a.dtype.kind == "b":
+        return torch.from_numpy(np.ascontiguousarray(a))
+    if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
+        raise UserError("an array holds whole numbers beyond int64; use smaller ids")
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
+
+
 def load_npz(path: str | Path) -> Dataset:
     """Arrays from an ``.npz`` file; ``(N, H, W)`` images are flattened and keep their shape,
-    ``(N, D)`` rows are not images (save images as ``x.reshape(-1, H, W)`` for their figures).
+    ``(N, D)`` rows are not images (save images as ``x.reshape(-1, H, W)`` for their figures,
+    or add an ``image_shape`` entry such as ``np.array([1, 28, 28])``).
+
+    An archive of ``x_*`` (and ``y_*``) alone is today's data set. Any other ``NAME_train``
+    and ``NAME_test`` arrays make a data set of named arrays (:mod:`ppl_vae.data.fields`):
+    every array kept with its shape and dtype, ``x`` the data view (the array named ``x``,
+    else the archive's first float array, else its first), the programs' parameters filled
+    from them by name.
 
     Every defect is one :class:`UserError`: not an archive (empty, truncated, a renamed
     ``.npy``), missing keys, object or non-numeric arrays (read with
-    ``allow_pickle=False``), wrong ranks, zero rows or features, mismatched widths or label
+    ``allow_pickle=False``), more than :data:`~ppl_vae.data.fields.MAX_ARRAYS` arrays,
+    stray names, wrong ranks, zero rows or features, mismatched widths, label or row
     counts, NaN/inf (also after the cast to float32), sizes over :data:`NPZ_MAX_BYTES`.
     """
     path = Path(path)
-    arrays = _read_npz(path)
+    return from_arrays(_read_npz(path), path.stem, path)
+
+
+def from_arrays(arrays: dict[str, np.ndarray], name: str = "arrays", path=None) -> Dataset:
+    """A :class:`Dataset` of ``NAME_train``/``NAME_test`` NumPy arrays (and an optional
+    ``image_shape``), checked as :func:`load_npz` checks a file's (``path`` names them in
+    messages)."""
+    path = path or "the arrays given"
+    arrays = dict(arrays)
+    _check_names(arrays, path)
+    given_shape = _npz_image_shape(arrays, path)
+    if set(_names(arrays)) - {"x", "y"}:
+        return _load_named(name, path, arrays, given_shape)
     x_tr, x_te = arrays["x_train"], arrays["x_test"]
     for key, arr in (("x_train", x_tr), ("x_test", x_te)):
         if arr.ndim not in (2, 3):
@@ -350,18 +449,58 @@ def load_npz(path: str | Path) -> Dataset:
         if x_te.ndim != 3 or x_te.shape[1:] != x_tr.shape[1:]:
             raise UserError(f"x_test in {path} must have the image shape of x_train {image_shape}")
     # (N, D) rows are not images, whatever D is: 100 word counts are not a 10x10 picture
-
-    def rows(a):
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is caught below
-            flat = np.ascontiguousarray(a.reshape(a.shape[0], -1), dtype=np.float32)
-        return torch.from_numpy(flat)
-
     ds = Dataset(
-        path.stem,
-        rows(x_tr),
-        rows(x_te),
+        name,
+        _rows(x_tr),
+        _rows(x_te),
         _npz_labels(arrays, "y_train", x_tr.shape[0], path),
         _npz_labels(arrays, "y_test", x_te.shape[0], path),
+        image_shape=given_shape or image_shape,
+    )
+    validate(ds)
+    return ds
+
+
+def _load_named(title: str, path, arrays: dict, image_shape: tuple[int, ...] | None) -> Dataset:
+    """A data set of named arrays (see :func:`load_npz`)."""
+    names = _names(arrays)
+    floats = [n for n in names if arrays[f"{n}_train"].dtype.kind == "f"]
+    view = "x" if "x" in names else (floats or names)[0]
+    splits = {}
+    for split in _SPLITS:
+        tensors = {}
+        for name in names:
+            a, key = arrays[f"{name}{split}"], f"{name}{split}"
+            other = arrays[f"{name}{_SPLITS[split == '_train']}"]
+            if a.ndim == 0 or a.shape[0] == 0 or (name == view and math.prod(a.shape[1:]) == 0):
+                raise UserError(
+                    f"{key} in {path} has shape {a.shape}; it needs at least one example "
+                    "(one row per example)"
+                )
+            if a.shape[1:] != other.shape[1:]:
+                shapes = [arrays[f"{name}{s}"].shape for s in _SPLITS]
+                raise UserError(
+                    f"{name}_train and {name}_test in {path} have shapes {shapes[0]} and "
+                    f"{shapes[1]}; an array has the same shape per example in both splits "
+                    "(pad sequences to one length)"
+                )
+            if name == "y":
+                tensors[name] = _npz_labels(arrays, key, a.shape[0], path)
+                continue
+            t = _tensor(a)
+            if t.is_floating_point() and not all_finite(t):
+                raise UserError(f"{key} in {path} contains NaN or infinite values; clean it first")
+            tensors[name] = t
+        splits[split] = Fields(tensors, x_name=view)
+    train, test = splits["_train"], splits["_test"]
+    if image_shape is None and view == "x" and train["x"].ndim == 3:
+        image_shape = tuple(int(s) for s in train["x"].shape[1:])
+    ds = Dataset(
+        title,
+        _rows(arrays[f"{view}_train"]),
+        _rows(arrays[f"{view}_test"]),
+        train,
+        test,
         image_shape=image_shape,
     )
     validate(ds)
@@ -388,3 +527,80 @@ def load_synthetic(
     z = torch.randn(n, latent_dim, generator=g)
     x = z @ w.T + mu + noise * torch.randn(n, x_dim, generator=g)
     return Dataset("synthetic", x[:n_train], x[n_train:])
+
+
+def as_dataset(source: Any, name: str = "arrays") -> Dataset:
+    """What :func:`~ppl_vae.infer.fit` takes as data, as a :class:`Dataset`: a
+    :class:`Dataset` as it is; a dict of tensors or arrays named ``NAME_train`` and
+    ``NAME_test`` (an ``.npz``'s layout), or ``{"train": SPLIT, "test": SPLIT}`` where a
+    split is a dict ``{NAME: tensor}`` or a map-style ``torch.utils.data.Dataset`` whose
+    items are dicts ``{NAME: value}`` or tuples ``(x,)`` / ``(x, y)``; the items are read
+    once and stacked into tensors (a preloaded tensor is ~45x cheaper per epoch than
+    per-sample reads). Checked as an ``.npz`` is: one :class:`UserError` per defect.
+
+    Example::
+
+        >>> ds = as_dataset({"train": {"x": torch.rand(5, 3), "n": torch.arange(5)},
+        ...                  "test": {"x": torch.rand(2, 3), "n": torch.arange(2)}})
+        >>> ds.x_train.shape, list(ds.y_train)
+        (torch.Size([5, 3]), ['x', 'n'])
+    """
+    if isinstance(source, Dataset):
+        return source
+    if isinstance(source, dict) and set(source) == {"train", "test"}:
+        flat = {}
+        for split in ("train", "test"):
+            for key, value in _split_arrays(source[split], split).items():
+                flat[f"{key}_{split}"] = value
+        source = flat
+    if not isinstance(source, dict):
+        raise UserError(
+            f"fit takes a Dataset, a dict of NAME_train/NAME_test arrays or "
+            f'{{"train": ..., "test": ...}}, not {type(source).__name__}'
+        )
+    arrays = {k: _numpy(v, k) for k, v in source.items()}
+    if len(arrays) > 2 * MAX_ARRAYS + 1:
+        raise UserError(f"{len(arrays)} arrays are over the limit of {MAX_ARRAYS} per split")
+    return from_arrays(arrays, name)
+
+
+def _numpy(value: Any, key: str) -> np.ndarray:
+    if torch.is_tensor(value):
+        value = value.detach().cpu().numpy()
+    a = np.asarray(value)
+    if a.dtype.hasobject or a.dtype.kind not in "fiub":
+        raise UserError(f"{key} has dtype {a.dtype}; it must be numeric (int, float, bool)")
+    return a
+
+
+def _split_arrays(split: Any, which: str) -> dict[str, Any]:
+    """One split's arrays by name: a dict as it is, a map-style torch Dataset stacked."""
+    if isinstance(split, dict):
+        return split
+    if not (hasattr(split, "__getitem__") and hasattr(split, "__len__")):
+        raise UserError(
+            f"the {which} split is a {type(split).__name__}; give a dict of tensors or a "
+            "map-style torch.utils.data.Dataset"
+        )
+    items = [split[i] for i in range(len(split))]
+    if not items:
+        raise UserError(f"the {which} split is empty; it needs at least one example")
+    first = items[0]
+    if isinstance(first, dict):
+        names = list(first)
+        rows = [[item[n] for n in names] for item in items]
+    elif isinstance(first, tuple | list) and len(first) in (1, 2):
+        names = ["x", "y"][: len(first)]
+        rows = [list(item) for item in items]
+    else:
+        raise UserError(
+            f"the {which} split's items are {type(first).__name__}s; return a dict "
+            "{NAME: value} (or a tuple (x,) or (x, y)) from __getitem__"
+        )
+    out = {}
+    for j, n in enumerate(names):
+        try:
+            out[n] = np.stack([_numpy(r[j], n) for r in rows])
+        except (ValueError, IndexError, KeyError) as exc:
+            raise UserError(f"the {which} split's {n} values do not stack: {exc}") from None
+    return out

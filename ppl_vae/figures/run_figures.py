@@ -100,7 +100,7 @@ def write_figures(
         pair.eval()
         codes = codes_of_test_set(pair, ds)
         kl = metrics.get("kl_per_dim")
-        labels = ds.y_test.cpu().numpy() if ds.y_test is not None else None
+        labels = ds.labels_test.cpu().numpy() if ds.labels_test is not None else None
         worker.draw(history, codes.numpy(), labels, kl)
         images = _image_figures(pair, ds, path_for, seed, codes, kl)
         drawn = worker.result()
@@ -149,7 +149,7 @@ def _image_figures(pair, ds, path_for, seed, codes, kl) -> list[Path]:
             path_for("samples.png"),
         ),
     ]
-    if pair.takes_labels and ds.y_test is not None:
+    if pair.takes_labels and pair.binder is None and ds.y_test is not None:  # labels, not Fields
         paths.append(class_samples(pair, ds, path_for("class_samples.png")))
     if len(pair.latent_sites) != 1:
         return paths  # decoding a code needs a single latent site

@@ -59,6 +59,7 @@ import torch
 
 from ppl_vae.data import labels
 from ppl_vae.data.dataset import Dataset, shuffle_generator, validation_split
+from ppl_vae.data.loaders import as_dataset
 from ppl_vae.errors import UserError
 from ppl_vae.infer import adam, distributed, schedules
 from ppl_vae.infer.config import OBJECTIVES, TrainConfig
@@ -432,6 +433,7 @@ def start(
     if config is None:
         config = TrainConfig.from_dict(recommended(model, guide))
     config.validate()  # a no-op for a config the job checked already
+    data = as_dataset(data)  # a dict of arrays, a torch Dataset per split: named arrays
     device = distributed.local_device(resolve_device(config.device))
     pyro.set_rng_seed(config.seed)
     data, validation = prepare_data(model, guide, data, config, device)

@@ -137,9 +137,9 @@ def _rows_scored(site: dict[str, Any], batch: int) -> torch.Tensor:
 
 def _label_given(y: torch.Tensor | None, args: tuple, batch: int) -> torch.Tensor:
     """Per example: whether the programs were given its label (ids of -1 are hidden)."""
-    if len(args) < 2:
+    if len(args) < 2 or not torch.is_tensor(y):  # no labels (or named arrays, not labels)
         return torch.zeros(batch, dtype=torch.bool)
-    if y is not None and y.dim() == 1 and not y.is_floating_point():
+    if y.dim() == 1 and not y.is_floating_point():
         return (y >= 0).cpu()
     return torch.ones(batch, dtype=torch.bool)
 

@@ -12,7 +12,6 @@ model only from the run's own trusted copy (:mod:`ppl_vae.runs.trust`).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from ppl_vae.infer.trainer import (
     move_programs,
     resolve_device,
 )
+from ppl_vae.inputs import inputs_for
 from ppl_vae.programs import Programs
 from ppl_vae.runs import checkpoint, checks, fingerprint
 from ppl_vae.runs import trust as trust_module
@@ -48,15 +48,22 @@ def load_data(cfg: RunConfig, seed: int | None = None) -> data.Dataset:
     config's training seed)."""
     seed = cfg.train.seed if seed is None else seed
     ds = data.load(
-        cfg.data, cfg.data_root, cfg.download, cfg.binarize, seed, cfg.test_binarize_seed
+        cfg.data,
+        cfg.data_root,
+        cfg.download,
+        cfg.binarize,
+        seed,
+        cfg.test_binarize_seed,
+        image_shape=cfg.image_shape,
     )
     if cfg.labels is not None:
         from ppl_vae.data.labels import keep_labels
 
-        if ds.y_train is None:
+        labels = ds.labels_train  # y_train, or a named data set's array y
+        if labels is None:
             raise UserError(f"--labels needs a labelled data set; {ds.name} has no labels")
-        y = keep_labels(ds.y_train.cpu(), cfg.labels, seed=seed)
-        ds = dataclasses.replace(ds, y_train=y.to(ds.y_train.device))
+        y = keep_labels(labels.cpu(), cfg.labels, seed=seed)
+        ds = ds.with_train_labels(y.to(labels.device))
     return ds
 
 
@@ -91,7 +98,8 @@ def build_programs(
     check_data(model, guide, ds)
     first = example_batch(ds, model, guide, cfg.train.batch_size)  # a real batch
     example = example_batch(ds, model, guide)
-    pair = Programs(model, guide, example, Path(cfg.model).stem, batch=first)
+    inputs = inputs_for(cfg.inputs, ds)
+    pair = Programs(model, guide, example, Path(cfg.model).stem, batch=first, inputs=inputs)
     if not any(True for _ in pair.parameters()):
         raise UserError(
             f"model {cfg.model} has no parameters to train; give its programs pyro.param or "
@@ -149,7 +157,8 @@ def load_run(
     move_programs(model, guide, dev)
     first = example_batch(ds, model, guide, cfg.train.batch_size)  # a real batch
     example = example_batch(ds, model, guide)
-    pair = Programs(model, guide, example, Path(cfg.model).stem, batch=first)
+    inputs = inputs_for(cfg.inputs, ds)
+    pair = Programs(model, guide, example, Path(cfg.model).stem, batch=first, inputs=inputs)
     state = checkpoint.load(run, map_location=dev)
     try:
         pair.load_state_dict(state["module"])

@@ -80,12 +80,20 @@ class RunConfig:
     #: Keep only this many training labels (stratified); the rest become -1, as the
     #: semi-supervised M2 VAE expects. None keeps them all.
     labels: int | None = None
+    #: ``--arg PARAM=ARRAY|VALUE``: what fills the programs' parameters besides the arrays
+    #: of their own names (:mod:`ppl_vae.inputs`), as typed.
+    inputs: dict[str, str] = field(default_factory=dict)
+    #: ``--image-shape C,H,W``: the data view's shape per example, None: the data's own.
+    image_shape: list[int] | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     #: A user's model file copied into the run (``model.py``) and its SHA-256.
     model_file: str | None = None
     model_sha256: str | None = None
     #: The SHA-256 of the data file (``--data FILE.npz``) the run was trained on.
     data_sha256: str | None = None
+    #: What fed each of the programs' parameters (``array NAME``, ``constant VALUE``,
+    #: ``input hook``, ``default``) for programs bound by name; None: ``(x[, y])``.
+    bound: dict[str, str] | None = None
     #: The ``--elbo`` asked for when it was resolved at train time (``auto``: ``train.elbo``
     #: then holds the estimator it resolved to); None when ``train.elbo`` is what was asked.
     elbo_requested: str | None = None
@@ -254,6 +262,24 @@ def read_config(run_dir: str | Path | RunDir) -> RunConfig:
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
+def check_inputs(inputs: Any, image_shape: Any, bound: Any = None) -> None:
+    """The named-input fields (``--arg``, ``--image-shape``, the record of what fed each
+    parameter) of a saved run or a config file: a TypeError naming the bad one."""
+    for name, value in (("inputs", inputs), ("bound", bound)):
+        if value is None and name == "bound":
+            continue
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise TypeError(f"{name} must be an object of strings")
+    if image_shape is not None and not (
+        isinstance(image_shape, list)
+        and len(image_shape) in (2, 3)
+        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in image_shape)
+    ):
+        raise TypeError("image_shape must be 2 or 3 positive whole numbers or null")
+
+
 def check_saved(cfg: RunConfig, explicit: Any = None) -> RunConfig:
     """A saved run's fields, checked like the options that made them (a received
     ``config.json`` is input like any other): types, ranges, the training options through
@@ -264,6 +290,7 @@ def check_saved(cfg: RunConfig, explicit: Any = None) -> RunConfig:
             raise TypeError(f"{name} must be a non-empty string")
     if not isinstance(cfg.model_args, dict):
         raise TypeError("model_args must be an object")
+    check_inputs(cfg.inputs, cfg.image_shape, cfg.bound)
     for name in ("data_root", "model_file"):
         if getattr(cfg, name) is not None and not isinstance(getattr(cfg, name), str):
             raise TypeError(f"{name} must be a string or null")
@@ -300,7 +327,15 @@ def check_saved(cfg: RunConfig, explicit: Any = None) -> RunConfig:
 RESUME_FREE = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resume_free"]}
 
 #: RunConfig fields that are bookkeeping, not options.
-BOOKKEEPING = {"train", "model_file", "model_sha256", "data_sha256", "elbo_requested", "typed"}
+BOOKKEEPING = {
+    "train",
+    "model_file",
+    "model_sha256",
+    "data_sha256",
+    "bound",
+    "elbo_requested",
+    "typed",
+}
 
 
 def same_model(saved: RunConfig, new: RunConfig) -> bool:
@@ -352,8 +387,9 @@ CONFIG_FILE_LIMIT = 1 << 20
 #: ``config.json`` is a config file), the flags' model shortcuts, and the record's
 #: bookkeeping, each checked against the file it describes.
 RUN_KEYS = ("model", "model_args", "data", "data_root", "download", "binarize", "labels")
+RUN_KEYS += ("inputs", "image_shape")
 RECORD_KEYS = ("test_binarize_seed", "train_explicit", "model_file", "model_sha256")
-RECORD_KEYS += ("data_sha256", "elbo_requested")
+RECORD_KEYS += ("data_sha256", "elbo_requested", "bound")
 MODEL_SHORTCUTS = ("latent_dim", "hidden", "likelihood")
 
 
@@ -420,6 +456,10 @@ def _run_fields(flat: dict[str, Any], where: str) -> dict[str, Any]:
     run["model_args"] = {**run["model_args"], **{k: flat[k] for k in MODEL_SHORTCUTS if k in flat}}
     if "download" in run:
         validate.boolean(f"{where}: download", run["download"])
+    try:
+        check_inputs(run.get("inputs", {}), run.get("image_shape"))
+    except TypeError as exc:
+        raise UserError(f"{where}: {exc}") from None
     if run.get("labels") is not None:
         run["labels"] = validate.labels(run["labels"])
     if "test_binarize_seed" in flat:

@@ -141,6 +141,8 @@ def prepare(
     pair = build_programs(built, ds, spec, seed)
     chooser = partial(chosen_elbo, pair)
     cfg = resolve(cfg, saved, recommended_of(spec, pair), chooser)  # the one validation
+    if pair.binder is not None:  # the record of what fed each parameter (inputs by name)
+        cfg = cfg.replace(bound=dict(pair.binder.bound))
     resolve_device(cfg.train.device)  # --device cuda without a GPU: before any write
     if saved is not None:
         check_length(run, cfg)
@@ -316,7 +318,7 @@ def classification(pair: Programs, ds: data.Dataset) -> dict[str, Any]:
     ids ``(N,)`` or one row per example ``(N, C)`` (one-hot, or scores: the largest is the
     prediction). Empty without a declaration or test labels; a predictor that fails on x or
     gives another shape leaves ``test_accuracy_note`` instead."""
-    if ds.y_test is None:
+    if ds.y_test is None or ds.named:  # named arrays: no labels to score (issue 28)
         return {}
     found = label_predictor(pair)
     if found is None:

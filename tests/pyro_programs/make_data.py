@@ -18,6 +18,9 @@
     Louizos et al.'s synthetic causal data: a binary confounder z, x ~ N(z, ...) with 5
     features, a binary treatment t ~ Bernoulli(0.75 z + 0.25 (1 - z)); ``cevae_xt`` holds t
     as ``y_train``/``y_test`` (0/1 class ids), ``cevae_x`` has x only.
+``dmm.npz``
+    Zero-padded binary sequences (10 steps of 8 notes, lengths 3-10) as ``sequences_*`` and
+    their lengths as ``sequence_lengths_*``: inputs by name for Pyro's DMM (issue 28).
 """
 
 from __future__ import annotations
@@ -70,6 +73,35 @@ def causal(n: int, seed: int = 0, features: int = 5):
     return x.astype(np.float32), t.astype(np.int64)
 
 
+def sequences(n: int, steps: int = 10, notes: int = 8, seed: int = 0):
+    """Zero-padded binary sequences of lengths 3..steps (a sticky chain of notes: each
+    note flips with probability 0.1 per step) and their lengths; the first row has the
+    full length."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, steps + 1, size=n)
+    lengths[0] = steps
+    x = np.zeros((n, steps, notes), np.float32)
+    for i, length in enumerate(lengths):
+        state = rng.random(notes) < 0.3
+        for t in range(length):
+            state = state ^ (rng.random(notes) < 0.1)
+            x[i, t] = state
+    return x, lengths.astype(np.int64)
+
+
+def save_sequences(path: str | Path, n_train: int, n_test: int) -> Path:
+    """``dmm.npz``: ``sequences_*`` and ``sequence_lengths_*`` (Pyro's names in dmm.py)."""
+    (s_tr, l_tr), (s_te, l_te) = sequences(n_train, seed=0), sequences(n_test, seed=1)
+    np.savez(
+        path,
+        sequences_train=s_tr,
+        sequence_lengths_train=l_tr,
+        sequences_test=s_te,
+        sequence_lengths_test=l_te,
+    )
+    return Path(path)
+
+
 def main(out_dir: str | Path, n_train: int = 400, n_test: int = 100) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -88,6 +120,7 @@ def main(out_dir: str | Path, n_train: int = 400, n_test: int = 100) -> dict[str
     cx_te, ct_te = causal(n_test, seed=1)
     save("cevae_x", x_train=cx_tr, x_test=cx_te)
     save("cevae_xt", x_train=cx_tr, x_test=cx_te, y_train=ct_tr, y_test=ct_te)
+    paths["dmm"] = save_sequences(out / "dmm.npz", n_train // 4, n_test // 4)
     return paths
 
 
