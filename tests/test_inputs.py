@@ -173,8 +173,8 @@ def test_a_program_by_name_trains_with_a_constant_from_the_command_line(folder, 
 CLI_MISTAKES = {
     "--arg naming no parameter": ("--arg lengths=n", "--arg lengths=... names no parameter"),
     "--arg neither array nor JSON": ("--arg scale=big", "names no array of the data"),
-    "a hook that raises": ("--set hook=raises", "the input hook <lambda> failed"),
-    "a hook of the wrong shape": ("--set hook=wrong", "returned 3 values"),
+    "a hook that raises": ('--set hook="raises"', "the input hook <lambda> failed"),
+    "a hook of the wrong shape": ('--set hook="wrong"', "returned 3 values"),
     "--image-shape of another size": ("--image-shape 1,3,3", "each example has 4"),
 }
 

@@ -167,6 +167,8 @@ def evaluate(
                         rate = -elbo_e - distortion
                 dims = [None if d is None else d / draws for d in dims]
                 elbo = -(distortion + rate)
+                if not pair.scaled:  # no scale of the program's own: the very same figure
+                    scaled = elbo
                 part = {"distortion": distortion.sum(0), "rate": rate.sum(0)}
                 part["elbo_scaled"] = scaled.sum(0)
                 for key, value in (

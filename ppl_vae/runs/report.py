@@ -152,6 +152,8 @@ def fmt(value: Any) -> str:
 
 #: ``<key>_stderr`` (or the AIS records' ``<key>_se``) beside ``<key>``: its standard error.
 STDERR = ("_stderr", "_se")
+#: ``<key>_scaled`` beside ``<key>``: the same figure in the program's own units.
+SCALED = "_scaled"
 
 
 def stderr_of(source: dict, key: str) -> Any:
@@ -182,13 +184,20 @@ def plus_minus(value: float, stderr: float | None) -> str:
 
 def with_errors(pairs: list[tuple[str, Any]]) -> list[tuple[str, Any, Any]]:
     """``(key, value, stderr)`` rows of ``(key, value)`` pairs: a ``<key>_stderr`` that sits
-    beside its ``<key>`` is folded into that row (and not listed alone)."""
+    beside its ``<key>`` is folded into that row (and not listed alone); a ``<key>_scaled``
+    (the figure in the program's own units) equal to ``<key>`` (a program with no scale of
+    its own) is not listed twice."""
     values = dict(pairs)
     folded = {
         k
         for k in values
         for s in STDERR
         if k.endswith(s) and isinstance(values.get(k[: -len(s)]), int | float)
+    }
+    folded |= {
+        k
+        for k, v in values.items()
+        if k.endswith(SCALED) and k[: -len(SCALED)] in values and values[k[: -len(SCALED)]] == v
     }
     return [(k, v, stderr_of(values, k)) for k, v in pairs if k not in folded]
 

@@ -58,7 +58,7 @@ def test_a_worker_that_fails_leaves_the_figures_to_this_process(tmp_path, monkey
             pass
 
     class Data:
-        y_test = None
+        y_test = labels_test = None
 
     made = run_figures.write_figures(
         Pair(), Data(), lambda name: tmp_path / name, metrics={"history": history(3)}
