@@ -144,88 +144,113 @@ def evaluate(
     with eval_mode(pair):
         for k, args in ranks.my_batches(batches(x, y, pair, batch_size)):
             with seeded(ranks.batch_seed(seed, k), x.device):
-                t, z, recon = traces.measure(pair, args, total=n)
-                distortion = -t["log_lik"].double()
-                rate = _rate(t).double()
-                scaled = t["elbo_scaled"].double()
-                dims = [t.get(f"kl_dims/{s}") for s in pair.latent_sites]
-                for _ in range(draws - 1):  # more draws of the same examples
-                    more = traces.terms(pair, args, total=n)
-                    distortion = distortion - more["log_lik"].double()
-                    rate = rate + _rate(more).double()
-                    scaled = scaled + more["elbo_scaled"].double()
-                    extra = [more.get(f"kl_dims/{s}") for s in pair.latent_sites]
-                    dims = [  # KL per dimension over the same draws as the rate
-                        None if d is None or e is None else d + e for d, e in zip(dims, extra)
-                    ]
-                distortion, rate, scaled = distortion / draws, rate / draws, scaled / draws
-                if pair.model_enumerated or pair.enumerated:
-                    elbo_e, scaled, distortion = _enumerated(pair, args, n, draws)
-                    if distortion is None:  # the model's own sites summed out: -E log p(x|z)
-                        distortion = -elbo_e - rate
-                    else:  # the guide's enumerated sites summed out in both terms
-                        rate = -elbo_e - distortion
-                dims = [None if d is None else d / draws for d in dims]
-                elbo = -(distortion + rate)
-                if not pair.scaled:  # no scale of the program's own: the very same figure
-                    scaled = elbo
-                part = {"distortion": distortion.sum(0), "rate": rate.sum(0)}
-                part["elbo_scaled"] = scaled.sum(0)
-                for key, value in (
-                    ("elbo", elbo),
-                    ("distortion", distortion),
-                    ("rate", rate),
-                    ("elbo_scaled", scaled),
-                ):
-                    part[f"{key}_sq"] = value.pow(2).sum(0)
-                if all(d is not None for d in dims) and not global_kl(t):
-                    part["kl_per_dim"] = torch.cat(dims, -1).sum(0)
-                if z is not None:
-                    part["codes"] = z
-                if pair.x_shaped:  # the observed site scores x itself (not Pyro's CVAE)
-                    err = recon - args[0].reshape(recon.shape)
-                    part["recon_mse"] = err.pow(2).sum(-1).sum(0)
-                parts[k] = part
-    parts = ranks.gather(parts, x.device)
+                parts[k] = _batch_sums(pair, args, n, draws)
+    return _figures(pair, ranks.gather(parts, x.device), n)
+
+
+def _batch_sums(pair: Programs, args: tuple, total: int, draws: int) -> dict:
+    """One batch's sums over its examples: of the distortion, the rate and the ELBO in the
+    program's units, of the squares of those and of the ELBO (for the standard errors), of
+    the KL per local dimension and the squared reconstruction error; and the codes."""
+    t, z, recon = traces.measure(pair, args, total=total)
+    distortion, rate, scaled, dims = _over_draws(pair, args, total, draws, t)
+    if pair.model_enumerated or pair.enumerated:
+        distortion, rate, scaled = _summed_out(pair, args, total, draws, distortion, rate)
+    elbo = -(distortion + rate)  # ELBO = E_q log p(x|z) - KL(q || p)
+    if not pair.scaled:  # no scale of the program's own: the very same figure
+        scaled = elbo
+    part = {"distortion": distortion.sum(0), "rate": rate.sum(0), "elbo_scaled": scaled.sum(0)}
+    for key, value in (("elbo", elbo), ("distortion", distortion), ("rate", rate)):
+        part[f"{key}_sq"] = value.pow(2).sum(0)
+    part["elbo_scaled_sq"] = scaled.pow(2).sum(0)
+    if all(d is not None for d in dims) and not global_kl(t):
+        part["kl_per_dim"] = torch.cat(dims, -1).sum(0)
+    if z is not None:
+        part["codes"] = z
+    if pair.x_shaped:  # the observed site scores x itself (not Pyro's CVAE)
+        err = recon - args[0].reshape(recon.shape)
+        part["recon_mse"] = err.pow(2).sum(-1).sum(0)
+    return part
+
+
+def _over_draws(pair: Programs, args: tuple, total: int, draws: int, first: dict) -> tuple:
+    """Each example's distortion :math:`-\\log p(x|z)`, rate, ELBO in the program's units
+    and KL per dimension of each local site (None where it does not split), averaged over
+    ``draws`` draws of the guide, of which ``first`` (a trace's terms) is the first."""
+    distortion = -first["log_lik"].double()
+    rate = _rate(first).double()
+    scaled = first["elbo_scaled"].double()
+    dims = _kl_dims(pair, first)
+    for _ in range(draws - 1):  # more draws of the same examples
+        more = traces.terms(pair, args, total=total)
+        distortion = distortion - more["log_lik"].double()
+        rate = rate + _rate(more).double()
+        scaled = scaled + more["elbo_scaled"].double()
+        dims = [  # KL per dimension over the same draws as the rate
+            None if d is None or e is None else d + e for d, e in zip(dims, _kl_dims(pair, more))
+        ]
+    dims = [None if d is None else d / draws for d in dims]
+    return distortion / draws, rate / draws, scaled / draws, dims
+
+
+def _kl_dims(pair: Programs, t: dict) -> list:
+    """The KL per dimension of each local latent site in a trace's terms (None: no split)."""
+    return [t.get(f"kl_dims/{s}") for s in pair.latent_sites]
+
+
+def _summed_out(
+    pair: Programs, args: tuple, total: int, draws: int, distortion, rate
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Distortion, rate and ELBO in the program's units with the enumerated sites summed
+    out (:func:`_enumerated`): where the model enumerates its own sites the rate is the
+    guide sites' KL and the distortion the rest (:math:`-\\mathbb{E}_q \\log p(x|z)`);
+    where the guide enumerates, both terms sum its sites out and the rate is the rest."""
+    elbo, scaled, summed = _enumerated(pair, args, total, draws)
+    if summed is None:  # the model's own sites summed out: -E log p(x|z)
+        return -elbo - rate, rate, scaled
+    return summed, -elbo - summed, scaled  # the guide's enumerated sites summed out
+
+
+def _figures(pair: Programs, parts: dict[int, dict], n: int) -> dict:
+    """:func:`evaluate`'s figures from the per-batch sums of all ranks: means per example
+    and their standard errors (from the sums of squares), in batch order."""
     per_dim_ok = all("kl_per_dim" in part for part in parts.values())
     sums: dict[str, torch.Tensor] = {}
     for k in sorted(parts):
         for key, value in parts[k].items():
             if key != "codes" and (key != "kl_per_dim" or per_dim_ok):
                 sums[key] = sums.get(key, 0) + value
-    codes = [parts[k]["codes"] for k in sorted(parts) if "codes" in parts[k]]
-    codes_ok = len(codes) == len(parts)
     out = {k: v / n for k, v in sums.items()}
-    has_prior = pair.has_prior
-    means = {
-        "elbo": -(out["distortion"] + out["rate"]),
-        "distortion": out["distortion"],
-        "rate": out["rate"],
-    }
-    result = {
-        "elbo": float(means["elbo"]),
-        "elbo_stderr": standard_error_from_moments(means["elbo"], out["elbo_sq"], n),
-        "distortion": float(means["distortion"]),
-        "distortion_stderr": standard_error_from_moments(
-            means["distortion"], out["distortion_sq"], n
-        ),
-        "rate": float(means["rate"]) if has_prior else None,
-        "rate_stderr": standard_error_from_moments(means["rate"], out["rate_sq"], n)
-        if has_prior
-        else None,
-        "kl_per_dim": out["kl_per_dim"].tolist() if has_prior and per_dim_ok else None,
-        "active_units": None,
+    out["elbo"] = -(out["distortion"] + out["rate"])
+    prior = pair.has_prior
+
+    def stderr(key: str) -> float | None:
+        return standard_error_from_moments(out[key], out[f"{key}_sq"], n)
+
+    return {
+        "elbo": float(out["elbo"]),
+        "elbo_stderr": stderr("elbo"),
+        "distortion": float(out["distortion"]),
+        "distortion_stderr": stderr("distortion"),
+        "rate": float(out["rate"]) if prior else None,
+        "rate_stderr": stderr("rate") if prior else None,
+        "kl_per_dim": out["kl_per_dim"].tolist() if prior and per_dim_ok else None,
+        "active_units": _active_units(pair, parts, n) if prior else None,
         "recon_mse": float(out["recon_mse"]) if "recon_mse" in out else None,
         "elbo_scaled": float(out["elbo_scaled"]),
-        "elbo_scaled_stderr": standard_error_from_moments(
-            out["elbo_scaled"], out["elbo_scaled_sq"], n
-        ),
+        "elbo_scaled_stderr": stderr("elbo_scaled"),
     }
-    if has_prior and codes_ok and pair.latent_sites:
-        codes = torch.cat(codes)
-        variance = codes.var(0) if n > 1 else torch.zeros_like(codes[0])
-        result["active_units"] = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
-    return result
+
+
+def _active_units(pair: Programs, parts: dict[int, dict], n: int) -> int | None:
+    """Burda et al.'s active units of the codes of every batch: dimensions :math:`u` with
+    :math:`\\mathrm{Var}_x(\\mathbb{E}_q[z_u|x])` over the threshold (None without codes)."""
+    codes = [parts[k]["codes"] for k in sorted(parts) if "codes" in parts[k]]
+    if len(codes) != len(parts) or not pair.latent_sites:
+        return None
+    codes = torch.cat(codes)
+    variance = codes.var(0) if n > 1 else torch.zeros_like(codes[0])
+    return int((variance > ACTIVE_UNIT_THRESHOLD).sum())
 
 
 def _enumerated(pair: Programs, args: tuple, total: int, draws: int):
