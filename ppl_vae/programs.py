@@ -234,6 +234,53 @@ def enumerated_sites(guide_tr, latent: list[str] | tuple[str, ...]) -> tuple[str
     return tuple(n for n in latent if guide_tr.nodes[n]["infer"].get("enumerate"))
 
 
+def sample_names(tr) -> list[str]:
+    """The sample sites of a trace, in trace order."""
+    return [n for n, s in tr.nodes.items() if s["type"] == "sample"]
+
+
+def observed_names(model_tr) -> list[str]:
+    """The observed sites of a model trace, in model order."""
+    return [n for n, s in model_tr.nodes.items() if s["type"] == "sample" and s["is_observed"]]
+
+
+def plate_nesting(model_tr, guide_tr) -> int:
+    """How many vectorised plates the sample sites of the two traces nest (Pyro's
+    ``max_plate_nesting``: the outermost plate dimension, counted from the right)."""
+    frames = [
+        f.dim
+        for tr in (model_tr, guide_tr)
+        for s in tr.nodes.values()
+        if s["type"] == "sample"
+        for f in s["cond_indep_stack"]
+        if f.vectorized and f.dim is not None
+    ]
+    return max([-d for d in frames], default=0)
+
+
+def scales_sites(model_tr, guide_tr) -> bool:
+    """Whether some sample site carries a ``poutine.scale`` of the program's own (scANVI's
+    ``scale_factor``)."""
+    return any(
+        not (isinstance(s["scale"], int | float) and s["scale"] == 1)
+        for tr in (model_tr, guide_tr)
+        for s in tr.nodes.values()
+        if s["type"] == "sample"
+    )
+
+
+def model_enumerated_sites(model_tr, latent: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The sites the model enumerates itself (summed out; the guide does not sample them)."""
+    return tuple(
+        n
+        for n, s in model_tr.nodes.items()
+        if s["type"] == "sample"
+        and not s["is_observed"]
+        and n not in latent
+        and s["infer"].get("enumerate")
+    )
+
+
 def analytic_sites(model_tr, guide_tr, latent: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """The latent sites whose KL has a closed form valid in these traces: the guide samples
     the latent sites in the model's order (mean field), and each site is not enumerated,
@@ -258,6 +305,35 @@ def _closed_form(guide_tr, model_tr, name: str) -> bool:
         return False
     with torch.no_grad():
         return closed_form_kl(q, p) is not None
+
+
+def program_name(model: Program) -> str:
+    """A pair's default name: its model's owner's class, else the model's own name."""
+    owner = owner_of(model)
+    if owner is not None:
+        return type(owner).__name__
+    return getattr(model, "__name__", type(model).__name__)
+
+
+def owners_of(model: Program, guide: Program) -> list[nn.Module]:
+    """The distinct modules the two programs belong to (:func:`owner_of`), model's first."""
+    owners: list[nn.Module] = []
+    for fn in (model, guide):
+        owner = owner_of(fn)
+        if owner is not None and all(owner is not o for o in owners):
+            owners.append(owner)
+    return owners
+
+
+def _example_rows(example, inputs: Inputs | dict[str, Any] | None) -> tuple[tuple, Any]:
+    """The example batch as a tuple: a data set gives its first two training rows (all of
+    them for named arrays), and ``{PARAM: ARRAY or VALUE}`` inputs are read against it."""
+    if hasattr(example, "x_train"):
+        if inputs is not None and not isinstance(inputs, Inputs):
+            inputs = inputs_for(inputs, example, text=False)
+        y, n = example.y_train, (None if example.named else 2)
+        example = (example.x_train[:n], None if y is None else y[:n])
+    return (example if isinstance(example, tuple) else (example,)), inputs
 
 
 class Programs(nn.Module):
@@ -302,28 +378,24 @@ class Programs(nn.Module):
         super().__init__()
         # The programs themselves stay out of the module tree (their owners go in below).
         self.__dict__["model"], self.__dict__["guide"] = model, guide
-        owner = owner_of(model)
-        self.name = name or (
-            type(owner).__name__
-            if owner is not None
-            else getattr(model, "__name__", type(model).__name__)
-        )
-        owners: list[nn.Module] = []
-        for fn in (model, guide):
-            owner = owner_of(fn)
-            if owner is not None and all(owner is not o for o in owners):
-                owners.append(owner)
-        self.owners = nn.ModuleList(owners)
+        self.name = name or program_name(model)
+        self.owners = nn.ModuleList(owners_of(model, guide))
         self.store = nn.ParameterDict()
         self._state: dict[str, dict] = {"params": {}, "constraints": {}}
         self._depth = 0
         self._vectorizes: dict[str, bool] = {}  # per way of running: under a particle plate?
-        if hasattr(example, "x_train"):  # a Dataset: its first two training rows (all of
-            if inputs is not None and not isinstance(inputs, Inputs):  # named arrays)
-                inputs = inputs_for(inputs, example, text=False)
-            y, n = example.y_train, (None if example.named else 2)
-            example = (example.x_train[:n], None if y is None else y[:n])
-        example = example if isinstance(example, tuple) else (example,)
+        example, inputs = _example_rows(example, inputs)
+        self._bind(inputs, example)
+        self.first_batch_size = None
+        if batch is None:
+            self._first_trace(example)
+        else:
+            self._first_traces(example, batch if isinstance(batch, tuple) else (batch,))
+
+    def _bind(self, inputs: Inputs | dict[str, Any] | None, example: tuple) -> None:
+        """How the programs take a batch: by name (:attr:`binder`) or as ``(x[, y])``, with
+        or without labels (``takes_labels``, ``labels_optional``, ``label_form``)."""
+        model, guide = self.model, self.guide
         hook = batch_hook(model, guide)
         #: Inputs by name (:mod:`ppl_vae.inputs`): set for a data set of named arrays, with
         #: ``--arg`` options or a declared input hook; None: ``(x[, y])`` as ever.
@@ -332,17 +404,16 @@ class Programs(nn.Module):
             self.binder = Binder(model, guide, inputs, hook)
             # the engine passes the batch's other arrays in the labels' slot (``Fields``)
             self.takes_labels, self.labels_optional, self.label_form = True, False, "ids"
-        else:
-            self.takes_labels = takes_labels(model) and takes_labels(guide)
-            self.labels_optional = self.takes_labels and all(
-                labels_optional(f) for f in (model, guide) if takes_labels(f)
-            )
-            self.label_form = label_form(model, guide) if self.takes_labels else "ids"
-        self.first_batch_size = None
-        if batch is None:
-            self._first_trace(example)
             return
-        batch = batch if isinstance(batch, tuple) else (batch,)
+        self.takes_labels = takes_labels(model) and takes_labels(guide)
+        self.labels_optional = self.takes_labels and all(
+            labels_optional(f) for f in (model, guide) if takes_labels(f)
+        )
+        self.label_form = label_form(model, guide) if self.takes_labels else "ids"
+
+    def _first_traces(self, example: tuple, batch: tuple) -> None:
+        """The first trace on the real ``batch`` (on a fork of the random streams, the
+        owners' buffers such as BatchNorm's statistics put back), then the example's."""
         cuda = [batch[0].device.index or 0] if batch[0].is_cuda else []
         buffers = {k: b.clone() for k, b in self.owners.named_buffers()}  # BatchNorm's stats
         with torch.random.fork_rng(devices=cuda):
@@ -485,12 +556,39 @@ class Programs(nn.Module):
                 self.store[_store_key(name)] = leaf
 
     def _describe(self, model_tr, guide_tr, x: torch.Tensor) -> None:
+        """Set the attributes the class docstring lists from one trace of the pair on a
+        batch whose data view is ``x``."""
         batch = x.shape[0]
         guide_tr, model_tr = prune_subsample_sites(guide_tr), prune_subsample_sites(model_tr)
         latent = latent_names(guide_tr)
-        observed = [
-            n for n, s in model_tr.nodes.items() if s["type"] == "sample" and s["is_observed"]
-        ]
+        observed = observed_names(model_tr)
+        self._check_sites(model_tr, latent, observed)
+        # local sites (inside the data plate) are the codes; global ones are shared
+        local = [n for n in latent if is_local(guide_tr.nodes[n], batch)]
+        self.all_latent_sites = tuple(latent)
+        self.latent_sites = tuple(local)
+        self.global_sites = tuple(n for n in latent if n not in local)
+        self.observed_sites = tuple(observed)
+        self._describe_observed(model_tr, x)
+        self.latent_sizes = tuple(
+            max(1, guide_tr.nodes[n]["value"].numel() // max(batch, 1)) for n in local
+        )
+        self.max_plate_nesting = plate_nesting(model_tr, guide_tr)
+        self.has_prior = any(model_tr.nodes[n]["mask"] is not False for n in latent)
+        self.point_mass = all(_is_point_mass(guide_tr.nodes[n]["fn"]) for n in latent)
+        self.model_order = tuple(n for n in sample_names(model_tr) if n in latent)
+        self.mean_field = self.model_order == self.all_latent_sites
+        self.reparameterized = all(
+            getattr(guide_tr.nodes[n]["fn"], "has_rsample", False) for n in latent
+        )
+        self.enumerated = enumerated_sites(guide_tr, latent)
+        self.scaled = scales_sites(model_tr, guide_tr)
+        self.model_enumerated = model_enumerated_sites(model_tr, latent)
+        self.analytic_kl_sites = analytic_sites(model_tr, guide_tr, latent)
+
+    def _check_sites(self, model_tr, latent: list[str], observed: list[str]) -> None:
+        """One :class:`UserError` where the pair is no model/guide pair: a guide with no
+        latent site, a model with no observed one, or a latent site the model lacks."""
         if not latent:
             raise UserError(
                 f"{self.name}'s guide samples no latent site; the guide must pyro.sample "
@@ -507,58 +605,17 @@ class Programs(nn.Module):
                 f"the guide samples {', '.join(missing)} but the model does not; model and "
                 "guide must sample the same latent sites"
             )
-        # local sites (inside the data plate) are the codes; global ones are shared
-        local = [n for n in latent if is_local(guide_tr.nodes[n], batch)]
-        self.all_latent_sites = tuple(latent)
-        self.latent_sites = tuple(local)
-        self.global_sites = tuple(n for n in latent if n not in local)
-        self.observed_sites = tuple(observed)
-        # The observed site(s) that score x itself (others may score labels, as in M2).
-        numel = x.numel()
+
+    def _describe_observed(self, model_tr, x: torch.Tensor) -> None:
+        """The observed site(s) that score x itself (``data_sites``; others may score
+        labels, as in M2: ``label_sites``), and ``x_shaped``: some observed site scores x
+        itself, so reconstructions are x-shaped and can be compared with x and drawn as x
+        (Pyro's CVAE scores 588 of 784 pixels)."""
+        observed, numel = self.observed_sites, x.numel()
         data_sites = [n for n in observed if model_tr.nodes[n]["value"].numel() == numel]
-        # x_shaped: some observed site scores x itself, so reconstructions are x-shaped and
-        # can be compared with x and drawn as x (Pyro's CVAE scores 588 of 784 pixels)
         self.x_shaped = bool(data_sites)
         self.data_sites = tuple(data_sites or observed)
         self.label_sites = tuple(n for n in observed if n not in self.data_sites)
-        self.latent_sizes = tuple(
-            max(1, guide_tr.nodes[n]["value"].numel() // max(batch, 1)) for n in local
-        )
-        frames = [
-            f.dim
-            for tr in (model_tr, guide_tr)
-            for s in tr.nodes.values()
-            if s["type"] == "sample"
-            for f in s["cond_indep_stack"]
-            if f.vectorized and f.dim is not None
-        ]
-        self.max_plate_nesting = max([-d for d in frames], default=0)
-        self.has_prior = any(model_tr.nodes[n]["mask"] is not False for n in latent)
-        self.point_mass = all(_is_point_mass(guide_tr.nodes[n]["fn"]) for n in latent)
-        in_model = [n for n, s in model_tr.nodes.items() if s["type"] == "sample" and n in latent]
-        self.model_order = tuple(in_model)
-        self.mean_field = self.model_order == self.all_latent_sites
-        self.reparameterized = all(
-            getattr(guide_tr.nodes[n]["fn"], "has_rsample", False) for n in latent
-        )
-        self.enumerated = enumerated_sites(guide_tr, latent)
-        # some site carries a poutine.scale of the program's own (scANVI's scale_factor)
-        self.scaled = any(
-            not (isinstance(s["scale"], int | float) and s["scale"] == 1)
-            for tr in (model_tr, guide_tr)
-            for s in tr.nodes.values()
-            if s["type"] == "sample"
-        )
-        # sites the model enumerates itself (marginalised out; the guide does not sample them)
-        self.model_enumerated = tuple(
-            n
-            for n, s in model_tr.nodes.items()
-            if s["type"] == "sample"
-            and not s["is_observed"]
-            and n not in latent
-            and s["infer"].get("enumerate")
-        )
-        self.analytic_kl_sites = analytic_sites(model_tr, guide_tr, latent)
 
     def vectorized(self, key: str, fast: Callable[[], Any], slow: Callable[[], Any]) -> Any:
         """``fast()`` (the programs under an outer particle plate) where they allow it,
