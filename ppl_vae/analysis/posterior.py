@@ -379,13 +379,17 @@ def analyze(
     idata = inference_data(pair, args, idx, draws, seed)
     report = _report(pair, idx, draws, diag, step)
     nuts_options = {"samples": nuts_samples, "warmup": nuts_warmup, "chains": chains}
-    nuts = _nuts_references(pair, args, idx, idata, diag, report, nuts_points, nuts_options, seed)
+    rows = (x_all[idx], y) if pair.binder is not None else None  # bound by name: rebind rows
+    nuts = _nuts_references(
+        pair, args, idx, idata, diag, report, nuts_points, nuts_options, seed, rows
+    )
     report["nuts_settings"] = nuts_options
     if amortization_points:
         k = min(amortization_points, len(idx))
-        first = tuple(a[:k] for a in args)
         if pair.binder is not None:  # bound by name: the points' rows, bound again there
             first = (x_all[idx][:k], None if y is None else y[:k])
+        else:  # (slicing bound arguments fails on a constant: AIR's batch_size)
+            first = tuple(a[:k] for a in args)
         report["amortization"] = amortization_record(pair, first, seed)
     compared = list(nuts.posterior.data_vars) if nuts is not None else list(pair.latent_sites)
     figs = figures(diag["khat"], idata, nuts, compared)
@@ -435,16 +439,23 @@ def _nuts_references(
     nuts_points: int,
     options: dict[str, int],
     seed: int,
+    rows: tuple | None = None,
 ) -> az.InferenceData | None:
     """NUTS on the first ``nuts_points`` points, one row each appended to
-    ``report["nuts"]``; the references stacked (None without any).
+    ``report["nuts"]``; the references stacked (None without any). Programs bound by name
+    get each point's arguments bound again from its rows (``rows``: the points' data view
+    rows and fields), as the input hook makes them (AIR's ``batch_size``, DMM's packing).
 
     Degrade, never die: NUTS enumerates discrete sites out of its draws (CEVAE's t, y) and
     cannot start on a prior without .support (a zuko flow): compare the sites it drew, and
     note a point it could not run, keeping the guide draws and PSIS."""
     khat, runs = diag["khat"].values, {}
     for j in range(nuts_points):
-        one = tuple(a[j : j + 1] for a in args)
+        if rows is not None:
+            x_rows, y_rows = rows
+            one = pair.eval_args(x_rows[j : j + 1], None if y_rows is None else y_rows[j : j + 1])
+        else:
+            one = tuple(a[j : j + 1] for a in args)
         try:
             run = reference.nuts_point(
                 pair, one, options["samples"], options["warmup"], options["chains"], seed + j

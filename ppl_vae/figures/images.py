@@ -85,7 +85,9 @@ def image_grid(x: torch.Tensor, image_shape: ImageShape, path: str | Path, nrow:
 def reconstructions(
     x: torch.Tensor, x_hat: torch.Tensor, image_shape: ImageShape, path: str | Path
 ) -> Path:
-    """Inputs in the first row, their reconstructions in the row below (pairs of rows)."""
+    """Inputs in the first row, their reconstructions in the row below (pairs of rows).
+    Either may come flat or image-shaped (AIR's data is ``(N, 50, 50)``, its ``obs`` flat)."""
+    x, x_hat = x.flatten(1), x_hat.flatten(1)
     n = x.shape[0]
     nrow = min(n, 16)
     rows = []

@@ -21,6 +21,10 @@
 ``dmm.npz``
     Zero-padded binary sequences (10 steps of 8 notes, lengths 3-10) as ``sequences_*`` and
     their lengths as ``sequence_lengths_*``: inputs by name for Pyro's DMM (issue 28).
+``air.npz`` (``save_multi_mnist``, not written by ``main``)
+    Multi-MNIST-like canvases for Pyro's AIR (the shape of Pyro's ``multi_mnist.load``):
+    ``(N, 50, 50)`` in [0, 1], each with 0-2 ``mnist-5k`` digits (28x28) at random
+    positions, overlaps taking the maximum; the digit counts as ``counts_*``.
 """
 
 from __future__ import annotations
@@ -99,6 +103,27 @@ def save_sequences(path: str | Path, n_train: int, n_test: int) -> Path:
         sequences_test=s_te,
         sequence_lengths_test=l_te,
     )
+    return Path(path)
+
+
+def multi_mnist(n: int, seed: int = 0, size: int = 50, most: int = 2):
+    """``n`` canvases of ``size`` x ``size`` with 0..``most`` digits each, and the counts."""
+    rng = np.random.default_rng(seed)
+    digits = _mnist(1000, 0)[0]
+    canvases = np.zeros((n, size, size), dtype=np.float32)
+    counts = rng.integers(0, most + 1, size=n)
+    for canvas, count in zip(canvases, counts):
+        for digit in digits[rng.integers(len(digits), size=count)]:
+            top, left = rng.integers(0, size - 28 + 1, size=2)
+            window = canvas[top : top + 28, left : left + 28]
+            np.maximum(window, digit, out=window)
+    return canvases, counts.astype(np.int64)
+
+
+def save_multi_mnist(path: str | Path, n_train: int, n_test: int) -> Path:
+    """``air.npz``: canvases as ``x_*``, digit counts as ``counts_*``."""
+    (x_tr, c_tr), (x_te, c_te) = multi_mnist(n_train, seed=0), multi_mnist(n_test, seed=1)
+    np.savez(path, x_train=x_tr, x_test=x_te, counts_train=c_tr, counts_test=c_te)
     return Path(path)
 
 

@@ -266,8 +266,18 @@ class SCANVI(nn.Module):
             pyro.sample("z1", dist.Normal(z1_loc, z1_scale).to_event(1))
 
 
+# ---- ppl-vae: the only addition (the factory and what the engine reads off the class)
+class _SCANVI(SCANVI):
+    label_form = "onehot"  # y: one-hot rows of the cell type (OneHotCategorical); None unlabelled
+    label_predictor = "classify"
+
+    def classify(self, x):
+        """The cell type's logits as main() computes them: classifier(z2_loc(x))."""
+        return self.classifier(self.z2l_encoder(x)[0])
+
+
 def MODEL(num_genes, num_labels=4, l_loc=1.0, l_scale=1.0, batch_size=100):
-    return SCANVI(
+    return _SCANVI(
         num_genes=num_genes,
         num_labels=num_labels,
         l_loc=l_loc,
