@@ -363,7 +363,7 @@ def _codes_or_none(pair: Programs, means: dict[str, torch.Tensor], batch: int):
 @torch.no_grad()
 def measure(
     pair: Programs, args: tuple, total: int | None = None
-) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor]:
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
     """:func:`terms`, :func:`codes` and :func:`reconstruct` of one batch, as the three give
     them run in turn, from fewer runs of the programs where the traces allow it. The codes
     are read off the terms' guide trace when its means are draw-free
@@ -372,11 +372,14 @@ def measure(
     ran the model at the codes already. Three runs (guide, model, model) or two, against
     five; otherwise the five, in the same order, so the random streams are the same. The
     codes are None where this batch's local sites are not the pair's (they vary with the
-    batch); ``total`` is :func:`terms`'."""
+    batch), and so is the reconstruction where this batch lacks some of the pair's data
+    sites; ``total`` is :func:`terms`'."""
     model_tr, guide_tr = trace_pair(pair, args)
     out = terms_of(pair, model_tr, guide_tr, args, total=total)
     means = _draw_free_means(pair, guide_tr)
     batch = args[0].shape[0]
+    if not all(n in model_tr.nodes for n in pair.data_sites):  # sites vary with the batch:
+        return out, None, None  # no codes, no reconstruction of x in the pair's layout
     if means is None:
         code = _codes_or_none(pair, guide_means(pair, args), batch)
         return out, code, reconstruct(pair, args)

@@ -117,6 +117,21 @@ def test_the_cli_reaches_measurements_analysis_and_figures_only_through_a_job():
             assert not reached, f"{name} does a job's work: {sorted(reached)}"
 
 
+#: The longest a function in the package may be, decorators and docstring included.
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_in_the_package_is_longer_than_sixty_lines():
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                if node.end_lineno - first + 1 > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert not long, f"cut these into short functions: {long}"
+
+
 def test_at_most_a_dozen_modules_directly_under_the_package_and_each_folder_explained():
     top = [p for p in PACKAGE.glob("*.py")]
     assert len(top) <= 12, sorted(p.name for p in top)

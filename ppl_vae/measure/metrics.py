@@ -167,7 +167,7 @@ def _batch_sums(pair: Programs, args: tuple, total: int, draws: int) -> dict:
         part["kl_per_dim"] = torch.cat(dims, -1).sum(0)
     if z is not None:
         part["codes"] = z
-    if pair.x_shaped:  # the observed site scores x itself (not Pyro's CVAE)
+    if pair.x_shaped and recon is not None:  # the observed site scores x (not Pyro's CVAE)
         err = recon - args[0].reshape(recon.shape)
         part["recon_mse"] = err.pow(2).sum(-1).sum(0)
     return part
@@ -214,11 +214,11 @@ def _summed_out(
 def _figures(pair: Programs, parts: dict[int, dict], n: int) -> dict:
     """:func:`evaluate`'s figures from the per-batch sums of all ranks: means per example
     and their standard errors (from the sums of squares), in batch order."""
-    per_dim_ok = all("kl_per_dim" in part for part in parts.values())
+    every = {key for key in ("kl_per_dim", "recon_mse") if all(key in p for p in parts.values())}
     sums: dict[str, torch.Tensor] = {}
     for k in sorted(parts):
         for key, value in parts[k].items():
-            if key != "codes" and (key != "kl_per_dim" or per_dim_ok):
+            if key != "codes" and (key not in ("kl_per_dim", "recon_mse") or key in every):
                 sums[key] = sums.get(key, 0) + value
     out = {k: v / n for k, v in sums.items()}
     out["elbo"] = -(out["distortion"] + out["rate"])
@@ -234,7 +234,7 @@ def _figures(pair: Programs, parts: dict[int, dict], n: int) -> dict:
         "distortion_stderr": stderr("distortion"),
         "rate": float(out["rate"]) if prior else None,
         "rate_stderr": stderr("rate") if prior else None,
-        "kl_per_dim": out["kl_per_dim"].tolist() if prior and per_dim_ok else None,
+        "kl_per_dim": out["kl_per_dim"].tolist() if prior and "kl_per_dim" in every else None,
         "active_units": _active_units(pair, parts, n) if prior else None,
         "recon_mse": float(out["recon_mse"]) if "recon_mse" in out else None,
         "elbo_scaled": float(out["elbo_scaled"]),

@@ -94,6 +94,16 @@ def test_sites_that_vary_with_the_batch_are_all_measured_whatever_the_row_order(
     assert out["kl_per_dim"] is None and out["active_units"] is None  # no fixed code width
 
 
+def test_a_pair_first_traced_on_its_longest_rows_measures_batches_lacking_their_sites():
+    x = sequences()  # sorted by length: the last rows have sites the first batches lack
+    log_p, kl = exact(x)
+    pair = Programs(seq_model, seq_guide, x[:2], batch=x[-10:])  # data sites x_0..x_11
+    out = evaluate(pair, x, batch_size=7, draws=4)  # KeyError 'x_2' before
+    assert out["rate"] == pytest.approx(float(kl.mean()), abs=1e-5)
+    assert abs(out["elbo"] - float(log_p.mean())) < 4 * out["elbo_stderr"]
+    assert out["recon_mse"] is None  # not every batch reconstructs x in one layout
+
+
 # -- global latents: one draw shared by the set, counted once ------------------------------
 D = 3
 
