@@ -204,9 +204,9 @@ def psis(
     """Per point: Pareto ``khat`` of the guide's importance ratios (an ``xarray``
     DataArray over ``point``), the MC ``elbo``, the IW ``log_p`` from the same ``draws``
     and their difference ``gap`` (numpy, ``(B,)``)."""
-    check_estimable(pair)
     if draws < 20:
         raise UserError(f"--draws must be at least 20 for a Pareto fit, got {draws}")
+    check_estimable(pair)
     batch = args[0].shape[0]
     chunk = default_chunk(draws, batch)
     with eval_mode(pair), seeded(seed, args[0].device):
@@ -236,7 +236,7 @@ def _first_values(ds: xr.Dataset, sites: Sequence[str], n: int) -> xr.Dataset:
 
 
 def figures(
-    khat: xr.DataArray,
+    khat: xr.DataArray | None,
     guide: az.InferenceData,
     nuts: az.InferenceData | None = None,
     sites: Sequence[str] | None = None,
@@ -250,18 +250,19 @@ def figures(
 
     sites = list(sites or guide.posterior.data_vars)
     out: dict[str, Any] = {}
-    fig = Figure(figsize=(6, 3), layout="constrained")
-    ax = fig.subplots()
-    elpd = az.ELPDData(data=[khat, KHAT_BAD], index=["pareto_k", "good_k"])
-    az.plot_khat(
-        elpd,
-        ax=ax,
-        show_hlines=True,
-        hlines_kwargs={"hlines": [KHAT_GOOD, KHAT_BAD], "linestyle": ["--", ":"]},
-        show=False,
-    )
-    ax.set(xlabel="test point (order of analysis)", title="PSIS k-hat of the guide")
-    out["khat.png"] = fig
+    if khat is not None:  # None: no k-hat (a program with global latent sites)
+        fig = Figure(figsize=(6, 3), layout="constrained")
+        ax = fig.subplots()
+        elpd = az.ELPDData(data=[khat, KHAT_BAD], index=["pareto_k", "good_k"])
+        az.plot_khat(
+            elpd,
+            ax=ax,
+            show_hlines=True,
+            hlines_kwargs={"hlines": [KHAT_GOOD, KHAT_BAD], "linestyle": ["--", ":"]},
+            show=False,
+        )
+        ax.set(xlabel="test point (order of analysis)", title="PSIS k-hat of the guide")
+        out["khat.png"] = fig
     if nuts is None or not nuts.posterior.sizes.get("point"):
         return out
     point = nuts.posterior["point"].values[0]
@@ -375,9 +376,11 @@ def analyze(
     idx = choose_points(x_all.shape[0], points, seed)
     y = y_all[idx] if y_all is not None else None
     args = pair.eval_args(x_all[idx], y)
-    diag = psis(pair, args, draws, seed, idx)  # validates the pair and --draws first
+    diag, note = _psis_or_note(pair, args, draws, seed, idx)  # validates pair and --draws
     idata = inference_data(pair, args, idx, draws, seed)
     report = _report(pair, idx, draws, diag, step)
+    if note:
+        report["psis_note"] = note
     nuts_options = {"samples": nuts_samples, "warmup": nuts_warmup, "chains": chains}
     nuts = _nuts_references(pair, args, idx, idata, diag, report, nuts_points, nuts_options, seed)
     report["nuts_settings"] = nuts_options
@@ -388,9 +391,24 @@ def analyze(
             first = (x_all[idx][:k], None if y is None else y[:k])
         report["amortization"] = amortization_record(pair, first, seed)
     compared = list(nuts.posterior.data_vars) if nuts is not None else list(pair.latent_sites)
-    figs = figures(diag["khat"], idata, nuts, compared)
+    figs = figures(None if diag is None else diag["khat"], idata, nuts, compared)
     report["figures"] = list(figs)
     return Analysis(report, idata, nuts, figs)
+
+
+def _psis_or_note(
+    pair: Programs, args: tuple, draws: int, seed: int, idx: list[int]
+) -> tuple[dict[str, Any] | None, str | None]:
+    """:func:`psis`, or ``(None, why)`` for a program with global latent sites: their
+    importance ratios are shared by every point, so a per-point k-hat and IW bound are
+    undefined, while the guide draws, NUTS and the figures of the local sites still run.
+    Any other refusal (no prior, a point-mass guide, too few draws) stays one error."""
+    try:
+        return psis(pair, args, draws, seed, idx), None
+    except UserError as exc:
+        if not pair.global_sites or not pair.has_prior or pair.point_mass or draws < 20:
+            raise
+        return None, f"PSIS skipped: {exc}"
 
 
 def _check_options(points: int, nuts_points: int, chains: int, amortization_points: int) -> None:
@@ -405,14 +423,19 @@ def _check_options(points: int, nuts_points: int, chains: int, amortization_poin
 def _report(
     pair: Programs, idx: list[int], draws: int, diag: xr.Dataset, step: int | None
 ) -> dict[str, Any]:
-    """The report's PSIS part: k-hat per point and its shares above 0.5 and 0.7."""
-    khat = diag["khat"].values
+    """The report's PSIS part: k-hat per point and its shares above 0.5 and 0.7 (none of
+    it without ``diag``: a program with global latent sites)."""
     report: dict[str, Any] = {} if step is None else {"step": step}
-    return report | {
+    report |= {
         "points": idx,
         "draws": draws,
         "latent_sites": list(pair.latent_sites),
         "latent_values": reference.dim_labels(pair),
+    }
+    if diag is None:
+        return report | {"nuts": []}
+    khat = diag["khat"].values
+    return report | {
         "khat": khat.tolist(),
         "khat_share_above_0.5": float((khat > KHAT_GOOD).mean()),
         "khat_share_above_0.7": float((khat > KHAT_BAD).mean()),
@@ -442,7 +465,8 @@ def _nuts_references(
     Degrade, never die: NUTS enumerates discrete sites out of its draws (CEVAE's t, y) and
     cannot start on a prior without .support (a zuko flow): compare the sites it drew, and
     note a point it could not run, keeping the guide draws and PSIS."""
-    khat, runs = diag["khat"].values, {}
+    khat = None if diag is None else diag["khat"].values
+    runs: dict[int, az.InferenceData] = {}
     for j in range(nuts_points):
         one = tuple(a[j : j + 1] for a in args)
         try:
@@ -456,14 +480,18 @@ def _nuts_references(
             report["nuts"].append({"point": idx[j], "skipped": f"{type(exc).__name__}: {why}"})
             continue
         drawn = [n for n in pair.latent_sites if n in run.posterior]
-        row = {"point": idx[j], "gap_kl_q_to_posterior": float(diag["gap"][j])}
+        row: dict[str, Any] = {"point": idx[j]}
+        if diag is not None:
+            row["gap_kl_q_to_posterior"] = float(diag["gap"][j])
         if not drawn:
             row["skipped"] = "NUTS drew none of the latent sites (all discrete, enumerated out)"
             report["nuts"].append(row)
             continue
         runs[idx[j]] = run
         q = reference.flat_draws(idata.posterior.sel(point=idx[j]), drawn)
-        row.update(khat=float(khat[j]), **reference.compare(q, run, drawn))
+        if khat is not None:
+            row["khat"] = float(khat[j])
+        row.update(reference.compare(q, run, drawn))
         not_drawn = [n for n in pair.latent_sites if n not in drawn]
         if not_drawn:
             row["sites_not_drawn"] = not_drawn  # enumerated out by NUTS
