@@ -83,6 +83,23 @@ def test_dmm_trains_and_evaluates_from_the_command_line(fresh, capsys):
     assert bound["annealing_factor"] == "constant 0.2"
 
 
+def test_dmm_analysis_reads_the_sites_of_its_points_own_traces(fresh, capsys):
+    """Points whose sequences are all shorter than the first trace's (z_1..z_10): the guide
+    draws hold the sites of the points' batch, and NUTS on each point runs on its own row
+    (its own length), comparing the sites of its own trace."""
+    rc, text = run("train dmm.py --data dmm.npz --epochs 1 --batch-size 16 --out runs/d", capsys)
+    assert rc == 0, text
+    options = "--draws 20 --chains 1 --nuts-samples 5 --nuts-warmup 5 --amortization-points 0"
+    rc, text = run(f"analyze runs/d --points 2 --nuts-points 2 {options}", capsys)
+    assert rc == 0, text
+    report = json.loads(Path("runs/d/analysis/report.json").read_text())
+    lengths = np.load("dmm.npz")["sequence_lengths_test"][report["points"]]
+    assert lengths.max() < 10  # the seed's two points: none of full length
+    assert report["latent_sites"] == [f"z_{t}" for t in range(1, lengths.max() + 1)]
+    for row, length in zip(report["nuts"], lengths):
+        assert "skipped" not in row and len(row["nuts_mean"]) == 4 * length  # z_dim 4
+
+
 def test_resume_refuses_a_data_file_whose_arrays_changed(fresh, capsys):
     rc, text = run("train dmm.py --data dmm.npz --epochs 1 --out runs/d", capsys)
     assert rc == 0, text
