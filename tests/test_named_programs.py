@@ -162,8 +162,7 @@ def test_dmm_from_python_matches_pyros_elbo_whatever_the_row_order(fresh):
 def test_lda_takes_its_corpus_by_name_and_its_settings_as_constants():
     """Pyro's LDA gets what its main() passes (the corpus as [words, documents], the sizes
     in a Namespace, its own subsample size), and the engine's loss on those arguments is
-    Pyro's TraceEnum_ELBO's, draw for draw. (Training it end to end waits on the
-    measurements of global latents: helper F's part of issue 28.)"""
+    Pyro's TraceEnum_ELBO's, draw for draw (every command on it: the test below)."""
     import argparse
 
     from ppl_vae.data import as_dataset
@@ -190,3 +189,43 @@ def test_lda_takes_its_corpus_by_name_and_its_settings_as_constants():
             elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=2)
             theirs = elbo.differentiable_loss(model, guide, data, args, batch_size)
         assert torch.allclose(ours, theirs), (float(ours), float(theirs))
+
+
+def test_lda_runs_every_command_from_a_fresh_folder(tmp_path, monkeypatch, capsys):
+    """Pyro's LDA from the CLI with relative paths, subsampling its own documents plate
+    (``batch_size`` 16 of a 64-document corpus): train and evaluate run (the IW bound a
+    note: every latent site is global to the batch), sample and analyze refuse in one
+    line each and write nothing, report runs."""
+    import argparse
+
+    shutil.copy(HERE / "lda.py", tmp_path / "lda.py")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    sizes = {"num_topics": 4, "num_words": 32, "num_words_per_doc": 16}
+    pyro.set_rng_seed(0)
+    _, _, corpus = module("lda").model(args=argparse.Namespace(**sizes, num_docs=96))
+    np.savez("lda.npz", words_train=corpus.T[:64].numpy(), words_test=corpus.T[64:].numpy())
+    line = (
+        "train lda.py --data lda.npz --arg args="
+        + json.dumps(sizes).replace(" ", "")
+        + " --arg batch_size=16 --set num_topics=4 --set num_words=32"
+        + ' --set layer_sizes="16-16" --batch-size 64 --epochs 2 --elbo enum --out runs/l'
+    )
+    rc, text = run(line, capsys)
+    assert rc == 0, text
+    metrics = json.loads(Path("runs/l/metrics.json").read_text())
+    assert metrics["epochs"] == 2 and np.isfinite(metrics["test_elbo"])
+    assert any(
+        s.startswith("latent_scatter.png: no latent site")
+        for s in metrics.get("figures_skipped", [])
+    ), metrics.get("figures_skipped")
+    rc, text = run("evaluate runs/l --iwae-samples 4", capsys)
+    assert rc == 0, text
+    assert np.isfinite(json.loads(Path("runs/l/evaluation.json").read_text())["test_elbo"])
+    for command in ("sample runs/l -n 4 --out s.png", "analyze runs/l --points 16"):
+        rc, text = run(command, capsys)
+        lines = [t for t in text.splitlines() if not t.startswith(("/", " "))]  # warnings
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith("error:"), text
+    assert not Path("s.png").exists() and not Path("runs/l/analysis").exists()
+    rc, text = run("report runs/l", capsys)
+    assert rc == 0 and Path("runs/l/report.html").is_file(), text

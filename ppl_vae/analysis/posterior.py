@@ -392,6 +392,13 @@ def analyze(
     when fewer; :func:`amortization_record`); ``step``, the training step of the checkpoint
     analysed (``ppl-vae analyze`` passes it), goes first in the report when given."""
     _check_options(points, nuts_points, chains, amortization_points)
+    if not pair.latent_sites:  # LDA as Pyro writes it: topics global, its own plate inside
+        raise UserError(
+            f"{pair.name} has no latent site with one value per example (its latent sites "
+            f"{', '.join(pair.global_sites)} are global to the batch), so the per-point "
+            "posterior analysis (guide draws, PSIS, NUTS, amortisation gap) is not defined; "
+            "ppl-vae evaluate reports its ELBO, rate and distortion"
+        )
     idx = choose_points(x_all.shape[0], points, seed)
     y = y_all[idx] if y_all is not None else None
     args = pair.eval_args(x_all[idx], y)
