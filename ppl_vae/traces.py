@@ -47,6 +47,7 @@ import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.infer.enum import get_importance_trace
+from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
 from ppl_vae.data.dataset import all_finite
@@ -266,9 +267,21 @@ def _site_mean(site: dict[str, Any]) -> torch.Tensor:
 def guide_means(pair: Programs, args: tuple) -> dict[str, torch.Tensor]:
     """Each latent site's guide mean (its draw where the distribution has no mean), for
     the sites of this trace (global ones too)."""
+    return _means_and_subsamples(pair, args)[0]
+
+
+def _means_and_subsamples(pair: Programs, args: tuple) -> tuple[dict, dict]:
+    """:func:`guide_means` and the plates' subsample indices of the same guide trace."""
     with pair.scope():
         tr = poutine.trace(pair.guide).get_trace(*args)
-    return {n: _site_mean(tr.nodes[n]) for n in latent_names(tr)}
+    return {n: _site_mean(tr.nodes[n]) for n in latent_names(tr)}, subsamples(tr)
+
+
+def subsamples(guide_tr) -> dict[str, torch.Tensor]:
+    """The subsample indices of the plates a guide trace subsampled itself (Pyro's LDA:
+    ``pyro.plate("documents", N, batch_size)``), by plate name: a model run at the
+    guide's values must take the same documents."""
+    return {n: s["value"] for n, s in guide_tr.nodes.items() if site_is_subsample(s)}
 
 
 def _local(pair: Programs, means: dict[str, torch.Tensor], batch: int):
@@ -329,11 +342,16 @@ def _observed_mean_of(pair: Programs, model_tr, batch: int) -> torch.Tensor:
 @torch.no_grad()
 def reconstruct(pair: Programs, args: tuple) -> torch.Tensor:
     """The mean of :math:`p(x \\mid z)` at the guide's codes of ``x``."""
-    return _reconstruct_at(pair, guide_means(pair, args), args)
+    means, subs = _means_and_subsamples(pair, args)
+    return _reconstruct_at(pair, means, args, subs)
 
 
-def _reconstruct_at(pair: Programs, means: dict[str, torch.Tensor], args: tuple) -> torch.Tensor:
-    return _observed_mean(pair, poutine.condition(pair.model, data=means), args)
+def _reconstruct_at(
+    pair: Programs, means: dict[str, torch.Tensor], args: tuple, subs: dict | None = None
+) -> torch.Tensor:
+    """The model's data means at the latent values ``means`` (and the guide's subsample
+    indices ``subs``, so a program subsampling its own plate scores the same rows)."""
+    return _observed_mean(pair, poutine.condition(pair.model, data={**(subs or {}), **means}), args)
 
 
 def _draw_free_means(pair: Programs, guide_tr) -> dict[str, torch.Tensor] | None:
@@ -386,7 +404,7 @@ def measure(
     if all(torch.equal(m, guide_tr.nodes[n]["value"]) for n, m in means.items()):
         recon = _observed_mean_of(pair, model_tr, batch)
     else:
-        recon = _reconstruct_at(pair, means, args)
+        recon = _reconstruct_at(pair, means, args, subsamples(guide_tr))
     return out, _codes_or_none(pair, means, batch), recon
 
 

@@ -83,6 +83,23 @@ def test_dmm_trains_and_evaluates_from_the_command_line(fresh, capsys):
     assert bound["annealing_factor"] == "constant 0.2"
 
 
+def test_dmm_analysis_reads_the_sites_of_its_points_own_traces(fresh, capsys):
+    """Points whose sequences are all shorter than the first trace's (z_1..z_10): the guide
+    draws hold the sites of the points' batch, and NUTS on each point runs on its own row
+    (its own length), comparing the sites of its own trace."""
+    rc, text = run("train dmm.py --data dmm.npz --epochs 1 --batch-size 16 --out runs/d", capsys)
+    assert rc == 0, text
+    options = "--draws 20 --chains 1 --nuts-samples 5 --nuts-warmup 5 --amortization-points 0"
+    rc, text = run(f"analyze runs/d --points 2 --nuts-points 2 {options}", capsys)
+    assert rc == 0, text
+    report = json.loads(Path("runs/d/analysis/report.json").read_text())
+    lengths = np.load("dmm.npz")["sequence_lengths_test"][report["points"]]
+    assert lengths.max() < 10  # the seed's two points: none of full length
+    assert report["latent_sites"] == [f"z_{t}" for t in range(1, lengths.max() + 1)]
+    for row, length in zip(report["nuts"], lengths):
+        assert "skipped" not in row and len(row["nuts_mean"]) == 4 * length  # z_dim 4
+
+
 def test_resume_refuses_a_data_file_whose_arrays_changed(fresh, capsys):
     rc, text = run("train dmm.py --data dmm.npz --epochs 1 --out runs/d", capsys)
     assert rc == 0, text
@@ -145,8 +162,7 @@ def test_dmm_from_python_matches_pyros_elbo_whatever_the_row_order(fresh):
 def test_lda_takes_its_corpus_by_name_and_its_settings_as_constants():
     """Pyro's LDA gets what its main() passes (the corpus as [words, documents], the sizes
     in a Namespace, its own subsample size), and the engine's loss on those arguments is
-    Pyro's TraceEnum_ELBO's, draw for draw. (Training it end to end waits on the
-    measurements of global latents: helper F's part of issue 28.)"""
+    Pyro's TraceEnum_ELBO's, draw for draw (every command on it: the test below)."""
     import argparse
 
     from ppl_vae.data import as_dataset
@@ -173,3 +189,43 @@ def test_lda_takes_its_corpus_by_name_and_its_settings_as_constants():
             elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=2)
             theirs = elbo.differentiable_loss(model, guide, data, args, batch_size)
         assert torch.allclose(ours, theirs), (float(ours), float(theirs))
+
+
+def test_lda_runs_every_command_from_a_fresh_folder(tmp_path, monkeypatch, capsys):
+    """Pyro's LDA from the CLI with relative paths, subsampling its own documents plate
+    (``batch_size`` 16 of a 64-document corpus): train and evaluate run (the IW bound a
+    note: every latent site is global to the batch), sample and analyze refuse in one
+    line each and write nothing, report runs."""
+    import argparse
+
+    shutil.copy(HERE / "lda.py", tmp_path / "lda.py")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    sizes = {"num_topics": 4, "num_words": 32, "num_words_per_doc": 16}
+    pyro.set_rng_seed(0)
+    _, _, corpus = module("lda").model(args=argparse.Namespace(**sizes, num_docs=96))
+    np.savez("lda.npz", words_train=corpus.T[:64].numpy(), words_test=corpus.T[64:].numpy())
+    line = (
+        "train lda.py --data lda.npz --arg args="
+        + json.dumps(sizes).replace(" ", "")
+        + " --arg batch_size=16 --set num_topics=4 --set num_words=32"
+        + ' --set layer_sizes="16-16" --batch-size 64 --epochs 2 --elbo enum --out runs/l'
+    )
+    rc, text = run(line, capsys)
+    assert rc == 0, text
+    metrics = json.loads(Path("runs/l/metrics.json").read_text())
+    assert metrics["epochs"] == 2 and np.isfinite(metrics["test_elbo"])
+    assert any(
+        s.startswith("latent_scatter.png: no latent site")
+        for s in metrics.get("figures_skipped", [])
+    ), metrics.get("figures_skipped")
+    rc, text = run("evaluate runs/l --iwae-samples 4", capsys)
+    assert rc == 0, text
+    assert np.isfinite(json.loads(Path("runs/l/evaluation.json").read_text())["test_elbo"])
+    for command in ("sample runs/l -n 4 --out s.png", "analyze runs/l --points 16"):
+        rc, text = run(command, capsys)
+        lines = [t for t in text.splitlines() if not t.startswith(("/", " "))]  # warnings
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith("error:"), text
+    assert not Path("s.png").exists() and not Path("runs/l/analysis").exists()
+    rc, text = run("report runs/l", capsys)
+    assert rc == 0 and Path("runs/l/report.html").is_file(), text

@@ -57,7 +57,7 @@ from ppl_vae.analysis.reference import dim_name
 from ppl_vae.errors import UserError, first_line
 from ppl_vae.measure.importance import check_estimable, default_chunk, log_weights
 from ppl_vae.measure.metrics import eval_mode, seeded
-from ppl_vae.programs import Programs
+from ppl_vae.programs import Programs, is_local, latent_names
 
 KHAT_GOOD, KHAT_BAD = 0.5, 0.7
 
@@ -105,21 +105,39 @@ def site_values(site: dict[str, Any], batch: int, particles: int | None) -> torc
     return value.reshape(value.shape[0], batch, -1)
 
 
+def local_sites(pair: Programs, guide_tr, batch: int) -> list[str]:
+    """The local latent sites of this guide trace, in guide order: its own names (a
+    sequence program's ``z_1..z_T`` go with the batch's longest length), not the first
+    trace's."""
+    return [
+        n
+        for n in latent_names(guide_tr)
+        if n not in pair.global_sites and is_local(guide_tr.nodes[n], batch)
+    ]
+
+
 def draw_sites(
     pair: Programs,
     trace_fn: Callable[[int | None], poutine.Trace],
     batch: int,
     draws: int,
     key: str = "guide",
+    sites: Sequence[str] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """``draws`` values ``(S, B, k)`` of every latent site from ``trace_fn(particles)``
-    (``key`` names the program run, for :meth:`~ppl_vae.programs.Programs.vectorized`):
-    vectorised in chunks of particles where the programs allow it (as
-    :func:`ppl_vae.measure.importance.log_weights` decides), one trace per draw otherwise."""
+    """``draws`` values ``(S, B, k)`` of the latent sites ``sites`` (by default the local
+    latent sites of the guide trace ``trace_fn`` gives, :func:`local_sites`) from
+    ``trace_fn(particles)`` (``key`` names the program run, for
+    :meth:`~ppl_vae.programs.Programs.vectorized`): vectorised in chunks of particles where
+    the programs allow it (as :func:`ppl_vae.measure.importance.log_weights` decides), one
+    trace per draw otherwise."""
     chunks: list[dict[str, torch.Tensor]] = []
+    names = list(sites) if sites is not None else None
 
     def read(tr, particles):
-        return {n: site_values(tr.nodes[n], batch, particles) for n in pair.latent_sites}
+        nonlocal names
+        if names is None:
+            names = local_sites(pair, tr, batch)
+        return {n: site_values(tr.nodes[n], batch, particles) for n in names}
 
     def fast() -> list[dict[str, torch.Tensor]]:
         chunk = default_chunk(draws, batch)
@@ -131,7 +149,7 @@ def draw_sites(
         return [read(trace_fn(None), None) for _ in range(draws)]
 
     chunks = pair.vectorized(f"draws/{key}", fast, slow)
-    return {n: torch.cat([c[n] for c in chunks]) for n in pair.latent_sites}
+    return {n: torch.cat([c[n] for c in chunks]) for n in chunks[0]}
 
 
 def guide_trace_fn(pair: Programs, args: tuple) -> Callable[[int | None], poutine.Trace]:
@@ -153,11 +171,12 @@ def prior_trace_fn(pair: Programs, args: tuple) -> Callable[[int | None], poutin
     return trace
 
 
-def _coords(pair: Programs, points: Sequence[int]) -> tuple[dict, dict]:
+def _coords(values: dict[str, torch.Tensor], points: Sequence[int]) -> tuple[dict, dict]:
+    """ArviZ coordinates and dimensions of draws ``(S, B, k)`` per site."""
     coords: dict[str, Any] = {"point": list(points)}
     dims: dict[str, list[str]] = {}
-    for name, size in zip(pair.latent_sites, pair.latent_sizes):
-        coords[dim_name(name)] = list(range(size))
+    for name, v in values.items():
+        coords[dim_name(name)] = list(range(v.shape[-1]))
         dims[name] = ["point", dim_name(name)]
     return coords, dims
 
@@ -182,9 +201,9 @@ def inference_data(
     batch = args[0].shape[0]
     with eval_mode(pair), seeded(seed, args[0].device):
         q = draw_sites(pair, guide_trace_fn(pair, args), batch, draws, "guide")
-        p = draw_sites(pair, prior_trace_fn(pair, args), batch, draws, "prior")
+        p = draw_sites(pair, prior_trace_fn(pair, args), batch, draws, "prior", list(q))
         model_tr, _ = traces.trace_pair(pair, args)
-    coords, dims = _coords(pair, points)
+    coords, dims = _coords(q, points)
     observed = {}
     for name in pair.observed_sites:  # as recorded in training mode; eval mode may skip some
         if name not in model_tr.nodes:
@@ -204,9 +223,9 @@ def psis(
     """Per point: Pareto ``khat`` of the guide's importance ratios (an ``xarray``
     DataArray over ``point``), the MC ``elbo``, the IW ``log_p`` from the same ``draws``
     and their difference ``gap`` (numpy, ``(B,)``)."""
-    check_estimable(pair)
     if draws < 20:
         raise UserError(f"--draws must be at least 20 for a Pareto fit, got {draws}")
+    check_estimable(pair)
     batch = args[0].shape[0]
     chunk = default_chunk(draws, batch)
     with eval_mode(pair), seeded(seed, args[0].device):
@@ -236,7 +255,7 @@ def _first_values(ds: xr.Dataset, sites: Sequence[str], n: int) -> xr.Dataset:
 
 
 def figures(
-    khat: xr.DataArray,
+    khat: xr.DataArray | None,
     guide: az.InferenceData,
     nuts: az.InferenceData | None = None,
     sites: Sequence[str] | None = None,
@@ -250,18 +269,19 @@ def figures(
 
     sites = list(sites or guide.posterior.data_vars)
     out: dict[str, Any] = {}
-    fig = Figure(figsize=(6, 3), layout="constrained")
-    ax = fig.subplots()
-    elpd = az.ELPDData(data=[khat, KHAT_BAD], index=["pareto_k", "good_k"])
-    az.plot_khat(
-        elpd,
-        ax=ax,
-        show_hlines=True,
-        hlines_kwargs={"hlines": [KHAT_GOOD, KHAT_BAD], "linestyle": ["--", ":"]},
-        show=False,
-    )
-    ax.set(xlabel="test point (order of analysis)", title="PSIS k-hat of the guide")
-    out["khat.png"] = fig
+    if khat is not None:  # None: no k-hat (a program with global latent sites)
+        fig = Figure(figsize=(6, 3), layout="constrained")
+        ax = fig.subplots()
+        elpd = az.ELPDData(data=[khat, KHAT_BAD], index=["pareto_k", "good_k"])
+        az.plot_khat(
+            elpd,
+            ax=ax,
+            show_hlines=True,
+            hlines_kwargs={"hlines": [KHAT_GOOD, KHAT_BAD], "linestyle": ["--", ":"]},
+            show=False,
+        )
+        ax.set(xlabel="test point (order of analysis)", title="PSIS k-hat of the guide")
+        out["khat.png"] = fig
     if nuts is None or not nuts.posterior.sizes.get("point"):
         return out
     point = nuts.posterior["point"].values[0]
@@ -372,16 +392,33 @@ def analyze(
     when fewer; :func:`amortization_record`); ``step``, the training step of the checkpoint
     analysed (``ppl-vae analyze`` passes it), goes first in the report when given."""
     _check_options(points, nuts_points, chains, amortization_points)
+    if not pair.latent_sites:  # LDA as Pyro writes it: topics global, its own plate inside
+        raise UserError(
+            f"{pair.name} has no latent site with one value per example (its latent sites "
+            f"{', '.join(pair.global_sites)} are global to the batch), so the per-point "
+            "posterior analysis (guide draws, PSIS, NUTS, amortisation gap) is not defined; "
+            "ppl-vae evaluate reports its ELBO, rate and distortion"
+        )
     idx = choose_points(x_all.shape[0], points, seed)
     y = y_all[idx] if y_all is not None else None
     args = pair.eval_args(x_all[idx], y)
-    diag = psis(pair, args, draws, seed, idx)  # validates the pair and --draws first
+    diag, note = _psis_or_note(pair, args, draws, seed, idx)  # validates pair and --draws
     idata = inference_data(pair, args, idx, draws, seed)
-    report = _report(pair, idx, draws, diag, step)
+    report = _report(idata, idx, draws, diag, step)
+    if note:
+        report["psis_note"] = note
     nuts_options = {"samples": nuts_samples, "warmup": nuts_warmup, "chains": chains}
-    rows = (x_all[idx], y) if pair.binder is not None else None  # bound by name: rebind rows
+    if pair.binder is not None:  # bound by name: each point's own row, bound again alone
+
+        def point_args(j: int) -> tuple:
+            return pair.eval_args(x_all[idx][j : j + 1], None if y is None else y[j : j + 1])
+    else:
+
+        def point_args(j: int) -> tuple:
+            return tuple(a[j : j + 1] for a in args)
+
     nuts = _nuts_references(
-        pair, args, idx, idata, diag, report, nuts_points, nuts_options, seed, rows
+        pair, point_args, idx, idata, diag, report, nuts_points, nuts_options, seed
     )
     report["nuts_settings"] = nuts_options
     if amortization_points:
@@ -391,10 +428,26 @@ def analyze(
         else:  # (slicing bound arguments fails on a constant: AIR's batch_size)
             first = tuple(a[:k] for a in args)
         report["amortization"] = amortization_record(pair, first, seed)
-    compared = list(nuts.posterior.data_vars) if nuts is not None else list(pair.latent_sites)
-    figs = figures(diag["khat"], idata, nuts, compared)
+    drawn = nuts if nuts is not None else idata
+    compared = list(drawn.posterior.data_vars)
+    figs = figures(None if diag is None else diag["khat"], idata, nuts, compared)
     report["figures"] = list(figs)
     return Analysis(report, idata, nuts, figs)
+
+
+def _psis_or_note(
+    pair: Programs, args: tuple, draws: int, seed: int, idx: list[int]
+) -> tuple[dict[str, Any] | None, str | None]:
+    """:func:`psis`, or ``(None, why)`` for a program with global latent sites: their
+    importance ratios are shared by every point, so a per-point k-hat and IW bound are
+    undefined, while the guide draws, NUTS and the figures of the local sites still run.
+    Any other refusal (no prior, a point-mass guide, too few draws) stays one error."""
+    try:
+        return psis(pair, args, draws, seed, idx), None
+    except UserError as exc:
+        if not pair.global_sites or not pair.has_prior or pair.point_mass or draws < 20:
+            raise
+        return None, f"PSIS skipped: {exc}"
 
 
 def _check_options(points: int, nuts_points: int, chains: int, amortization_points: int) -> None:
@@ -407,16 +460,27 @@ def _check_options(points: int, nuts_points: int, chains: int, amortization_poin
 
 
 def _report(
-    pair: Programs, idx: list[int], draws: int, diag: xr.Dataset, step: int | None
+    idata: az.InferenceData,
+    idx: list[int],
+    draws: int,
+    diag: dict[str, Any] | None,
+    step: int | None,
 ) -> dict[str, Any]:
-    """The report's PSIS part: k-hat per point and its shares above 0.5 and 0.7."""
-    khat = diag["khat"].values
+    """The report's PSIS part: k-hat per point and its shares above 0.5 and 0.7 (none of
+    it without ``diag``: a program with global latent sites)."""
+    post = idata.posterior
+    sites = list(post.data_vars)
     report: dict[str, Any] = {} if step is None else {"step": step}
-    return report | {
+    report |= {
         "points": idx,
         "draws": draws,
-        "latent_sites": list(pair.latent_sites),
-        "latent_values": reference.dim_labels(pair),
+        "latent_sites": sites,  # the guide trace's of these points
+        "latent_values": [f"{n}[{i}]" for n in sites for i in range(post.sizes[dim_name(n)])],
+    }
+    if diag is None:
+        return report | {"nuts": []}
+    khat = diag["khat"].values
+    return report | {
         "khat": khat.tolist(),
         "khat_share_above_0.5": float((khat > KHAT_GOOD).mean()),
         "khat_share_above_0.7": float((khat > KHAT_BAD).mean()),
@@ -431,7 +495,7 @@ def _report(
 
 def _nuts_references(
     pair: Programs,
-    args: tuple,
+    point_args: Callable[[int], tuple],
     idx: list[int],
     idata: az.InferenceData,
     diag: xr.Dataset,
@@ -439,23 +503,19 @@ def _nuts_references(
     nuts_points: int,
     options: dict[str, int],
     seed: int,
-    rows: tuple | None = None,
 ) -> az.InferenceData | None:
     """NUTS on the first ``nuts_points`` points, one row each appended to
-    ``report["nuts"]``; the references stacked (None without any). Programs bound by name
-    get each point's arguments bound again from its rows (``rows``: the points' data view
-    rows and fields), as the input hook makes them (AIR's ``batch_size``, DMM's packing).
+    ``report["nuts"]``; the references stacked (None without any). ``point_args(j)``
+    gives point j's arguments alone (a program bound by name rebinds its row, so a
+    sequence gets its own length), and the sites compared are those of its own trace.
 
     Degrade, never die: NUTS enumerates discrete sites out of its draws (CEVAE's t, y) and
     cannot start on a prior without .support (a zuko flow): compare the sites it drew, and
     note a point it could not run, keeping the guide draws and PSIS."""
-    khat, runs = diag["khat"].values, {}
+    khat = None if diag is None else diag["khat"].values
+    runs: dict[int, az.InferenceData] = {}
     for j in range(nuts_points):
-        if rows is not None:
-            x_rows, y_rows = rows
-            one = pair.eval_args(x_rows[j : j + 1], None if y_rows is None else y_rows[j : j + 1])
-        else:
-            one = tuple(a[j : j + 1] for a in args)
+        one = point_args(j)  # the programs' arguments for point j alone
         try:
             run = reference.nuts_point(
                 pair, one, options["samples"], options["warmup"], options["chains"], seed + j
@@ -466,17 +526,23 @@ def _nuts_references(
             why = first_line(exc)
             report["nuts"].append({"point": idx[j], "skipped": f"{type(exc).__name__}: {why}"})
             continue
-        drawn = [n for n in pair.latent_sites if n in run.posterior]
-        row = {"point": idx[j], "gap_kl_q_to_posterior": float(diag["gap"][j])}
+        with torch.no_grad():  # the local sites of this point's own trace
+            own = local_sites(pair, traces.trace_pair(pair, one)[1], 1)
+        drawn = [n for n in own if n in run.posterior]
+        row: dict[str, Any] = {"point": idx[j]}
+        if diag is not None:
+            row["gap_kl_q_to_posterior"] = float(diag["gap"][j])
         if not drawn:
             row["skipped"] = "NUTS drew none of the latent sites (all discrete, enumerated out)"
             report["nuts"].append(row)
             continue
         runs[idx[j]] = run
         q = reference.flat_draws(idata.posterior.sel(point=idx[j]), drawn)
-        row.update(khat=float(khat[j]), **reference.compare(q, run, drawn))
-        not_drawn = [n for n in pair.latent_sites if n not in drawn]
+        if khat is not None:
+            row["khat"] = float(khat[j])
+        row.update(reference.compare(q, run, drawn))
+        not_drawn = [n for n in own if n not in drawn]
         if not_drawn:
             row["sites_not_drawn"] = not_drawn  # enumerated out by NUTS
         report["nuts"].append(row)
-    return reference.stack(pair, runs) if runs else None
+    return reference.stack(runs, list(idata.posterior.data_vars)) if runs else None

@@ -103,31 +103,27 @@ def nuts_point(
     return idata  # discrete sites are enumerated out: posterior holds the continuous ones
 
 
-def per_point(pair: Programs, idata: az.InferenceData) -> dict[str, np.ndarray]:
-    """A one-example NUTS result as arrays ``(chain, draw, 1, k)`` per latent site."""
+def per_point(idata: az.InferenceData, sites: Sequence[str]) -> dict[str, np.ndarray]:
+    """A one-example NUTS result as arrays ``(chain, draw, 1, k)`` per latent site of
+    ``sites`` it drew."""
     post = idata.posterior
     c, d = post.sizes["chain"], post.sizes["draw"]
-    return {n: post[n].values.reshape(c, d, 1, -1) for n in pair.latent_sites if n in post}
+    return {n: post[n].values.reshape(c, d, 1, -1) for n in sites if n in post}
 
 
-def stack(pair: Programs, runs: dict[int, az.InferenceData]) -> az.InferenceData:
+def stack(runs: dict[int, az.InferenceData], sites: Sequence[str]) -> az.InferenceData:
     """Per-point NUTS results as one InferenceData: ``posterior.<site>`` with dims
-    ``(chain, draw, point, <site>_dim)`` and ``sample_stats.diverging`` ``(chain, draw,
-    point)``."""
-    arrays = [per_point(pair, r) for r in runs.values()]
-    sites = [n for n in pair.latent_sites if all(n in a for a in arrays)]  # the drawn ones
-    posterior = {n: np.concatenate([a[n] for a in arrays], axis=2) for n in sites}
+    ``(chain, draw, point, <site>_dim)`` for the sites of ``sites`` every point's run drew
+    (a point's own trace may have fewer: a shorter sequence), and
+    ``sample_stats.diverging`` ``(chain, draw, point)``."""
+    arrays = [per_point(r, sites) for r in runs.values()]
+    common = [n for n in sites if all(n in a for a in arrays)]
+    posterior = {n: np.concatenate([a[n] for a in arrays], axis=2) for n in common}
     diverging = np.stack([r.sample_stats["diverging"].values for r in runs.values()], axis=2)
-    dims = {n: ["point", dim_name(n)] for n in sites}
+    dims = {n: ["point", dim_name(n)] for n in common}
     dims["diverging"] = ["point"]
     coords: dict[str, Any] = {"point": list(runs)}
-    coords.update(
-        {
-            dim_name(n): list(range(k))
-            for n, k in zip(pair.latent_sites, pair.latent_sizes)
-            if n in sites
-        }
-    )
+    coords.update({dim_name(n): list(range(posterior[n].shape[-1])) for n in common})
     return az.from_dict(
         posterior=posterior, sample_stats={"diverging": diverging}, coords=coords, dims=dims
     )

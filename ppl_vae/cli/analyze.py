@@ -60,13 +60,17 @@ def run(args: argparse.Namespace) -> int:
         )
     }
     r, out, page = analyze_run(args.run_dir, args.split, args.device, args.trust, **options)
-    print(
-        f"PSIS k-hat over {len(r['points'])} {args.split} points ({args.draws} guide draws): "
-        f"median {r['khat_median']:.2f}, max {r['khat_max']:.2f}, "
-        f"{100 * r['khat_share_above_0.5']:.0f}% > 0.5, "
-        f"{100 * r['khat_share_above_0.7']:.0f}% > 0.7"
-    )
-    print(f"mean gap log p(x) - ELBO (= KL(q || posterior)): {r['mean_gap_kl_q_to_posterior']:.3f}")
+    if "psis_note" in r:  # global latent sites: no per-point k-hat or IW bound
+        print(f"note: {r['psis_note']}")
+    else:
+        print(
+            f"PSIS k-hat over {len(r['points'])} {args.split} points ({args.draws} guide "
+            f"draws): median {r['khat_median']:.2f}, max {r['khat_max']:.2f}, "
+            f"{100 * r['khat_share_above_0.5']:.0f}% > 0.5, "
+            f"{100 * r['khat_share_above_0.7']:.0f}% > 0.7"
+        )
+        gap_kl = r["mean_gap_kl_q_to_posterior"]
+        print(f"mean gap log p(x) - ELBO (= KL(q || posterior)): {gap_kl:.3f}")
     gap = r.get("amortization") or {}
     if gap.get("amortization_gap") is not None:
         approx = gap["approximation_gap"]
@@ -90,10 +94,12 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{row['point']:>6} NUTS skipped: {row['skipped']}")
                 continue
             rhat = "n/a" if row["rhat_max"] is None else f"{row['rhat_max']:.3f}"
+            khat, gap_kl = row.get("khat"), row.get("gap_kl_q_to_posterior")
             print(
                 f"{row['point']:>6} {rhat:>6} {row['ess_bulk_min']:>6.0f} {row['divergences']:>4} "
-                f"{row['mean_shift_in_nuts_sd']:>8.2f} {row['khat']:>6.2f} "
-                f"{row['gap_kl_q_to_posterior']:>6.3f}"
+                f"{row['mean_shift_in_nuts_sd']:>8.2f} "
+                f"{'n/a' if khat is None else f'{khat:.2f}':>6} "
+                f"{'n/a' if gap_kl is None else f'{gap_kl:.3f}':>6}"
             )
     print(f"wrote {out}")
     if page is not None:

@@ -40,6 +40,12 @@ def skipped_figures(pair: Programs, ds: data.Dataset) -> list[str]:
     """The figures :func:`write_figures` leaves out for this program and data, each with
     the reason (a user looks for them otherwise)."""
     latent = ("latent_manifold.png", "interpolation.png", "traversals.png")
+    if not pair.latent_sites:
+        why = f"no latent site holds one code per example (global: {', '.join(pair.global_sites)})"
+        return [
+            f"{name}: {why}"
+            for name in ("latent_scatter.png", "reconstructions.png", "samples.png", *latent)
+        ]
     if ds.image_shape is None:
         return [
             f"{name}: the data are not images" for name in ("reconstructions.png", "samples.png")
@@ -98,11 +104,12 @@ def write_figures(
     try:
         history = metrics.get("history")
         pair.eval()
-        codes = codes_of_test_set(pair, ds)
+        # no local latent site (every one global, as LDA's topics): no code per example
+        codes = codes_of_test_set(pair, ds) if pair.latent_sites else None
         kl = metrics.get("kl_per_dim")
         labels = ds.labels_test.cpu().numpy() if ds.labels_test is not None else None
-        worker.draw(history, codes.numpy(), labels, kl)
-        images = _image_figures(pair, ds, path_for, seed, codes, kl)
+        worker.draw(history, None if codes is None else codes.numpy(), labels, kl)
+        images = [] if codes is None else _image_figures(pair, ds, path_for, seed, codes, kl)
         drawn = worker.result()
     finally:
         worker.close()
@@ -110,8 +117,10 @@ def write_figures(
     if history:
         path = path_for("training_curves.png")
         out.append(_write(path, drawn.get("training_curves.png")) or _curves(history, path))
-    path = path_for("latent_scatter.png")
-    out.append(_write(path, drawn.get("latent_scatter.png")) or _scatter(codes, path, labels, kl))
+    if codes is not None:
+        path = path_for("latent_scatter.png")
+        png = drawn.get("latent_scatter.png")
+        out.append(_write(path, png) or _scatter(codes, path, labels, kl))
     return out + images
 
 

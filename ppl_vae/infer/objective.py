@@ -9,7 +9,7 @@ is the differentiable negative ELBO of a batch, summed over the batch,
     -\\mathcal{L}_\\beta = -\\textstyle\\sum_n \\mathbb{E}_q[\\log p(x_n \\mid z)]
         + \\beta \\sum_n \\mathbb{E}_q[\\log q(z \\mid x_n) - \\log p(z)],
 
-with beta applied by :class:`~ppl_vae.infer.latent_scale.LatentScaleMessenger` to the latent
+with beta applied by :func:`~ppl_vae.infer.latent_scale.scale_latents` to the latent
 sites of *both* programs (any program, no ``beta`` argument needed). This module is what
 one ``torch.optim`` optimizer steps and what ``DistributedDataParallel`` wraps.
 
@@ -40,7 +40,7 @@ from torch import nn
 
 from ppl_vae.infer.compiled import Compiled
 from ppl_vae.infer.jit import Traced
-from ppl_vae.infer.latent_scale import LatentScaleMessenger
+from ppl_vae.infer.latent_scale import scale_latents
 from ppl_vae.programs import Programs
 
 
@@ -62,14 +62,12 @@ class StepwiseELBO:
 
 
 def scaled(pair: Programs, beta: float | torch.Tensor):
-    """The pair's ``(model, guide)`` with every latent site scaled by ``beta`` (a tensor
-    ``beta``, a traced input, always scales)."""
+    """The pair's ``(model, guide)`` with every latent site scaled by ``beta``: the guide's
+    sample sites of each trace, whatever their names (a tensor ``beta``, a traced input,
+    always scales)."""
     if not isinstance(beta, torch.Tensor) and beta == 1.0:
         return pair.model, pair.guide
-    return (
-        LatentScaleMessenger(beta, pair.all_latent_sites)(pair.model),
-        LatentScaleMessenger(beta, pair.all_latent_sites)(pair.guide),
-    )
+    return scale_latents(beta, pair.model, pair.guide, pair.all_latent_sites)
 
 
 class Objective(nn.Module):

@@ -335,3 +335,34 @@ def test_cli_analyze_refuses_bad_input(tiny_run, tmp_path, capsys):
     x = torch.randn(2, 3)
     with pytest.raises(UserError, match="draws"):
         analysis.psis(from_object(PPCA(3, 1), x), (x,), draws=5)
+
+
+def global_model(x):
+    g = pyro.sample("g", dist.Normal(0.0, 1.0))  # outside the data plate: a global latent
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(g + z[:, None], 1.0).expand(x.shape).to_event(1), obs=x)
+
+
+def global_guide(x):
+    pyro.sample("g", dist.Normal(pyro.param("m", torch.tensor(0.8)), 1.0))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(x.mean(-1), 1.0))
+
+
+def test_a_program_with_global_latents_gets_a_psis_note_and_the_rest_of_its_analysis():
+    """PSIS k-hat and the per-point IW bound are undefined for a shared latent (one note
+    saying so); the guide draws, NUTS on a point and the figures of the local site run."""
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    pair = Programs(global_model, global_guide, x[:2])
+    result = analysis.analyze(
+        pair, x, points=4, draws=40, nuts_points=1, chains=1, nuts_samples=20, nuts_warmup=20
+    )
+    r = result.report
+    assert "global latent sites (g)" in r["psis_note"] and "khat" not in r
+    assert set(result.posterior.posterior.data_vars) >= {"z"}
+    (row,) = r["nuts"]
+    assert "khat" not in row and "skipped" not in row and len(row["nuts_mean"]) == 1
+    assert "khat.png" not in r["figures"] and "density.png" in r["figures"]
+    with pytest.raises(UserError, match="at least 20"):
+        analysis.analyze(pair, x, points=4, draws=10)

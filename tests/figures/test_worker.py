@@ -54,6 +54,8 @@ def test_a_worker_that_fails_leaves_the_figures_to_this_process(tmp_path, monkey
     monkeypatch.setattr(run_figures, "codes_of_test_set", lambda pair, ds: torch.zeros(4, 2))
 
     class Pair:
+        latent_sites = ("z",)  # one local latent site: its codes are scattered
+
         def eval(self):
             pass
 

@@ -248,3 +248,52 @@ def test_point_mass_guides_get_no_warning(digits):
     assert metrics["active_units"] is not None  # it keeps a prior, so the metrics exist
     assert pair.point_mass
     assert failure_modes.diagnose(metrics, pair, digits.x_test) == []
+
+
+def sequence_programs(kl_scale: float = 1.0):
+    """A sequence program whose latent sites ``z_1..z_T`` vary with the batch (``T`` is the
+    batch's longest length, as in Pyro's DMM); ``kl_scale`` is the oracle's own
+    ``poutine.scale`` on every ``z_t`` in both programs."""
+    weight = torch.nn.Parameter(torch.tensor(0.7))
+
+    def model(x, lengths):
+        pyro.module("seq", torch.nn.ParameterList([weight]))
+        z = x.new_zeros(x.shape[0])
+        with pyro.plate("data", x.shape[0]):
+            for t in range(1, int(lengths.max()) + 1):
+                mask = lengths >= t
+                with poutine.mask(mask=mask), poutine.scale(scale=kl_scale):
+                    z = pyro.sample(f"z_{t}", dist.Normal(0.5 * z, 1.0))
+                with poutine.mask(mask=mask):
+                    pyro.sample(f"x_{t}", dist.Normal(weight * z, 0.5), obs=x[:, t - 1])
+
+    def guide(x, lengths):
+        with pyro.plate("data", x.shape[0]):
+            for t in range(1, int(lengths.max()) + 1):
+                with poutine.mask(mask=lengths >= t), poutine.scale(scale=kl_scale):
+                    pyro.sample(f"z_{t}", dist.Normal(0.5 * x[:, t - 1], 0.8))
+
+    return model, guide
+
+
+def test_beta_scales_the_latent_sites_of_each_trace_not_only_the_first():
+    """The first trace has z_1, z_2; a later batch reaches z_4: beta=2 doubles every z_t's
+    KL term there too (the oracle: Pyro's Trace_ELBO on programs that scale each z_t by 2
+    themselves), while the observed sites stay unscaled."""
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    short, long = torch.tensor([2, 1] * 4), torch.tensor([4, 2, 3, 1] * 2)
+    model, guide = sequence_programs()
+    pair = Programs(model, guide, (x, short))
+    assert pair.all_latent_sites == ("z_1", "z_2")
+    objective = make_objective(pair, TrainConfig(elbo="trace", jit=False), 8)
+    oracle_model, oracle_guide = sequence_programs(kl_scale=2.0)
+    for seed in range(3):
+        with pair.scope():
+            pyro.set_rng_seed(seed)
+            ours = objective(x, long, beta=2.0)
+        pyro.set_rng_seed(seed)
+        theirs = Trace_ELBO().differentiable_loss(oracle_model, oracle_guide, x, long)
+        pyro.set_rng_seed(seed)
+        unscaled = Trace_ELBO().differentiable_loss(model, guide, x, long)
+        assert torch.allclose(ours, theirs), (float(ours), float(theirs))
+        assert not torch.allclose(ours, unscaled)
