@@ -392,13 +392,7 @@ def analyze(
     when fewer; :func:`amortization_record`); ``step``, the training step of the checkpoint
     analysed (``ppl-vae analyze`` passes it), goes first in the report when given."""
     _check_options(points, nuts_points, chains, amortization_points)
-    if not pair.latent_sites:  # LDA as Pyro writes it: topics global, its own plate inside
-        raise UserError(
-            f"{pair.name} has no latent site with one value per example (its latent sites "
-            f"{', '.join(pair.global_sites)} are global to the batch), so the per-point "
-            "posterior analysis (guide draws, PSIS, NUTS, amortisation gap) is not defined; "
-            "ppl-vae evaluate reports its ELBO, rate and distortion"
-        )
+    _check_local_sites(pair)
     idx = choose_points(x_all.shape[0], points, seed)
     y = y_all[idx] if y_all is not None else None
     args = pair.eval_args(x_all[idx], y)
@@ -408,17 +402,17 @@ def analyze(
     if note:
         report["psis_note"] = note
     nuts_options = {"samples": nuts_samples, "warmup": nuts_warmup, "chains": chains}
-    if pair.binder is not None:  # bound by name: each point's own row, bound again alone
-
-        def point_args(j: int) -> tuple:
-            return pair.eval_args(x_all[idx][j : j + 1], None if y is None else y[j : j + 1])
-    else:
-
-        def point_args(j: int) -> tuple:
-            return tuple(a[j : j + 1] for a in args)
-
+    rows = (x_all[idx], y)
     nuts = _nuts_references(
-        pair, point_args, idx, idata, diag, report, nuts_points, nuts_options, seed
+        pair,
+        _point_args(pair, args, rows),
+        idx,
+        idata,
+        diag,
+        report,
+        nuts_points,
+        nuts_options,
+        seed,
     )
     report["nuts_settings"] = nuts_options
     if amortization_points:
@@ -429,10 +423,31 @@ def analyze(
             first = tuple(a[:k] for a in args)
         report["amortization"] = amortization_record(pair, first, seed)
     drawn = nuts if nuts is not None else idata
-    compared = list(drawn.posterior.data_vars)
-    figs = figures(None if diag is None else diag["khat"], idata, nuts, compared)
+    figs = figures(
+        None if diag is None else diag["khat"], idata, nuts, list(drawn.posterior.data_vars)
+    )
     report["figures"] = list(figs)
     return Analysis(report, idata, nuts, figs)
+
+
+def _check_local_sites(pair: Programs) -> None:
+    """The per-point analysis needs a latent site with one value per example."""
+    if not pair.latent_sites:  # LDA as Pyro writes it: topics global, its own plate inside
+        raise UserError(
+            f"{pair.name} has no latent site with one value per example (its latent sites "
+            f"{', '.join(pair.global_sites)} are global to the batch), so the per-point "
+            "posterior analysis (guide draws, PSIS, NUTS, amortisation gap) is not defined; "
+            "ppl-vae evaluate reports its ELBO, rate and distortion"
+        )
+
+
+def _point_args(pair: Programs, args: tuple, rows: tuple) -> Callable[[int], tuple]:
+    """Point j's arguments alone: a program bound by name rebinds its row (a sequence gets
+    its own length, a constant stays whole); otherwise the batch's arguments sliced."""
+    x, y = rows
+    if pair.binder is not None:
+        return lambda j: pair.eval_args(x[j : j + 1], None if y is None else y[j : j + 1])
+    return lambda j: tuple(a[j : j + 1] for a in args)
 
 
 def _psis_or_note(

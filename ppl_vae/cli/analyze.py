@@ -46,32 +46,34 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ppl_vae.runs.analyze import analyze_run  # heavy: imported only to run
 
-    options = {
-        name: getattr(args, name)
-        for name in (
-            "points",
-            "draws",
-            "nuts_points",
-            "chains",
-            "seed",
-            "nuts_samples",
-            "nuts_warmup",
-            "amortization_points",
-        )
-    }
+    names = ("points", "draws", "nuts_points", "chains", "seed", "nuts_samples")
+    names += ("nuts_warmup", "amortization_points")
+    options = {name: getattr(args, name) for name in names}
     r, out, page = analyze_run(args.run_dir, args.split, args.device, args.trust, **options)
+    print_psis(r, args.split, args.draws)
+    print_amortization(r.get("amortization") or {})
+    print_nuts(r["nuts"])
+    print(f"wrote {out}")
+    if page is not None:
+        print(f"report: {page}")
+    return 0
+
+
+def print_psis(r: dict, split: str, draws: int) -> None:
     if "psis_note" in r:  # global latent sites: no per-point k-hat or IW bound
         print(f"note: {r['psis_note']}")
-    else:
-        print(
-            f"PSIS k-hat over {len(r['points'])} {args.split} points ({args.draws} guide "
-            f"draws): median {r['khat_median']:.2f}, max {r['khat_max']:.2f}, "
-            f"{100 * r['khat_share_above_0.5']:.0f}% > 0.5, "
-            f"{100 * r['khat_share_above_0.7']:.0f}% > 0.7"
-        )
-        gap_kl = r["mean_gap_kl_q_to_posterior"]
-        print(f"mean gap log p(x) - ELBO (= KL(q || posterior)): {gap_kl:.3f}")
-    gap = r.get("amortization") or {}
+        return
+    print(
+        f"PSIS k-hat over {len(r['points'])} {split} points ({draws} guide "
+        f"draws): median {r['khat_median']:.2f}, max {r['khat_max']:.2f}, "
+        f"{100 * r['khat_share_above_0.5']:.0f}% > 0.5, "
+        f"{100 * r['khat_share_above_0.7']:.0f}% > 0.7"
+    )
+    gap_kl = r["mean_gap_kl_q_to_posterior"]
+    print(f"mean gap log p(x) - ELBO (= KL(q || posterior)): {gap_kl:.3f}")
+
+
+def print_amortization(gap: dict) -> None:
     if gap.get("amortization_gap") is not None:
         approx = gap["approximation_gap"]
         approx = (
@@ -84,24 +86,23 @@ def run(args: argparse.Namespace) -> int:
         )
     elif gap.get("note"):
         print(f"amortisation gap: n/a ({gap['note']})")
-    if r["nuts"]:
+
+
+def print_nuts(rows: list[dict]) -> None:
+    if not rows:
+        return
+    print(
+        f"{'point':>6} {'R-hat':>6} {'ESS':>6} {'div':>4} {'shift/sd':>8} {'k-hat':>6} {'gap':>6}"
+    )
+    for row in rows:
+        if "skipped" in row:
+            print(f"{row['point']:>6} NUTS skipped: {row['skipped']}")
+            continue
+        rhat = "n/a" if row["rhat_max"] is None else f"{row['rhat_max']:.3f}"
+        khat, gap_kl = row.get("khat"), row.get("gap_kl_q_to_posterior")
         print(
-            f"{'point':>6} {'R-hat':>6} {'ESS':>6} {'div':>4} {'shift/sd':>8} {'k-hat':>6} "
-            f"{'gap':>6}"
+            f"{row['point']:>6} {rhat:>6} {row['ess_bulk_min']:>6.0f} {row['divergences']:>4} "
+            f"{row['mean_shift_in_nuts_sd']:>8.2f} "
+            f"{'n/a' if khat is None else f'{khat:.2f}':>6} "
+            f"{'n/a' if gap_kl is None else f'{gap_kl:.3f}':>6}"
         )
-        for row in r["nuts"]:
-            if "skipped" in row:
-                print(f"{row['point']:>6} NUTS skipped: {row['skipped']}")
-                continue
-            rhat = "n/a" if row["rhat_max"] is None else f"{row['rhat_max']:.3f}"
-            khat, gap_kl = row.get("khat"), row.get("gap_kl_q_to_posterior")
-            print(
-                f"{row['point']:>6} {rhat:>6} {row['ess_bulk_min']:>6.0f} {row['divergences']:>4} "
-                f"{row['mean_shift_in_nuts_sd']:>8.2f} "
-                f"{'n/a' if khat is None else f'{khat:.2f}':>6} "
-                f"{'n/a' if gap_kl is None else f'{gap_kl:.3f}':>6}"
-            )
-    print(f"wrote {out}")
-    if page is not None:
-        print(f"report: {page}")
-    return 0
