@@ -30,7 +30,8 @@ from ppl_vae.infer.config import TrainConfig
 from ppl_vae.infer.elbo import make_elbo
 from ppl_vae.infer.latent_scale import LatentScaleMessenger
 from ppl_vae.infer.objective import Objective, scaled
-from ppl_vae.infer.trainer import fit, recommended, recommended_config
+from ppl_vae.infer.recommend import recommended, recommended_config
+from ppl_vae.infer.trainer import fit
 from ppl_vae.programs import Programs
 
 ROOT = Path(__file__).resolve().parents[1]

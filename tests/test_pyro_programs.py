@@ -287,7 +287,8 @@ API_ELBO = {
 def test_python_api(name, fresh):
     from ppl_vae import registry, traces
     from ppl_vae.data import load
-    from ppl_vae.infer.trainer import fit, recommended, recommended_config
+    from ppl_vae.infer.recommend import recommended, recommended_config
+    from ppl_vae.infer.trainer import fit
     from ppl_vae.measure.metrics import evaluate
 
     file, data, extra, _ = PROGRAMS[name]

@@ -224,7 +224,7 @@ class TrainConfig:
         "stays below this for --patience epochs (0: off)",
     )
     #: ``adam``, or ``lbfgs``: full-batch L-BFGS with a strong-Wolfe line search, one
-    #: ``LBFGS.step`` of :data:`~ppl_vae.infer.trainer.LBFGS_ITERATIONS` iterations per epoch,
+    #: ``LBFGS.step`` of :data:`~ppl_vae.infer.optim.LBFGS_ITERATIONS` iterations per epoch,
     #: the random draws of the programs fixed for the whole run (the same noise at every
     #: evaluation, so the objective is deterministic). ``lr`` scales its first trial step.
     optimizer: str = option(
@@ -377,7 +377,7 @@ def check_lbfgs(config: TrainConfig) -> None:
     """L-BFGS builds its curvature from differences of gradients of one function: the
     objective must be the same at every step (no schedule, no per-step settings). That
     the batch is the whole training set is checked where its size is known
-    (:func:`ppl_vae.infer.trainer.check_optimizer`)."""
+    (:func:`ppl_vae.infer.optim.check_optimizer`)."""
     fixed = "--optimizer lbfgs needs an objective that stays the same at every step"
     if config.objective in ("capacity", "tcvae"):
         raise UserError(f"{fixed}; --objective {config.objective} changes every step: use adam")

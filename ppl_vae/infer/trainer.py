@@ -14,7 +14,8 @@ programs by the beta it returns. The running loss stays on the device and is rea
 into one :func:`~ppl_vae.measure.metrics.epoch_record`.
 
 Full-batch programs may train with L-BFGS (``optimizer="lbfgs"``, Nocedal & Wright 2006):
-an epoch is one ``torch.optim.LBFGS.step`` of :data:`LBFGS_ITERATIONS` iterations with a
+an epoch is one ``torch.optim.LBFGS.step`` of
+:data:`~ppl_vae.infer.optim.LBFGS_ITERATIONS` iterations with a
 strong-Wolfe line search, every evaluation the same loss module with the same beta, its
 random draws fixed for the whole run (:func:`closure_of`), so the objective is one
 deterministic function. ``grad_tolerance`` stops a full-batch run once the gradient's norm
@@ -64,14 +65,8 @@ from ppl_vae.errors import UserError
 from ppl_vae.infer import adam, distributed, schedules
 from ppl_vae.infer.config import OBJECTIVES, TrainConfig
 from ppl_vae.infer.objective import Objective
-from ppl_vae.infer.optim import (  # noqa: F401  (their home is infer/optim.py)
-    LBFGS_HISTORY,
-    LBFGS_ITERATIONS,
-    check_optimizer,
-    make_optimizer,
-    set_learning_rate,
-)
-from ppl_vae.infer.recommend import recommended, recommended_config, yielding  # noqa: F401
+from ppl_vae.infer.optim import check_optimizer, make_optimizer, set_learning_rate
+from ppl_vae.infer.recommend import recommended
 from ppl_vae.infer.state import TrainState, does_not_fit, rng_states, set_rng_states
 from ppl_vae.infer.stopping import StopReason, stopping
 from ppl_vae.measure.metrics import epoch_record
@@ -322,8 +317,8 @@ def train_step(
 ) -> torch.Tensor:
     """One optimizer step on one batch, as :func:`fit` runs it (and ``ppl-vae bench``
     times it); returns the detached mean loss, left on the device. L-BFGS takes its
-    :data:`LBFGS_ITERATIONS` iterations on the loss with draws fixed by ``seed``
-    (:func:`closure_of`) and returns the loss it started from."""
+    :data:`~ppl_vae.infer.optim.LBFGS_ITERATIONS` iterations on the loss with draws fixed by
+    ``seed`` (:func:`closure_of`) and returns the loss it started from."""
     if isinstance(optimizer, torch.optim.LBFGS):
         return optimizer.step(closure_of(loss_fn, optimizer, args, beta, step, seed))
     loss = training_loss(loss_fn, args, beta, step)

@@ -5,7 +5,7 @@ the program pair of :class:`ppl_vae.models.vae.VAE` (a :class:`~ppl_vae.programs
 the loss module of :func:`ppl_vae.infer.trainer.make_objective` (the ``trace`` ELBO, asked
 for explicitly: ``train``'s default ``auto`` takes the closed-form KL, which the hand-written
 side does not compute; the two differ by one KL formula per step), the optimizer
-of :func:`ppl_vae.infer.trainer.make_optimizer`, the epoch permutation of
+of :func:`ppl_vae.infer.optim.make_optimizer`, the epoch permutation of
 :func:`ppl_vae.data.dataset.minibatches`, the beta and learning-rate schedules evaluated per step,
 one :func:`ppl_vae.infer.trainer.train_step` per batch and the running loss summed on the device.
 

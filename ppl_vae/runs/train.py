@@ -60,7 +60,8 @@ from ppl_vae.figures.worker import FigureWorker
 from ppl_vae.infer import distributed
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.infer.elbo import choose
-from ppl_vae.infer.trainer import FitResult, check_optimizer, fit, resolve_device
+from ppl_vae.infer.optim import check_optimizer
+from ppl_vae.infer.trainer import FitResult, fit, resolve_device
 from ppl_vae.measure.failure_modes import diagnose
 from ppl_vae.measure.metrics import FINAL_METRICS, TEST_DRAWS, epoch_record, evaluate_test_set
 from ppl_vae.programs import Programs, label_predictor

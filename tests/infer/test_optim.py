@@ -112,7 +112,7 @@ def test_a_programs_train_defaults_choose_its_optimizer_and_options(digits):
     the program as ``train_defaults``."""
     from ppl_vae.models.vae import VAE
 
-    from ppl_vae.infer.trainer import recommended_config
+    from ppl_vae.infer.recommend import recommended_config
 
     class DEFLike(VAE):
         train_defaults = {"optimizer": "adagrad_rmsprop", "lr": 4.5, "momentum": 0.1}

@@ -18,8 +18,9 @@ from ppl_vae.cli import main
 from ppl_vae.data.dataset import VALIDATION_FRACTION, Dataset, validation_split
 from ppl_vae.errors import UserError
 from ppl_vae.infer.config import TrainConfig
+from ppl_vae.infer.recommend import recommended_config
 from ppl_vae.infer.stopping import StopReason
-from ppl_vae.infer.trainer import fit, recommended_config
+from ppl_vae.infer.trainer import fit
 from ppl_vae.measure.metrics import TEST_DRAWS, evaluate
 from ppl_vae.runs import checkpoint
 from ppl_vae.runs.config import RunConfig
@@ -137,7 +138,7 @@ def test_a_batch_size_you_choose_makes_the_recommended_lbfgs_yield_to_adam(tmp_p
     """Their defaults are full-batch L-BFGS; ``--batch-size 64`` (no ``--optimizer``) trains
     them with Adam at Adam's learning rate, without the gradient test, not an error; the
     Python API's ``recommended_config`` does the same."""
-    from ppl_vae.infer.trainer import recommended_config
+    from ppl_vae.infer.recommend import recommended_config
     from ppl_vae.registry import build
 
     out = tmp_path / "run"

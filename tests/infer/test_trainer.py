@@ -261,7 +261,7 @@ def test_every_field_of_the_train_state_survives_a_checkpoint_and_a_restore(tmp_
     from dataclasses import fields
 
     from ppl_vae import data, registry
-    from ppl_vae.infer import trainer
+    from ppl_vae.infer import recommend, trainer
     from ppl_vae.infer.state import TrainState
 
     names = [f.name for f in fields(TrainState)]
@@ -270,7 +270,7 @@ def test_every_field_of_the_train_state_survives_a_checkpoint_and_a_restore(tmp_
         torch.manual_seed(0)
         extra = {"hidden": [16], "latent_dim": 2} if name == "vae" else {"latent_dim": 2}
         model, guide = registry.build(name, x_dim=ds.x_dim, **extra)
-        cfg = trainer.recommended_config(model, guide, progress=False, device="cpu", **settings)
+        cfg = recommend.recommended_config(model, guide, progress=False, device="cpu", **settings)
         keep = Keep()
         trainer.fit(model, guide, ds, cfg, keep)
         loop, result = trainer.start(model, guide, ds, cfg, None, None)  # a fresh fit

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from ppl_vae import data, traces
 from ppl_vae.infer.config import TrainConfig
-from ppl_vae.infer.trainer import fit, recommended
+from ppl_vae.infer.recommend import recommended
+from ppl_vae.infer.trainer import fit
 from ppl_vae.measure.likelihood import evaluation
 from ppl_vae.runs.analyze import write_analysis
 
