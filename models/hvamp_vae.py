@@ -1,6 +1,7 @@
-"""The hierarchical VampPrior VAE (Tomczak & Welling 2018, "HVAE (L=2) + VampPrior", the
-paper's best MLP model): a two-level VAE whose top prior is the guide's mixture at
-:math:`K` learned pseudo-inputs.
+"""The two-level VAE with a VampPrior over its top layer (Tomczak & Welling 2018's best).
+
+"HVAE (L=2) + VampPrior", the paper's best MLP model: a two-level VAE whose top prior is
+the guide's mixture at :math:`K` learned pseudo-inputs.
 
 Generative story (the path of :mod:`ppl_vae.models.blocks.hierarchy`):
 

@@ -1,5 +1,6 @@
-"""The Ladder VAE (Sonderby, Raiko, Maaloe, Sonderby & Winther 2016): top-down inference
-that shares the generative path.
+"""The Ladder VAE (Sonderby et al. 2016): top-down inference sharing the generative path.
+
+Sonderby, Raiko, Maaloe, Sonderby & Winther, "Ladder Variational Autoencoders", NeurIPS 2016.
 
 Generative story (the path of :mod:`ppl_vae.models.blocks.hierarchy`):
 
@@ -48,6 +49,11 @@ from ppl_vae.models.blocks.nets import LocScale, mlp
 from torch import nn
 
 
+def up(sizes: list[int]) -> nn.Module:
+    """A deterministic bottom-up step (``Linear -> ReLU`` per width; none: the identity)."""
+    return nn.Sequential(mlp(sizes), nn.ReLU()) if len(sizes) > 1 else nn.Identity()
+
+
 class LadderVAE(TwoLevel):
     """Bottom-up messages, top-down sampling through the generative ``top_down`` net."""
 
@@ -61,10 +67,10 @@ class LadderVAE(TwoLevel):
         likelihood: str = "bernoulli",
     ):
         super().__init__(x_dim, latent_dim, top_dim, hidden, top_hidden, likelihood)
-        self.up1 = nn.Sequential(mlp([x_dim, *self.hidden]), nn.ReLU())
-        self.up2 = nn.Sequential(mlp([self.hidden[-1], *self.top_hidden]), nn.ReLU())
-        self.message1 = LocScale(nn.Linear(self.hidden[-1], 2 * self.latent_dim))
-        self.message2 = LocScale(nn.Linear(self.top_hidden[-1], 2 * self.top_dim))
+        sizes = [x_dim, *self.hidden]
+        self.up1, self.up2 = up(sizes), up(top := [sizes[-1], *self.top_hidden])
+        self.message1 = LocScale(nn.Linear(sizes[-1], 2 * self.latent_dim))
+        self.message2 = LocScale(nn.Linear(top[-1], 2 * self.top_dim))
 
     def bottom_up(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
         """The messages :math:`(\\hat\\mu_1, \\hat\\sigma_1)`, :math:`(\\hat\\mu_2,

@@ -55,10 +55,58 @@ def mog_vae_case() -> tuple[torch.Tensor, torch.Tensor]:
     return loss, formula
 
 
+def two_level_case(name: str) -> Case:
+    """Two stochastic layers (hvae, ladder-vae, hvamp-vae), written out with the same draws:
+    -[log p(x|z1) + log p(z1|z2) + log p(z2) - log q(z1, z2|x)], the guide's order of draws
+    (hvae: z1 ~ q(z1|x), z2 ~ q(z2|z1); the ladder: z2 ~ q(z2|x), z1 ~ the precision-weighted
+    merge of the bottom-up message with the model's p(z1|z2)); hvamp-vae's p(z2) is the
+    mean of q(z2|u_k) over its pseudo-inputs."""
+
+    def case() -> tuple[torch.Tensor, torch.Tensor]:
+        from ppl_vae import registry
+
+        N = torch.distributions.Normal
+        torch.manual_seed(0)
+        kw = dict(latent_dim=3, top_dim=2, hidden=(8,), top_hidden=(6,))
+        m = registry.build(name, x_dim=12, **kw)[0].__self__
+        x = torch.rand(5, 12).bernoulli()
+        loss = programs_loss(m, x)
+        pyro.set_rng_seed(3)
+        if name == "hvae":
+            q1 = N(*m.q_z1(x))
+            z1 = q1.rsample()
+            q2 = N(*m.q_z2(z1))
+            z2 = q2.rsample()
+        else:
+            (l1, s1), (l2, s2) = m.bottom_up(x)
+            q2 = N(l2, s2)
+            z2 = q2.rsample()
+            lp, sp = m.top_down(z2)
+            prec = s1**-2 + sp**-2
+            q1 = N((l1 * s1**-2 + lp * sp**-2) / prec, prec**-0.5)
+            z1 = q1.rsample()
+        if name == "hvamp-vae":
+            loc, scale = m.bottom_up(m.pseudo_inputs)[1]
+            comp = N(loc, scale).log_prob(z2[:, None, :]).sum(-1)
+            log_p2 = comp.logsumexp(-1) - torch.log(torch.tensor(float(len(loc))))
+        else:
+            log_p2 = N(0.0, 1.0).log_prob(z2).sum(-1)
+        log_p1 = N(*m.top_down(z2)).log_prob(z1).sum(-1)
+        logits = m.decoder(z1)
+        log_px = torch.distributions.Bernoulli(logits=logits).log_prob(x).sum(-1)
+        log_q = q1.log_prob(z1).sum(-1) + q2.log_prob(z2).sum(-1)
+        return loss, -(log_px + log_p1 + log_p2 - log_q).sum()
+
+    return case
+
+
 #: model name -> its case. One entry per model of the suite.
 CASES: dict[str, Case] = {
     "vae": vae_case,
     "mog-vae": mog_vae_case,
+    "hvae": two_level_case("hvae"),
+    "ladder-vae": two_level_case("ladder-vae"),
+    "hvamp-vae": two_level_case("hvamp-vae"),
 }
 
 
