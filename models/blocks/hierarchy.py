@@ -61,6 +61,9 @@ class TwoLevel(Autoencoder):
     """The generative path :math:`p(z_2) p(z_1|z_2) p(x|z_1)`: ``hidden`` for the nets
     between :math:`x` and :math:`z_1`, ``top_hidden`` between :math:`z_1` and :math:`z_2`."""
 
+    #: mnist-5k: batches of 100, a linear KL warm-up over 400 steps (the papers warm up too).
+    train_defaults = {"batch_size": 100, "beta_schedule": "linear", "warmup_steps": 400}
+
     def __init__(
         self,
         x_dim: int,
