@@ -59,8 +59,8 @@ def two_level_case(name: str) -> Case:
     """Two stochastic layers (hvae, ladder-vae, hvamp-vae), written out with the same draws:
     -[log p(x|z1) + log p(z1|z2) + log p(z2) - log q(z1, z2|x)], the guide's order of draws
     (hvae: z1 ~ q(z1|x), z2 ~ q(z2|z1); the ladder: z2 ~ q(z2|x), z1 ~ the precision-weighted
-    merge of the bottom-up message with the model's p(z1|z2)); hvamp-vae's p(z2) is the
-    mean of q(z2|u_k) over its pseudo-inputs."""
+    merge of the bottom-up message with the model's p(z1|z2); hvamp-vae: z2 ~ q(z2|x),
+    z1 ~ q(z1|x, z2), and p(z2) the mean of q(z2|u_k) over its pseudo-inputs)."""
 
     def case() -> tuple[torch.Tensor, torch.Tensor]:
         from ppl_vae import registry
@@ -77,6 +77,11 @@ def two_level_case(name: str) -> Case:
             z1 = q1.rsample()
             q2 = N(*m.q_z2(z1))
             z2 = q2.rsample()
+        elif name == "hvamp-vae":
+            q2 = N(*m.q_z2(x))
+            z2 = q2.rsample()
+            q1 = N(*m.q_z1(torch.cat([x, z2], -1)))
+            z1 = q1.rsample()
         else:
             (l1, s1), (l2, s2) = m.bottom_up(x)
             q2 = N(l2, s2)
@@ -86,7 +91,7 @@ def two_level_case(name: str) -> Case:
             q1 = N((l1 * s1**-2 + lp * sp**-2) / prec, prec**-0.5)
             z1 = q1.rsample()
         if name == "hvamp-vae":
-            loc, scale = m.bottom_up(m.pseudo_inputs)[1]
+            loc, scale = m.q_z2(m.pseudo_inputs)
             comp = N(loc, scale).log_prob(z2[:, None, :]).sum(-1)
             log_p2 = comp.logsumexp(-1) - torch.log(torch.tensor(float(len(loc))))
         else:
