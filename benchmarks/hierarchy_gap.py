@@ -95,6 +95,7 @@ def row(name: str, run, ll: torch.Tensor, base: torch.Tensor, seconds: float) ->
         "paired_se": paired,
         "test_elbo": run.metrics["test_elbo"],
         "rate": run.metrics.get("rate"),
+        "test_elbo_by_epoch": [h.get("test_elbo") for h in run.metrics["history"]],
         "train_seconds": run.metrics["seconds"],
         "eval_seconds": seconds,
     }
