@@ -1,5 +1,7 @@
-"""The spatially invariant VAE (Bepler et al. 2019, "Explicitly disentangling image content
-from translation and rotation"; pyroVED's ``iVAE``): rotation and translation as latents.
+"""The spatially invariant VAE (Bepler et al. 2019): rotation and translation as latents.
+
+Bepler, Zhong, Kelley, Brignole & Berger, "Explicitly disentangling image content from
+translation and rotation with spatial-VAE" (NeurIPS 2019); pyroVED's ``iVAE``.
 
 Generative story, for each image :math:`n` on the pixel grid :math:`c \\in [-1, 1]^2`:
 

@@ -1,11 +1,11 @@
-"""The VQ-VAE (van den Oord, Vinyals & Kavukcuoglu 2017, "Neural discrete representation
-learning") as a Pyro program: a deterministic, quantised guide and a post-hoc code prior.
+"""The VQ-VAE (van den Oord et al. 2017): a quantised point-mass guide, a post-hoc code prior.
 
-The encoder gives :math:`z_e(x) \\in \\mathbb{R}^{P \\times D}` (``latent_dim`` positions of
-``code_dim`` values); each position is replaced by its nearest of ``codebook_size``
-learned vectors, :math:`z_q = e_{k(x)}` (:mod:`~ppl_vae.models.blocks.codebook`), the guide
-is the point mass :math:`\\delta(z - z_q)` with the straight-through gradient, and the model
-scores :math:`x \\sim p_\\theta(x \\mid z_q)` (Bernoulli logits by default). The loss,
+van den Oord, Vinyals & Kavukcuoglu, "Neural discrete representation learning" (2017). The
+encoder gives :math:`z_e(x) \\in \\mathbb{R}^{P \\times D}` (``latent_dim`` positions of
+``code_dim`` values), each position replaced by its nearest of ``codebook_size`` vectors,
+:math:`z_q = e_{k(x)}` (:mod:`~ppl_vae.models.blocks.codebook`); the guide is the point mass
+:math:`\\delta(z - z_q)` with the straight-through gradient, the model scores
+:math:`x \\sim p_\\theta(x \\mid z_q)` (Bernoulli logits by default). The loss,
 
 .. math::
 
@@ -28,9 +28,8 @@ Compare it on ``test_recon_mse`` and samples, as the deterministic autoencoders.
 Example::
 
     >>> m = VQVAE(x_dim=64, latent_dim=3, code_dim=2, codebook_size=5, hidden=(16,))
-    >>> x = torch.rand(4, 64)
-    >>> m.indices(x).shape, m.encode(x).shape, m.generate(2).shape
-    (torch.Size([4, 3]), torch.Size([4, 6]), torch.Size([2, 64]))
+    >>> m.indices(torch.rand(4, 64)).shape, m.encode(torch.rand(4, 64)).shape
+    (torch.Size([4, 3]), torch.Size([4, 6]))
 """
 
 from __future__ import annotations
