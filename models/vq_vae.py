@@ -52,6 +52,7 @@ class VQVAE(Autoencoder):
     of ``codebook_size`` vectors, the mirrored decoder; ``beta`` weighs the commitment."""
 
     has_prior = False
+    train_defaults = dict(lr=3e-3)  # at 1e-3 the codebook trails the encoder and the loss spikes
 
     def __init__(
         self,
@@ -67,18 +68,17 @@ class VQVAE(Autoencoder):
     ):
         super().__init__(x_dim, int(latent_dim) * int(code_dim))
         hidden = parse_hidden(hidden)
-        self.positions, self.code_dim = int(latent_dim), int(code_dim)
+        self.positions, self.code_dim, k = int(latent_dim), int(code_dim), int(codebook_size)
         self.beta = check_positive("beta", beta)
         self.lik = likelihoods.make(likelihood)
         self.encoder = make_encoder(net, x_dim, self.latent_dim, hidden, image_shape)
         out = self.lik.out_features(x_dim)
         self.decoder = make_decoder(net, self.latent_dim, out, hidden, image_shape)
-        k = int(codebook_size)
         self.codebook = nn.Parameter(torch.empty(k, self.code_dim).uniform_(-1 / k, 1 / k))
         self.register_buffer("code_probs", torch.full((self.positions, k), 1.0 / k))
 
     def prior(self) -> dist.TorchDistribution:
-        return vq.CodePrior(self.code_probs, self.codebook)
+        return vq.CodePrior(self.code_probs, self.codebook)  # uniform until refitted
 
     def likelihood(self, z: torch.Tensor) -> dist.TorchDistribution:
         return self.lik.distribution(self.decoder(z))

@@ -110,9 +110,9 @@ def load(
     elif source == "mnist-5k":
         ds = load_mnist_5k()
     elif source in ROTATED_SOURCES:  # each image turned by a random angle, kept
-        from ppl_vae.data import rotated
+        from ppl_vae.data.rotated import rotated
 
-        ds = rotated.load(source)
+        ds = rotated(load_digits() if source == "digits-rotated" else load_mnist_5k())
     elif source in _TORCHVISION:
         ds = load_torchvision(source, data_root, download)
     elif source == "synthetic":

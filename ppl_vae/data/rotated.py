@@ -19,6 +19,7 @@ the same images.
 
 Example::
 
+    >>> from ppl_vae.data import load
     >>> ds = load("digits-rotated")
     >>> ds.x_train.shape, ds.angle_train.shape, bool(ds.angle_test.abs().max() <= MAX_ANGLE)
     (torch.Size([1437, 64]), torch.Size([1437]), True)
@@ -76,11 +77,3 @@ def rotated(ds: Dataset, seed: int = SEED) -> RotatedDataset:
         image_shape=ds.image_shape,
         **parts,
     )
-
-
-def load(source: str) -> RotatedDataset:
-    """``digits-rotated`` or ``mnist-5k-rotated``: the source's fixed split, rotated."""
-    from ppl_vae.data.loaders import load_digits, load_mnist_5k
-
-    base = load_digits() if source == "digits-rotated" else load_mnist_5k()
-    return rotated(base)
