@@ -18,7 +18,7 @@ second process per run only adds its imports.
 
 Example::
 
-    >>> w = FigureWorker.start()
+    >>> w = FigureWorker.launch()  # start(), without looking at PPL_VAE_FIGURE_WORKER
     >>> w.draw([{"epoch": 1, "test_elbo": -1.0}], None, None, None)
     >>> png = w.result()["training_curves.png"]
     >>> png[:4] == b"\\x89PNG"
@@ -52,8 +52,12 @@ class FigureWorker:
 
     @classmethod
     def start(cls) -> FigureWorker:
-        if os.environ.get(ENV) == "0":
-            return cls(None)
+        """A worker, or none where ``PPL_VAE_FIGURE_WORKER=0``."""
+        return cls(None) if os.environ.get(ENV) == "0" else cls.launch()
+
+    @classmethod
+    def launch(cls) -> FigureWorker:
+        """A worker process (none where it cannot start)."""
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-c", CODE],
