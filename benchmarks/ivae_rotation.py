@@ -11,6 +11,21 @@ angle from the test codes (posterior means), fitted on the training codes:
   sign is the model's choice; near +-1 means the latent is the angle).
 
     python benchmarks/ivae_rotation.py --data mnist-5k-rotated --epochs 10 --json
+
+Measured 2026-12-08 on this workspace's shared 2-core CPU (one torch thread, seed 0, latent
+2, 10 epochs, defaults: batch 32, Adam 1e-3; grey levels):
+
+| | vae | ivae |
+|---|---|---|
+| R^2 of the true angle from the content codes (test) | 0.466 | -0.004 |
+| R^2 from all codes (ivae: angle, shift, content) | 0.466 | 0.530 |
+| correlation of the angle latent with the true angle | | 0.704 |
+| test ELBO (nats) | -185.4 | -188.3 |
+
+The content latents of the ivae carry no linear information about the angle; its angle latent
+carries it (|r| = 0.70; the rest of the angle's variance is in a shift the decoder also
+explains, and near-symmetric digits such as 0 and 1 hide their angle). The ivae's epoch
+costs about 15x the vae's (every pixel runs the decoder MLP).
 """
 
 from __future__ import annotations

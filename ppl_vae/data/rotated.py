@@ -43,7 +43,9 @@ SEED = 0
 
 @dataclass(frozen=True)
 class RotatedDataset(Dataset):
-    """A :class:`~ppl_vae.data.dataset.Dataset` that keeps each image's angle (radians)."""
+    """A :class:`~ppl_vae.data.dataset.Dataset` that keeps each image's angle (radians), for
+    analysis: the angles follow the splits as loaded (not a validation split cut from them),
+    stay on the CPU and are never given to the programs."""
 
     angle_train: torch.Tensor | None = None
     angle_test: torch.Tensor | None = None
