@@ -23,9 +23,8 @@ Measured 2026-12-08 on this workspace's shared 2-core CPU (one torch thread, see
 | test ELBO (nats) | -185.4 | -188.3 |
 
 The content latents of the ivae carry no linear information about the angle; its angle latent
-carries it (|r| = 0.70; the rest of the angle's variance is in a shift the decoder also
-explains, and near-symmetric digits such as 0 and 1 hide their angle). The ivae's epoch
-costs about 15x the vae's (every pixel runs the decoder MLP).
+carries most of what its codes hold (r^2 = 0.50 of the 0.53 all its codes give). The ivae's
+epoch costs about 15x the vae's (every pixel runs the decoder MLP).
 """
 
 from __future__ import annotations
@@ -36,12 +35,12 @@ import time
 
 import numpy as np
 import torch
+from ppl_vae.models.ivae import IVAE
+from ppl_vae.models.vae import VAE
 from sklearn.linear_model import LinearRegression
 
 from ppl_vae import data
 from ppl_vae.infer import TrainConfig, fit
-from ppl_vae.models.ivae import IVAE
-from ppl_vae.models.vae import VAE
 
 
 def r2(train_codes: np.ndarray, train_y: np.ndarray, codes: np.ndarray, y: np.ndarray) -> float:
