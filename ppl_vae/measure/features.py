@@ -8,7 +8,7 @@ labels: digit classes, clothing types) and checked on its TEST split: an MLP
 :math:`D \to 256 \to 64 \to C` with ReLUs, the features being the 64 post-ReLU
 activations before the last layer. Its training is deterministic given the data (weights
 and minibatch order drawn from their own generators with :data:`SEED`, Adam for
-:data:`EPOCHS` epochs), takes a few seconds on mnist-5k on two cores (~94% test accuracy),
+:data:`EPOCHS` epochs), takes a few seconds on mnist-5k on two cores (about 94% test accuracy),
 and is done once per data set: :mod:`ppl_vae.runs.features` caches the weights (safetensors
 + JSON, keyed by :func:`fingerprint`). Numbers computed in two feature spaces (another
 data set, another :data:`CODE_VERSION`) do not compare.
@@ -30,7 +30,7 @@ from torch import nn
 #: another version are retrained, never reused.
 CODE_VERSION = 1
 HIDDEN, FEATURES = 256, 64
-EPOCHS, BATCH, LR, SEED = 30, 64, 1e-3, 0
+EPOCHS, BATCH, LR, SEED = 20, 128, 2e-3, 0
 
 
 class FeatureNet(nn.Module):
@@ -67,6 +67,17 @@ def fingerprint(name: str, arrays: list[torch.Tensor]) -> str:
 
 
 @torch.no_grad()
+def _adam(params: list, grads: tuple, moments: list, step: int) -> None:
+    """One Adam step (Kingma & Ba 2015; betas 0.9, 0.999, eps 1e-8), written out: any
+    ``torch.optim`` optimiser imports ``torch._dynamo`` on first use (~1.6 s of CPU)."""
+    for p, g, (m, v) in zip(params, grads, moments, strict=True):
+        m.mul_(0.9).add_(g, alpha=0.1)
+        v.mul_(0.999).addcmul_(g, g, value=0.001)
+        denom = (v / (1 - 0.999**step)).sqrt_().add_(1e-8)
+        p.addcdiv_(m, denom, value=-LR / (1 - 0.9**step))
+
+
+@torch.no_grad()
 def accuracy(net: FeatureNet, x: torch.Tensor, y: torch.Tensor) -> float:
     net.eval()
     hits = sum(
@@ -84,7 +95,7 @@ def train_classifier(
     epochs: int = EPOCHS,
     seed: int = SEED,
 ) -> tuple[FeatureNet, float]:
-    """Train :class:`FeatureNet` on the train split (cross-entropy, Adam, batch
+    """Train :class:`FeatureNet` on the train split (cross-entropy, Adam written out, batch
     :data:`BATCH`), deterministically given the data; returns it (on the CPU, in eval
     mode) and its accuracy on the test split. The global random state is untouched."""
     x_train, y_train = x_train.detach().cpu().float(), y_train.cpu().long()
@@ -93,16 +104,18 @@ def train_classifier(
         torch.manual_seed(seed)
         net = FeatureNet(x_train.shape[1], classes)
     order = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=LR)
+    params = list(net.parameters())
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
     net.train()
+    step = 0
     for _ in range(epochs):
         perm = torch.randperm(x_train.shape[0], generator=order)
         for start in range(0, x_train.shape[0], BATCH):
             idx = perm[start : start + BATCH]
             loss = nn.functional.cross_entropy(net(x_train[idx]), y_train[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            grads = torch.autograd.grad(loss, params)
+            step += 1
+            _adam(params, grads, moments, step)
     return net.eval(), accuracy(net, x_test.detach().cpu().float(), y_test.cpu().long())
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
@@ -68,8 +69,8 @@ def _load(folder: Path, stem: str, expected: dict[str, Any]) -> tuple[Any, dict]
             return None
         net = features.FeatureNet(expected["x_dim"], expected["classes"])
         net.load_state_dict(safetensors_load(data), strict=True)
-    except (UserError, RuntimeError, ValueError, KeyError, TypeError, OSError):
-        return None  # RuntimeError/ValueError: safetensors bytes that do not parse or fit
+    except (UserError, SafetensorError, RuntimeError, ValueError, KeyError, TypeError, OSError):
+        return None  # SafetensorError: bytes that do not parse; RuntimeError: do not fit
     return net.eval(), record
 
 

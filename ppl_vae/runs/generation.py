@@ -48,10 +48,17 @@ class Reference:
 
 
 def reference(cfg: RunConfig, split: str = "test") -> Reference | str:
-    """The :class:`Reference` of the run's data set, or a note saying why there is none."""
+    """The :class:`Reference` of a run's data set (as its source gives it, without the
+    run's binarisation), or a note saying why there is none."""
     ds = data.load(
         cfg.data, cfg.data_root, False, "none", cfg.train.seed, image_shape=cfg.image_shape
     )
+    return reference_of(ds, split)
+
+
+def reference_of(ds: data.Dataset, split: str = "test") -> Reference | str:
+    """The :class:`Reference` of a labelled data set: its classifier (cached), the features
+    of its ``split`` and the floor against the other split; a note when it has no labels."""
     y_train, y_test = feats.class_labels(ds.labels_train), feats.class_labels(ds.labels_test)
     if y_train is None or y_test is None:
         return (
@@ -65,6 +72,21 @@ def reference(cfg: RunConfig, split: str = "test") -> Reference | str:
     pick = torch.randperm(other.shape[0], generator=torch.Generator().manual_seed(0))[:n]
     floor = gen.fd_with_se(real[:n], other[pick])
     return Reference(net, record, real, floor, split)
+
+
+def quality(pair: Programs, ds: data.Dataset, seed: int = 0) -> dict[str, Any]:
+    """The generation record of a trained pair (``fit(...).pair``) against the test split
+    of ``ds``, from Python::
+
+        result = fit(vae.model, vae.guide, ds, TrainConfig(epochs=5))
+        quality(result.pair, ds)["fd"]
+    """
+    was = pair.training
+    pair.eval()
+    try:
+        return generation_record(pair, reference_of(ds), ds.x_test, ds.y_test, seed)
+    finally:
+        pair.train(was)
 
 
 def samples(pair: Programs, x_like: torch.Tensor, y_like: Any, n: int, seed: int) -> torch.Tensor:
