@@ -41,6 +41,19 @@ def private_config_home(tmp_path_factory):
         os.environ["XDG_CONFIG_HOME"] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory):
+    """Nor the user's cache: the feature classifiers of ``--generation`` are trained into a
+    private ``PPL_VAE_CACHE_DIR`` (once per session and data set)."""
+    old = os.environ.get("PPL_VAE_CACHE_DIR")
+    os.environ["PPL_VAE_CACHE_DIR"] = str(tmp_path_factory.mktemp("ppl-vae-cache"))
+    yield
+    if old is None:
+        os.environ.pop("PPL_VAE_CACHE_DIR", None)
+    else:
+        os.environ["PPL_VAE_CACHE_DIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def clean_pyro():
     """Every test starts with an empty param store and a fixed seed."""

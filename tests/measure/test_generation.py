@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import pickle
 
 import numpy as np
@@ -247,17 +246,11 @@ def test_data_without_labels_gets_a_note_and_no_numbers():
 # -- from the command line ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def feature_cache(tmp_path_factory):
-    """One cache folder for the module's CLI cases: digits' classifier trained once."""
-    folder = tmp_path_factory.mktemp("feature-cache")
-    old = os.environ.get(cache.CACHE_ENV)
-    os.environ[cache.CACHE_ENV] = str(folder)
-    yield folder
-    if old is None:
-        os.environ.pop(cache.CACHE_ENV, None)
-    else:
-        os.environ[cache.CACHE_ENV] = old
+@pytest.fixture
+def feature_cache():
+    """The session's private cache folder (tests/conftest.py): digits' classifier is
+    trained once for every command-line case."""
+    return cache.cache_dir()
 
 
 KEYS = ("fd", "fd_stderr", "precision", "precision_stderr", "recall", "recall_stderr")
@@ -296,6 +289,7 @@ def test_evaluate_generation_writes_the_measures_into_evaluation_json(
     assert info["classifier"]["data"] == "digits" and info["classifier"]["test_accuracy"] > 0.9
     assert 0 < info["fd_floor"] < record["fd"]  # a 3-epoch VAE is not as good as the data
     assert "FD of the data itself (floor)" in capsys.readouterr().out
+    assert "Fréchet distance" in (run_copy / "report.html").read_text()  # a headline card
 
 
 def test_from_python_a_fitted_pair_and_its_data_set(feature_cache, digits):
