@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ppl_vae import data, traces
-from ppl_vae.errors import UserError
+from ppl_vae.errors import UserError, first_line
 from ppl_vae.measure import features as feats
 from ppl_vae.measure import generation as gen
 from ppl_vae.programs import Programs
@@ -124,7 +124,8 @@ def generation_record(
     try:
         fake_x = samples(pair, x_like, y_like, n, seed)
     except (UserError, NotImplementedError, ValueError, RuntimeError) as exc:
-        return {**empty, "generation_note": f"no generation quality: cannot sample ({exc})"}
+        note = f"no generation quality: cannot sample ({first_line(exc)})"
+        return {**empty, "generation_note": note}
     if fake_x.shape[1] != ref.net.x_dim or not bool(torch.isfinite(fake_x).all()):
         note = "no generation quality: the samples are not finite rows shaped like x"
         return {**empty, "generation_note": note}
