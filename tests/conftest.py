@@ -60,8 +60,8 @@ def figures_in_process():
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache_dir(tmp_path_factory):
-    """Nor the user's cache folder: the feature classifiers of ``--generation`` go to a
-    private ``PPL_VAE_CACHE_DIR`` (trained once per session and data set)."""
+    """The suite never writes the user's cache folder either: the feature classifiers of
+    ``--generation`` go to a private ``PPL_VAE_CACHE_DIR`` (once per session and data set)."""
     old = os.environ.get("PPL_VAE_CACHE_DIR")
     os.environ["PPL_VAE_CACHE_DIR"] = str(tmp_path_factory.mktemp("ppl-vae-cache"))
     yield
