@@ -6,8 +6,9 @@ and ``compare --generation``.
 The samples are the model's generation, :func:`ppl_vae.traces.generate` (the decoder mean
 at :math:`z \\sim p(z)`), as many as the split has rows. A program whose prior term is
 masked (``ae``, ``pca``) still states its p(z); its samples decode draws of it, which is
-what pythae's ``NormalSampler`` does for an AE, and the record says the prior was not
-trained. The real set is the split of the data set as its source gives it, without the
+what pythae's ``NormalSampler`` does for an AE, and the record says the ELBO does not score
+it (``prior_scored``: the codes follow it only where the objective makes them, as WAE's
+MMD does). The real set is the split of the data set as its source gives it, without the
 run's binarisation: a decoder mean is the pixel probability whose Bernoulli draws a
 binarised run was trained on, and one classifier serves every run of a data set.
 ``fd_floor`` is the distance between the real split and as many rows of the other split:
@@ -140,12 +141,13 @@ def generation_record(
         "standard_error": f"split-half, {gen.SPLITS} random halvings",
         "fd_floor": ref.floor[0],
         "fd_floor_stderr": ref.floor[1],
-        "prior_trained": bool(pair.has_prior),
+        "prior_scored": bool(pair.has_prior),
         "classifier": {k: ref.classifier.get(k) for k in keep},
     }
     if not pair.has_prior:
         out["generation_note"] = (
-            "the prior term is masked in training: samples decode draws of the program's "
-            "untrained p(z)"
+            "no log p(z) in the ELBO (the prior site is masked): samples decode draws "
+            "of the program's p(z), which the codes follow only where the objective pulls "
+            "them there (--objective wae)"
         )
     return out

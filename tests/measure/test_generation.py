@@ -271,7 +271,7 @@ def test_compare_shows_generation_beside_the_log_likelihood(feature_cache, tmp_p
         assert all(row[k] != "" for k in KEYS)
         assert 0 <= float(row["precision"]) <= 1 and float(row["fd"]) > 0
     md = (out / "comparison.md").read_text()
-    assert "the floor:" in md and "ae: the prior term is masked" in md
+    assert "the floor:" in md and "ae: no log p(z) in the ELBO" in md
     assert list(feature_cache.glob("features-*.safetensors"))
 
 
