@@ -11,14 +11,18 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from ppl_vae.models.vae import VAE
 
 from ppl_vae.cli import main
+from ppl_vae.errors import UserError
 from ppl_vae.infer.ciwae import CIWAE_ELBO
 from ppl_vae.infer.config import TrainConfig
+from ppl_vae.infer.dip import from_config as dip_from_config
 from ppl_vae.infer.elbo import Trace_ELBO
 from ppl_vae.infer.iwae import IWAE_ELBO
 from ppl_vae.infer.miwae import MIWAE_ELBO
@@ -114,6 +118,7 @@ def test_ciwae_lies_between_the_elbo_and_iwae_on_every_draw(vae_and_x):
         ("ciwae", ["--num-particles", "3", "--ciwae-beta", "0.25"], {"ciwae_beta": 0.25}),
         ("wae", ["--mmd-kernel", "rbf", "--mmd-lambda", "5"], {"mmd_kernel": "rbf"}),
         ("infovae", ["--info-alpha", "0.5", "--mmd-lambda", "5"], {"info_alpha": 0.5}),
+        ("dip", ["--dip-type", "ii", "--dip-lambda-od", "2"], {"dip_type": "ii"}),
     ],
 )
 def test_objective_trains_from_the_cli(objective, flags, recorded, tmp_path):
@@ -206,3 +211,104 @@ def test_mmd_objective_matches_its_formula(name, vae_and_x):
     expected = expected + len(x) * mmd_weight * mmd(z, prior_draws, kind)
     torch.testing.assert_close(loss, expected)
     assert loss.requires_grad
+
+
+# -- DIP-VAE (Kumar et al. 2018): the covariance of the aggregate posterior --------------
+def dl_covariance_z_mean(z_mean: np.ndarray) -> np.ndarray:
+    """disentanglement_lib's ``compute_covariance_z_mean`` (methods/unsupervised/vae.py),
+    written out in NumPy: E[mu mu^T] - E[mu] E[mu]^T."""
+    e_mm = np.mean(z_mean[:, :, None] * z_mean[:, None, :], axis=0)
+    e_m = np.mean(z_mean, axis=0)
+    return e_mm - e_m[:, None] * e_m[None, :]
+
+
+def dl_regularize_diag_off_diag_dip(cov: np.ndarray, lambda_od: float, lambda_d: float):
+    """disentanglement_lib's ``regularize_diag_off_diag_dip``, in NumPy."""
+    diag = np.diag(cov)
+    off = cov - np.diag(diag)
+    return lambda_od * np.sum(off**2) + lambda_d * np.sum((diag - 1) ** 2)
+
+
+def two_site_pair(x_dim: int = 64):
+    """A hand-written Pyro pair (not the suite's VAE): two Normal latent sites, one a
+    ``.to_event(1)`` vector, one a scalar per example, and its encoder."""
+    enc = torch.nn.Linear(x_dim, 6)
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            a = pyro.sample("a", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            b = pyro.sample("b", dist.Normal(0.0, 1.0))
+            logits = torch.cat([a, b.unsqueeze(-1)], -1).sum(-1, keepdim=True).expand(x.shape)
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+    def guide(x):
+        h = enc(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("a", dist.Normal(h[:, :2], h[:, 2:4].exp()).to_event(1))
+            pyro.sample("b", dist.Normal(h[:, 4], h[:, 5].exp()))
+
+    def mean_and_scale(x):
+        h = enc(x)
+        return torch.cat([h[:, :2], h[:, 4:5]], -1), torch.cat([h[:, 2:4], h[:, 5:6]], -1).exp()
+
+    return model, guide, mean_and_scale
+
+
+#: name -> (TrainConfig settings, lambda_od, lambda_d)
+DIP_CASES = {
+    "i defaults": (dict(objective="dip"), 10.0, 100.0),
+    "ii defaults": (dict(objective="dip", dip_type="ii"), 10.0, 10.0),
+    "ii lambda_od=3 lambda_d=7": (
+        dict(objective="dip", dip_type="ii", dip_lambda_od=3.0, dip_lambda_d=7.0),
+        3.0,
+        7.0,
+    ),
+}
+
+
+@pytest.mark.parametrize("program", ["vae", "hand-written two sites"])
+@pytest.mark.parametrize("name", list(DIP_CASES))
+def test_dip_objective_matches_disentanglement_lib(name, program, vae_and_x):
+    """-ELBO (the same draw) + n R(C), R and C as disentanglement_lib computes them; C's
+    estimate also against NumPy's own (biased) covariance."""
+    settings, lambda_od, lambda_d = DIP_CASES[name]
+    vae, x = vae_and_x
+    if program == "vae":
+        model, guide = vae.model, vae.guide
+
+        def mean_and_scale(x):
+            q = vae.posterior(x).base_dist
+            return q.loc, q.scale
+    else:
+        model, guide, mean_and_scale = two_site_pair()
+    config = TrainConfig(**settings).validate()
+    pyro.set_rng_seed(3)
+    loss = dip_from_config(config).differentiable_loss(model, guide, x)
+    pyro.set_rng_seed(3)
+    elbo = Trace_ELBO().differentiable_loss(model, guide, x)
+    mu, sigma = (t.detach().double().numpy() for t in mean_and_scale(x))
+    cov = dl_covariance_z_mean(mu)
+    np.testing.assert_allclose(cov, np.cov(mu.T, bias=True), atol=1e-12)
+    if config.dip_type == "ii":  # E[diag sigma^2] + Cov[mu]
+        cov = np.mean(np.stack([np.diag(s**2) for s in sigma]), axis=0) + cov
+    expected = float(elbo.detach()) + len(x) * dl_regularize_diag_off_diag_dip(
+        cov, lambda_od, lambda_d
+    )
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert loss.requires_grad
+
+
+def test_dip_refuses_a_guide_that_is_not_normal(vae_and_x):
+    _, x = vae_and_x
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Laplace(torch.zeros(2), 1.0).to_event(1))
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Laplace(torch.zeros(2), 1.0).to_event(1))
+
+    elbo = dip_from_config(TrainConfig(objective="dip").validate())
+    with pytest.raises(UserError, match="site 'z' is Independent"):
+        elbo.differentiable_loss(model, guide, x)
