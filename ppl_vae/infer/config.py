@@ -182,6 +182,12 @@ class TrainConfig:
         partial(validate.nonnegative, "factor_gamma"),
         "factorvae: the weight gamma of the total-correlation estimate",
     )
+    factor_hidden: list[int] = option(
+        (),
+        validate.hidden_widths,
+        "factorvae: the discriminator's hidden widths (the paper's: 6 layers of 1000)",
+        factory=lambda: [1000] * 6,
+    )
     eval_batch_size: int = option(
         1000, partial(validate.batch_size, name="eval_batch_size"), cli=None
     )
