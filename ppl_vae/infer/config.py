@@ -48,11 +48,12 @@ OBJECTIVES = {
     "infovae": "ppl_vae.infer.mmd:infovae_from_config",  # InfoVAE-MMD, Zhao et al. 2019
     "dip": "ppl_vae.infer.dip:from_config",  # DIP-VAE i/ii, Kumar et al. 2018
     "factorvae": "ppl_vae.infer.factorvae:from_config",  # FactorVAE, Kim & Mnih 2018
+    "aae": "ppl_vae.infer.aae:from_config",  # adversarial AE, Makhzani et al. 2015
 }
 #: ``--dip-type`` names (:mod:`ppl_vae.infer.dip`).
 DIP_TYPES = ("i", "ii")
 #: Objectives that estimate a statistic of the batch from one draw per example.
-BATCH_STATISTIC = ("tcvae", "wae", "infovae", "dip", "factorvae")
+BATCH_STATISTIC = ("tcvae", "wae", "infovae", "dip", "factorvae", "aae")
 #: ``--mmd-kernel`` names (:mod:`ppl_vae.infer.mmd`).
 MMD_KERNELS = ("imq", "rbf")
 #: Objectives that bound log p(x) with importance weights: a beta would act inside them.
@@ -126,8 +127,10 @@ class TrainConfig:
         "batch's codes to the prior) or infovae (InfoVAE: (1 - --info-alpha) x KL + "
         "(alpha + lambda - 1) x MMD), dip (DIP-VAE: the ELBO + a penalty pushing the "
         "batch's covariance of the guide's means (--dip-type i; ii adds the mean variance) "
-        "towards I) or factorvae (FactorVAE: the ELBO - --factor-gamma x a discriminator's "
-        "estimate of the total correlation; the discriminator trains beside the pair)",
+        "towards I), factorvae (FactorVAE: the ELBO - --factor-gamma x a discriminator's "
+        "estimate of the total correlation; the discriminator trains beside the pair) or aae "
+        "(adversarial autoencoder: the reconstruction + --aae-lambda x an adversarial loss "
+        "moving the codes towards the prior; no KL)",
     )
     gamma: float = option(100.0, partial(validate.real, "gamma"), "capacity objective weight")
     #: nats per example, reached after capacity_steps
@@ -182,11 +185,20 @@ class TrainConfig:
         partial(validate.nonnegative, "factor_gamma"),
         "factorvae: the weight gamma of the total-correlation estimate",
     )
-    factor_hidden: list[int] = option(
-        (),
+    #: FactorVAE and the adversarial autoencoder: the discriminator's hidden widths (None: the
+    #: papers', 6 x 1000 for factorvae, 2 x 1000 for aae).
+    discriminator_hidden: list[int] | None = option(
+        None,
         validate.hidden_widths,
-        "factorvae: the discriminator's hidden widths (the paper's: 6 layers of 1000)",
-        factory=lambda: [1000] * 6,
+        "factorvae, aae: the discriminator's hidden widths (default: the paper's, 6 layers "
+        "of 1000 for factorvae, 2 for aae)",
+    )
+    #: The adversarial autoencoder (Makhzani et al. 2015): the weight of the encoder's
+    #: adversarial loss beside the reconstruction.
+    aae_lambda: float = option(
+        1.0,
+        partial(validate.nonnegative, "aae_lambda"),
+        "aae: the weight of the adversarial loss that moves the codes towards the prior",
     )
     eval_batch_size: int = option(
         1000, partial(validate.batch_size, name="eval_batch_size"), cli=None
@@ -379,9 +391,9 @@ def check_combinations(c: TrainConfig) -> None:
             f"--objective {c.objective} estimates its batch statistic (total "
             "correlation, MMD, covariance) from one draw per example: drop --num-particles"
         )
-    if c.objective in ("wae", "infovae") and betas:
+    if c.objective in ("wae", "infovae", "aae") and betas:
         raise UserError(
-            f"--objective {c.objective} weighs its KL term itself (wae: none; infovae: "
+            f"--objective {c.objective} weighs its KL term itself (wae, aae: none; infovae: "
             "1 - --info-alpha): drop --beta options"
         )
     if c.objective == "infovae" and c.info_alpha + c.mmd_lambda < 1:
@@ -414,7 +426,7 @@ def check_lbfgs(config: TrainConfig) -> None:
     the batch is the whole training set is checked where its size is known
     (:func:`ppl_vae.infer.optim.check_optimizer`)."""
     fixed = "--optimizer lbfgs needs an objective that stays the same at every step"
-    if config.objective in ("capacity", "tcvae", "factorvae"):
+    if config.objective in ("capacity", "tcvae", "factorvae", "aae"):
         raise UserError(f"{fixed}; --objective {config.objective} changes every step: use adam")
     if config.beta_schedule != "constant":
         raise UserError(f"{fixed}; drop --beta-schedule {config.beta_schedule} or use adam")

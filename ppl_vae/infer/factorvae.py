@@ -98,18 +98,22 @@ def codes(guide_trace) -> torch.Tensor:
     return torch.cat(parts, -1)
 
 
-class FactorELBO(StepwiseELBO, Trace_ELBO):
-    """:math:`-\\mathrm{ELBO} + \\gamma \\sum_i \\mathrm{logit}\\, D(z_i)` over a batch; owns
-    the discriminator (built on the first trace, when the code's size is known) and its
-    optimizer."""
+class CodeDiscriminatorELBO(StepwiseELBO, Trace_ELBO):
+    """The ELBO plus a regulariser from a discriminator on the guide's codes, which the
+    objective owns (built on the first trace, when the code's size is known) and steps with
+    its own Adam in :meth:`at_step`, on what the last training step kept (``pending``).
+    Subclasses give :meth:`regulariser` and :meth:`discriminator_loss`."""
 
-    def __init__(self, gamma: float, hidden=(1000,) * 6, seed: int = 0, max_plate_nesting=1):
+    #: The epoch record's name of the regulariser's statistic (per example).
+    statistic = "regulariser"
+
+    def __init__(self, hidden: tuple[int, ...], seed: int = 0, max_plate_nesting: int = 1):
         super().__init__(num_particles=1, max_plate_nesting=max_plate_nesting)
-        self.gamma, self.hidden, self.seed = float(gamma), tuple(hidden), int(seed)
+        self.hidden, self.seed = tuple(hidden), int(seed)
         self.net: nn.Sequential | None = None
         self.optimizer: torch.optim.Adam | Adam | None = None
-        self.pending: torch.Tensor | None = None  # the codes of the last training step
-        self.sums: torch.Tensor | None = None  # this epoch's [TC, D loss, examples, steps]
+        self.pending: tuple[torch.Tensor, ...] | None = None  # the last training step's codes
+        self.sums: torch.Tensor | None = None  # this epoch's [statistic, D loss, rows, steps]
 
     def build(self, dim: int, device: torch.device) -> nn.Sequential:
         """The discriminator and its Adam, initialised from ``seed`` alone."""
@@ -122,28 +126,35 @@ class FactorELBO(StepwiseELBO, Trace_ELBO):
         return self.net
 
     def tc_logits(self, z: torch.Tensor) -> torch.Tensor:
-        """:math:`\\log D(z)/(1 - D(z))` per row, the discriminator's weights held fixed."""
+        """The discriminator's logit per row, its weights held fixed (no gradient to them)."""
         net = self.build(z.shape[-1], z.device)
         fixed = {k: v.detach() for k, v in net.named_parameters()}
         return functional_call(net, fixed, (z,)).squeeze(-1)
 
+    def regulariser(self, model_trace, guide_trace, z: torch.Tensor):
+        """``(penalty, statistic, pending)``: the term added to the batch's loss, its
+        statistic summed over the batch, and what the discriminator's next step needs."""
+        raise NotImplementedError
+
+    def discriminator_loss(self, *pending: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     def _differentiable_loss_particle(self, model_trace, guide_trace):
         loss, surrogate = super()._differentiable_loss_particle(model_trace, guide_trace)
         z = codes(guide_trace)
-        logits = self.tc_logits(z)
-        penalty = self.gamma * logits.sum()
+        penalty, statistic, pending = self.regulariser(model_trace, guide_trace, z)
         if torch.is_grad_enabled():  # a training step: its codes train the discriminator
-            self.pending = z.detach()
-            self.sums[0] += logits.detach().sum()
+            self.pending = pending
+            self.sums[0] += statistic
             self.sums[2] += z.shape[0]
         loss = None if loss is None else loss + penalty.detach()
         return loss, surrogate + penalty
 
     def at_step(self, step: int, beta: float) -> float:
-        """One step of the discriminator on the codes the last step kept; beta as given."""
+        """One step of the discriminator on what the last step kept; beta as given."""
         if self.pending is not None and self.net is not None:
             self.optimizer.zero_grad(set_to_none=True)
-            d_loss = discriminator_loss(self.net, self.pending)
+            d_loss = self.discriminator_loss(*self.pending)
             d_loss.backward()
             self.optimizer.step()
             self.sums[1] += d_loss.detach()
@@ -152,13 +163,13 @@ class FactorELBO(StepwiseELBO, Trace_ELBO):
         return beta
 
     def epoch_state(self, step: int) -> dict[str, float]:
-        """The epoch's mean TC estimate per example and the discriminator's mean loss
-        (log 2 = 0.693: it cannot tell the codes from their permutation)."""
+        """The epoch's mean statistic per example and the discriminator's mean loss
+        (log 2 = 0.693: it cannot tell its two kinds of codes apart)."""
         if self.sums is None:
             return {}
-        tc, d_loss, n, steps = self.sums.tolist()
+        stat, d_loss, n, steps = self.sums.tolist()
         self.sums.zero_()
-        return {"tc_estimate": tc / max(n, 1.0), "discriminator_loss": d_loss / max(steps, 1.0)}
+        return {self.statistic: stat / max(n, 1.0), "discriminator_loss": d_loss / max(steps, 1.0)}
 
     def state_dict(self) -> dict[str, Any]:
         """The discriminator's weights and optimizer, the pending codes, the epoch's sums."""
@@ -167,7 +178,7 @@ class FactorELBO(StepwiseELBO, Trace_ELBO):
         state = {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
         state["sums"] = self.sums.clone()
         if self.pending is not None:
-            state["pending"] = self.pending
+            state["pending"] = list(self.pending)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -177,11 +188,27 @@ class FactorELBO(StepwiseELBO, Trace_ELBO):
         net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sums.copy_(state["sums"])
-        self.pending = state.get("pending")
+        self.pending = tuple(state["pending"]) if "pending" in state else None
+
+
+class FactorELBO(CodeDiscriminatorELBO):
+    """:math:`-\\mathrm{ELBO} + \\gamma \\sum_i \\mathrm{logit}\\, D(z_i)` over a batch."""
+
+    statistic = "tc_estimate"
+
+    def __init__(self, gamma: float, hidden=(1000,) * 6, seed: int = 0, max_plate_nesting=1):
+        super().__init__(hidden, seed, max_plate_nesting)
+        self.gamma = float(gamma)
+
+    def regulariser(self, model_trace, guide_trace, z: torch.Tensor):
+        logits = self.tc_logits(z)
+        return self.gamma * logits.sum(), logits.detach().sum(), (z.detach(),)
+
+    def discriminator_loss(self, z: torch.Tensor) -> torch.Tensor:
+        return discriminator_loss(self.net, z)
 
 
 def from_config(config, max_plate_nesting: int = 1, dataset_size: int = 1) -> FactorELBO:
-    """``--objective factorvae``: ``--factor-gamma``, ``--factor-hidden``."""
-    return FactorELBO(
-        config.factor_gamma, tuple(config.factor_hidden), config.seed, max_plate_nesting
-    )
+    """``--objective factorvae``: ``--factor-gamma``, ``--discriminator-hidden``."""
+    hidden = tuple(config.discriminator_hidden or (1000,) * 6)
+    return FactorELBO(config.factor_gamma, hidden, config.seed, max_plate_nesting)

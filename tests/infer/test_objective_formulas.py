@@ -21,6 +21,7 @@ from ppl_vae.models.vae import VAE
 from ppl_vae.cli import main
 from ppl_vae.errors import UserError
 from ppl_vae.infer import fit
+from ppl_vae.infer.aae import AdversarialELBO
 from ppl_vae.infer.ciwae import CIWAE_ELBO
 from ppl_vae.infer.config import TrainConfig
 from ppl_vae.infer.dip import from_config as dip_from_config
@@ -124,7 +125,7 @@ def test_ciwae_lies_between_the_elbo_and_iwae_on_every_draw(vae_and_x):
         ("dip", ["--dip-type", "ii", "--dip-lambda-od", "2"], {"dip_type": "ii"}),
         (
             "factorvae",
-            ["--factor-gamma", "3", "--factor-hidden", "32,32", "--batch-size", "128"],
+            ["--factor-gamma", "3", "--discriminator-hidden", "32,32", "--batch-size", "128"],
             {"factor_gamma": 3},
         ),
     ],
@@ -358,12 +359,32 @@ def test_factorvae_discriminator_estimates_a_known_total_correlation():
         cov = torch.tensor([[1.0, rho], [rho, 1.0]])
         codes = torch.distributions.MultivariateNormal(torch.zeros(2), cov)
         for step in range(300):
-            elbo.pending = codes.sample([512])
+            elbo.pending = (codes.sample([512]),)
             elbo.at_step(step, 1.0)
         with torch.no_grad():
             estimates[rho] = float(elbo.tc_logits(codes.sample([20000])).mean())
     assert estimates[0.9] == pytest.approx(-0.5 * math.log(1 - 0.81), abs=0.15), estimates
     assert abs(estimates[0.0]) < 0.1, estimates
+
+
+def test_aae_discriminator_reaches_log_2_only_where_the_codes_match_the_prior():
+    """The adversarial autoencoder's game at its optimum (q(z) = p(z)): the discriminator's
+    loss stays at log 2; codes shifted off the prior are told apart (loss well below)."""
+    torch.manual_seed(0)
+    losses = {}
+    for shift in (0.0, 2.0):
+        elbo = AdversarialELBO(weight=1.0, hidden=(32,), seed=1)
+        elbo.build(2, torch.device("cpu"))
+        elbo.optimizer.param_groups[0]["lr"] = 3e-3
+        for step in range(150):
+            elbo.pending = (torch.randn(256, 2) + shift, torch.randn(256, 2))
+            elbo.at_step(step, 1.0)
+        with torch.no_grad():
+            losses[shift] = float(
+                elbo.discriminator_loss(torch.randn(5000, 2) + shift, torch.randn(5000, 2))
+            )
+    assert losses[0.0] == pytest.approx(math.log(2), abs=0.01), losses
+    assert losses[2.0] < 0.4, losses
 
 
 def test_permute_dims_keeps_each_column_and_breaks_their_dependence():
@@ -397,7 +418,7 @@ def test_factorvae_resumes_with_its_discriminator(tmp_path):
         for k, n in [("x_train", 96), ("x_test", 32)]
     }
     config = TrainConfig(
-        objective="factorvae", factor_hidden=[8], batch_size=32, progress=False, jit=False
+        objective="factorvae", discriminator_hidden=[8], batch_size=32, progress=False, jit=False
     )
     runs = {}
     for name, plan in {"straight": [3], "resumed": [2, 3]}.items():
