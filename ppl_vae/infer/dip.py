@@ -72,7 +72,7 @@ def normal_parameters(guide_trace) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(fn, dist.Normal):
             raise UserError(
                 f"--objective dip reads the guide's mean and scale from Normal latent sites; "
-                f"site {name!r} is {type(site['fn']).__name__}: use a Normal guide or another "
+                f"site {name!r} is {type(fn).__name__}: use a Normal guide or another "
                 "objective"
             )
         shape, n = site["value"].shape, site["value"].shape[0]

@@ -321,7 +321,7 @@ def test_dip_refuses_a_guide_that_is_not_normal(vae_and_x):
             pyro.sample("z", dist.Laplace(torch.zeros(2), 1.0).to_event(1))
 
     elbo = dip_from_config(TrainConfig(objective="dip").validate())
-    with pytest.raises(UserError, match="site 'z' is Independent"):
+    with pytest.raises(UserError, match="site 'z' is Laplace"):
         elbo.differentiable_loss(model, guide, x)
 
 
