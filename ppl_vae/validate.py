@@ -302,7 +302,9 @@ def betas(value: Any) -> list[float]:
 def hidden_widths(value: Any) -> list[int]:
     """``--discriminator-hidden``: one or more layer widths."""
     if not isinstance(value, (list, tuple)) or not value:
-        raise UserError(f"--discriminator-hidden takes layer widths such as 1000,1000; got {value!r}")
+        raise UserError(
+            f"--discriminator-hidden takes layer widths such as 1000,1000, not {value!r}"
+        )
     if len(value) > MAX_LAYERS:
         raise UserError(f"--discriminator-hidden has {len(value)} layers; at most {MAX_LAYERS}")
     return [integer("discriminator_hidden", w, 1, MAX_WIDTH) for w in value]
