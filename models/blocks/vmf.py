@@ -105,8 +105,9 @@ class VonMisesFisher(dist.TorchDistribution):
 
     def expand(self, batch_shape, _instance=None):
         batch = torch.Size(batch_shape)
-        return VonMisesFisher(self.loc.expand(batch + self.event_shape),
-                              self.concentration.expand(batch))
+        return VonMisesFisher(
+            self.loc.expand(batch + self.event_shape), self.concentration.expand(batch)
+        )
 
     def log_normalizer(self) -> torch.Tensor:
         """:math:`\\log C_d(\\kappa)`."""
@@ -134,7 +135,7 @@ class VonMisesFisher(dist.TorchDistribution):
     def entropy(self) -> torch.Tensor:
         return -self.concentration * self.mean_resultant_length() - self.log_normalizer()
 
-    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape=()) -> torch.Tensor:
         shape = self._extended_shape(torch.Size(sample_shape))
         kappa = self.concentration.expand(shape[:-1])
         w = self._sample_w(kappa)
@@ -146,7 +147,7 @@ class VonMisesFisher(dist.TorchDistribution):
         u = e1 - self.loc
         u = u / (u.norm(dim=-1, keepdim=True) + 1e-8)
         z = x - 2 * (x * u).sum(-1, keepdim=True) * u
-        return z
+        return z / z.norm(dim=-1, keepdim=True)  # rounding off the sphere, not the gradient
 
     def _sample_w(self, kappa: torch.Tensor) -> torch.Tensor:
         """:math:`w = \\mu^\\top z`, carrying its exact gradient in :math:`\\kappa`."""
@@ -160,6 +161,8 @@ class VonMisesFisher(dist.TorchDistribution):
         b = m1 / (2 * k + root)
         eps = _wood_eps(k, b, root, m1)
         w = ((1 - (1 + b) * eps) / (1 - (1 - b) * eps)).clamp(-1 + 1e-12, 1 - 1e-12)
+        if not kappa.requires_grad:
+            return w.to(kappa.dtype)
         with torch.no_grad():
             v = self.dim / 2 - 1
             a_d = (log_bessel_iv(v + 1, k) - log_bessel_iv(v, k)).exp()
@@ -189,8 +192,9 @@ def _wood_eps(k: torch.Tensor, b: torch.Tensor, root: torch.Tensor, m1: int) -> 
     """Wood (1994)'s accepted :math:`\\epsilon`, one per entry of ``k`` (float64)."""
     a = (m1 + 2 * k + root) / 4
     d = 4 * a * b / (1 + b) - m1 * math.log(m1)
-    beta = torch.distributions.Beta(torch.tensor(m1 / 2, dtype=k.dtype),
-                                    torch.tensor(m1 / 2, dtype=k.dtype))
+    beta = torch.distributions.Beta(
+        torch.tensor(m1 / 2, dtype=k.dtype), torch.tensor(m1 / 2, dtype=k.dtype)
+    )
     eps, todo = torch.zeros_like(k), torch.ones_like(k, dtype=torch.bool)
     while todo.any():
         e = beta.sample(k.shape).to(k.device)
@@ -218,7 +222,7 @@ class HypersphericalUniform(dist.TorchDistribution):
     def mean(self) -> torch.Tensor:
         return self.anchor.new_zeros(self.batch_shape + self.event_shape)
 
-    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape=()) -> torch.Tensor:
         shape = self._extended_shape(torch.Size(sample_shape))
         x = torch.randn(shape, dtype=self.anchor.dtype, device=self.anchor.device)
         return x / x.norm(dim=-1, keepdim=True)

@@ -55,10 +55,31 @@ def mog_vae_case() -> tuple[torch.Tensor, torch.Tensor]:
     return loss, formula
 
 
+def svae_case() -> tuple[torch.Tensor, torch.Tensor]:
+    """Davidson et al. 2018 in d = 4: log q(z|x) = log kappa - 2 log 2pi - log I_1(kappa)
+    + kappa mu.z (torch's i1e), log p(z) = -log |S^3| = -log 2 pi^2."""
+    from ppl_vae.models.svae import SVAE
+
+    torch.manual_seed(0)
+    m, x = SVAE(x_dim=12, latent_dim=4, hidden=(8,)), torch.rand(5, 12).bernoulli()
+    loss = programs_loss(m, x)
+    pyro.set_rng_seed(3)
+    q = m.posterior(x)
+    z, k = q.rsample(), q.concentration
+    log_bessel = torch.special.i1e(k).log() + k
+    log_q = (
+        k.log() - 2 * torch.log(torch.tensor(2 * torch.pi)) - log_bessel + k * (q.loc * z).sum(-1)
+    )
+    log_p = -torch.log(torch.tensor(2 * torch.pi**2))
+    formula = -(m.likelihood(z).log_prob(x) + log_p - log_q).sum()
+    return loss, formula
+
+
 #: model name -> its case. One entry per model of the suite.
 CASES: dict[str, Case] = {
     "vae": vae_case,
     "mog-vae": mog_vae_case,
+    "svae": svae_case,
 }
 
 
