@@ -75,11 +75,31 @@ def svae_case() -> tuple[torch.Tensor, torch.Tensor]:
     return loss, formula
 
 
+def gamma_vae_case() -> tuple[torch.Tensor, torch.Tensor]:
+    """Gamma prior and guide: log Gamma(z; a, b) = a log b + (a - 1) log z - b z - lgamma(a)."""
+    from ppl_vae.models.gamma_vae import GammaVAE
+
+    def log_gamma(z, a, b):
+        return (a * b.log() + (a - 1) * z.log() - b * z - torch.lgamma(a)).sum(-1)
+
+    torch.manual_seed(0)
+    m = GammaVAE(x_dim=12, latent_dim=3, hidden=(8,), prior_shape=0.7, prior_rate=2.0)
+    x = torch.rand(5, 12).bernoulli()
+    loss = programs_loss(m, x)
+    pyro.set_rng_seed(3)
+    q = m.posterior(x)
+    z, a, b = q.rsample(), q.base_dist.concentration, q.base_dist.rate
+    log_p = log_gamma(z, torch.tensor(0.7), torch.tensor(2.0))
+    formula = -(m.likelihood(z).log_prob(x) + log_p - log_gamma(z, a, b)).sum()
+    return loss, formula
+
+
 #: model name -> its case. One entry per model of the suite.
 CASES: dict[str, Case] = {
     "vae": vae_case,
     "mog-vae": mog_vae_case,
     "svae": svae_case,
+    "gamma-vae": gamma_vae_case,
 }
 
 
