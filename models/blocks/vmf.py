@@ -64,14 +64,14 @@ class _LogBessel(torch.autograd.Function):
         ctx.save_for_backward(k)
         ctx.v = v
         out = _log_iv(v, k.detach().double().cpu().numpy())
-        return torch.as_tensor(out, dtype=k.dtype, device=k.device).reshape(k.shape)
+        return torch.from_numpy(out).to(k).reshape(k.shape)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (k,) = ctx.saved_tensors
         kd = k.detach().double().cpu().numpy()
         ratio = np.exp(_log_iv(ctx.v + 1, kd) - _log_iv(ctx.v, kd))
-        ratio = torch.as_tensor(ratio, dtype=k.dtype, device=k.device).reshape(k.shape)
+        ratio = torch.from_numpy(ratio).to(k).reshape(k.shape)
         return grad * (ratio + ctx.v / k), None
 
 
@@ -192,12 +192,11 @@ def _wood_eps(k: torch.Tensor, b: torch.Tensor, root: torch.Tensor, m1: int) -> 
     """Wood (1994)'s accepted :math:`\\epsilon`, one per entry of ``k`` (float64)."""
     a = (m1 + 2 * k + root) / 4
     d = 4 * a * b / (1 + b) - m1 * math.log(m1)
-    beta = torch.distributions.Beta(
-        torch.tensor(m1 / 2, dtype=k.dtype), torch.tensor(m1 / 2, dtype=k.dtype)
-    )
+    alpha = torch.full_like(k, m1 / 2)
     eps, todo = torch.zeros_like(k), torch.ones_like(k, dtype=torch.bool)
     while todo.any():
-        e = beta.sample(k.shape).to(k.device)
+        g1, g2 = torch._standard_gamma(alpha), torch._standard_gamma(alpha)
+        e = g1 / (g1 + g2)  # Beta((d-1)/2, (d-1)/2)
         t = 2 * a * b / (1 - (1 - b) * e)
         ok = todo & (m1 * t.log() - t + d >= torch.rand_like(k).log())
         eps = torch.where(ok, e, eps)
