@@ -1,7 +1,8 @@
-"""The gamma-latent VAE: positive codes with a Gamma prior and a Gamma guide (the Gamma
-posteriors of Ruiz et al. 2016, "The Generalized Reparameterization Gradient", trained with
-the implicit reparameterisation gradients of Figurnov et al. 2018, which torch's
-``Gamma.rsample`` implements).
+"""The gamma-latent VAE: positive codes, Gamma prior and Gamma guide (Figurnov et al. 2018).
+
+The Gamma posteriors of Ruiz et al. 2016 ("The Generalized Reparameterization Gradient"),
+trained with the implicit reparameterisation gradients of Figurnov et al. 2018 ("Implicit
+Reparameterization Gradients"), which torch's ``Gamma.rsample`` implements.
 
 Generative story, for each example :math:`n` and code dimension :math:`j`:
 

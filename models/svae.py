@@ -1,5 +1,7 @@
-"""The hyperspherical VAE (Davidson et al. 2018, "Hyperspherical Variational Auto-Encoders";
-pythae's SVAE): codes on the unit sphere :math:`S^{d-1}`.
+"""The hyperspherical VAE (Davidson et al. 2018): a vMF guide, a uniform prior on S^(d-1).
+
+Davidson, Falorsi, De Cao, Kipf & Tomczak, "Hyperspherical Variational Auto-Encoders"
+(UAI 2018; pythae's SVAE): codes on the unit sphere :math:`S^{d-1}`.
 
 Generative story, for each example :math:`n`:
 
@@ -48,8 +50,6 @@ from ppl_vae.errors import UserError
 class SVAE(VAE):
     """:class:`~models.vae.VAE`'s decoder and likelihoods with a vMF guide and a uniform
     prior on :math:`S^{d-1}` (``latent_dim`` = d >= 2)."""
-
-    train_defaults = {"epochs": 20}
 
     def __init__(
         self,
