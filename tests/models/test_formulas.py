@@ -74,6 +74,45 @@ def aae_case() -> tuple[torch.Tensor, torch.Tensor]:
     return loss, formula
 
 
+def svae_case() -> tuple[torch.Tensor, torch.Tensor]:
+    """Davidson et al. 2018 in d = 4: log q(z|x) = log kappa - 2 log 2pi - log I_1(kappa)
+    + kappa mu.z (torch's i1e), log p(z) = -log |S^3| = -log 2 pi^2."""
+    from ppl_vae.models.svae import SVAE
+
+    torch.manual_seed(0)
+    m, x = SVAE(x_dim=12, latent_dim=4, hidden=(8,)), torch.rand(5, 12).bernoulli()
+    loss = programs_loss(m, x)
+    pyro.set_rng_seed(3)
+    q = m.posterior(x)
+    z, k = q.rsample(), q.concentration
+    log_bessel = torch.special.i1e(k).log() + k
+    log_q = (
+        k.log() - 2 * torch.log(torch.tensor(2 * torch.pi)) - log_bessel + k * (q.loc * z).sum(-1)
+    )
+    log_p = -torch.log(torch.tensor(2 * torch.pi**2))
+    formula = -(m.likelihood(z).log_prob(x) + log_p - log_q).sum()
+    return loss, formula
+
+
+def gamma_vae_case() -> tuple[torch.Tensor, torch.Tensor]:
+    """Gamma prior and guide: log Gamma(z; a, b) = a log b + (a - 1) log z - b z - lgamma(a)."""
+    from ppl_vae.models.gamma_vae import GammaVAE
+
+    def log_gamma(z, a, b):
+        return (a * b.log() + (a - 1) * z.log() - b * z - torch.lgamma(a)).sum(-1)
+
+    torch.manual_seed(0)
+    m = GammaVAE(x_dim=12, latent_dim=3, hidden=(8,), prior_shape=0.7, prior_rate=2.0)
+    x = torch.rand(5, 12).bernoulli()
+    loss = programs_loss(m, x)
+    pyro.set_rng_seed(3)
+    q = m.posterior(x)
+    z, a, b = q.rsample(), q.base_dist.concentration, q.base_dist.rate
+    log_p = log_gamma(z, torch.tensor(0.7), torch.tensor(2.0))
+    formula = -(m.likelihood(z).log_prob(x) + log_p - log_gamma(z, a, b)).sum()
+    return loss, formula
+
+
 def ivae_case() -> tuple[torch.Tensor, torch.Tensor]:
     """Bepler et al. 2019: the VAE's loss with p(x|z) Bernoulli(g(R(phi) c + s tau, z_c)) per
     pixel, the coordinates turned by the rotation matrix written out."""
@@ -118,6 +157,8 @@ CASES: dict[str, Case] = {
     "vae": vae_case,
     "mog-vae": mog_vae_case,
     "aae": aae_case,
+    "svae": svae_case,
+    "gamma-vae": gamma_vae_case,
     "ivae": ivae_case,
     "vq-vae": vq_vae_case,
 }
