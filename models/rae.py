@@ -67,6 +67,8 @@ class RAE(AE):
     ``decoder_weight`` :math:`\\lambda` (pythae's defaults for both weights)."""
 
     has_prior = True
+    #: The gradient penalty's ``autograd.grad`` cannot be traced (ppl_vae.infer.jit).
+    train_defaults = {"jit": False}
 
     def __init__(
         self,

@@ -27,6 +27,8 @@ from ppl_vae.runs.checkpoint import WEIGHTS_LIMIT
 from ppl_vae.runs.rundir import RunDir
 
 FOLDER = "samplers"
+#: Adam steps of the flow's fit (the tests shorten it).
+MAF_STEPS = 500
 
 
 def names(kind: str) -> tuple[str, str]:
@@ -91,7 +93,7 @@ def fit(
     """Fit the sampler ``kind`` to ``codes`` with the job's fixed seed (0)."""
     if kind == "gmm":
         return samplers.fit_gmm(codes, components, covariance, seed=0)
-    return samplers.fit_maf(codes, seed=0)
+    return samplers.fit_maf(codes, steps=MAF_STEPS, seed=0)
 
 
 def requested(kind: str, components: int, covariance: str) -> dict[str, Any]:
