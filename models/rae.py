@@ -1,5 +1,4 @@
-"""The regularised autoencoder (RAE; Ghosh et al. 2020, "From Variational to Deterministic
-Autoencoders"): a point-mass guide, an L2 penalty on the code and one on the decoder.
+"""The regularised autoencoder RAE (Ghosh et al. 2020): point mass, L2 code and decoder penalties.
 
 Generative program (the prior is *kept*, ``has_prior = True``), for each example :math:`n`:
 
@@ -40,7 +39,7 @@ Example::
     >>> import torch
     >>> m = RAE(x_dim=64, latent_dim=2, hidden=(16,), penalty="l2", decoder_weight=0.5)
     >>> z = torch.zeros(3, 2)
-    >>> sq = sum(float((p**2).sum()) for p in m.decoder.parameters())
+    >>> sq = sum(float((p.detach() ** 2).sum()) for p in m.decoder.parameters())
     >>> torch.allclose(m.penalty_of(z), torch.full((3,), 0.25 * sq))
     True
 """
@@ -110,7 +109,6 @@ class RAE(AE):
         return self.decoder_weight * grad.pow(2).sum(-1)
 
     def model(self, x: torch.Tensor) -> torch.Tensor:
-        """The code from its prior, the decoder penalty as a factor, x from the decoder."""
         with pyro.plate("data", x.shape[0], dim=-1):
             z = pyro.sample(LATENT, self.prior().expand([x.shape[0]]))
             pyro.factor("decoder_penalty", -self.penalty_of(z), has_rsample=True)
