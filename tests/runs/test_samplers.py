@@ -171,3 +171,11 @@ def test_sampler_from_python(runs, tmp_path):
 
     out, info = sample_run(runs / "vae", 4, tmp_path / "v.png", sampler="maf", refit=True)
     assert out.is_file() and info["fitted"] and info["sampler"] == "maf"
+
+
+def test_a_saved_sampler_serves_only_its_checkpoint_and_settings():
+    record = {"step": 5, "settings": {"dim": 2, "components": 10, "covariance": "full", "seed": 0}}
+    assert store.reusable(record, store.requested("gmm", 10, "full"), 5)
+    assert not store.reusable(record, store.requested("gmm", 10, "full"), 6)  # trained on
+    assert not store.reusable(record, store.requested("gmm", 4, "full"), 5)
+    assert not store.reusable(record, store.requested("gmm", 10, "diag"), 5)
