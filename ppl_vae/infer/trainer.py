@@ -238,6 +238,18 @@ def init_from_data(model: Program, guide: Program, data: Dataset) -> None:
             return
 
 
+def refit_after_epoch(pair: Programs, data: Dataset) -> None:
+    """A module that defines ``refit_after_epoch(x)`` sees the training rows (as scored:
+    one fixed draw under dynamic binarisation) after each epoch's steps, before the epoch
+    is scored and checkpointed (the suite's vq-vae refits its post-hoc code prior there)."""
+    for fn in (pair.model, pair.guide):
+        refit = getattr(owner_of(fn), "refit_after_epoch", None)
+        if callable(refit):
+            with torch.no_grad():
+                refit(data.scored_train())
+            return
+
+
 def make_objective(pair: Programs, config: TrainConfig, dataset_size: int = 1) -> Objective:
     """The configured loss module: the objective named in ``config`` (its ELBO built by
     the ``from_config`` that :data:`~ppl_vae.infer.config.OBJECTIVES` names), traced
@@ -592,6 +604,7 @@ def finish_epoch(loop: Loop, result: FitResult, epoch: EpochRun, bar: Any) -> di
     state.seconds += time.perf_counter() - epoch.t0
     if not all(torch.isfinite(p).all() for p in loop.pair.parameters()):
         raise UserError(f"training diverged in epoch {state.epoch + 1}; lower --lr")
+    refit_after_epoch(loop.pair, loop.data)
     record = epoch_record(
         loop.pair, loop.data, config, state.epoch + 1, state.step, loop.validation
     )

@@ -80,11 +80,52 @@ def rae_case() -> tuple[torch.Tensor, torch.Tensor]:
     return sum(losses), sum(formulas)  # both variants in one number
 
 
+def ivae_case() -> tuple[torch.Tensor, torch.Tensor]:
+    """Bepler et al. 2019: the VAE's loss with p(x|z) Bernoulli(g(R(phi) c + s tau, z_c)) per
+    pixel, the coordinates turned by the rotation matrix written out."""
+    from ppl_vae.models.ivae import IVAE
+
+    torch.manual_seed(0)
+    m, x = IVAE(x_dim=16, latent_dim=2, hidden=(8,), dx_prior=0.1), torch.rand(5, 16).bernoulli()
+    loss = programs_loss(m, x)
+    pyro.set_rng_seed(3)
+    q = m.posterior(x)
+    z = q.rsample()
+    phi, tau, content = z[:, 0], z[:, 1:3], z[:, 3:]
+    rot = torch.stack([phi.cos(), -phi.sin(), phi.sin(), phi.cos()], -1).reshape(5, 2, 2)
+    v, u = torch.meshgrid(torch.linspace(-1, 1, 4), torch.linspace(-1, 1, 4), indexing="ij")
+    grid = torch.stack([u.flatten(), v.flatten()], -1)  # (16, 2), row-major pixels
+    coords = grid @ rot.transpose(1, 2) + 0.1 * tau[:, None, :]
+    logits = m.decoder(coords, content)
+    log_lik = torch.distributions.Bernoulli(logits=logits).log_prob(x).sum(-1)
+    formula = -(log_lik + m.prior().log_prob(z) - q.log_prob(z)).sum()
+    return loss, formula
+
+
+def vq_vae_case() -> tuple[torch.Tensor, torch.Tensor]:
+    """van den Oord et al. 2017: -log p(x|z_q) + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2,
+    each position's code the nearest codebook vector by brute force (beta = 0.25)."""
+    from ppl_vae.models.vq_vae import VQVAE
+
+    torch.manual_seed(0)
+    m = VQVAE(x_dim=12, latent_dim=3, code_dim=2, codebook_size=4, hidden=(8,))
+    x = torch.rand(5, 12).bernoulli()
+    loss = programs_loss(m, x)
+    z_e = m.encoder(x).reshape(5, 3, 2)
+    k = ((z_e[:, :, None, :] - m.codebook) ** 2).sum(-1).argmin(-1)
+    e = m.codebook[k]
+    log_lik = m.likelihood(e.reshape(5, 6)).log_prob(x)
+    formula = (-log_lik + 1.25 * ((z_e - e) ** 2).sum((-1, -2))).sum()
+    return loss, formula
+
+
 #: model name -> its case. One entry per model of the suite.
 CASES: dict[str, Case] = {
     "vae": vae_case,
     "mog-vae": mog_vae_case,
     "rae": rae_case,
+    "ivae": ivae_case,
+    "vq-vae": vq_vae_case,
 }
 
 
