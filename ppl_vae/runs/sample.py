@@ -7,7 +7,8 @@ and decodes the model's observed mean at them (:func:`ppl_vae.traces.decode`), a
 the grid atomically: a reader never sees half a PNG. The codes come from ``sampler``:
 
 - ``prior``: the model's own prior (:func:`ppl_vae.traces.generate`); a model without one
-  (its prior site masked, as ``ae`` and ``pca``) is refused, naming ``--sampler gmm``;
+  (its prior site masked, as ``ae`` and ``pca``) is refused, naming ``--sampler gmm``,
+  unless it declares ``refit_after_epoch`` (vq-vae's masked prior is fitted after training);
 - ``gmm`` / ``maf``: a density fitted to the guide's codes of the *training* set
   (:mod:`ppl_vae.infer.samplers`), saved in the run and reused (:mod:`ppl_vae.runs.samplers`).
 
@@ -123,13 +124,22 @@ def check_picture(run_dir: str | Path, pair, ds) -> None:
 def prior_info(run_dir: str | Path, pair, ds) -> dict[str, Any]:
     """``--sampler prior``: refused for a model without a prior; the test codes' mean
     log-density under it."""
-    if not pair.has_prior:
+    from ppl_vae.programs import owner_of
+
+    # A masked prior is no prior unless a declared hook fits it after training (vq-vae).
+    fitted = any(
+        callable(getattr(owner_of(fn), "refit_after_epoch", None))
+        for fn in (pair.model, pair.guide)
+    )
+    if not pair.has_prior and not fitted:
         raise UserError(
             f"{run_dir}'s model has no prior (its prior site is masked: nothing trained its "
             "codes towards one); sample from a density fitted to its codes: --sampler gmm "
             "(or --sampler maf)"
         )
-    density = held_out(pair, ds, lambda z, args: prior_log_density(pair, z, args))
+    density = None
+    if pair.has_prior:
+        density = held_out(pair, ds, lambda z, args: prior_log_density(pair, z, args))
     return {"sampler": "prior", "fitted": False, "record": None, "test_code_log_density": density}
 
 

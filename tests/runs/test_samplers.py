@@ -84,7 +84,8 @@ def test_maf_samples_have_the_density_log_prob_gives():
     torch.testing.assert_close(maf.log_prob(z.detach().clone()), log_q, rtol=1e-4, atol=1e-4)
 
 
-MODELS = ("ae", "rae", "pca", "vae")
+#: vq-vae: a masked prior fitted after each epoch (``refit_after_epoch``), so ``prior`` works.
+MODELS = ("ae", "rae", "pca", "vq-vae", "vae")
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +125,9 @@ def test_sample_with_each_sampler(runs, name, kind, tmp_path, capsys):
     first = capsys.readouterr().out
     with Image.open(png) as img:
         assert img.size == (3 * 34 + 2, 3 * 34 + 2)  # 3x3 grid of 32x32 cells, 2-pixel gutters
+    if kind == "prior" and name == "vq-vae":  # its prior is masked: no density to report
+        assert "log-density" not in first and snapshot(run) == before
+        return
     density = float(first.split("mean log-density ")[1].split()[0])
     assert math.isfinite(density)
     if kind == "prior":
