@@ -80,6 +80,25 @@ def rae_case() -> tuple[torch.Tensor, torch.Tensor]:
     return sum(losses), sum(formulas)  # both variants in one number
 
 
+def aae_case() -> tuple[torch.Tensor, torch.Tensor]:
+    """Makhzani et al. 2015, its default objective: -log p(x|z) - lambda log D(z), z ~ q(z|x)
+    (no KL term), on a fixed discriminator D."""
+    from ppl_vae.models.aae import AAE
+
+    from ppl_vae.infer.aae import AdversarialELBO
+
+    torch.manual_seed(0)
+    m, x = AAE(x_dim=12, latent_dim=2, hidden=(8,)), torch.rand(5, 12).bernoulli()
+    elbo = AdversarialELBO(weight=0.7, hidden=(6,), seed=2)
+    pyro.set_rng_seed(3)
+    loss = elbo.differentiable_loss(m.model, m.guide, x)
+    pyro.set_rng_seed(3)
+    z = m.posterior(x).rsample()
+    d = torch.sigmoid(elbo.net(z).squeeze(-1))
+    formula = -(m.likelihood(z).log_prob(x) + 0.7 * torch.log(d)).sum()
+    return loss, formula
+
+
 def ivae_case() -> tuple[torch.Tensor, torch.Tensor]:
     """Bepler et al. 2019: the VAE's loss with p(x|z) Bernoulli(g(R(phi) c + s tau, z_c)) per
     pixel, the coordinates turned by the rotation matrix written out."""
@@ -124,6 +143,7 @@ CASES: dict[str, Case] = {
     "vae": vae_case,
     "mog-vae": mog_vae_case,
     "rae": rae_case,
+    "aae": aae_case,
     "ivae": ivae_case,
     "vq-vae": vq_vae_case,
 }
