@@ -55,6 +55,31 @@ def mog_vae_case() -> tuple[torch.Tensor, torch.Tensor]:
     return loss, formula
 
 
+def rae_case() -> tuple[torch.Tensor, torch.Tensor]:
+    """Ghosh et al. 2020, eq. 11: ||x - g(h)||^2 / 2s^2 + beta/2 ||h||^2 + lambda R (+ the
+    Gaussians' constants), h = f(x); R = ||grad_z sum g(z)||^2 at h (gp) or ||theta||^2 / 2."""
+    import math
+
+    from ppl_vae.models.rae import RAE
+
+    losses, formulas = [], []
+    for penalty in ("gp", "l2"):
+        torch.manual_seed(0)
+        kw = dict(hidden=(8,), scale=0.5, code_weight=0.3, decoder_weight=0.2)
+        m, x = RAE(x_dim=12, latent_dim=2, penalty=penalty, **kw), torch.rand(5, 12)
+        losses.append(programs_loss(m, x))
+        h = m.encoder(x)
+        sq = ((x - m.decoder(h)) ** 2).sum(-1) / (2 * 0.5**2) + 6 * math.log(2 * math.pi * 0.25)
+        code = 0.3 / 2 * (h**2).sum(-1) - math.log(0.3 / (2 * math.pi))
+        if penalty == "gp":
+            (grad,) = torch.autograd.grad(m.decoder(h).sum(), h, create_graph=True)
+            reg = 0.2 * (grad**2).sum(-1)
+        else:
+            reg = 0.2 / 2 * sum((p**2).sum() for p in m.decoder.parameters()).expand(5)
+        formulas.append((sq + code + reg).sum())
+    return sum(losses), sum(formulas)  # both variants in one number
+
+
 def aae_case() -> tuple[torch.Tensor, torch.Tensor]:
     """Makhzani et al. 2015, its default objective: -log p(x|z) - lambda log D(z), z ~ q(z|x)
     (no KL term), on a fixed discriminator D."""
@@ -156,6 +181,7 @@ def vq_vae_case() -> tuple[torch.Tensor, torch.Tensor]:
 CASES: dict[str, Case] = {
     "vae": vae_case,
     "mog-vae": mog_vae_case,
+    "rae": rae_case,
     "aae": aae_case,
     "svae": svae_case,
     "gamma-vae": gamma_vae_case,
