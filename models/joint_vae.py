@@ -94,7 +94,7 @@ class JointVAE(Autoencoder):
         mixture's mean input :math:`1/K`."""
         if c is None:
             c = z.new_full((*z.shape[:-1], self.categories), 1 / self.categories)
-        shape = torch.broadcast_shapes(z.shape[:-1], c.shape[:-1])
+        shape = (z[..., :1] + c[..., :1]).shape[:-1]  # an enumerated c broadcasts against z
         zc = torch.cat([z.expand(*shape, -1), c.expand(*shape, -1)], -1)
         return self.lik.distribution(self.decoder(zc))
 

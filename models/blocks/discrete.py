@@ -38,6 +38,11 @@ MAX_STATES = 1024
 class StraightThroughCategorical(dist.RelaxedOneHotCategoricalStraightThrough):
     """Straight-through relaxed one-hot draws, scored as the categorical they are."""
 
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
+        """Hard one-hot draws (Pyro's class returns the soft relaxed ones here)."""
+        with torch.no_grad():
+            return self.rsample(torch.Size(sample_shape))
+
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """:math:`\\log q(c)` of the hard one-hot ``value`` (its straight-through gradient
         kept: under ``--elbo trace`` it is the entropy's only path; the default mean-field
