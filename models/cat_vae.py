@@ -1,4 +1,4 @@
-"""The categorical VAE (Jang et al. 2017; Maddison et al. 2017): ``D`` discrete latents.
+"""The categorical VAE (Jang et al. 2017; Maddison et al. 2017): D categorical latents.
 
 Generative story, for each example :math:`n`, with :math:`D` = ``latent_dim`` independent
 categoricals of :math:`K` = ``categories`` classes:

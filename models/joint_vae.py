@@ -1,5 +1,6 @@
-"""JointVAE (Dupont 2018): a Gaussian latent and a categorical latent, the categorical
-summed out exactly (as pyroVED's jiVAE does) instead of relaxed.
+"""JointVAE (Dupont 2018): a Gaussian and a categorical latent, the categorical enumerated.
+
+The categorical is summed out exactly (as pyroVED's jiVAE does) instead of relaxed.
 
 Generative story, for each example :math:`n`:
 
