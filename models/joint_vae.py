@@ -1,8 +1,7 @@
 """JointVAE (Dupont 2018): a Gaussian and a categorical latent, the categorical enumerated.
 
-The categorical is summed out exactly (as pyroVED's jiVAE does) instead of relaxed.
-
-Generative story, for each example :math:`n`:
+The categorical is summed out exactly (as pyroVED's jiVAE does), not relaxed. For each
+example :math:`n`:
 
 .. math::
 
@@ -25,10 +24,9 @@ an unbiased estimate of :math:`\\mathbb{E}_q[\\log p(x|z,c)] - \\mathrm{KL}(q(z|
 heads are the best factorised posterior. ``evaluate``'s IW log p(x) draws :math:`c` from
 :math:`q(c|x)` and scores it under the categorical densities.
 
-The paper's objective replaces :math:`\\beta` by two capacities, :math:`\\gamma |KL_z - C_z|
-+ \\gamma |KL_c - C_c|`. ``--objective capacity`` (Burgess et al.) pulls the *total* KL to
-one capacity, draws :math:`c` instead of enumerating it (``Trace_ELBO``, a score-function
-term): it runs, but it is not Dupont's per-latent objective.
+The paper trains :math:`\\gamma |KL_z - C_z| + \\gamma |KL_c - C_c|`, a capacity per latent;
+``--objective capacity`` (Burgess et al.) runs but pulls the *total* KL to one capacity and
+draws :math:`c` (``Trace_ELBO``, a score-function term): not Dupont's objective.
 
 Example::
 
@@ -87,8 +85,7 @@ class JointVAE(Autoencoder):
         return gauss, dist.OneHotCategorical(logits=logits)
 
     def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
-        """:math:`q(z|x)` (the Gaussian head)."""
-        return self.heads(x)[0]
+        return self.heads(x)[0]  # q(z|x), the Gaussian head
 
     def likelihood(self, z: torch.Tensor, c: torch.Tensor | None = None) -> dist.Distribution:
         """:math:`p(x|z,c)`; without ``c`` (decoding a Gaussian code alone) the uniform
