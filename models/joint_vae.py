@@ -68,8 +68,7 @@ class JointVAE(Autoencoder):
         super().__init__(x_dim, latent_dim)
         self.categories = int(categories)
         check(self.categories, 1, "enum", 1.0)
-        hidden = parse_hidden(hidden)
-        self.lik = likelihoods.make(likelihood)
+        hidden, self.lik = parse_hidden(hidden), likelihoods.make(likelihood)
         self.encoder = mlp([x_dim, *hidden, 2 * latent_dim + self.categories])
         codes = latent_dim + self.categories
         self.decoder = mlp([codes, *reversed(hidden), self.lik.out_features(x_dim)])
