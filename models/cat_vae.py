@@ -56,6 +56,10 @@ from ppl_vae.models.blocks.nets import mlp, parse_hidden
 class CatVAE(Autoencoder):
     """``latent_dim`` categoricals of ``categories`` classes, relaxed or enumerated."""
 
+    #: mnist-5k, 10 epochs, seed 0, IW K=1000: relaxed 20x10 -146.7 +- 1.2 (ELBO -156.8),
+    #: enum 2x10 -179.7 +- 1.3; vae -167.1 (z of 2), -123.7 (z of 10). Fixed temperature:
+    #: the programs see no step (only objectives have a per-step hook).
+
     def __init__(
         self,
         x_dim: int,
