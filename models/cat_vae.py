@@ -49,6 +49,7 @@ from ppl_vae.models.blocks.discrete import (
     check,
     joint_logits,
     one_hots,
+    uniform,
 )
 from ppl_vae.models.blocks.nets import mlp, parse_hidden
 
@@ -87,9 +88,8 @@ class CatVAE(Autoencoder):
     def prior(self) -> dist.TorchDistribution:
         """Uniform over the joint states (``enum``) or over each one-hot row."""
         if self.estimator == "enum":
-            return dist.OneHotCategorical(logits=self._zero.expand(self.table.shape[0]))
-        flat = self._zero.expand(self.latent_dim, self.categories)
-        return dist.OneHotCategorical(logits=flat).to_event(1)
+            return uniform(self._zero, self.table.shape[0])
+        return uniform(self._zero, self.latent_dim, self.categories).to_event(1)
 
     def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
         logits = self.encoder(x).unflatten(-1, (self.latent_dim, self.categories))

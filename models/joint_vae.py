@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from ppl_vae.models.blocks import likelihoods
 from ppl_vae.models.blocks.autoencoder import LATENT, OBSERVED, Autoencoder
-from ppl_vae.models.blocks.discrete import check
+from ppl_vae.models.blocks.discrete import check, uniform
 from ppl_vae.models.blocks.nets import mlp, parse_hidden
 
 CATEGORY = "c"
@@ -76,7 +76,7 @@ class JointVAE(Autoencoder):
 
     def category_prior(self) -> dist.TorchDistribution:
         """:math:`p(c) = \\mathrm{Cat}(1/K)`, as one-hot vectors."""
-        return dist.OneHotCategorical(logits=self._zero.expand(self.categories))
+        return uniform(self._zero, self.categories)
 
     def heads(self, x: torch.Tensor) -> tuple[dist.TorchDistribution, dist.TorchDistribution]:
         """:math:`(q(z|x), q(c|x))` from the one encoder."""

@@ -10,8 +10,9 @@ approximation and amortisation gaps; ``failure_modes.py`` the lecture notes' two
 modes; ``disentanglement.py`` MIG, the beta-VAE and FactorVAE scores and DCI on data with
 known factors; ``generation.py`` the Fréchet distance and precision/recall of samples
 in the features of ``features.py``'s classifier; ``likelihood.py`` the record of
-``ppl-vae evaluate`` (ELBO, IW and AIS log p(x), what they are of); ``stats.py`` the one standard error. A new measurement is a
-function of ``(pair, x, y)`` here that works for any program pair; it imports nothing of
-``infer/`` (the trainer scores each epoch with this package: it sits below it), and shards
-its batches over the ranks of a distributed run with :mod:`ppl_vae.ranks`.
+``ppl-vae evaluate`` (ELBO, IW and AIS log p(x), what they are of); ``stats.py`` the one
+standard error. A new measurement is a function of ``(pair, x, y)`` here that works for
+any program pair; it imports nothing of ``infer/`` (the trainer scores each epoch with this
+package: it sits below it), and shards its batches over the ranks of a distributed run
+with :mod:`ppl_vae.ranks`.
 """
