@@ -68,3 +68,17 @@ def test_pythae_loader_gives_pythaes_own_densities(key):
         torch.testing.assert_close(z, got["z"])
         torch.testing.assert_close(q.log_prob(z), got["log_q"] - half_d)
         torch.testing.assert_close(program.prior().log_prob(z), got["log_p"] - half_d)
+
+
+def test_every_vs_pythae_row_is_a_valid_suite_run():
+    """Each row's suite side (``ppl-vae train MODEL`` with its options) validates and builds,
+    so a renamed option or model fails here rather than an hour into the benchmark."""
+    from ppl_vae import registry
+    from ppl_vae.infer.config import TrainConfig
+
+    vs = _script("vs_pythae")
+    assert len(vs.ROW_KEYS) == len(vs.ROWS) >= 13
+    for row in vs.ROWS:
+        TrainConfig(**row.train).validate()
+        registry.build(row.model, x_dim=64, latent_dim=2, hidden=[8], **row.model_args)
+        assert row.pythae and (row.deterministic or row.config["reconstruction_loss"] == "bce")
