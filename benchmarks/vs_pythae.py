@@ -24,10 +24,15 @@ side) writes the tiny fixture the loader tests read: per loader, pythae's random
 batch, base draws and pythae's own flow outputs and log-densities, so the tests check the
 loaders without pythae installed.
 
-Run (the issue's budget: every row, 50 epochs; on two shared CPU cores about 10 minutes a row)::
+Run (the issue's budget: every row, 50 epochs; on two shared CPU cores a few minutes a row,
+MIWAE's 50 particles about half an hour)::
 
     .venv/bin/python benchmarks/vs_pythae.py --pythae-python /work/wt/pythae-venv/bin/python \\
         --epochs 50 --out /tmp/vs_pythae
+
+The table in ``benchmarks/README.md`` is ``--epochs 10`` (the time one session had); each run
+adds its rows to ``--out``'s ``vs_pythae-epN.json`` and ``.md``, so rows and seeds can be run
+one at a time (``--rows vae,iwae --seeds 1``).
 """
 
 from __future__ import annotations
