@@ -41,6 +41,23 @@ def private_config_home(tmp_path_factory):
         os.environ["XDG_CONFIG_HOME"] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def figures_in_process():
+    """Every run of the suite draws its figures in its own process (``PPL_VAE_FIGURE_WORKER=0``):
+    the suite runs one test file per core, so a second process per run would only add its
+    imports (about 0.5 s of CPU a run). tests/figures/test_worker.py tests the worker itself,
+    with the variable removed, and that both draw the same bytes."""
+    from ppl_vae.figures.worker import ENV
+
+    old = os.environ.get(ENV)
+    os.environ[ENV] = "0"
+    yield
+    if old is None:
+        os.environ.pop(ENV, None)
+    else:
+        os.environ[ENV] = old
+
+
 @pytest.fixture(autouse=True)
 def clean_pyro():
     """Every test starts with an empty param store and a fixed seed."""

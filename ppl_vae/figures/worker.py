@@ -11,11 +11,14 @@ writes no file). Requests are one JSON line and ``.npy`` arrays (``allow_pickle=
 answers a JSON line and the bytes: nothing is unpickled. A worker that could not start,
 died, answered garbage or took too long gives ``None``, and the caller draws the figure
 itself -- the same bytes (tested). The worker imports neither torch nor the caller's
-programs; its ``sys.path`` is the caller's minus the working folder.
+programs; its ``sys.path`` is the caller's minus the working folder. With
+``PPL_VAE_FIGURE_WORKER=0`` no worker starts and every figure is drawn in this process: for
+a machine with one core, or many runs at once (a test suite, a sweep per core), where a
+second process per run only adds its imports.
 
 Example::
 
-    >>> w = FigureWorker.start()
+    >>> w = FigureWorker.launch()  # start(), without looking at PPL_VAE_FIGURE_WORKER
     >>> w.draw([{"epoch": 1, "test_elbo": -1.0}], None, None, None)
     >>> png = w.result()["training_curves.png"]
     >>> png[:4] == b"\\x89PNG"
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -36,6 +40,7 @@ import numpy as np
 
 TIMEOUT_S = 120  # the two figures take about a second; past this the caller draws them
 CODE = "import sys; del sys.path[0]; from ppl_vae.figures.worker import main; main()"
+ENV = "PPL_VAE_FIGURE_WORKER"  # "0": no worker, the caller draws every figure itself
 
 
 class FigureWorker:
@@ -47,6 +52,12 @@ class FigureWorker:
 
     @classmethod
     def start(cls) -> FigureWorker:
+        """A worker, or none where ``PPL_VAE_FIGURE_WORKER=0``."""
+        return cls(None) if os.environ.get(ENV) == "0" else cls.launch()
+
+    @classmethod
+    def launch(cls) -> FigureWorker:
+        """A worker process (none where it cannot start)."""
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-c", CODE],

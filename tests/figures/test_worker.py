@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from ppl_vae.figures import curves, run_figures, worker
 from ppl_vae.figures import latent as latent_plots
 from ppl_vae.figures.worker import FigureWorker
+
+
+@pytest.fixture(autouse=True)
+def worker_allowed(monkeypatch):
+    """The suite draws in-process (conftest); here the worker is what is tested."""
+    monkeypatch.delenv(worker.ENV, raising=False)
+
+
+def test_the_variable_keeps_every_figure_in_this_process(monkeypatch):
+    monkeypatch.setenv(worker.ENV, "0")
+    w = FigureWorker.start()
+    assert w.proc is None
+    w.draw(history(2), None, None, None)
+    assert w.result() == {}  # write_figures then draws them here (the test below)
 
 
 def history(n: int) -> list[dict]:
