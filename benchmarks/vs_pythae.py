@@ -589,9 +589,9 @@ def compare(row: Row, ours: dict, theirs: dict) -> dict:
 
 def table(rows: list[dict]) -> str:
     head = (
-        "| model | measure | suite | pythae | suite - pythae (paired SE) | SEs | better |"
+        "| model | seed | measure | suite | pythae | suite - pythae (paired SE) | SEs | better |"
         " rate / distortion suite | rate / distortion pythae | train s suite / pythae |\n"
-        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|\n"
+        "|---|---:|---|---:|---:|---:|---:|---|---:|---:|---:|\n"
     )
 
     def rd(r: dict, side: str) -> str:
@@ -599,7 +599,7 @@ def table(rows: list[dict]) -> str:
         return "-" if rate is None else f"{rate:.1f} / {r[f'{side}_distortion']:.1f}"
 
     return head + "".join(
-        f"| {r['model']} | {r['measure']} | {r['suite']:.2f} ± {r['suite_se']:.2f} | "
+        f"| {r['model']} | {r['seed']} | {r['measure']} | {r['suite']:.2f} ± {r['suite_se']:.2f} | "
         f"{r['pythae']:.2f} ± {r['pythae_se']:.2f} | {r['difference']:+.2f} ({r['paired_se']:.2f})"
         f" | {r['sigmas']:+.1f} | {r['better']} | {rd(r, 'suite')} | {rd(r, 'pythae')} | "
         f"{r['suite_seconds']:.0f} / {r['pythae_seconds']:.0f} |\n"
