@@ -1,5 +1,5 @@
 """The VAE with a VampPrior (Tomczak & Welling 2018): the prior is the guide's mixture at
-:math:`K` learned pseudo-inputs.
+K learned pseudo-inputs.
 
 Generative story, for each example :math:`n`:
 

@@ -78,9 +78,9 @@ def names() -> list[str]:
 
 
 def summary(name: str) -> str:
-    """The first line of a model's module docstring (or its class's)."""
+    """The first paragraph of a model's module docstring (or its class's), on one line."""
     doc = resolve(name).doc.strip()
-    return doc.splitlines()[0] if doc else ""
+    return " ".join(doc.split("\n\n")[0].split()) if doc else ""
 
 
 def _has_programs(obj: Any) -> bool:

@@ -299,6 +299,17 @@ def betas(value: Any) -> list[float]:
     return [float(b) for b in value]
 
 
+def hidden_widths(value: Any) -> list[int]:
+    """``--discriminator-hidden``: one or more layer widths."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise UserError(
+            f"--discriminator-hidden takes layer widths such as 1000,1000, not {value!r}"
+        )
+    if len(value) > MAX_LAYERS:
+        raise UserError(f"--discriminator-hidden has {len(value)} layers; at most {MAX_LAYERS}")
+    return [integer("discriminator_hidden", w, 1, MAX_WIDTH) for w in value]
+
+
 def milestones(value: Any) -> list[int]:
     """``--lr-milestones``: increasing step numbers."""
     if not isinstance(value, (list, tuple)):

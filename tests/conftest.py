@@ -58,6 +58,19 @@ def figures_in_process():
         os.environ[ENV] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory):
+    """The suite never writes the user's cache folder either: the feature classifiers of
+    ``--generation`` go to a private ``PPL_VAE_CACHE_DIR`` (once per session and data set)."""
+    old = os.environ.get("PPL_VAE_CACHE_DIR")
+    os.environ["PPL_VAE_CACHE_DIR"] = str(tmp_path_factory.mktemp("ppl-vae-cache"))
+    yield
+    if old is None:
+        os.environ.pop("PPL_VAE_CACHE_DIR", None)
+    else:
+        os.environ["PPL_VAE_CACHE_DIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def clean_pyro():
     """Every test starts with an empty param store and a fixed seed."""

@@ -1,5 +1,7 @@
 """``ppl-vae compare --models vae,ae,pca --out DIR``: train several models on the same data
-and split, and write ``comparison.csv``, ``comparison.md`` and ``comparison.png``."""
+and split, and write ``comparison.csv``, ``comparison.md`` and ``comparison.png``.
+``--generation`` adds the Fréchet distance and precision/recall of each model's samples
+(:mod:`ppl_vae.runs.generation`), so models without log p(x) compare on generation too."""
 
 from __future__ import annotations
 
@@ -33,6 +35,12 @@ def register(sub) -> None:
         metavar="K",
         help="also score each model by the importance-weighted test log p(x) with K samples",
     )
+    p.add_argument(
+        "--generation",
+        action="store_true",
+        help="also the Frechet distance and precision/recall of each model's samples, beside "
+        "IW log p(x) (a classifier of the data set is trained on first use and cached)",
+    )
     p.add_argument("--out", required=True, help="folder: one run directory per model, plus tables")
     p.add_argument("--overwrite", action="store_true", help="replace earlier runs in --out")
     p.set_defaults(func=run)
@@ -54,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         iwae_samples=None
         if args.iwae_samples is None
         else validate.iwae_samples(args.iwae_samples),
+        generation=args.generation,
     )
     print(compare.table(result.rows))
     print(f"wrote {result.out}/comparison.csv, comparison.md and comparison.png")

@@ -23,9 +23,21 @@ log p(x)), each with its ``_se``, and the settings, the HMC acceptance, the IW e
 the same points and the BDMC gap under ``ais``. A program that cannot have them (no
 prior, a point-mass guide, data not simulated as one site) gets ``ais_note`` instead.
 
+``--generation`` adds the quality of the model's samples, which a model without log p(x)
+(a point-mass guide) has too: ``fd`` (the Fréchet distance between the features of as many
+samples as the split has rows and of the split's images), ``precision`` and ``recall``
+(Kynkäänniemi et al. 2019, k=3), each with its split-half ``_stderr``, and under
+``generation`` the floor ``fd_floor`` (the data against itself) and the feature
+classifier's record (its test accuracy, the data set's fingerprint). The classifier is a
+small MLP trained on the data set's labelled train split on first use (seconds) and cached
+in ``$PPL_VAE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/ppl-vae`` or ``~/.cache/ppl-vae``);
+it is opt-in because it writes there, outside the run. Data without class labels gets a
+``generation_note`` instead (see :mod:`ppl_vae.runs.generation`).
+
 Example::
 
     ppl-vae evaluate runs/vae --iwae-samples 5000
+    ppl-vae evaluate runs/ae --generation
     ppl-vae evaluate runs/vae --ais-steps 1000 --ais-points 100
 """
 
@@ -53,6 +65,13 @@ def register(sub) -> None:
         metavar="N",
         help="examples (and simulations) in AIS",
     )
+    p.add_argument(
+        "--generation",
+        action="store_true",
+        help="also the Frechet distance and precision/recall of the model's samples, in the "
+        "features of the data set's classifier (trained on first use, cached in "
+        "$PPL_VAE_CACHE_DIR or ~/.cache/ppl-vae)",
+    )
     p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=100, help="examples per batch")
@@ -79,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         ais_steps=args.ais_steps,
         ais_chains=args.ais_chains,
         ais_points=args.ais_points,
+        generation=args.generation,
     )
     print(table(record, args.split))
     print(f"wrote {out}")

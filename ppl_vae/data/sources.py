@@ -19,7 +19,19 @@ from ppl_vae.errors import UserError
 FACTOR_SOURCES = ("dsprites-small", "dsprites", "dsprites-original")
 
 
-SOURCES = ("digits", "mnist-5k", "mnist", "fashion-mnist", "kmnist", "synthetic", *FACTOR_SOURCES)
+ROTATED_SOURCES = ("digits-rotated", "mnist-5k-rotated")  # ppl_vae.data.rotated
+
+
+SOURCES = (
+    "digits",
+    "mnist-5k",
+    *ROTATED_SOURCES,
+    "mnist",
+    "fashion-mnist",
+    "kmnist",
+    "synthetic",
+    *FACTOR_SOURCES,
+)
 
 
 # Binarisation modes; ``threshold`` also takes a level, ``threshold:T``.

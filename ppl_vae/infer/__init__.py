@@ -4,8 +4,10 @@ One concept per file, as in ``pyro.infer``: ``config.py`` (:class:`TrainConfig`,
 defaults and its one validation; no torch), ``elbo.py`` (the ELBO estimators),
 ``objective.py`` (the loss module over a pair, and :class:`StepwiseELBO` for objectives
 with per-step state), ``latent_scale.py`` (beta as a ``poutine.scale`` restricted to the
-latent sites), ``capacity.py``, ``tcvae.py`` and ``mmd.py`` (WAE and InfoVAE: objectives
-extending Pyro's ``Trace_ELBO`` through ``_differentiable_loss_particle`` and ``super()``),
+latent sites), ``capacity.py``, ``tcvae.py``, ``mmd.py`` (WAE and InfoVAE), ``dip.py``
+(DIP-VAE), ``factorvae.py`` and ``aae.py`` (FactorVAE and the adversarial autoencoder, each
+with its own discriminator): objectives extending Pyro's ``Trace_ELBO`` through
+``_differentiable_loss_particle`` and ``super()``,
 ``iwae.py``, ``miwae.py`` and ``ciwae.py`` (the importance-weighted bounds, per example),
 ``jit.py`` (the loss traced once per batch shape, checked, replayed), ``schedules.py``
 (beta and learning rate as pure functions of the step), ``distributed.py`` (torchrun and

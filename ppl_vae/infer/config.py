@@ -46,7 +46,14 @@ OBJECTIVES = {
     "ciwae": "ppl_vae.infer.ciwae:from_config",  # beta ELBO + (1-beta) IWAE, Rainforth 2018
     "wae": "ppl_vae.infer.mmd:wae_from_config",  # WAE-MMD, Tolstikhin et al. 2018
     "infovae": "ppl_vae.infer.mmd:infovae_from_config",  # InfoVAE-MMD, Zhao et al. 2019
+    "dip": "ppl_vae.infer.dip:from_config",  # DIP-VAE i/ii, Kumar et al. 2018
+    "factorvae": "ppl_vae.infer.factorvae:from_config",  # FactorVAE, Kim & Mnih 2018
+    "aae": "ppl_vae.infer.aae:from_config",  # adversarial AE, Makhzani et al. 2015
 }
+#: ``--dip-type`` names (:mod:`ppl_vae.infer.dip`).
+DIP_TYPES = ("i", "ii")
+#: Objectives that estimate a statistic of the batch from one draw per example.
+BATCH_STATISTIC = ("tcvae", "wae", "infovae", "dip", "factorvae", "aae")
 #: ``--mmd-kernel`` names (:mod:`ppl_vae.infer.mmd`).
 MMD_KERNELS = ("imq", "rbf")
 #: Objectives that bound log p(x) with importance weights: a beta would act inside them.
@@ -118,7 +125,12 @@ class TrainConfig:
         "IWAE bounds of K samples, averaged) or ciwae (--ciwae-beta * ELBO + (1 - it) * IWAE "
         "on the same K samples), wae (WAE-MMD: reconstruction + --mmd-lambda x MMD of the "
         "batch's codes to the prior) or infovae (InfoVAE: (1 - --info-alpha) x KL + "
-        "(alpha + lambda - 1) x MMD)",
+        "(alpha + lambda - 1) x MMD), dip (DIP-VAE: the ELBO + a penalty pushing the "
+        "batch's covariance of the guide's means (--dip-type i; ii adds the mean variance) "
+        "towards I), factorvae (FactorVAE: the ELBO - --factor-gamma x a discriminator's "
+        "estimate of the total correlation; the discriminator trains beside the pair) or aae "
+        "(adversarial autoencoder: the reconstruction + --aae-lambda x an adversarial loss "
+        "moving the codes towards the prior; no KL)",
     )
     gamma: float = option(100.0, partial(validate.real, "gamma"), "capacity objective weight")
     #: nats per example, reached after capacity_steps
@@ -152,6 +164,41 @@ class TrainConfig:
         0.0,
         partial(validate.real, "info_alpha", positive=False, high=1.0),
         "infovae: alpha (the KL weighs 1 - alpha; 0 keeps the ELBO's KL)",
+    )
+    #: DIP-VAE (Kumar et al. 2018): lambda_od sum_{i!=j} C_ij^2 + lambda_d sum_i (C_ii - 1)^2
+    #: on the batch's covariance C of the guide's means (i) or of the codes (ii).
+    dip_type: str = option("i", choices=DIP_TYPES, help="dip: i (Cov of the means) or ii")
+    dip_lambda_od: float = option(
+        10.0,
+        partial(validate.nonnegative, "dip_lambda_od"),
+        "dip: the weight of the off-diagonal covariances",
+    )
+    dip_lambda_d: float | None = option(
+        None,
+        partial(validate.nonnegative, "dip_lambda_d"),
+        "dip: the weight of the diagonal's distance to 1 (default: 10 x lambda_od for "
+        "type i, lambda_od for type ii, as the paper)",
+    )
+    #: FactorVAE (Kim & Mnih 2018): gamma times the discriminator's total-correlation estimate.
+    factor_gamma: float = option(
+        6.4,
+        partial(validate.nonnegative, "factor_gamma"),
+        "factorvae: the weight gamma of the total-correlation estimate",
+    )
+    #: FactorVAE and the adversarial autoencoder: the discriminator's hidden widths (None: the
+    #: papers', 6 x 1000 for factorvae, 2 x 1000 for aae).
+    discriminator_hidden: list[int] | None = option(
+        None,
+        validate.hidden_widths,
+        "factorvae, aae: the discriminator's hidden widths (default: the paper's, 6 layers "
+        "of 1000 for factorvae, 2 for aae)",
+    )
+    #: The adversarial autoencoder (Makhzani et al. 2015): the weight of the encoder's
+    #: adversarial loss beside the reconstruction.
+    aae_lambda: float = option(
+        1.0,
+        partial(validate.nonnegative, "aae_lambda"),
+        "aae: the weight of the adversarial loss that moves the codes towards the prior",
     )
     eval_batch_size: int = option(
         1000, partial(validate.batch_size, name="eval_batch_size"), cli=None
@@ -339,14 +386,14 @@ def check_field(f: dataclasses.Field, value: Any) -> None:
 def check_combinations(c: TrainConfig) -> None:
     """The settings an objective or optimiser cannot use together."""
     betas = c.beta != 1 or c.beta_schedule != "constant"
-    if c.objective in ("tcvae", "wae", "infovae") and c.num_particles != 1:
+    if c.objective in BATCH_STATISTIC and c.num_particles != 1:
         raise UserError(
             f"--objective {c.objective} estimates its batch statistic (total "
-            "correlation, MMD) from one draw per example: drop --num-particles"
+            "correlation, MMD, covariance) from one draw per example: drop --num-particles"
         )
-    if c.objective in ("wae", "infovae") and betas:
+    if c.objective in ("wae", "infovae", "aae") and betas:
         raise UserError(
-            f"--objective {c.objective} weighs its KL term itself (wae: none; infovae: "
+            f"--objective {c.objective} weighs its KL term itself (wae, aae: none; infovae: "
             "1 - --info-alpha): drop --beta options"
         )
     if c.objective == "infovae" and c.info_alpha + c.mmd_lambda < 1:
@@ -379,7 +426,7 @@ def check_lbfgs(config: TrainConfig) -> None:
     the batch is the whole training set is checked where its size is known
     (:func:`ppl_vae.infer.optim.check_optimizer`)."""
     fixed = "--optimizer lbfgs needs an objective that stays the same at every step"
-    if config.objective in ("capacity", "tcvae"):
+    if config.objective in ("capacity", "tcvae", "factorvae", "aae"):
         raise UserError(f"{fixed}; --objective {config.objective} changes every step: use adam")
     if config.beta_schedule != "constant":
         raise UserError(f"{fixed}; drop --beta-schedule {config.beta_schedule} or use adam")

@@ -49,7 +49,8 @@ class StepwiseELBO:
     the TC weight): the objective owns that state, and :func:`~ppl_vae.infer.trainer.fit`
     calls one hook before each step, :meth:`at_step`, whose return is the scale of the
     latent sites for that step, and :meth:`epoch_state` after each epoch (added to the
-    epoch record). Pyro's own ELBOs have no such state: for them the scale is beta.
+    epoch record); :meth:`state_dict` goes into each checkpoint. Pyro's own ELBOs have no
+    such state: for them the scale is beta.
     Such an ELBO is not traced (``traceable``): a trace would freeze its settings."""
 
     traceable = False
@@ -59,6 +60,14 @@ class StepwiseELBO:
 
     def epoch_state(self, step: int) -> dict[str, float]:
         return {}
+
+    def state_dict(self) -> dict:
+        """The objective's own trained state (tensors; FactorVAE's discriminator), which
+        the run's checkpoint saves and a resume puts back with :meth:`load_state_dict`."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 def scaled(pair: Programs, beta: float | torch.Tensor):

@@ -38,7 +38,7 @@ import torch
 from ppl_vae.errors import UserError, first_line
 
 #: The fields a record may lack: None (or the field's default) when it does.
-OPTIONAL = ("best", "grad_start", "running", "train_module")
+OPTIONAL = ("best", "grad_start", "running", "train_module", "objective")
 
 
 @dataclass
@@ -68,6 +68,9 @@ class TrainState:
     optimizer: dict[str, Any] = field(default_factory=dict, repr=False)
     #: The random streams' states: ``torch``, ``shuffle`` and, on a GPU, ``cuda``.
     rng: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    #: The objective's own state (:meth:`~ppl_vae.infer.objective.StepwiseELBO.state_dict`:
+    #: FactorVAE's discriminator and its optimizer), where it has one.
+    objective: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def epoch(self) -> int:

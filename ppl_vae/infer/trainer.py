@@ -64,7 +64,7 @@ from ppl_vae.data.loaders import as_dataset
 from ppl_vae.errors import UserError
 from ppl_vae.infer import adam, distributed, schedules
 from ppl_vae.infer.config import OBJECTIVES, TrainConfig
-from ppl_vae.infer.objective import Objective
+from ppl_vae.infer.objective import Objective, StepwiseELBO
 from ppl_vae.infer.optim import check_optimizer, make_optimizer, set_learning_rate
 from ppl_vae.infer.recommend import recommended
 from ppl_vae.infer.state import TrainState, does_not_fit, rng_states, set_rng_states
@@ -119,6 +119,8 @@ class FitResult:
     #: ``--compile``: ``compiled`` (:mod:`ppl_vae.infer.compiled`), ``off`` (not asked, or
     #: ``off: <why>``), or ``fallback: <why>`` (the loss ran as without it).
     compile: str = "off"
+    #: The objective's ELBO: its own state (:meth:`StepwiseELBO.state_dict`) is checkpointed.
+    elbo: Any = field(default=None, repr=False)
 
     history = _state_field("history")
     step = _state_field("step")
@@ -235,6 +237,18 @@ def init_from_data(model: Program, guide: Program, data: Dataset) -> None:
         if callable(init):
             with torch.no_grad():
                 init(data.x_train)
+            return
+
+
+def refit_after_epoch(pair: Programs, data: Dataset) -> None:
+    """A module that defines ``refit_after_epoch(x)`` sees the training rows (as scored:
+    one fixed draw under dynamic binarisation) after each epoch's steps, before the epoch
+    is scored and checkpointed (the suite's vq-vae refits its post-hoc code prior there)."""
+    for fn in (pair.model, pair.guide):
+        refit = getattr(owner_of(fn), "refit_after_epoch", None)
+        if callable(refit):
+            with torch.no_grad():
+                refit(data.scored_train())
             return
 
 
@@ -459,7 +473,7 @@ def build_loop(
     loss_fn = distributed.wrap(objective, pair.args(*example_batch(data, model, guide)))
     optimizer = make_optimizer(pair.parameters(), config)
     shuffle = shuffle_generator(config.seed, device)
-    result = FitResult(pair, optimizer, config, choice=objective.choice)
+    result = FitResult(pair, optimizer, config, choice=objective.choice, elbo=objective.elbo)
     n = data.x_train.shape[0]
     steps = math.ceil(n / config.batch_size)
     loop = Loop(
@@ -592,6 +606,7 @@ def finish_epoch(loop: Loop, result: FitResult, epoch: EpochRun, bar: Any) -> di
     state.seconds += time.perf_counter() - epoch.t0
     if not all(torch.isfinite(p).all() for p in loop.pair.parameters()):
         raise UserError(f"training diverged in epoch {state.epoch + 1}; lower --lr")
+    refit_after_epoch(loop.pair, loop.data)
     record = epoch_record(
         loop.pair, loop.data, config, state.epoch + 1, state.step, loop.validation
     )
@@ -665,13 +680,28 @@ def restore(
         weights = saved.train_module if saved.train_module is not None else saved.module
         result.pair.load_state_dict(weights)
         result.optimizer.load_state_dict(saved.optimizer)
+        restore_objective(result.elbo, saved)
         set_rng_states(saved.rng, shuffle, device)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise does_not_fit(exc) from None
     running = distributed.main_share(saved.running)
     result.state = replace(
-        saved, running=running, module={}, train_module=None, optimizer={}, rng={}
+        saved, running=running, module={}, train_module=None, optimizer={}, rng={}, objective=None
     )
+
+
+def restore_objective(elbo: Any, saved: TrainState) -> None:
+    """The objective's own state put back; a run whose objective keeps one (FactorVAE's
+    discriminator) refuses a checkpoint past its first step without it, rather than go on
+    with a fresh one."""
+    if isinstance(elbo, StepwiseELBO) and type(elbo).state_dict is not StepwiseELBO.state_dict:
+        if not saved.objective and saved.step > 0:
+            raise UserError(
+                "the checkpoint holds no state of the objective's own networks (the "
+                "discriminator); --resume cannot continue it: train the run again"
+            )
+    if saved.objective and hasattr(elbo, "load_state_dict"):
+        elbo.load_state_dict(saved.objective)
 
 
 def snapshot(result: FitResult, shuffle_state: torch.Tensor) -> TrainState:
@@ -690,6 +720,7 @@ def snapshot(result: FitResult, shuffle_state: torch.Tensor) -> TrainState:
         module=result.pair.state_dict(),
         optimizer=result.optimizer.state_dict(),
         rng=rng,
+        objective=getattr(result.elbo, "state_dict", dict)() or None,
     )
 
 

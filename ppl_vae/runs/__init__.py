@@ -8,7 +8,9 @@ writer), ``safeio.py`` (bounded reads, JSON), ``fingerprint.py`` (hashes), ``che
 ``trust.py`` which model code may run; ``checkpoint.py`` checkpoints as safetensors plus
 JSON and the :class:`~ppl_vae.runs.checkpoint.RunCheckpointer` that ``fit`` is given;
 ``config.py`` the run's configuration record and the resume comparison; ``build.py``
-builds a job's data and programs once; ``report.py`` a run's ``report.html``; the jobs
+builds a job's data and programs once; ``features.py`` a data set's feature classifier,
+cached per user, and ``generation.py`` a run's generation quality in its features;
+``report.py`` a run's ``report.html``; the jobs
 are ``train.py``, ``evaluate.py``, ``calibrate.py``, ``analyze.py``, ``sample.py``,
 ``compare.py``, ``sweep.py``, ``disentangle.py`` and ``bench.py`` (``cli/`` only parses
 their options and prints what they return). A new job builds through ``build.py``,

@@ -12,9 +12,13 @@ comparison reports
   :math:`|h_i| <` :data:`SPARSITY_THRESHOLD` (:math:`10^{-2}`), codes being the
   posterior means;
 - ``latent_dim``, ``parameters`` and training ``seconds``;
-- beside each estimate its standard error over the test examples
-  (``test_elbo_stderr``, ``test_log_likelihood_stderr``): its own CSV column, and
-  ``-104.2 ± 0.4`` in the Markdown table.
+- with ``generation`` (``--generation``), the quality of each model's samples beside
+  its IW log p(x), for deterministic and probabilistic models alike
+  (:mod:`ppl_vae.runs.generation`): ``fd`` (Fréchet distance in the features of the
+  data set's classifier, lower is better), ``precision`` and ``recall`` (k=3), against
+  the test split, with the data's own FD (the floor) under the table;
+- beside each estimate its standard error (over the test examples; split-half for the
+  generation measures): its own CSV column, and ``-104.2 ± 0.4`` in the Markdown table.
 
 :func:`write` turns the result into ``comparison.csv``, ``comparison.md`` and
 ``comparison.png`` (the same test images reconstructed by every model, one row each).
@@ -48,6 +52,7 @@ from ppl_vae.errors import UserError
 from ppl_vae.figures.run_figures import codes_of_test_set, placeholder
 from ppl_vae.infer.config import IMPORTANCE_WEIGHTED, OBJECTIVES
 from ppl_vae.runs import checks
+from ppl_vae.runs import generation as quality
 from ppl_vae.runs.config import DEFAULT_LATENT_DIM, DEFAULT_MODELS, RunConfig
 from ppl_vae.runs.rundir import RunDir
 from ppl_vae.runs.train import Run, prepare, train_built
@@ -72,6 +77,12 @@ COLUMNS = (
     "test_log_likelihood",
     "test_log_likelihood_stderr",
     "log_likelihood_of",
+    "fd",
+    "fd_stderr",
+    "precision",
+    "precision_stderr",
+    "recall",
+    "recall_stderr",
     "code_sparsity",
     "latent_dim",
     "parameters",
@@ -86,6 +97,10 @@ class Comparison:
     rows: list[dict[str, Any]]
     runs: dict[str, Run] = field(default_factory=dict)
     out: Path | None = None
+    #: Lines for the Markdown table's notes (why a column is blank for every model).
+    notes: list[str] = field(default_factory=list)
+    #: The data's own Fréchet distance and its standard error, with ``generation``.
+    fd_floor: tuple[float, float] | None = None
 
 
 def parse_models(spec: str | Sequence[str]) -> list[str]:
@@ -184,12 +199,14 @@ def compare(
     model_args: dict[str, Any] | None = None,
     overwrite: bool = False,
     iwae_samples: int | None = None,
+    generation: bool = False,
 ) -> Comparison:
     """Train each of ``models`` as ``base`` says (data, split, seed, training settings), each
     into ``out/<model>`` when ``out`` is given, and tabulate them; with ``out`` the table
     and figure are written too (:func:`write`). With ``iwae_samples`` each model with a
-    prior and a stochastic guide is also scored by the importance-weighted test log p(x).
-    Bad input fails before any training."""
+    prior and a stochastic guide is also scored by the importance-weighted test log p(x);
+    with ``generation`` every model by the quality of its samples. Bad input fails before
+    any training."""
     shared = dict(model_args or {})
     if latent_dim is not None:
         shared.setdefault("latent_dim", latent_dim)
@@ -200,16 +217,36 @@ def compare(
     configs = plan(base, models, shared)
     prepared = preflight(configs, out, overwrite)
     result = Comparison(rows=[], out=out)
+    ref = _reference(base, result) if generation else None
     top = RunDir(out) if out is not None else None
     with top.lock() if top is not None else contextlib.nullcontext():  # one writer
         for cfg, ds, pair, run in prepared:
             name = entry_name(cfg, base)
             job = train_built(cfg, ds, pair, run, overwrite=overwrite)
             result.runs[name] = job
-            result.rows.append(summarise(name, job, iwae_samples))
+            result.rows.append(summarise(name, job, iwae_samples, ref))
         if top is not None:
             write(result, top)
     return result
+
+
+def _reference(base: RunConfig, result: Comparison) -> quality.Reference | str:
+    """The real side of the generation measures, once for every model (the same data);
+    its floor, classifier and any note go to ``result`` for the Markdown notes."""
+    ref = quality.reference(base)
+    if isinstance(ref, str):
+        result.notes.append(ref)
+        return ref
+    result.fd_floor = ref.floor
+    acc, data = ref.classifier["test_accuracy"], ref.classifier["data"]
+    result.notes.append(
+        f"FD, precision, recall: the model's samples (as many as the test set has rows) "
+        f"against the test split, in the features of a classifier of `{data}`'s labels "
+        f"(test accuracy {acc:.3f}); k=3 nearest neighbours; split-half standard errors. "
+        f"The data's own FD (test split vs as many train rows), the floor: "
+        f"{_cell('fd', *ref.floor)}."
+    )
+    return ref
 
 
 @torch.no_grad()
@@ -222,8 +259,13 @@ def entry_name(cfg: RunConfig, base: RunConfig) -> str:
     return name
 
 
-def summarise(name: str, job: Run, iwae_samples: int | None = None) -> dict[str, Any]:
-    """One row of the table from a finished run."""
+def summarise(
+    name: str,
+    job: Run,
+    iwae_samples: int | None = None,
+    ref: quality.Reference | str | None = None,
+) -> dict[str, Any]:
+    """One row of the table from a finished run; with ``ref``, the generation measures."""
     pair, m = job.pair, job.metrics
     pair.eval()
     codes = codes_of_test_set(pair, job.dataset)
@@ -238,6 +280,10 @@ def summarise(name: str, job: Run, iwae_samples: int | None = None) -> dict[str,
         log_p = float(ll.mean())
         log_p_se = standard_error(ll)
         of = likelihood_of(pair, ds.x_test, ds.y_test)["log_likelihood_of"]  # m2-vae: "x, y"
+    scored = dict.fromkeys(quality.KEYS)
+    if ref is not None:
+        ds, seed = job.dataset, job.config.train.seed
+        scored = quality.generation_record(pair, ref, ds.x_test, ds.y_test, seed)
     return {
         "model": name,
         "test_recon_mse": m["test_recon_mse"],
@@ -246,6 +292,8 @@ def summarise(name: str, job: Run, iwae_samples: int | None = None) -> dict[str,
         "test_log_likelihood": log_p,
         "test_log_likelihood_stderr": log_p_se,
         "log_likelihood_of": of,
+        **{k: scored[k] for k in quality.KEYS},
+        "generation_note": scored.get("generation_note"),
         "code_sparsity": code_sparsity(codes),
         "latent_dim": pair.latent_dim,
         "parameters": m["parameters"],
@@ -280,9 +328,23 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-#: The Markdown table's columns: each ``<key>_stderr`` is shown inside its ``<key>``'s cell,
-#: and ``log_likelihood_of`` inside the log-likelihood's where it is not of x alone.
-SHOWN = tuple(k for k in COLUMNS if not k.endswith("_stderr") and k != "log_likelihood_of")
+#: The Markdown table's columns and their heads: each ``<key>_stderr`` is shown inside its
+#: ``<key>``'s cell, and ``log_likelihood_of`` inside the log-likelihood's where it is not
+#: of x alone; the generation columns only when some row has them.
+HEADS = {
+    "model": "model",
+    "test_recon_mse": "test recon MSE",
+    "test_elbo": "test ELBO",
+    "test_log_likelihood": "test log p(x), IW",
+    "fd": "FD (lower better)",
+    "precision": "precision",
+    "recall": "recall",
+    "code_sparsity": "code sparsity",
+    "latent_dim": "latent dim",
+    "parameters": "parameters",
+    "seconds": "train s",
+}
+SHOWN = tuple(HEADS)
 
 
 def _cell(key: str, value: Any, stderr: Any = None) -> str:
@@ -292,9 +354,9 @@ def _cell(key: str, value: Any, stderr: Any = None) -> str:
         from ppl_vae.runs.report import plus_minus
 
         return plus_minus(value, stderr)
-    if key in ("test_recon_mse", "test_elbo", "test_log_likelihood"):
+    if key in ("test_recon_mse", "test_elbo", "test_log_likelihood", "fd"):
         return f"{value:.3f}"
-    if key == "code_sparsity":
+    if key in ("code_sparsity", "precision", "recall"):
         return f"{value:.2f}"
     if key == "seconds":
         return f"{value:.1f}"
@@ -302,23 +364,16 @@ def _cell(key: str, value: Any, stderr: Any = None) -> str:
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
-    """The rows as a Markdown table."""
-    head = [
-        "model",
-        "test recon MSE",
-        "test ELBO",
-        "test log p(x), IW",
-        "code sparsity",
-        "latent dim",
-        "parameters",
-        "train s",
-    ]
+    """The rows as a Markdown table (the generation columns where some row has them)."""
+    scored = any(row.get("fd") is not None for row in rows)
+    shown = [k for k in SHOWN if scored or k not in ("fd", "precision", "recall")]
+    head = [HEADS[k] for k in shown]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        cells = [_cell(k, row[k], row.get(f"{k}_stderr")) for k in SHOWN]
+        cells = [_cell(k, row.get(k), row.get(f"{k}_stderr")) for k in shown]
         of = row.get("log_likelihood_of")
         if of not in (None, "x") and row.get("test_log_likelihood") is not None:
-            cells[SHOWN.index("test_log_likelihood")] += f" (log p({of}))"
+            cells[shown.index("test_log_likelihood")] += f" (log p({of}))"
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -353,6 +408,12 @@ def write_markdown(result: Comparison, path: Path, figure: Path | None = None) -
         "between models with the same likelihood (`vae` defaults to Bernoulli pixels, the "
         "others here to Gaussian ones).",
         f"- code sparsity: fraction of test code entries with |h| < {SPARSITY_THRESHOLD:g}.",
+        *(f"- {note}" for note in result.notes),
+        *(
+            f"- {r['model']}: {r['generation_note']}."
+            for r in result.rows
+            if r.get("generation_note")
+        ),
     ]
     if figure is not None:
         order = ", ".join(["input", *result.runs])

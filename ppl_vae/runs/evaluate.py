@@ -19,7 +19,9 @@ from ppl_vae import validate
 from ppl_vae.measure.likelihood import check_ais, evaluation
 from ppl_vae.programs import Programs
 from ppl_vae.runs import checkpoint
+from ppl_vae.runs import generation as quality
 from ppl_vae.runs.build import load_split
+from ppl_vae.runs.config import read_config
 from ppl_vae.runs.rundir import RunDir
 
 
@@ -52,10 +54,13 @@ def evaluate_run(
     ais_steps: int = 0,
     ais_chains: int = 16,
     ais_points: int = 100,
+    generation: bool = False,
 ) -> tuple[dict[str, Any], Path, Path | None]:
     """Score one split of a trained run and write its record, which starts with the
     ``step`` of the checkpoint it scored; returns the record, the file written and the
-    refreshed report (None when the run has none)."""
+    refreshed report (None when the run has none). With ``generation`` the record adds
+    the Fréchet distance and precision/recall of the model's samples
+    (:mod:`ppl_vae.runs.generation`)."""
     from ppl_vae.runs import report
 
     validate.iwae_samples(iwae_samples)
@@ -82,6 +87,9 @@ def evaluate_run(
         ais_chains=ais_chains,
         ais_points=ais_points,
     )
+    if generation:
+        ref = quality.reference(read_config(RunDir(run_dir)), split)
+        record.update(quality.generation_record(pair, ref, x, y, seed))
     record = {"step": step, **record}
     run = RunDir(run_dir)
     with run.lock():  # one writer: not while a training run writes here
@@ -135,9 +143,25 @@ def table(record: dict, split: str) -> str:
         ("recon MSE", record["recon_mse"], None),
         ("seconds", record["seconds"], None),
     ]
+    rows += generation_rows(record)
     width = max(len(k) for k, _, _ in rows)
     lines = [f"{k:<{width}}  {fmt(v, se):>18}" for k, v, se in rows]
-    for key in ("log_likelihood_note", "ais_note"):
+    for key in ("log_likelihood_note", "ais_note", "generation_note"):
         if record.get(key):
             lines.append(f"note: {record[key]}")
     return "\n".join(lines)
+
+
+def generation_rows(record: dict) -> list[tuple[str, Any, Any]]:
+    """The table's rows of ``evaluate --generation`` (none without it)."""
+    if record.get("fd") is None:
+        return []
+    info = record["generation"]
+    acc = info["classifier"]["test_accuracy"]
+    return [
+        (f"FD, {info['samples']} samples (lower better)", record["fd"], record["fd_stderr"]),
+        ("  FD of the data itself (floor)", info["fd_floor"], info["fd_floor_stderr"]),
+        (f"precision, k={info['k']}", record["precision"], record["precision_stderr"]),
+        (f"recall, k={info['k']}", record["recall"], record["recall_stderr"]),
+        ("  classifier test accuracy", acc, None),
+    ]

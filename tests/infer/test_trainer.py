@@ -249,6 +249,7 @@ def same(a, b) -> bool:
 STATE_RUNS = {
     "vae": dict(epochs=4, early_stopping=True, patience=1, lr=0.05, checkpoint_every=10),
     "pca": dict(epochs=2),
+    "aae": dict(epochs=1, discriminator_hidden=[8], checkpoint_every=20),  # its discriminator
 }
 
 
@@ -268,7 +269,7 @@ def test_every_field_of_the_train_state_survives_a_checkpoint_and_a_restore(tmp_
     ds, records = data.load("digits"), []
     for name, settings in STATE_RUNS.items():
         torch.manual_seed(0)
-        extra = {"hidden": [16], "latent_dim": 2} if name == "vae" else {"latent_dim": 2}
+        extra = {"hidden": [16], "latent_dim": 2} if name in ("vae", "aae") else {"latent_dim": 2}
         model, guide = registry.build(name, x_dim=ds.x_dim, **extra)
         cfg = recommend.recommended_config(model, guide, progress=False, device="cpu", **settings)
         keep = Keep()

@@ -55,10 +55,138 @@ def mog_vae_case() -> tuple[torch.Tensor, torch.Tensor]:
     return loss, formula
 
 
+def rae_case() -> tuple[torch.Tensor, torch.Tensor]:
+    """Ghosh et al. 2020, eq. 11: ||x - g(h)||^2 / 2s^2 + beta/2 ||h||^2 + lambda R (+ the
+    Gaussians' constants), h = f(x); R = ||grad_z sum g(z)||^2 at h (gp) or ||theta||^2 / 2."""
+    import math
+
+    from ppl_vae.models.rae import RAE
+
+    losses, formulas = [], []
+    for penalty in ("gp", "l2"):
+        torch.manual_seed(0)
+        kw = dict(hidden=(8,), scale=0.5, code_weight=0.3, decoder_weight=0.2)
+        m, x = RAE(x_dim=12, latent_dim=2, penalty=penalty, **kw), torch.rand(5, 12)
+        losses.append(programs_loss(m, x))
+        h = m.encoder(x)
+        sq = ((x - m.decoder(h)) ** 2).sum(-1) / (2 * 0.5**2) + 6 * math.log(2 * math.pi * 0.25)
+        code = 0.3 / 2 * (h**2).sum(-1) - math.log(0.3 / (2 * math.pi))
+        if penalty == "gp":
+            (grad,) = torch.autograd.grad(m.decoder(h).sum(), h, create_graph=True)
+            reg = 0.2 * (grad**2).sum(-1)
+        else:
+            reg = 0.2 / 2 * sum((p**2).sum() for p in m.decoder.parameters()).expand(5)
+        formulas.append((sq + code + reg).sum())
+    return sum(losses), sum(formulas)  # both variants in one number
+
+
+def aae_case() -> tuple[torch.Tensor, torch.Tensor]:
+    """Makhzani et al. 2015, its default objective: -log p(x|z) - lambda log D(z), z ~ q(z|x)
+    (no KL term), on a fixed discriminator D."""
+    from ppl_vae.models.aae import AAE
+
+    from ppl_vae.infer.aae import AdversarialELBO
+
+    torch.manual_seed(0)
+    m, x = AAE(x_dim=12, latent_dim=2, hidden=(8,)), torch.rand(5, 12).bernoulli()
+    elbo = AdversarialELBO(weight=0.7, hidden=(6,), seed=2)
+    pyro.set_rng_seed(3)
+    loss = elbo.differentiable_loss(m.model, m.guide, x)
+    pyro.set_rng_seed(3)
+    z = m.posterior(x).rsample()
+    d = torch.sigmoid(elbo.net(z).squeeze(-1))
+    formula = -(m.likelihood(z).log_prob(x) + 0.7 * torch.log(d)).sum()
+    return loss, formula
+
+
+def svae_case() -> tuple[torch.Tensor, torch.Tensor]:
+    """Davidson et al. 2018 in d = 4: log q(z|x) = log kappa - 2 log 2pi - log I_1(kappa)
+    + kappa mu.z (torch's i1e), log p(z) = -log |S^3| = -log 2 pi^2."""
+    from ppl_vae.models.svae import SVAE
+
+    torch.manual_seed(0)
+    m, x = SVAE(x_dim=12, latent_dim=4, hidden=(8,)), torch.rand(5, 12).bernoulli()
+    loss = programs_loss(m, x)
+    pyro.set_rng_seed(3)
+    q = m.posterior(x)
+    z, k = q.rsample(), q.concentration
+    log_bessel = torch.special.i1e(k).log() + k
+    log_q = (
+        k.log() - 2 * torch.log(torch.tensor(2 * torch.pi)) - log_bessel + k * (q.loc * z).sum(-1)
+    )
+    log_p = -torch.log(torch.tensor(2 * torch.pi**2))
+    formula = -(m.likelihood(z).log_prob(x) + log_p - log_q).sum()
+    return loss, formula
+
+
+def gamma_vae_case() -> tuple[torch.Tensor, torch.Tensor]:
+    """Gamma prior and guide: log Gamma(z; a, b) = a log b + (a - 1) log z - b z - lgamma(a)."""
+    from ppl_vae.models.gamma_vae import GammaVAE
+
+    def log_gamma(z, a, b):
+        return (a * b.log() + (a - 1) * z.log() - b * z - torch.lgamma(a)).sum(-1)
+
+    torch.manual_seed(0)
+    m = GammaVAE(x_dim=12, latent_dim=3, hidden=(8,), prior_shape=0.7, prior_rate=2.0)
+    x = torch.rand(5, 12).bernoulli()
+    loss = programs_loss(m, x)
+    pyro.set_rng_seed(3)
+    q = m.posterior(x)
+    z, a, b = q.rsample(), q.base_dist.concentration, q.base_dist.rate
+    log_p = log_gamma(z, torch.tensor(0.7), torch.tensor(2.0))
+    formula = -(m.likelihood(z).log_prob(x) + log_p - log_gamma(z, a, b)).sum()
+    return loss, formula
+
+
+def ivae_case() -> tuple[torch.Tensor, torch.Tensor]:
+    """Bepler et al. 2019: the VAE's loss with p(x|z) Bernoulli(g(R(phi) c + s tau, z_c)) per
+    pixel, the coordinates turned by the rotation matrix written out."""
+    from ppl_vae.models.ivae import IVAE
+
+    torch.manual_seed(0)
+    m, x = IVAE(x_dim=16, latent_dim=2, hidden=(8,), dx_prior=0.1), torch.rand(5, 16).bernoulli()
+    loss = programs_loss(m, x)
+    pyro.set_rng_seed(3)
+    q = m.posterior(x)
+    z = q.rsample()
+    phi, tau, content = z[:, 0], z[:, 1:3], z[:, 3:]
+    rot = torch.stack([phi.cos(), -phi.sin(), phi.sin(), phi.cos()], -1).reshape(5, 2, 2)
+    v, u = torch.meshgrid(torch.linspace(-1, 1, 4), torch.linspace(-1, 1, 4), indexing="ij")
+    grid = torch.stack([u.flatten(), v.flatten()], -1)  # (16, 2), row-major pixels
+    coords = grid @ rot.transpose(1, 2) + 0.1 * tau[:, None, :]
+    logits = m.decoder(coords, content)
+    log_lik = torch.distributions.Bernoulli(logits=logits).log_prob(x).sum(-1)
+    formula = -(log_lik + m.prior().log_prob(z) - q.log_prob(z)).sum()
+    return loss, formula
+
+
+def vq_vae_case() -> tuple[torch.Tensor, torch.Tensor]:
+    """van den Oord et al. 2017: -log p(x|z_q) + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2,
+    each position's code the nearest codebook vector by brute force (beta = 0.25)."""
+    from ppl_vae.models.vq_vae import VQVAE
+
+    torch.manual_seed(0)
+    m = VQVAE(x_dim=12, latent_dim=3, code_dim=2, codebook_size=4, hidden=(8,))
+    x = torch.rand(5, 12).bernoulli()
+    loss = programs_loss(m, x)
+    z_e = m.encoder(x).reshape(5, 3, 2)
+    k = ((z_e[:, :, None, :] - m.codebook) ** 2).sum(-1).argmin(-1)
+    e = m.codebook[k]
+    log_lik = m.likelihood(e.reshape(5, 6)).log_prob(x)
+    formula = (-log_lik + 1.25 * ((z_e - e) ** 2).sum((-1, -2))).sum()
+    return loss, formula
+
+
 #: model name -> its case. One entry per model of the suite.
 CASES: dict[str, Case] = {
     "vae": vae_case,
     "mog-vae": mog_vae_case,
+    "rae": rae_case,
+    "aae": aae_case,
+    "svae": svae_case,
+    "gamma-vae": gamma_vae_case,
+    "ivae": ivae_case,
+    "vq-vae": vq_vae_case,
 }
 
 
