@@ -175,11 +175,14 @@ def prior_log_density(pair, z, args):
     model = poutine.condition(pair.model, data=traces.split_codes(pair, z))
     with pair.scope():
         tr = poutine.trace(model).get_trace(*args)
-    batch = z.shape[0]
-    return sum(
-        tr.nodes[name]["fn"].log_prob(tr.nodes[name]["value"]).reshape(batch, -1).sum(-1)
-        for name in pair.latent_sites
-    )
+    batch, total = z.shape[0], 0
+    for name in pair.latent_sites:
+        fn, value = tr.nodes[name]["fn"], tr.nodes[name]["value"]
+        shape = fn.batch_shape + fn.event_shape  # codes come flat: (N, D*K) for (N, D, K)
+        if value.shape != shape and value.numel() == shape.numel():
+            value = value.reshape(shape)
+        total = total + fn.log_prob(value).reshape(batch, -1).sum(-1)
+    return total
 
 
 def fitted_sampler(run, pair, ds, step, kind: str, options: dict, refit: bool):
