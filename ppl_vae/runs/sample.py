@@ -153,21 +153,26 @@ def codes_of(pair, x, y):
     return torch.cat([traces.codes(pair, a) for a in batches(x, y, pair, 1000)])
 
 
-def held_out(pair, ds, log_density) -> float:
-    """The mean over the test set of ``log_density(codes, args)`` (nats per example)."""
+def held_out(pair, ds, log_density) -> float | None:
+    """The mean over the test set of ``log_density(codes, args)`` (nats per example); None
+    where the density is not defined at the codes."""
     from ppl_vae import traces
     from ppl_vae.measure.metrics import batches
 
     total, count = 0.0, 0
     for args in batches(ds.x_test, ds.y_test, pair, 1000):
         lp = log_density(traces.codes(pair, args), args)
+        if lp is None:
+            return None
         total, count = total + float(lp.double().sum()), count + lp.shape[0]
     return total / max(count, 1)
 
 
 def prior_log_density(pair, z, args):
     """:math:`\\log p(z)` per row of the codes ``z``: the model's latent sites' log-densities
-    with the model run at ``z`` on the batch ``args``."""
+    with the model run at ``z`` on the batch ``args``; None where a code lies outside its
+    site's support (the codes are the guide's means: of a discrete or bounded site, say
+    Pyro's SSVAE label or a Bernoulli, not a value the prior takes)."""
     from pyro import poutine
 
     from ppl_vae import traces
@@ -181,6 +186,8 @@ def prior_log_density(pair, z, args):
         shape = fn.batch_shape + fn.event_shape  # codes come flat: (N, D*K) for (N, D, K)
         if value.shape != shape and value.numel() == shape.numel():
             value = value.reshape(shape)
+        if not bool(fn.support.check(value).all()):
+            return None
         total = total + fn.log_prob(value).reshape(batch, -1).sum(-1)
     return total
 
