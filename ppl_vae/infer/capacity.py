@@ -16,11 +16,11 @@ capacity :math:`C` (in nats per example) that the trainer raises linearly during
 estimator, score-function terms included, stays Pyro's) and adds the difference between
 the capacity penalty and the KL the ELBO already holds. The KL is read off the traces of
 any program pair: the latent sites are the guide's sample sites, each site's KL the closed
-form :math:`\\mathrm{KL}(q(z_n|x_n) \\| p(z_n))` where ``kl_divergence`` has one for its pair of
-distributions (as Pyro's ``TraceMeanField_ELBO`` and pythae's DisentangledBetaVAE take it),
-else the one-draw estimate :math:`\\log q(z_n|x_n) - \\log p(z_n)`: the penalty's target is
-the rate itself, and a one-draw estimate of it inside :math:`|\\cdot|` is biased (measured
-against pythae at equal settings: 7-9 nats of log p(x) lost). :math:`C` is a pure
+form :math:`\\mathrm{KL}(q(z_n|x_n) \\| p(z_n))` for the sites in ``analytic_sites`` (the
+trainer sets the pair's :attr:`~ppl_vae.programs.Programs.analytic_kl_sites`, where the
+closed form is valid, as for ``TraceMeanField_ELBO``; pythae's DisentangledBetaVAE takes it
+too), else the one-draw estimate :math:`\\log q(z_n|x_n) - \\log p(z_n)`: the penalty's
+target is the rate itself, so its estimate should vary as little as it can. :math:`C` is a pure
 function of the step (:func:`capacity`) that the trainer evaluates and sets on the ELBO
 (``at_step``, the hook :func:`~ppl_vae.infer.trainer.fit` calls) before each step; the
 programs never see a step counter. The penalty's own gradient flows through
@@ -43,10 +43,9 @@ from __future__ import annotations
 
 import pyro.infer
 import torch
-from pyro.distributions.util import scale_and_mask
-from torch.distributions import kl_divergence
 
 from ppl_vae.infer.objective import StepwiseELBO
+from ppl_vae.programs import closed_form_kl
 
 
 def capacity(step: int, capacity_max: float, capacity_steps: int) -> float:
@@ -78,18 +77,21 @@ def batch_size(site: dict) -> int:
     return frames[-1].size if frames else 1
 
 
-def site_kl(guide_site: dict, model_site: dict) -> torch.Tensor:
-    """A latent site's KL summed over its batch: the closed form where ``kl_divergence``
-    has one (scaled and masked as the site is), else ``log q(z) - log p(z)`` of the draw."""
-    try:
-        kl = kl_divergence(guide_site["fn"], model_site["fn"])
-    except NotImplementedError:
+def site_kl(guide_site: dict, model_site: dict, closed_form: bool) -> torch.Tensor:
+    """A latent site's KL summed over its batch: the closed form (scaled and masked as the
+    site is) where ``closed_form`` and ``kl_divergence`` has one, else the draw's
+    ``log q(z) - log p(z)``."""
+    kl = closed_form_kl(guide_site, model_site) if closed_form else None
+    if kl is None:
         return guide_site["log_prob_sum"] - model_site["log_prob_sum"]
-    return scale_and_mask(kl, guide_site["scale"], guide_site["mask"]).sum()
+    return kl.sum()
 
 
 class CapacityELBO(StepwiseELBO, pyro.infer.Trace_ELBO):
     """:math:`-\\sum_n \\log p(x_n|z_n) + \\gamma B |\\overline{\\mathrm{KL}} - C|` over a batch."""
+
+    #: The latent sites whose KL the penalty takes in closed form (none unless set).
+    analytic_sites: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -128,7 +130,10 @@ class CapacityELBO(StepwiseELBO, pyro.infer.Trace_ELBO):
             guide_trace.nodes[n]["log_prob_sum"] - model_trace.nodes[n]["log_prob_sum"]
             for n in latent
         )
-        kl = sum(site_kl(guide_trace.nodes[n], model_trace.nodes[n]) for n in latent)
+        kl = sum(
+            site_kl(guide_trace.nodes[n], model_trace.nodes[n], n in self.analytic_sites)
+            for n in latent
+        )
         particles = self.num_particles if self.vectorize_particles else 1
         batch = batch_size(guide_trace.nodes[latent[0]]) * particles
         penalty = self.gamma * batch * (kl / batch - self.capacity).abs() - held

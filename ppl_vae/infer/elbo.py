@@ -267,6 +267,10 @@ def choose(pair: Programs, config) -> ELBOChoice:
     from draws."""
     sites = pair.all_latent_sites
     sampled = dict.fromkeys(sites, "sampled")
+    if config.objective == "capacity":  # its penalty's KL: closed where that is valid
+        kl = {n: "analytic" if n in pair.analytic_kl_sites else "sampled" for n in sites}
+        why = "--objective capacity: the penalty's KL in closed form where valid, else drawn"
+        return ELBOChoice("capacity", kl, why)
     if config.objective != "elbo":
         return ELBOChoice(
             config.objective, sampled, f"--objective {config.objective} estimates the KL from draws"

@@ -24,7 +24,9 @@ from ppl_vae.infer.trainer import fit
 
 def capacity_module(vae, gamma):
     """``loss(x, c)``: the capacity objective of the VAE's programs with C = c."""
-    objective = Objective(pair_of(vae), capacity.CapacityELBO(gamma=gamma))
+    pair = pair_of(vae)
+    objective = Objective(pair, capacity.CapacityELBO(gamma=gamma))
+    objective.elbo.analytic_sites = pair.analytic_kl_sites  # as the trainer sets it
 
     def loss(x, c):
         objective.elbo.capacity = c
