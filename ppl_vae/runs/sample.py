@@ -168,6 +168,16 @@ def held_out(pair, ds, log_density) -> float | None:
     return total / max(count, 1)
 
 
+def in_support(fn, value) -> bool:
+    """Whether ``value`` lies in ``fn``'s support (True where ``fn`` does not say: a flow
+    prior of another library)."""
+    try:
+        support = fn.support
+    except NotImplementedError:
+        return True
+    return bool(support.check(value).all())
+
+
 def prior_log_density(pair, z, args):
     """:math:`\\log p(z)` per row of the codes ``z``: the model's latent sites' log-densities
     with the model run at ``z`` on the batch ``args``; None where a code lies outside its
@@ -186,7 +196,7 @@ def prior_log_density(pair, z, args):
         shape = fn.batch_shape + fn.event_shape  # codes come flat: (N, D*K) for (N, D, K)
         if value.shape != shape and value.numel() == shape.numel():
             value = value.reshape(shape)
-        if not bool(fn.support.check(value).all()):
+        if not in_support(fn, value):
             return None
         total = total + fn.log_prob(value).reshape(batch, -1).sum(-1)
     return total
