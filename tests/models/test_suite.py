@@ -43,3 +43,17 @@ def test_model_builds_trains_and_is_listed(name, tmp_path, capsys):
     assert main(["models"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert name in listed
+
+
+def test_the_readme_table_lists_every_model_with_its_paper():
+    """The README's table of the suite: one row per model of the registry, each naming a
+    paper (or the lecture notes), and no row for a model that does not exist."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## The suite") : readme.index("## Command line")]
+    rows = re.findall(r"^\| `([a-z0-9-]+)` \| [^|]+ \| (.+) \|$", section, flags=re.M)
+    assert sorted(name for name, _ in rows) == sorted(registry.names())
+    for name, paper in rows:
+        assert re.search(r"(19|20)\d\d|lecture notes", paper), (name, paper)
