@@ -103,3 +103,15 @@ def test_hierarchy_gap_trains_every_arm_alike_and_scores_the_paired_gain(tmp_pat
         assert r["n"] == 40 and math.isfinite(r["log_px"]) and r["log_px"] < 0, r
         assert math.isfinite(r["gain"]) and r["se"] > 0
     assert (tmp_path / "hierarchy_gap.json").is_file()
+
+
+def test_ivae_rotation_runs_and_its_figures_are_in_range():
+    """``benchmarks/ivae_rotation.py`` end to end on the 8x8 rotated digits (2 epochs, the
+    README's figures come from its mnist-5k run): both arms train and every figure is a
+    valid R^2 (at most 1) or correlation (within [-1, 1])."""
+    rotation = _script("ivae_rotation")
+    out = rotation.main(["--data", "digits-rotated", "--epochs", "2"])
+    for key in ("r2_vae", "r2_ivae_content", "r2_ivae_all"):
+        assert math.isfinite(out[key]) and out[key] <= 1.0, (key, out)
+    assert -1.0 <= out["corr_ivae_angle"] <= 1.0
+    assert math.isfinite(out["vae_test_elbo"]) and math.isfinite(out["ivae_test_elbo"])
